@@ -1,0 +1,1 @@
+"""Experiment launchers (absl mains) and their ml_collections configs."""

@@ -1,0 +1,42 @@
+"""Shared config pieces: variant-argument parsing, data, mesh and sharding."""
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from flip_jax import sharding
+
+DATASETS = ("synthetic", "ml-1m", "ml-100k", "bookcrossing", "goodreads", "csv")
+
+
+def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
+  """Parses 'k=v,k2=v2' variant strings; unknown keys are an error."""
+  out = mlc.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    if not item:
+      continue
+    if "=" not in item:
+      raise ValueError(f"config variant {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    if key not in defaults:
+      raise ValueError(
+          f"config variant key {key!r} unknown; known: {sorted(defaults)}")
+    default = defaults[key]
+    if isinstance(default, bool):
+      value = value.lower() in ("1", "true", "yes")
+    elif isinstance(default, int):
+      value = int(value)
+    elif isinstance(default, float):
+      value = float(value)
+    out[key] = value
+  return out
+
+
+def mesh_config() -> list:
+  """(axis, size) pairs; -1 = the remaining devices."""
+  return [("data", -1), ("fsdp", 1), ("tensor", 1)]
+
+
+def logical_axis_rules() -> list:
+  return [list(r) for r in sharding.DEFAULT_RULES]

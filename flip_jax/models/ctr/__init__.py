@@ -1,0 +1,1 @@
+"""flip_jax.models.ctr."""

@@ -1,0 +1,152 @@
+"""Device meshes and logical-axis sharding.
+
+Model code names axes (``nn.with_logical_partitioning`` for params,
+``nn.with_logical_constraint`` for activations); the config holds the mesh
+shape and an ordered rules table mapping logical names onto mesh axes.
+
+Logical axis names used across flip_jax:
+
+  batch          examples of a batch
+  length         text positions
+  vocab          PLM vocabulary rows
+  embed          PLM hidden size
+  heads, kv      attention heads and per-head width
+  mlp            PLM feed-forward width
+  feature_vocab  rows of the global CTR feature tables (N)
+  feature_embed  CTR embedding width
+  field          CTR fields
+  hidden         widths of CTR / head MLP layers
+  expert, rank   DCNv2 mixture-of-experts axes
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+# Default: pure data parallelism over ("data", "fsdp"); parameters replicated
+# unless a rule maps them. Order matters: first matching rule wins.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("feature_vocab", ("fsdp", "tensor")),
+    ("feature_embed", None),
+    ("field", None),
+    ("hidden", None),
+    ("expert", None),
+    ("rank", None),
+)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> dict[str, int]:
+  """Resolves (name, size) pairs with at most one -1 (= the rest)."""
+  sizes = dict(axes)
+  unknown = [k for k, v in sizes.items() if v == -1]
+  if len(unknown) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, got {axes}")
+  known = int(np.prod([v for v in sizes.values() if v != -1]))
+  if unknown:
+    if num_devices % known:
+      raise ValueError(
+          f"mesh: {num_devices} devices not divisible by fixed axes {axes}")
+    sizes[unknown[0]] = num_devices // known
+  if int(np.prod(list(sizes.values()))) != num_devices:
+    raise ValueError(f"mesh: {axes} does not use exactly {num_devices} devices")
+  return sizes
+
+
+def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1), ("fsdp", 1),
+                                                 ("tensor", 1)),
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a mesh with Auto axis types (logical constraints need them)."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = mesh_shape(axes, len(devices))
+  names = tuple(sizes)
+  shape = tuple(sizes[n] for n in names)
+  try:
+    dev = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+  except Exception:  # pylint: disable=broad-except
+    dev = np.asarray(devices).reshape(shape)
+  return Mesh(dev, names, axis_types=(AxisType.Auto,) * len(names))
+
+
+def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:
+  """ConfigDict/list form -> tuple of (logical, mesh axis or tuple or None)."""
+  out = []
+  for name, target in rules:
+    if isinstance(target, list):
+      target = tuple(target)
+    out.append((name, target))
+  return tuple(out)
+
+
+def _filter_rules(rules, mesh: Mesh):
+  """Drops mesh axes of size 1 or absent from the mesh (keeps specs valid)."""
+  out = []
+  for name, target in rules:
+    if target is None:
+      out.append((name, None))
+      continue
+    tgt = (target,) if isinstance(target, str) else tuple(target)
+    tgt = tuple(a for a in tgt if a in mesh.shape and mesh.shape[a] > 1)
+    out.append((name, tgt if len(tgt) > 1 else (tgt[0] if tgt else None)))
+  return tuple(out)
+
+
+def logical_to_sharding(abstract_tree, mesh: Mesh, rules):
+  """Logical partition metadata (from eval_shape of init) -> NamedShardings.
+
+  Leaves without metadata are replicated.
+  """
+  rules = _filter_rules(rules, mesh)
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def with_divisible_fallback(shardings, abstract_tree, mesh: Mesh):
+  """Replaces a sharding by replication where a dim is not divisible."""
+  def fix(s, x):
+    if not isinstance(s, NamedSharding):
+      return s
+    shape = getattr(x, "shape", ())
+    spec = list(s.spec) + [None] * (len(shape) - len(s.spec))
+    new = []
+    for dim, ax in zip(shape, spec):
+      if ax is None:
+        new.append(None)
+        continue
+      axes = (ax,) if isinstance(ax, str) else tuple(ax)
+      size = int(np.prod([mesh.shape[a] for a in axes]))
+      new.append(ax if dim % size == 0 else None)
+    return NamedSharding(mesh, P(*new))
+  return jax.tree.map(fix, shardings, nn.meta.unbox(abstract_tree))
+
+
+def batch_sharding(mesh: Mesh, rules, ndim: int = 1) -> NamedSharding:
+  """Sharding of a batch array: leading axis over the data axes."""
+  rules = _filter_rules(rules, mesh)
+  axis = dict(rules).get("batch")
+  return NamedSharding(mesh, P(axis, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules):
+  """Per-process numpy batch -> global jax.Arrays sharded over data axes."""
+  return {
+      k: jax.make_array_from_process_local_data(
+          batch_sharding(mesh, rules, np.ndim(v)), np.asarray(v))
+      for k, v in local.items()
+  }
