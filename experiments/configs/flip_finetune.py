@@ -1,0 +1,109 @@
+"""FLIP finetuning for CTR: mode=id (FLIP_ID), plm (FLIP_PLM) or joint (FLIP).
+
+  # from a pretraining run:
+  python -m experiments.finetune --workdir runs/ft_joint \
+    --config experiments/configs/flip_finetune.py:dataset=synthetic,mode=joint \
+    --config.ckpt.init_from runs/pre_syn
+
+  # baselines (no init_from): the ID model from scratch / the PLM-only model
+  # from the public weights:
+  python -m experiments.finetune --workdir runs/base_id \
+    --config experiments/configs/flip_finetune.py:dataset=synthetic,mode=id
+  python -m experiments.finetune --workdir runs/base_plm \
+    --config experiments/configs/flip_finetune.py:dataset=synthetic,mode=plm
+
+With init_from set, the ID backbone and PLM architecture are taken from the
+pretraining run's config.json. Rerunning on the same workdir resumes (the
+workdir's own checkpoint wins over init_from).
+"""
+import ml_collections as mlc
+
+from experiments.configs import common
+from experiments.configs import data as data_configs
+from experiments.configs import flip_pretrain
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset="synthetic", mode="joint", ctr="dcnv2",
+                         plm="minilm-l6", preset="cpu-small")
+  if arg.mode not in ("id", "plm", "joint"):
+    raise ValueError(f"mode {arg.mode!r}: expected id|plm|joint")
+  if arg.preset not in ("tiny", "cpu-small", "full"):
+    raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
+  small = arg.preset != "full"
+  cfg = mlc.ConfigDict()
+  cfg.seed = 2012
+  cfg.data = data_configs.get_data_config(arg.dataset)
+  if arg.preset == "tiny":
+    cfg.data.max_length = 48
+  elif arg.preset == "cpu-small" and arg.dataset != "synthetic":
+    cfg.data.max_length = 64
+  cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
+
+  f = cfg.finetune = mlc.ConfigDict()
+  f.mode = arg.mode
+  # Official: α learned from 0, unconstrained ('raw'); 'sigmoid' bounds it.
+  f.alpha_init = 0.0
+  f.alpha_param = "raw"
+  # FLIP_ID sums the BCE over the batch (official); the others average.
+  f.loss_reduction = "sum" if arg.mode == "id" else "mean"
+  # Joint: BCE(mix) + aux_weight * (BCE(id) + BCE(plm)).
+  f.aux_weight = 1.0
+  # Explicit L2 on the embedding and linear tables (a loss term).
+  f.l2 = {"id": 1e-3, "plm": 0.0,
+          "joint": 0.0 if arg.dataset == "goodreads" else 1e-4}[arg.mode]
+  f.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
+  f.batch_size = {"id": 1024, "plm": 128, "joint": 128}[arg.mode]
+  if arg.preset == "tiny":
+    f.batch_size = 16
+  elif small and arg.mode != "id":
+    f.batch_size = 64
+  f.num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
+  if arg.preset == "tiny":
+    f.num_epochs = 1
+  elif small and arg.mode != "id":
+    f.num_epochs = 3
+  # Early stopping on valid AUC: evaluations without improvement.
+  f.patience = 3
+  # Evaluate every N steps; -1 = once per epoch.
+  f.eval_every_steps = -1
+  f.eval_batch_size = 512 if arg.mode == "id" else 128
+  # Cap on optimizer steps (-1 = num_epochs); for smoke runs.
+  f.max_steps = -1
+
+  o = cfg.optim = mlc.ConfigDict()
+  if arg.mode == "id":
+    o.name, o.lr, o.weight_decay = "adam", 1e-3, 0.0
+    o.param_groups = []
+  else:
+    o.name, o.lr, o.weight_decay = "adamw", 5e-5, 1e-3
+    # The PLM's own lr (official: 5e-5 for both groups in joint).
+    o.param_groups = [(r"^plm/", 5e-5)] if arg.mode == "joint" else []
+  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+  o.decay_mask = "all"
+  o.grad_clip = None
+  o.freeze = []
+  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
+                               "warmup_steps": 0})
+
+  cfg.ckpt = mlc.ConfigDict()
+  # A pretraining workdir to take params from (first start only).
+  cfg.ckpt.init_from = ""
+  # Step of init_from to load (-1 = latest).
+  cfg.ckpt.init_step = -1
+  keep = {"id": [r"^ctr/"], "plm": [r"^plm/"],
+          "joint": [r"^ctr/", r"^plm/"]}[arg.mode]
+  drop = [r"^(mlm_head|mtm_head|ctr_proj|txt_proj|nce)/"]
+  drop += {"id": [r"^plm/"], "plm": [r"^ctr/"], "joint": []}[arg.mode]
+  cfg.ckpt.keep_regex = keep
+  cfg.ckpt.drop_regex = drop
+  # Fresh params that a pretraining checkpoint never holds.
+  cfg.ckpt.allow_missing_regex = [r"^ctr/(linear|head)/"]
+  cfg.ckpt.keep = 2
+  cfg.ckpt.async_save = False
+
+  cfg.log_every_steps = 50 if arg.mode == "id" else 20
+  cfg.mesh = common.mesh_config()
+  cfg.logical_axis_rules = common.logical_axis_rules()
+  cfg.data_workers = 0
+  return cfg

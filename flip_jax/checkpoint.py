@@ -1,0 +1,355 @@
+"""Orbax checkpoints, params-only init-from and atomic JSON files.
+
+Layout (STYLE.md 5): ``{workdir}/checkpoints/{step}/state/`` (the whole
+`TrainState` pytree) and ``{workdir}/checkpoints/{step}/data_iter/`` (the
+grain iterator position, one JSON file per process), written by ONE orbax
+`CheckpointManager`. Per run, ``config.json``, ``feature_map.json`` and
+``best.json`` are written with `write_json_atomic`.
+
+Init priority (which rule fires is logged by the trainer):
+
+  1. The latest complete checkpoint in ``{workdir}``: full state (params,
+     optimiser state, step, RNG) and the data-iterator position. This is a
+     resume; rule 2 is never applied on a resume.
+  2. Else ``ckpt.init_from``: a pretraining workdir (optionally a step, else
+     its latest). Params only (`restore_params`), merged into freshly
+     initialised params with the keep/drop regexes (`merge_init`); the
+     optimiser, step and data order start fresh. First start only.
+  3. Else initialise everything from scratch.
+
+Atomicity: orbax writes each step into a temporary directory and renames it
+once every item is complete, so a crash or SIGKILL mid-save leaves the
+previous step as the latest visible checkpoint. Leftover temporary
+directories are removed when the next `Checkpointer` opens the workdir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from typing import Any, Sequence
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from flip_jax.optim import param_paths, path_str
+
+CHECKPOINT_DIR = "checkpoints"
+STATE = "state"
+DATA_ITER = "data_iter"
+
+
+def _handlers(state_handler) -> dict[str, Any]:
+  return {STATE: state_handler,
+          DATA_ITER: grain.checkpoint.CheckpointHandler()}
+
+
+class Checkpointer:
+  """One orbax CheckpointManager for ``{workdir}/checkpoints``.
+
+  Args:
+    workdir: run directory.
+    max_to_keep: newest checkpoints kept (None = all).
+    save_interval_steps: `save` without force only writes when step is a
+      multiple of this.
+    async_save: write in a background thread (call `wait_until_finished`
+      before reading the files or exiting; `close` does it).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int | None,
+               save_interval_steps: int, async_save: bool = True):
+    if save_interval_steps < 1:
+      raise ValueError(f"save_interval_steps must be >= 1, got "
+                       f"{save_interval_steps}")
+    if max_to_keep is not None and max_to_keep < 1:
+      raise ValueError(f"max_to_keep must be None or >= 1, got {max_to_keep}")
+    self.directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=async_save,
+        # A save killed mid-way leaves `{step}.orbax-checkpoint-tmp-*`.
+        cleanup_tmp_directories=True, create=True)
+    self._mgr = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers=_handlers(ocp.StandardCheckpointHandler()))
+
+  def save(self, step: int, state, data_iter=None, *,
+           force: bool = False) -> bool:
+    """Saves `state` (and the iterator position) as `step`.
+
+    Args:
+      step: the step number (normally ``int(state.step)``).
+      state: the TrainState (or any pytree of arrays).
+      data_iter: a grain ``DatasetIterator``/``DataLoaderIterator`` or None.
+      force: save even if `step` is off the save interval.
+
+    Returns:
+      True if a save was started.
+    """
+    items = {STATE: ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
+    saved = self._mgr.save(int(step), args=ocp.args.Composite(**items),
+                           force=force)
+    if saved:
+      logging.info("checkpoint: saving step %d to %s", step, self.directory)
+    return saved
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint step, or None."""
+    return self._mgr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """All complete checkpoint steps, ascending."""
+    return sorted(self._mgr.all_steps())
+
+  def restore(self, step: int, abstract_state, data_iter=None):
+    """Restores `step` onto the shardings of `abstract_state`.
+
+    Args:
+      step: a step from `all_steps`.
+      abstract_state: pytree of ``jax.ShapeDtypeStruct`` carrying the
+        CURRENT shardings (e.g. `abstract_like(state)`, or `jax.eval_shape`
+        output with shardings attached); the saved device layout is
+        ignored, so restoring onto a different mesh works.
+      data_iter: a fresh iterator of the same pipeline; its position is set
+        in place to the saved one.
+
+    Returns:
+      The restored state, with the structure of `abstract_state`.
+    """
+    steps = self.all_steps()
+    if step not in steps:
+      raise FileNotFoundError(f"checkpoint step {step} not in "
+                              f"{self.directory}; available: {steps}")
+    _check_shardings(abstract_state)
+    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      if not os.path.isdir(os.path.join(self.directory, str(step),
+                                        DATA_ITER)):
+        raise FileNotFoundError(f"checkpoint step {step} in {self.directory} "
+                                "has no data_iter item to restore")
+      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self._mgr.restore(int(step), args=ocp.args.Composite(**items))
+    logging.info("checkpoint: restored step %d from %s", step, self.directory)
+    return restored[STATE]
+
+  def wait_until_finished(self) -> None:
+    """Blocks until a pending async save is committed."""
+    self._mgr.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
+    self._mgr.wait_until_finished()
+    self._mgr.close()
+
+
+def abstract_like(tree):
+  """Concrete arrays -> ShapeDtypeStructs keeping their shardings."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _check_shardings(abstract_state) -> None:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+    if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+      raise ValueError(
+          f"restore: abstract leaf {path_str(path)!r} has no sharding; "
+          "attach the current shardings (restoring without them silently "
+          "uses the saved layout)")
+
+
+def restore_params(init_from_workdir: str | os.PathLike, *,
+                   step: int | None = None) -> dict:
+  """Loads only the ``params`` subtree of a run's checkpoint, as numpy.
+
+  The optimiser structure of that run is not needed: only the params are
+  read (partial restore against the saved metadata).
+
+  Args:
+    init_from_workdir: the (pretraining) run directory.
+    step: the step to load; None = the latest complete one.
+
+  Returns:
+    Nested dict of numpy arrays.
+  """
+  directory = os.path.join(os.fspath(init_from_workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"init_from: no checkpoint directory {directory}")
+  mgr = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers=_handlers(ocp.PyTreeCheckpointHandler()))
+  try:
+    steps = sorted(mgr.all_steps())
+    if not steps:
+      raise FileNotFoundError(f"init_from: no complete checkpoint in "
+                              f"{directory}")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise FileNotFoundError(f"init_from: step {step} not in {directory}; "
+                              f"available: {steps}")
+    tree = mgr.item_metadata(step)[STATE].tree
+    if not isinstance(tree, dict) or "params" not in tree:
+      raise ValueError(f"init_from: checkpoint {directory}/{step}/state has "
+                       "no 'params' entry")
+    meta = tree["params"]
+    item = {"params": jax.tree.map(lambda m: np.empty(m.shape, m.dtype),
+                                   meta)}
+    rargs = {"params": jax.tree.map(
+        lambda m: ocp.RestoreArgs(restore_type=np.ndarray), meta)}
+    out = mgr.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.PyTreeRestore(item=item, restore_args=rargs,
+                                      partial_restore=True)}))
+  finally:
+    mgr.close()
+  logging.info("init_from: loaded params of step %d from %s", step, directory)
+  return out[STATE]["params"]
+
+
+@dataclasses.dataclass
+class InitReport:
+  """What `merge_init` did, by '/'-joined path."""
+  taken: list[str]
+  reinitialised: list[str]   # not kept or dropped: fresh values
+  missing_allowed: list[str]  # kept, absent from the checkpoint, allowed
+  dropped: list[str]  # checkpoint params matching a drop regex
+
+  def summary(self) -> str:
+    return (f"taken {len(self.taken)}, re-initialised "
+            f"{len(self.reinitialised) + len(self.missing_allowed)} "
+            f"({len(self.missing_allowed)} allowed-missing), dropped "
+            f"{len(self.dropped)} from the checkpoint")
+
+
+def _regexes(patterns: Sequence[str], name: str) -> list[re.Pattern]:
+  if isinstance(patterns, str):
+    raise TypeError(f"merge_init: {name} must be a list of regexes, not a "
+                    f"string ({patterns!r})")
+  out = []
+  for p in patterns:
+    try:
+      out.append(re.compile(p))
+    except re.error as e:
+      raise ValueError(f"merge_init: bad {name} regex {p!r}: {e}") from e
+  return out
+
+
+def merge_init(fresh, loaded, *, keep: Sequence[str], drop: Sequence[str],
+               allow_missing: Sequence[str] = (),
+               return_report: bool = False):
+  """Params-only transfer from another run; strict (STYLE.md 5).
+
+  A fresh param whose path matches a `keep` regex and no `drop` regex is
+  taken from `loaded`; every other fresh param keeps its fresh value.
+
+  Args:
+    fresh: freshly initialised params (defines the output structure).
+    loaded: params of the source run (e.g. from `restore_params`).
+    keep: regexes (re.search on '/'-joined paths) of params to take.
+    drop: regexes of params never taken; checkpoint params matching them
+      may stay unused.
+    allow_missing: regexes of kept params that may be absent from the
+      checkpoint (created only at finetuning); they stay fresh.
+    return_report: also return the `InitReport`.
+
+  Returns:
+    Params with the structure of `fresh` (and the report if asked).
+
+  Raises:
+    ValueError: a kept param is missing (and not allowed) or has another
+      shape/dtype kind; or checkpoint params are neither used nor dropped.
+  """
+  keep_rx = _regexes(keep, "keep")
+  drop_rx = _regexes(drop, "drop")
+  allow_rx = _regexes(allow_missing, "allow_missing")
+  match = lambda rxs, p: any(rx.search(p) for rx in rxs)
+  src = param_paths(loaded)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(fresh)
+  report = InitReport([], [], [], [])
+  out, used = [], set()
+  for path, value in leaves:
+    p = path_str(path)
+    if not match(keep_rx, p) or match(drop_rx, p):
+      report.reinitialised.append(p)
+      out.append(value)
+      continue
+    if p not in src:
+      if match(allow_rx, p):
+        report.missing_allowed.append(p)
+        out.append(value)
+        continue
+      raise ValueError(f"init_from: kept param {p!r} is not in the "
+                       "checkpoint (add it to drop or allow_missing)")
+    got = np.asarray(src[p])
+    if got.shape != tuple(np.shape(value)):
+      raise ValueError(f"init_from: param {p!r} has shape {got.shape} in the "
+                       f"checkpoint but {tuple(np.shape(value))} here")
+    want = np.dtype(getattr(value, "dtype", got.dtype))
+    if got.dtype != want:
+      if not (np.issubdtype(got.dtype, np.inexact)
+              and np.issubdtype(want, np.inexact)):
+        raise ValueError(f"init_from: param {p!r} has dtype {got.dtype} in "
+                         f"the checkpoint but {want} here")
+      got = got.astype(want)
+    out.append(got)
+    used.add(p)
+    report.taken.append(p)
+  report.dropped = [p for p in src if p not in used and match(drop_rx, p)]
+  leftovers = [p for p in src if p not in used and not match(drop_rx, p)]
+  if leftovers:
+    raise ValueError(
+        f"init_from: {len(leftovers)} checkpoint params are neither used nor "
+        f"dropped, e.g. {leftovers[:5]} (add a drop regex or a keep regex)")
+  logging.info("init_from: %s", report.summary())
+  params = jax.tree_util.tree_unflatten(treedef, out)
+  return (params, report) if return_report else params
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.generic, np.ndarray)) or hasattr(obj, "__array__"):
+    return np.asarray(obj).tolist()
+  if isinstance(obj, os.PathLike):
+    return os.fspath(obj)
+  raise TypeError(f"write_json_atomic: cannot encode {type(obj).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+  """Writes JSON via a temporary file in the same directory + os.replace.
+
+  Readers never see a partial file, even if the writer is killed.
+
+  Args:
+    path: destination file (its directory is created if needed).
+    obj: JSON-serialisable object (numpy/jax scalars and arrays allowed).
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
+                             suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def init_rule(checkpointer: Checkpointer, init_from: str | None) -> str:
+  """Which init rule fires: 'resume', 'init_from' or 'scratch' (see top)."""
+  if checkpointer.latest_step() is not None:
+    return "resume"
+  if init_from:
+    return "init_from"
+  return "scratch"

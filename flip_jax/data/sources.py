@@ -1,0 +1,132 @@
+"""Registry of raw dataset readers, plus the generic CSV/parquet reader.
+
+`load_raw(data_cfg, data_dir)` dispatches on `data_cfg.dataset` through
+`READERS`; every reader returns a `rawio.RawTable`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from flip_jax.data import books
+from flip_jax.data import movielens
+from flip_jax.data import rawio
+
+
+def load_csv(data_dir: str, spec) -> rawio.RawTable:
+  """Reads a CSV or parquet file described by a small field spec.
+
+  Args:
+    data_dir: directory holding `spec.path` (an absolute path also works).
+    spec: ConfigDict with `path`, `format` ('csv'|'parquet'|'' = by suffix),
+      `sep`, `fields` (categorical columns, in field order),
+      `display_names` (clause names; empty = the column names),
+      `rating_column` (or '' with `label_column`, an already 0/1 label) and
+      `timestamp_column` ('' = none).
+
+  Returns:
+    The RawTable.
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  path = spec.path if os.path.isabs(spec.path) else os.path.join(
+      data_dir or "", spec.path)
+  if not spec.path or not os.path.isfile(path):
+    raise rawio.DataError(f"csv source: file {path!r} not found (set "
+                          "data.csv.path, relative to data_dir)")
+  fmt = spec.format or ("parquet" if path.endswith(".parquet") else "csv")
+  if fmt == "parquet":
+    frame = pd.read_parquet(path)
+  elif fmt == "csv":
+    try:
+      frame = pd.read_csv(path, sep=spec.sep, dtype=str,
+                          keep_default_na=False, encoding=spec.encoding)
+    except pd.errors.ParserError as e:
+      raise rawio.DataError(f"{path}: {e}") from None
+  else:
+    raise rawio.DataError(f"csv source: format {fmt!r} must be csv or parquet")
+  fields = list(spec.fields)
+  if not fields:
+    raise rawio.DataError("csv source: data.csv.fields lists no columns")
+  target = spec.rating_column or spec.label_column
+  if bool(spec.rating_column) == bool(spec.label_column):
+    raise rawio.DataError("csv source: set exactly one of data.csv."
+                          "rating_column and data.csv.label_column")
+  wanted = fields + [target] + (
+      [spec.timestamp_column] if spec.timestamp_column else [])
+  missing = [c for c in wanted if c not in frame.columns]
+  if missing:
+    raise rawio.DataError(f"{path}: missing column(s) {missing}; columns are "
+                          f"{list(frame.columns)}")
+  display = list(spec.display_names) or fields
+  if len(display) != len(fields):
+    raise rawio.DataError(f"csv source: {len(display)} display_names for "
+                          f"{len(fields)} fields")
+  rating = pd.to_numeric(frame[target], errors="coerce").to_numpy(np.float64)
+  bad = np.flatnonzero(~np.isfinite(rating))
+  if len(bad):
+    raise rawio.DataError(f"{path}: data row {bad[0] + 1} (line {bad[0] + 2}):"
+                          f" {target} {frame[target].iloc[bad[0]]!r} is not "
+                          "a number")
+  if spec.label_column and not np.isin(rating, (0.0, 1.0)).all():
+    i = int(np.flatnonzero(~np.isin(rating, (0.0, 1.0)))[0])
+    raise rawio.DataError(f"{path}: line {i + 2}: label {rating[i]} is not 0/1")
+  timestamp = None
+  if spec.timestamp_column:
+    ts = pd.to_numeric(frame[spec.timestamp_column], errors="coerce")
+    if ts.isna().any():
+      ts = pd.to_datetime(frame[spec.timestamp_column], errors="coerce",
+                          utc=True)
+      if ts.isna().any():
+        i = int(np.flatnonzero(ts.isna().to_numpy())[0])
+        raise rawio.DataError(f"{path}: line {i + 2}: timestamp "
+                              f"{frame[spec.timestamp_column].iloc[i]!r} is "
+                              "neither a number nor a date")
+      ts = ts.astype("int64") // 10**9
+    timestamp = ts.to_numpy(np.int64)
+  keys = [rawio.obj(" ".join(str(v).split()) or "unknown"
+                    for v in frame[c].tolist()) for c in fields]
+  return rawio.RawTable(
+      name="csv", field_names=tuple(fields), display_names=tuple(display),
+      keys=keys, values=[k.copy() for k in keys], rating=rating,
+      timestamp=timestamp, info={"file": path})
+
+
+READERS: dict[str, Callable] = {
+    "ml-1m": lambda cfg, d: movielens.load_ml1m(d),
+    "ml-100k": lambda cfg, d: movielens.load_ml100k(d),
+    "bookcrossing": lambda cfg, d: books.load_bookcrossing(
+        d, cfg.drop_zero_ratings),
+    "goodreads": lambda cfg, d: books.load_goodreads(d, cfg.drop_zero_ratings),
+    "csv": lambda cfg, d: load_csv(d, cfg.csv),
+    # 'synthetic' writes ML-1M raw files first (see prepare.load_dataset).
+    "synthetic": lambda cfg, d: movielens.load_ml1m(d),
+}
+
+
+def check_dataset(name: str) -> None:
+  if name not in READERS:
+    raise ValueError(f"unknown dataset {name!r}; known datasets: "
+                     f"{', '.join(sorted(READERS))}")
+
+
+def load_raw(data_cfg, data_dir: str) -> rawio.RawTable:
+  """Reads the raw files of `data_cfg.dataset` from `data_dir`."""
+  check_dataset(data_cfg.dataset)
+  table = READERS[data_cfg.dataset](data_cfg, data_dir)
+  if table.num_rows == 0:
+    raise rawio.DataError(f"{data_cfg.dataset}: no rows read from {data_dir}")
+  return table
+
+
+def raw_files(data_cfg, data_dir: str) -> list[str]:
+  """The raw files a dataset reads (for the cache fingerprint)."""
+  check_dataset(data_cfg.dataset)
+  if data_cfg.dataset == "csv":
+    p = data_cfg.csv.path
+    return [p if os.path.isabs(p) else os.path.join(data_dir or "", p)]
+  if not data_dir or not os.path.isdir(data_dir):
+    return []
+  return sorted(os.path.join(data_dir, f) for f in os.listdir(data_dir)
+                if os.path.isfile(os.path.join(data_dir, f)))

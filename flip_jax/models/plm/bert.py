@@ -1,0 +1,306 @@
+"""Post-LN BERT/RoBERTa encoder in Flax linen (FLIP.md section 4).
+
+Submodule names mirror HF so the import/export table reads naturally:
+
+  embeddings/{word,position,token_type}_embeddings/embedding   [rows, H]
+  embeddings/LayerNorm/{scale,bias}
+  encoder/layer_{i}/attention/{query,key,value}/kernel         [H, heads, kv]
+  encoder/layer_{i}/attention/output/dense/kernel              [heads, kv, H]
+  encoder/layer_{i}/attention/output/LayerNorm/{scale,bias}
+  encoder/layer_{i}/intermediate/dense/kernel                  [H, mlp]
+  encoder/layer_{i}/output/dense/kernel                        [mlp, H]
+  encoder/layer_{i}/output/LayerNorm/{scale,bias}
+
+Every parameter carries logical axis names (flip_jax/sharding.py) so the rules
+table can shard `vocab`, `heads` and `mlp` over a tensor-parallel mesh axis.
+`dtype` is the compute dtype; `param_dtype` the storage dtype. Softmax and
+LayerNorm statistics always run in float32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from flip_jax.models.plm.config import PLMConfig
+
+Dtype = Any
+_ACT_SPEC = ("batch", "length", "embed")
+
+
+def activation(name: str):
+  """HF `hidden_act` name -> function ('gelu' is the exact erf form)."""
+  if name == "gelu":
+    return lambda x: jax.nn.gelu(x, approximate=False)
+  if name in ("gelu_new", "gelu_pytorch_tanh"):
+    return lambda x: jax.nn.gelu(x, approximate=True)
+  if name == "relu":
+    return jax.nn.relu
+  raise ValueError(f"unsupported activation {name!r}")
+
+
+def normal_init(std: float, names: tuple[Any, ...]):
+  """Normal(0, std) initialiser carrying logical axis names."""
+  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
+
+
+def zeros_init(names: tuple[Any, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def layer_norm(cfg: PLMConfig, dtype: Dtype, param_dtype: Dtype,
+               name: str | None = None) -> nn.LayerNorm:
+  """HF-compatible LayerNorm (epsilon from the checkpoint config)."""
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=dtype, param_dtype=param_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                              ("embed",)),
+      bias_init=zeros_init(("embed",)), name=name)
+
+
+def position_ids_from_mask(attention_mask: jax.Array, cfg: PLMConfig
+                           ) -> jax.Array:
+  """Absolute position ids for each token.
+
+  BERT: 0..L-1. RoBERTa: positions of real tokens count from pad_token_id + 1
+  and every padded slot gets pad_token_id, i.e.
+  cumsum(mask) * mask + pad_token_id (HF derives the same from input_ids !=
+  pad; deriving it from the mask keeps it right for any pad id).
+
+  Args:
+    attention_mask: [B, L] 1 on real tokens, 0 on padding.
+    cfg: the encoder config.
+
+  Returns:
+    int32 [B, L] position ids.
+  """
+  mask = attention_mask.astype(jnp.int32)
+  if cfg.model_type == "roberta":
+    return jnp.cumsum(mask, axis=-1) * mask + cfg.pad_token_id
+  length = attention_mask.shape[-1]
+  return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), mask.shape)
+
+
+def max_length(cfg: PLMConfig) -> int:
+  """Longest sequence the position table supports (RoBERTa's is offset)."""
+  if cfg.model_type == "roberta":
+    return cfg.max_position_embeddings - cfg.pad_token_id - 1
+  return cfg.max_position_embeddings
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    std = cfg.initializer_range
+
+    def embed(rows, names):
+      return nn.Embed(rows, cfg.hidden_size, dtype=self.dtype,
+                      param_dtype=self.param_dtype,
+                      embedding_init=normal_init(std, names))
+
+    self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"))
+    self.position_embeddings = embed(cfg.max_position_embeddings,
+                                     (None, "embed"))
+    self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"))
+    self.LayerNorm = layer_norm(cfg, self.dtype, self.param_dtype)  # pylint: disable=invalid-name
+    self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+  def __call__(self, input_ids, attention_mask, token_type_ids, *,
+               deterministic: bool):
+    positions = position_ids_from_mask(attention_mask, self.config)
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(positions)
+         + self.token_type_embeddings(token_type_ids))
+    x = self.LayerNorm(x)
+    x = self.dropout(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, _ACT_SPEC)
+
+  def word_matrix(self) -> jax.Array:
+    """The [V, H] word embedding table (for the tied MLM decoder)."""
+    return self.word_embeddings.embedding
+
+
+class SubLayerOutput(nn.Module):
+  """dense -> dropout -> residual add -> LayerNorm (HF `*Output`)."""
+  config: PLMConfig
+  in_axes: tuple[int, ...]
+  kernel_names: tuple[Any, ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, residual, *, deterministic: bool):
+    cfg = self.config
+    y = nn.DenseGeneral(
+        cfg.hidden_size, axis=self.in_axes, dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=normal_init(cfg.initializer_range, self.kernel_names),
+        bias_init=zeros_init(("embed",)), name="dense")(x)
+    y = nn.Dropout(cfg.hidden_dropout)(y, deterministic=deterministic)
+    y = layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(
+        y + residual)
+    return nn.with_logical_constraint(y, _ACT_SPEC)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with an additive padding bias."""
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, *, deterministic: bool):
+    cfg = self.config
+
+    def proj(name):
+      return nn.DenseGeneral(
+          (cfg.num_heads, cfg.head_dim), axis=-1, dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          kernel_init=normal_init(cfg.initializer_range,
+                                  ("embed", "heads", "kv")),
+          bias_init=zeros_init(("heads", "kv")), name=name)(x)
+
+    spec = ("batch", "length", "heads", "kv")
+    q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
+    k = nn.with_logical_constraint(proj("key"), spec)
+    v = nn.with_logical_constraint(proj("value"), spec)
+    q = q * jnp.asarray(cfg.head_dim ** -0.5, q.dtype)
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
+    scores = scores.astype(jnp.float32) + bias
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    probs = nn.Dropout(cfg.attention_dropout)(probs,
+                                              deterministic=deterministic)
+    ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
+    ctx = nn.with_logical_constraint(ctx, spec)
+    return SubLayerOutput(cfg, (-2, -1), ("heads", "kv", "embed"),
+                          self.dtype, self.param_dtype, name="output")(
+                              ctx, x, deterministic=deterministic)
+
+
+class Intermediate(nn.Module):
+  """Feed-forward expansion H -> mlp with the activation (HF naming)."""
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    h = nn.Dense(cfg.intermediate_size, dtype=self.dtype,
+                 param_dtype=self.param_dtype,
+                 kernel_init=normal_init(cfg.initializer_range,
+                                         ("embed", "mlp")),
+                 bias_init=zeros_init(("mlp",)), name="dense")(x)
+    return nn.with_logical_constraint(activation(cfg.hidden_act)(h),
+                                      ("batch", "length", "mlp"))
+
+
+class TransformerLayer(nn.Module):
+  """One post-LN layer: attention block then feed-forward block."""
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool = True):
+    cfg = self.config
+    x = SelfAttention(cfg, self.dtype, self.param_dtype, name="attention")(
+        x, bias, deterministic=deterministic)
+    h = Intermediate(cfg, self.dtype, self.param_dtype,
+                     name="intermediate")(x)
+    return SubLayerOutput(cfg, (-1,), ("mlp", "embed"), self.dtype,
+                          self.param_dtype, name="output")(
+                              h, x, deterministic=deterministic)
+
+
+class Encoder(nn.Module):
+  """The stack `layer_0 .. layer_{n-1}`, optionally rematerialised."""
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, bias, *, deterministic: bool):
+    # Argument 0 is the module itself, so `deterministic` is static arg 3.
+    layer_cls = (nn.remat(TransformerLayer, static_argnums=(3,))
+                 if self.remat else TransformerLayer)
+    for i in range(self.config.num_layers):
+      x = layer_cls(self.config, self.dtype, self.param_dtype,
+                    name=f"layer_{i}")(x, bias, deterministic)
+    return x
+
+
+def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
+  """[B, L] padding mask -> [B, 1, 1, L] float32 additive bias.
+
+  Masked keys get the most negative finite value of the compute dtype. A fully
+  padded row then has equal scores everywhere and softmax stays finite
+  (uniform) instead of producing NaN.
+  """
+  neg = jnp.asarray(jnp.finfo(dtype).min, jnp.float32)
+  keep = attention_mask.astype(bool)[:, None, None, :]
+  return jnp.where(keep, jnp.float32(0.0), neg)
+
+
+class PLMEncoder(nn.Module):
+  """BERT/RoBERTa encoder returning token states and the first-token state.
+
+  Attributes:
+    config: architecture (PLMConfig); dropout rates come from it.
+    dtype: compute dtype (e.g. jnp.bfloat16).
+    param_dtype: parameter storage dtype.
+    remat: rematerialise each layer in the backward pass (saves memory).
+
+  Dropout draws from the 'dropout' rng collection when deterministic=False.
+  """
+  config: PLMConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    self.embeddings = Embeddings(self.config, self.dtype, self.param_dtype)
+    self.encoder = Encoder(self.config, self.dtype, self.param_dtype,
+                           self.remat)
+
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, *,
+               deterministic: bool = True) -> dict[str, jax.Array]:
+    """Encodes a padded batch.
+
+    Args:
+      input_ids: int [B, L] token ids.
+      attention_mask: [B, L] 1 on real tokens, 0 on padding.
+      token_type_ids: optional int [B, L]; zeros when None.
+      deterministic: disables dropout when True.
+
+    Returns:
+      {'last_hidden_state': [B, L, H], 'cls': [B, H]} in the compute dtype.
+    """
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+      raise ValueError(
+          f"PLMEncoder: input_ids {input_ids.shape} and attention_mask"
+          f" {attention_mask.shape} must both be [batch, length]")
+    if input_ids.shape[1] > max_length(self.config):
+      raise ValueError(
+          f"PLMEncoder: length {input_ids.shape[1]} exceeds the"
+          f" {max_length(self.config)} positions this"
+          f" {self.config.model_type} checkpoint supports")
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = self.embeddings(input_ids, attention_mask, token_type_ids,
+                        deterministic=deterministic)
+    x = self.encoder(x, attention_bias(attention_mask, self.dtype),
+                     deterministic=deterministic)
+    return {"last_hidden_state": x, "cls": x[:, 0]}
+
+  def word_embedding_matrix(self) -> jax.Array:
+    """The [V, H] word table; pass it to `MLMHead` for the tied decoder."""
+    return self.embeddings.word_matrix()

@@ -1,0 +1,324 @@
+"""CTR finetuning loop (FLIP_ID / FLIP_PLM / FLIP joint and the baselines).
+
+``train_and_evaluate(config, workdir)`` reads top to bottom: mesh, data,
+model, state, restore (workdir checkpoint > init_from > scratch), step, loop
+with validation-based early stopping, then the best checkpoint is reloaded
+and the test split is evaluated once. Writes ``results.json``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import ml_collections as mlc
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from flip_jax import checkpoint
+from flip_jax import losses
+from flip_jax import optim
+from flip_jax import sharding
+from flip_jax.data import pipeline
+from flip_jax.data import prepare
+from flip_jax.data import features
+from flip_jax.models import ctr as ctr_lib
+from flip_jax.models import finetune as ft_lib
+from flip_jax.models import plm as plm_lib
+from flip_jax.train import evaluate as eval_lib
+from flip_jax.train import logging as log_lib
+from flip_jax.train import setup
+from flip_jax.train import state as state_lib
+from flip_jax.train import steps
+
+TRACKER = "early_stopping.json"
+
+
+def resolve_model_config(config) -> mlc.ConfigDict:
+  """The model section; with init_from, the pretraining run's architecture."""
+  model = mlc.ConfigDict(config.model.to_dict())
+  if not config.ckpt.init_from:
+    return model
+  path = os.path.join(config.ckpt.init_from, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"ckpt.init_from={config.ckpt.init_from!r}: no config.json there; "
+        "is it a pretraining workdir?")
+  with open(path) as f:
+    pre = json.load(f)["model"]
+  for part in ("ctr", "plm"):
+    if pre[part] != model[part].to_dict():
+      logging.info("init_from: using the pretraining run's model.%s %s",
+                   part, pre[part])
+  return mlc.ConfigDict(pre)
+
+
+def loss_fn(params, batch, rngs, *, model, cfg):
+  """BCE (mix + branches for joint) + explicit L2 on the tables."""
+  out = model.apply({"params": params}, batch, deterministic=False, rngs=rngs)
+  y, w = batch["label"], batch["weight"]
+  red = cfg.loss_reduction
+  total = losses.bce_with_logits(out["logit"], y, w, reduction=red)
+  metrics = {"bce": total}
+  if cfg.mode == "joint":
+    aux = (losses.bce_with_logits(out["ctr/logit"], y, w, reduction=red)
+           + losses.bce_with_logits(out["txt/logit"], y, w, reduction=red))
+    total = total + cfg.aux_weight * aux
+    metrics["alpha"] = out["alpha"]
+  if cfg.l2 > 0:
+    l2 = ctr_lib.l2_penalty(params, {r: cfg.l2 for r in cfg.l2_regex})
+    total = total + l2
+    metrics["l2"] = l2
+  metrics["loss"] = total
+  return total, metrics
+
+
+def train_step(state, batch, *, model, tx, cfg):
+  rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, cfg=cfg),
+                               has_aux=True)
+  (_, metrics), grads = grad_fn(state.params, batch, rngs)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {f"train/{k}": v for k, v in metrics.items()}
+  metrics["train/grad_norm"] = optax.global_norm(grads)
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state), metrics
+
+
+def _load_tracker(workdir, step):
+  path = os.path.join(workdir, TRACKER)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get(str(step))
+
+
+def _save_tracker(workdir, step, tracker):
+  path = os.path.join(workdir, TRACKER)
+  data = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      data = json.load(f)
+  data = {k: v for k, v in data.items() if int(k) <= step}
+  data[str(step)] = tracker
+  checkpoint.write_json_atomic(path, data)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Finetunes (or resumes), selects on valid AUC, evaluates test once."""
+  os.makedirs(workdir, exist_ok=True)
+  cfg = config.finetune
+  is_main = jax.process_index() == 0
+  results_path = os.path.join(workdir, "results.json")
+
+  # ------------------------------------------------------------------ mesh
+  mesh, rules = setup.mesh_and_rules(config)
+
+  # ------------------------------------------------------------------ data
+  model_cfg = resolve_model_config(config)
+  prepared = prepare.load_dataset(config.data, setup.cache_root(config, workdir))
+  fm = prepared.feature_map
+  if config.ckpt.init_from:
+    pre_fm = features.FeatureMap.load(
+        os.path.join(config.ckpt.init_from, "feature_map.json"))
+    if (pre_fm.num_features != fm.num_features
+        or list(pre_fm.field_names) != list(fm.field_names)):
+      raise ValueError(
+          "init_from: the pretraining run's feature_map.json differs from this "
+          "run's data (same dataset and data config needed)")
+  uses_text = cfg.mode in ("plm", "joint")
+  plm_params = plm_config = None
+  if uses_text:
+    plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
+        model_cfg.plm.name, num_layers=model_cfg.plm.num_layers,
+        dtype=setup.DTYPES[model_cfg.dtype],
+        dropout=model_cfg.plm.dropout, remat=model_cfg.plm.remat)
+    plm_config = plm_module.config
+    splits = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
+  else:
+    splits = prepared.splits
+  splits = {k: setup.array_columns(v) for k, v in splits.items()}
+  keys = eval_lib.model_keys(cfg.mode)
+  train_keys = keys + ("label", "weight")
+  bs = cfg.batch_size
+  steps_per_epoch = pipeline.steps_per_epoch(len(splits["train"]["ids"]), bs)
+  total_steps = cfg.num_epochs * steps_per_epoch
+  if cfg.max_steps > 0:
+    total_steps = min(total_steps, cfg.max_steps)
+  eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
+  data_iter = pipeline.train_iterator(
+      splits["train"], global_batch_size=bs, seed=config.seed,
+      worker_count=config.data_workers)
+  if is_main:
+    checkpoint.write_json_atomic(os.path.join(workdir, "config.json"),
+                                 json.loads(config.to_json_best_effort()))
+    fm.save(os.path.join(workdir, "feature_map.json"))
+
+  # ------------------------------------------------------------------ model
+  ft_cfg = ft_lib.FinetuneConfig(
+      mode=cfg.mode,
+      ctr=(setup.ctr_config(model_cfg, fm) if cfg.mode != "plm" else None),
+      plm=plm_config, alpha_init=cfg.alpha_init, alpha_param=cfg.alpha_param,
+      dtype=setup.DTYPES[model_cfg.dtype],
+      plm_remat=model_cfg.plm.remat)
+  model = ft_lib.FlipCtrModel(ft_cfg)
+  n_dummy = int(np.prod([mesh.shape[a] for a in mesh.axis_names]))
+  example = {k: np.asarray(v[:n_dummy]) for k, v in splits["train"].items()
+             if k in keys}
+
+  def init_params(rng):
+    return model.init({"params": rng, "dropout": rng}, example)["params"]
+
+  # ------------------------------------------------------------------ state
+  tx = optim.build_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
+                             total_steps=total_steps)
+  init = setup.sharded_state_init(
+      init_params, lambda p, r: state_lib.create_train_state(p, tx, r),
+      tx, mesh, rules)
+
+  # ---------------------------------------------------------------- restore
+  # Priority (flip_jax.checkpoint): workdir checkpoint > init_from > scratch.
+  ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.ckpt.keep,
+                                 save_interval_steps=1,
+                                 async_save=config.ckpt.async_save)
+  best_ckpt = checkpoint.Checkpointer(os.path.join(workdir, "best"),
+                                      max_to_keep=1, save_interval_steps=1,
+                                      async_save=False)
+  latest = ckpt.latest_step()
+  tracker = {"best_auc": -1.0, "best_step": 0, "bad_evals": 0, "done": False}
+  init_rule = "scratch"
+  if latest is not None:
+    init_rule = f"resume from step {latest}"
+    state = ckpt.restore(latest, init.abstract, data_iter=data_iter)
+    tracker = _load_tracker(workdir, latest) or tracker
+  else:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      state = init.init(jax.random.PRNGKey(config.seed))
+    params = state.params
+    if config.ckpt.init_from:
+      init_rule = f"init_from {config.ckpt.init_from}"
+      loaded = checkpoint.restore_params(
+          config.ckpt.init_from,
+          step=None if config.ckpt.init_step < 0 else config.ckpt.init_step)
+      merged = checkpoint.merge_init(
+          jax.device_get(params), loaded, keep=list(config.ckpt.keep_regex),
+          drop=list(config.ckpt.drop_regex),
+          allow_missing=list(config.ckpt.allow_missing_regex))
+      for top in merged:
+        params = setup.put_subtree(params, (top,), merged[top],
+                                   init.shardings.params)
+    elif uses_text:
+      init_rule = f"scratch; PLM from public weights {model_cfg.plm.name}"
+      params = setup.put_subtree(params, ("plm",), plm_params,
+                                 init.shardings.params)
+    state = state.replace(params=params)
+  logging.info("init rule: %s", init_rule)
+  if is_main:
+    log_lib.log_startup(config, mesh, state.params)
+
+  # ------------------------------------------------------------------- step
+  batch_sh = {k: sharding.batch_sharding(mesh, rules, np.ndim(example.get(k, np.zeros(1))))
+              for k in train_keys}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    step_fn = jax.jit(
+        functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+        in_shardings=(init.shardings, batch_sh),
+        out_shardings=(init.shardings, sharding.replicated(mesh)),
+        donate_argnums=0)
+  predict_fn = eval_lib.make_predict_fn(model, mesh, rules, init.shardings.params)
+  evaluate = functools.partial(
+      eval_lib.evaluate, predict_fn, keys=keys, batch_size=cfg.eval_batch_size,
+      mesh=mesh, rules=rules)
+
+  # ------------------------------------------------------------------- loop
+  step = int(jax.device_get(state.step))
+  writer = log_lib.MetricWriter(workdir, resume_step=step)
+  progress = log_lib.Progress(total_steps, start_step=step)
+  history = []
+  t_last, step_last, compile_s = time.perf_counter(), step, None
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    while step < total_steps and not tracker["done"]:
+      local = next(data_iter)
+      batch = sharding.global_batch({k: local[k] for k in train_keys}, mesh, rules)
+      t0 = time.perf_counter() if compile_s is None else None
+      state, metrics = step_fn(state, batch)
+      if t0 is not None:
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - t0
+        t_last, step_last = time.perf_counter(), step + 1
+      history.append(metrics)
+      step += 1
+      is_eval = step % eval_every == 0 or step == total_steps
+      if step % config.log_every_steps == 0 or is_eval:
+        values = steps.fetch_metrics(history)
+        first = step - len(history) + 1
+        for i in range(len(history)):
+          log_lib.check_finite(first + i, {k: v[i] for k, v in values.items()
+                                           if k.endswith("loss")})
+        history = []
+        now = time.perf_counter()
+        scalars = {k: float(np.mean(v)) for k, v in values.items()}
+        if step > step_last:
+          scalars["examples_per_sec"] = (step - step_last) * bs / (now - t_last)
+        t_last, step_last = now, step
+        if is_eval:
+          scalars.update(evaluate(state.params, splits["valid"], prefix="valid"))
+          if scalars["valid/auc"] > tracker["best_auc"]:
+            tracker.update(best_auc=scalars["valid/auc"], best_step=step,
+                           bad_evals=0)
+            best_ckpt.save(step, {"params": state.params}, force=True)
+          else:
+            tracker["bad_evals"] += 1
+            if tracker["bad_evals"] >= cfg.patience:
+              logging.info("early stop at step %d (best step %d, valid auc "
+                           "%.4f)", step, tracker["best_step"],
+                           tracker["best_auc"])
+              tracker["done"] = True
+          ckpt.save(step, state, data_iter=data_iter, force=True)
+          ckpt.wait_until_finished()
+          if is_main:
+            _save_tracker(workdir, step, tracker)
+          t_last = time.perf_counter()
+        writer.write_scalars(step, scalars)
+        progress.update(step, scalars)
+
+  # -------------------------------------------------- best params, test once
+  ckpt.wait_until_finished()
+  best_step = tracker["best_step"]
+  abstract = {"params": init.abstract.params}
+  best = best_ckpt.restore(best_ckpt.latest_step(), abstract)["params"]
+  results = {"init_from": config.ckpt.init_from, "init_rule": init_rule,
+             "mode": cfg.mode, "best_step": best_step,
+             "device": jax.devices()[0].device_kind,
+             "seed": config.seed}
+  results.update(evaluate(best, splits["valid"], prefix="valid"))
+  results.update(evaluate(best, splits["test"], prefix="test"))
+  if cfg.mode == "joint":
+    results["alpha"] = float(jax.device_get(best["alpha"]))
+  results["examples_per_sec"] = _throughput(workdir)
+  results["compile_sec"] = compile_s
+  if is_main:
+    checkpoint.write_json_atomic(results_path, results)
+  ckpt.close()
+  best_ckpt.close()
+  writer.close()
+  logging.info("results: %s", results)
+  return results
+
+
+def _throughput(workdir: str) -> float:
+  """Median examples/s over the run's logged intervals (metrics.jsonl)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  vals = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        rec = json.loads(line)
+        if "examples_per_sec" in rec:
+          vals.append(rec["examples_per_sec"])
+  return float(np.median(vals)) if vals else 0.0

@@ -1,0 +1,147 @@
+"""Pieces shared by the pretraining and finetuning loops.
+
+Sharded state initialisation (logical axes -> mesh shardings, derived once),
+PLM / backbone config freezing, and data loading for the FLIP phases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from flip_jax import sharding
+from flip_jax.models import ctr as ctr_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+          "float16": jnp.float16}
+
+
+def mesh_and_rules(config):
+  mesh = sharding.make_mesh([tuple(a) for a in config.mesh])
+  rules = sharding.rules_from_config(config.logical_axis_rules)
+  logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape),
+               jax.device_count(), jax.process_count())
+  return mesh, rules
+
+
+def ctr_config(model_cfg, feature_map):
+  return ctr_lib.CTRConfig.from_config(
+      model_cfg.ctr, num_features=feature_map.num_features,
+      num_fields=feature_map.num_fields)
+
+
+def cache_root(config, workdir: str) -> str:
+  """Processed-data cache: the config's cache_dir, else beside the workdir."""
+  if config.data.cache_dir:
+    return config.data.cache_dir
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)) or ".",
+                      ".flip_jax_cache")
+
+
+def concat_columns(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  keys = [k for k in parts[0] if all(k in p for p in parts)]
+  out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
+  if "row_id" in out:
+    out["row_id"] = np.arange(len(out["row_id"]), dtype=np.int32)
+  return out
+
+
+def array_columns(cols: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Keeps the numeric columns the pipeline batches (drops raw text)."""
+  return {k: v for k, v in cols.items()
+          if isinstance(v, np.ndarray) and v.dtype.kind in "iufb"}
+
+
+@dataclasses.dataclass
+class ShardedInit:
+  """Abstract state, its shardings, and a jitted initialiser."""
+  abstract: Any
+  shardings: Any
+  init: Callable[[jax.Array], Any]
+
+
+def sharded_state_init(init_params: Callable[[jax.Array], Any],
+                       make_state: Callable[[Any, jax.Array], Any],
+                       tx: optax.GradientTransformation, mesh, rules
+                       ) -> ShardedInit:
+  """Derives state shardings once from the params' logical axis names.
+
+  Args:
+    init_params: rng -> boxed params (``model.init(...)['params']``).
+    make_state: (unboxed params, rng) -> train state pytree whose
+      ``params`` / ``opt_state`` fields hold the params and ``tx.init``.
+    tx: the optimizer (to map param shardings onto its state).
+    mesh: device mesh.
+    rules: logical axis rules.
+
+  Returns:
+    ShardedInit with the abstract state (ShapeDtypeStructs carrying the
+    shardings, usable as an orbax restore target) and a jitted init.
+  """
+  rng0 = jax.random.PRNGKey(0)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(init_params, rng0)
+    param_sh = sharding.logical_to_sharding(boxed, mesh, rules)
+    abs_params = nn.meta.unbox(boxed)
+    param_sh = sharding.with_divisible_fallback(param_sh, abs_params, mesh)
+    abs_state = jax.eval_shape(lambda r: make_state(
+        nn.meta.unbox(init_params(r)), r), rng0)
+  repl = NamedSharding(mesh, P())
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abs_state.opt_state, param_sh,
+      transform_non_params=lambda _: repl,
+      is_leaf=lambda x: isinstance(x, NamedSharding))
+  state_sh = jax.tree.map(lambda _: repl, abs_state)
+  state_sh = state_sh.replace(params=param_sh, opt_state=opt_sh)
+
+  def _init(rng):
+    return make_state(nn.meta.unbox(init_params(rng)), rng)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    init = jax.jit(_init, out_shardings=state_sh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abs_state, state_sh)
+  return ShardedInit(abstract, state_sh, init)
+
+
+def put_subtree(params, path: tuple[str, ...], value, shardings):
+  """Replaces params[path...] with host values placed per ``shardings``."""
+  def place(v, s):
+    v = np.asarray(v)
+    return jax.make_array_from_callback(v.shape, s, lambda idx: v[idx])
+  node_sh = shardings
+  for p in path:
+    node_sh = node_sh[p]
+  want = jax.tree.structure(node_sh)
+  if jax.tree.structure(value) != want:
+    raise ValueError(
+        f"params/{'/'.join(path)}: loaded tree does not match the model "
+        f"(loaded {jax.tree.structure(value)}, model {want})")
+  placed = jax.tree.map(place, value, node_sh)
+  out = dict(params)
+  cur = out
+  for p in path[:-1]:
+    cur[p] = dict(cur[p])
+    cur = cur[p]
+  cur[path[-1]] = placed
+  return out
+
+
+def param_overview(params) -> str:
+  lines = []
+  total = 0
+  for k, v in params.items():
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))
+    total += n
+    lines.append(f"  {k:<12s} {n:>14,d}")
+  lines.append(f"  {'total':<12s} {total:>14,d}")
+  return "\n".join(lines)

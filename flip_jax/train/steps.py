@@ -1,0 +1,64 @@
+"""Pure train/eval steps (jitted by the loops with explicit shardings)."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Batch keys the pretraining model reads; everything else stays on the host.
+PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
+                 "mtm_positions", "mtm_labels", "mtm_weight", "mlm_input_ids",
+                 "mlm_labels")
+
+
+def step_rngs(rng, step) -> dict[str, jax.Array]:
+  """Per-step dropout / noise keys: fold_in(rng, step), then split."""
+  key = jax.random.fold_in(rng, step)
+  dropout, noise = jax.random.split(key)
+  return {"dropout": dropout, "noise": noise}
+
+
+def pretrain_step(state, batch, consts, *, model, tx: optax.GradientTransformation):
+  """One FLIP pretraining step: the three losses, grads and the update.
+
+  Args:
+    state: TrainState (step, params, opt_state, rng).
+    batch: global batch (PRETRAIN_KEYS).
+    consts: model constants (``log_q`` ...).
+    model: FlipPretrainModel.
+    tx: optimizer.
+
+  Returns:
+    (new state, metrics dict of scalars named ``train/...``).
+  """
+  rngs = step_rngs(state.rng, state.step)
+
+  def loss_fn(params):
+    out = model.apply({"params": params}, batch, consts, deterministic=False,
+                      rngs=rngs)
+    return out["loss"], out
+
+  (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {f"train/{k}": v for k, v in out.items()}
+  metrics["train/grad_norm"] = optax.global_norm(grads)
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def pretrain_eval_step(params, batch, consts, rng, *, model) -> dict[str, Any]:
+  """Deterministic losses (no dropout) on a batch, for validation logging."""
+  out = model.apply({"params": params}, batch, consts, deterministic=True,
+                    rngs={"noise": rng})
+  return {f"eval/{k}": v for k, v in out.items()}
+
+
+def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+  """Device metrics of several steps -> {name: [steps]} in one transfer."""
+  host = jax.device_get(history)
+  return {k: np.asarray([h[k] for h in host], np.float64) for k in host[0]}
