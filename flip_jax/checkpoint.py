@@ -69,8 +69,13 @@ class Checkpointer:
     if max_to_keep is not None and max_to_keep < 1:
       raise ValueError(f"max_to_keep must be None or >= 1, got {max_to_keep}")
     self.directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
+    # Exactly every `save_interval_steps` (plus preemption signals); orbax's
+    # default would also save whatever step comes first.
+    policy = ocp.checkpoint_managers.AnySavePolicy([
+        ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
+        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+        max_to_keep=max_to_keep, save_decision_policy=policy,
         enable_async_checkpointing=async_save,
         # A save killed mid-way leaves `{step}.orbax-checkpoint-tmp-*`.
         cleanup_tmp_directories=True, create=True)

@@ -15,7 +15,10 @@ Logical axis names used across flip_jax:
   feature_vocab  rows of the global CTR feature tables (N)
   feature_embed  CTR embedding width
   field          CTR fields
-  hidden         widths of CTR / head MLP layers
+  hidden_in      input width of a CTR / head dense kernel (a kernel's two
+                 axes need distinct names)
+  hidden         output widths of CTR / head MLP layers
+  proj, proj_in  ICL projection heads
   expert, rank   DCNv2 mixture-of-experts axes
 """
 from __future__ import annotations
@@ -40,8 +43,12 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("feature_vocab", ("fsdp", "tensor")),
     ("feature_embed", None),
     ("field", None),
+    ("hidden_in", None),
     ("hidden", None),
+    ("proj_in", None),
+    ("proj", None),
     ("expert", None),
+    ("rank_in", None),
     ("rank", None),
 )
 
@@ -103,14 +110,40 @@ def _filter_rules(rules, mesh: Mesh):
   return tuple(out)
 
 
-def logical_to_sharding(abstract_tree, mesh: Mesh, rules):
-  """Logical partition metadata (from eval_shape of init) -> NamedShardings.
+def logical_to_spec(names: Sequence[str | None], rules, mesh: Mesh) -> P:
+  """Logical axis names of one array -> PartitionSpec.
 
-  Leaves without metadata are replicated.
+  The first rule of each name wins; a mesh axis is used at most once per
+  array (a later dimension that would reuse it stays replicated), so names
+  may repeat (e.g. a square (rank, rank) kernel).
   """
-  rules = _filter_rules(rules, mesh)
-  specs = nn.get_partition_spec(abstract_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  table: dict[str, Any] = {}
+  for name, target in _filter_rules(rules, mesh):
+    table.setdefault(name, target)
+  used: set[str] = set()
+  spec = []
+  for name in names:
+    target = table.get(name) if isinstance(name, str) else None
+    axes = () if target is None else (
+        (target,) if isinstance(target, str) else tuple(target))
+    axes = tuple(a for a in axes if a not in used)
+    used.update(axes)
+    spec.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
+  return P(*spec)
+
+
+def logical_to_sharding(abstract_tree, mesh: Mesh, rules):
+  """Boxed (logically partitioned) tree -> tree of NamedShardings.
+
+  Leaves without logical metadata are replicated. The result has the
+  structure of ``nn.meta.unbox(abstract_tree)``.
+  """
+  def to_sharding(leaf):
+    if isinstance(leaf, nn.Partitioned):
+      return NamedSharding(mesh, logical_to_spec(leaf.names, rules, mesh))
+    return NamedSharding(mesh, P())
+  return jax.tree.map(to_sharding, abstract_tree,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def with_divisible_fallback(shardings, abstract_tree, mesh: Mesh):

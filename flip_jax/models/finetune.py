@@ -28,7 +28,7 @@ from flax import linen as nn
 
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
-from flip_jax.models.layers import torch_linear
+from flip_jax.models.layers import TorchDense
 
 MODES = ("id", "plm", "joint")
 
@@ -74,11 +74,7 @@ class FlipCtrModel(nn.Module):
     if cfg.mode in ("plm", "joint"):
       self.plm = plm_lib.PLMEncoder(cfg.plm, dtype=cfg.dtype,
                                     remat=cfg.plm_remat)
-      kinit, binit = torch_linear()
-      self.txt_head = nn.Dense(
-          1, dtype=jnp.float32,
-          kernel_init=nn.with_logical_partitioning(kinit, ("embed", None)),
-          bias_init=binit)
+      self.txt_head = TorchDense(1, axes=("embed", None), dtype=jnp.float32)
     if cfg.mode == "joint":
       a0 = cfg.alpha_init
       if cfg.alpha_param == "sigmoid":

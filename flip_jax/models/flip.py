@@ -38,7 +38,7 @@ from flax import linen as nn
 from flip_jax import losses
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
-from flip_jax.models.layers import torch_linear
+from flip_jax.models.layers import TorchDense
 
 Array = jax.Array
 
@@ -76,11 +76,8 @@ class FlipConfig:
 
 def _dense(features, names, name, dtype, use_bias=True):
   """Linear layer initialised like torch.nn.Linear, with logical axes."""
-  kinit, binit = torch_linear()
-  return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, name=name,
-      kernel_init=nn.with_logical_partitioning(kinit, names),
-      bias_init=nn.with_logical_partitioning(binit, names[-1:]))
+  return TorchDense(features, use_bias=use_bias, axes=names, dtype=dtype,
+                    name=name)
 
 
 class ProjectionHead(nn.Module):
@@ -92,7 +89,7 @@ class ProjectionHead(nn.Module):
   @nn.compact
   def __call__(self, x, *, deterministic: bool):
     p = _dense(self.dim, ("hidden", "proj"), "dense_in", self.dtype)(x)
-    h = _dense(self.dim, ("proj", "proj"), "dense_out", self.dtype)(
+    h = _dense(self.dim, ("proj_in", "proj"), "dense_out", self.dtype)(
         nn.gelu(p, approximate=False))
     h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
     return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="norm")(h + p)
@@ -121,7 +118,7 @@ class MtmHead(nn.Module):
     attn = jax.nn.softmax(scores, axis=-1)
     context = jnp.einsum("bl,blh->bh", attn, tokens.astype(jnp.float32))
     u = jnp.concatenate([r_masked.astype(jnp.float32), context], axis=-1)
-    dec = _dense(self.num_fields * self.field_dim, ("hidden", "hidden"),
+    dec = _dense(self.num_fields * self.field_dim, ("hidden_in", "hidden"),
                  "decoder", self.dtype)(u)
     return dec.reshape(dec.shape[0], self.num_fields, self.field_dim)
 
@@ -261,7 +258,7 @@ class FlipPretrainModel(nn.Module):
                         deterministic=deterministic)["last_hidden_state"]
       labels = batch["mlm_labels"]
       if cfg.mlm_masked_only:
-        masked, labels, num_dropped = losses.gather_masked(
+        masked, labels, _, num_dropped = losses.gather_masked(
             masked, labels, cfg.mlm_max_masked)
         out["mlm_dropped"] = num_dropped.astype(jnp.float32)
       rb = jnp.broadcast_to(r[:, None, :].astype(masked.dtype),

@@ -80,7 +80,7 @@ class TorchDense(nn.Module):
   use_bias: bool = True
   kernel_init: Initializer | None = None
   bias_init: Initializer | None = None
-  axes: tuple[str | None, str | None] = ("hidden", "hidden")
+  axes: tuple[str | None, str | None] = ("hidden_in", "hidden")
   dtype: Any = jnp.float32
 
   @nn.compact

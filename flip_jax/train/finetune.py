@@ -238,7 +238,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ------------------------------------------------------------------- loop
   step = int(jax.device_get(state.step))
   writer = log_lib.MetricWriter(workdir, resume_step=step)
-  progress = log_lib.Progress(total_steps, start_step=step)
+  progress = log_lib.Progress(total_steps, every_steps=config.log_every_steps,
+                              examples_per_step=bs, start_step=step)
   history = []
   t_last, step_last, compile_s = time.perf_counter(), step, None
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -322,3 +323,51 @@ def _throughput(workdir: str) -> float:
         if "examples_per_sec" in rec:
           vals.append(rec["examples_per_sec"])
   return float(np.median(vals)) if vals else 0.0
+
+
+def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
+  """Rebuilds a finetuned model and its best params from a workdir.
+
+  Args:
+    workdir: a finetuning run directory (config.json, best/ checkpoint).
+    data_overrides: data config fields to replace (e.g. dataset, data_dir).
+
+  Returns:
+    (config, model, params (host numpy tree), tokenizer or None, prepared).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no config.json (not a finetune run?)")
+  with open(path) as f:
+    config = mlc.ConfigDict(json.load(f))
+  for k, v in (data_overrides or {}).items():
+    config.data[k] = v
+  cfg = config.finetune
+  model_cfg = resolve_model_config(config)
+  prepared = prepare.load_dataset(config.data, setup.cache_root(config, workdir))
+  saved_fm = features.FeatureMap.load(os.path.join(workdir, "feature_map.json"))
+  if saved_fm.num_features != prepared.feature_map.num_features:
+    raise ValueError(f"{workdir}: feature map of the data differs from the "
+                     "run's feature_map.json")
+  tokenizer = plm_config = None
+  if cfg.mode in ("plm", "joint"):
+    plm_module, _, tokenizer = plm_lib.load_pretrained(
+        model_cfg.plm.name, num_layers=model_cfg.plm.num_layers,
+        dtype=setup.DTYPES[model_cfg.dtype], dropout=model_cfg.plm.dropout)
+    plm_config = plm_module.config
+  ft_cfg = ft_lib.FinetuneConfig(
+      mode=cfg.mode,
+      ctr=(setup.ctr_config(model_cfg, prepared.feature_map)
+           if cfg.mode != "plm" else None),
+      plm=plm_config, alpha_init=cfg.alpha_init, alpha_param=cfg.alpha_param,
+      dtype=setup.DTYPES[model_cfg.dtype])
+  model = ft_lib.FlipCtrModel(ft_cfg)
+  best_dir = os.path.join(workdir, "best")
+  best_ckpt = checkpoint.Checkpointer(best_dir, max_to_keep=1,
+                                      save_interval_steps=1, async_save=False)
+  step = best_ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
+  params = checkpoint.restore_params(best_dir, step=step)
+  best_ckpt.close()
+  return config, model, params, tokenizer, prepared

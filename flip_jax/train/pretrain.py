@@ -18,6 +18,7 @@ from absl import logging
 from flax import linen as nn
 
 from flip_jax import checkpoint
+from flip_jax import losses
 from flip_jax import optim
 from flip_jax import sharding
 from flip_jax.data import pipeline
@@ -151,7 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     params = setup.put_subtree(state.params, ("plm",), plm_params,
                                init.shardings.params)
     if "nce" in params:
-      bias = np.asarray(consts["log_q"]) + np.log(fm.num_features)
+      bias = np.asarray(losses.nce_bias_init(np.asarray(fm.counts)))
       params = setup.put_subtree(params, ("nce", "bias"), bias,
                                  init.shardings.params)
     state = state.replace(params=params)
@@ -172,7 +173,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------- loop
   step = int(jax.device_get(state.step))
   writer = log_lib.MetricWriter(workdir, resume_step=step)
-  progress = log_lib.Progress(total_steps, start_step=step)
+  progress = log_lib.Progress(total_steps, every_steps=config.log_every_steps,
+                              examples_per_step=batch_size, start_step=step)
   history, last = [], {}
   t_last, step_last = time.perf_counter(), step
   compile_s = None

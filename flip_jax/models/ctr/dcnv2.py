@@ -56,7 +56,7 @@ class CrossNetMix(nn.Module):
     for l in range(self.num_layers):
       u = _param(self, f"U_{l}", std_uv, (e, d, r), ("expert", "hidden", "rank"))
       v = _param(self, f"V_{l}", std_uv, (e, d, r), ("expert", "hidden", "rank"))
-      c = _param(self, f"C_{l}", std_c, (e, r, r), ("expert", "rank", "rank"))
+      c = _param(self, f"C_{l}", std_c, (e, r, r), ("expert", "rank_in", "rank"))
       b = _param(self, f"bias_{l}", 0.0, (d,), ("hidden",))
       u, v, c, b = (t.astype(self.dtype) for t in (u, v, c, b))
       p = jax.nn.softmax(x @ gates, axis=-1)                  # [B, E]
@@ -81,7 +81,7 @@ class CrossNetV2(nn.Module):
     for l in range(self.num_layers):
       # Stored (in, out) = W_l^T; Xavier-normal of a square matrix is symmetric.
       w = _param(self, f"kernel_{l}", math.sqrt(1.0 / d), (d, d),
-                 ("hidden", "hidden")).astype(self.dtype)
+                 ("hidden_in", "hidden")).astype(self.dtype)
       b = _param(self, f"bias_{l}", 0.0, (d,), ("hidden",)).astype(self.dtype)
       x = x0 * (x @ w + b) + x
     return x

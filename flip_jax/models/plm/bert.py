@@ -127,10 +127,45 @@ class Embeddings(nn.Module):
     return self.word_embeddings.embedding
 
 
+class MultiAxisDense(nn.Module):
+  """Dense layer with multi-axis kernels, e.g. [H, heads, kv] or [heads, kv, H].
+
+  Contracts the last `len(in_shape)` input axes. `nn.DenseGeneral` initialises
+  a flattened 2-D kernel and boxes it with the N-D logical names, which breaks
+  the init-time sharding constraint under a mesh; this layer initialises the
+  kernel in its real shape.
+  """
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  kernel_names: tuple[Any, ...]
+  bias_names: tuple[Any, ...]
+  init_std: float
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    n_in = len(self.in_shape)
+    if tuple(x.shape[-n_in:]) != tuple(self.in_shape):
+      raise ValueError(f"{self.name}: input {x.shape} does not end with"
+                       f" {self.in_shape}")
+    kernel = self.param(
+        "kernel", normal_init(self.init_std, self.kernel_names),
+        (*self.in_shape, *self.out_shape), self.param_dtype)
+    bias = self.param("bias", zeros_init(self.bias_names), self.out_shape,
+                      self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=self.dtype)
+    y = jax.lax.dot_general(
+        x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))),
+                     tuple(range(n_in))), ((), ())))
+    return y + bias
+
+
 class SubLayerOutput(nn.Module):
   """dense -> dropout -> residual add -> LayerNorm (HF `*Output`)."""
   config: PLMConfig
-  in_axes: tuple[int, ...]
+  in_shape: tuple[int, ...]
   kernel_names: tuple[Any, ...]
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -138,11 +173,9 @@ class SubLayerOutput(nn.Module):
   @nn.compact
   def __call__(self, x, residual, *, deterministic: bool):
     cfg = self.config
-    y = nn.DenseGeneral(
-        cfg.hidden_size, axis=self.in_axes, dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=normal_init(cfg.initializer_range, self.kernel_names),
-        bias_init=zeros_init(("embed",)), name="dense")(x)
+    y = MultiAxisDense(self.in_shape, (cfg.hidden_size,), self.kernel_names,
+                       ("embed",), cfg.initializer_range, self.dtype,
+                       self.param_dtype, name="dense")(x)
     y = nn.Dropout(cfg.hidden_dropout)(y, deterministic=deterministic)
     y = layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(
         y + residual)
@@ -160,12 +193,10 @@ class SelfAttention(nn.Module):
     cfg = self.config
 
     def proj(name):
-      return nn.DenseGeneral(
-          (cfg.num_heads, cfg.head_dim), axis=-1, dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          kernel_init=normal_init(cfg.initializer_range,
-                                  ("embed", "heads", "kv")),
-          bias_init=zeros_init(("heads", "kv")), name=name)(x)
+      return MultiAxisDense(
+          (cfg.hidden_size,), (cfg.num_heads, cfg.head_dim),
+          ("embed", "heads", "kv"), ("heads", "kv"), cfg.initializer_range,
+          self.dtype, self.param_dtype, name=name)(x)
 
     spec = ("batch", "length", "heads", "kv")
     q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
@@ -179,7 +210,8 @@ class SelfAttention(nn.Module):
                                               deterministic=deterministic)
     ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
     ctx = nn.with_logical_constraint(ctx, spec)
-    return SubLayerOutput(cfg, (-2, -1), ("heads", "kv", "embed"),
+    return SubLayerOutput(cfg, (cfg.num_heads, cfg.head_dim),
+                          ("heads", "kv", "embed"),
                           self.dtype, self.param_dtype, name="output")(
                               ctx, x, deterministic=deterministic)
 
@@ -215,7 +247,8 @@ class TransformerLayer(nn.Module):
         x, bias, deterministic=deterministic)
     h = Intermediate(cfg, self.dtype, self.param_dtype,
                      name="intermediate")(x)
-    return SubLayerOutput(cfg, (-1,), ("mlp", "embed"), self.dtype,
+    return SubLayerOutput(cfg, (cfg.intermediate_size,), ("mlp", "embed"),
+                          self.dtype,
                           self.param_dtype, name="output")(
                               h, x, deterministic=deterministic)
 

@@ -1,0 +1,101 @@
+"""ID-based CTR models trained from scratch (FLIP.md 3, 6.1, 7, 10).
+
+  python -m experiments.train_ctr --workdir runs/ctr_syn \
+    --config experiments/configs/ctr.py:dataset=synthetic,model=dcnv2
+  python -m experiments.train_ctr --workdir runs/dcnv2_ml1m \
+    --config experiments/configs/ctr.py:dataset=ml-1m,model=dcnv2,recipe=flip_id \
+    --config.data.data_dir=../shared/data/ml-1m
+  python -m experiments.train_ctr --workdir runs/deepfm_ml1m_base \
+    --config experiments/configs/ctr.py:dataset=ml-1m,model=deepfm,recipe=ctr_base \
+    --config.data.data_dir=../shared/data/ml-1m
+
+Recipes (the two from-scratch baselines of FLIP.md 10):
+  flip_id   finetune_ctr.py: Adam 1e-3, batch 1024, BCE *sum*, L2 1e-3 on the
+            embedding + linear tables, <= 20 epochs.
+  ctr_base  ctr_base.py: Adam 1e-3, batch 256, mean BCE, deepctr L2 (1e-5 on
+            embeddings, linear, head, cross U/V/C; DNN 0), <= 10 epochs.
+Both: seed 2012, early stopping on *valid* AUC with patience 3, the best
+params reloaded and the test split evaluated once.
+"""
+import ml_collections as mlc
+
+from experiments.configs import common
+from experiments.configs import data as data_configs
+
+RECIPES = ("flip_id", "ctr_base")
+
+
+def model_config(name: str) -> mlc.ConfigDict:
+  """Every `CTRConfig` field (flip_jax.models.ctr.config) with its default."""
+  return mlc.ConfigDict(dict(
+      name=name,
+      embed_dim=32,
+      dnn_hidden=(300, 300, 128),
+      dnn_act="relu",
+      dnn_use_bn=False,
+      dropout=0.0,
+      dtype="float32",
+      # DCN / DCNv2: cross layers; 'mix' = CrossNetMix, 'full' = CrossNetV2.
+      cross_layers=2,
+      cross_type="mix",
+      low_rank=32,
+      num_experts=4,
+      # AutoInt: no 1/sqrt(d) score scaling, attention init N(0, 0.05).
+      att_layers=3,
+      att_heads=2,
+      att_res=True,
+      att_scaling=False,
+      att_init_std=0.05,
+      # xDeepFM CIN.
+      cin_layers=(256, 128),
+      cin_split_half=True,
+      cin_act="relu",
+      # AFN logarithmic neurons and BatchNorm.
+      afn_ltl_hidden=256,
+      afn_use_bn=True,
+      # AFM attention width.
+      afm_attention_factor=8,
+  ))
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset="synthetic", model="dcnv2",
+                         recipe="flip_id")
+  if arg.recipe not in RECIPES:
+    raise ValueError(f"recipe {arg.recipe!r}: expected one of {RECIPES}")
+  flip_id = arg.recipe == "flip_id"
+  cfg = mlc.ConfigDict()
+  cfg.seed = 2012
+  cfg.recipe = arg.recipe
+  cfg.data = data_configs.get_data_config(arg.dataset)
+  cfg.model = mlc.ConfigDict({"ctr": model_config(arg.model)})
+
+  o = cfg.optim = mlc.ConfigDict()
+  # Adam without weight decay; L2 is an explicit loss term below.
+  o.lr = 1e-3
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  # 'sum' (finetune_ctr.py) or 'mean' BCE over the batch.
+  o.loss_reduction = "sum" if flip_id else "mean"
+  # L2 preset (flip_jax.models.ctr.L2_PRESETS): 'flip_id', 'ctr_base', 'none'.
+  o.l2_preset = "flip_id" if flip_id else "ctr_base"
+  # Multiplies every preset coefficient (e.g. 1/batch for 'mean' + flip_id).
+  o.l2_scale = 1.0
+
+  t = cfg.train = mlc.ConfigDict()
+  t.batch_size = 1024 if flip_id else 256
+  t.epochs = 20 if flip_id else 10
+  # Early stopping: evaluations without a valid-AUC improvement.
+  t.patience = 3
+  # Evaluate on valid every N steps; 0 = once per epoch.
+  t.eval_every_steps = 0
+  t.eval_batch_size = 8192
+  # Cap on optimizer steps (-1 = epochs * steps_per_epoch); smoke runs.
+  t.max_steps = -1
+  # Shuffle the training rows each epoch (permutation of fold_in(seed, epoch)).
+  t.shuffle = True
+
+  cfg.mesh = common.mesh_config()
+  cfg.logical_axis_rules = common.logical_axis_rules()
+  return cfg
