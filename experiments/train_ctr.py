@@ -118,6 +118,30 @@ def make_predict(model: nn.Module) -> Callable:
   return predict
 
 
+def init_state(model: nn.Module, tx: optax.GradientTransformation, mesh,
+               rules, num_fields: int, init_key: jax.Array,
+               dropout_key: jax.Array) -> dict[str, Any]:
+  """Initialises {params, opt_state, model_state, step, rng} on the mesh.
+
+  Params get the shardings their logical axis names resolve to under
+  `rules` (replicated where a dimension does not divide); the optimizer
+  state follows the params.
+  """
+  dummy = jnp.zeros((2, num_fields), jnp.int32)
+  init_fn = lambda k: model.init(k, dummy)
+  abstract = jax.eval_shape(init_fn, init_key)
+  var_sh = sharding.with_divisible_fallback(
+      sharding.logical_to_sharding(abstract, mesh, rules), abstract, mesh)
+  variables = jax.jit(lambda k: nn.meta.unbox(init_fn(k)),
+                      out_shardings=var_sh)(init_key)
+  params = variables["params"]
+  repl = sharding.replicated(mesh)
+  return {"params": params, "opt_state": jax.jit(tx.init)(params),
+          "model_state": {k: v for k, v in variables.items() if k != "params"},
+          "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
+          "rng": jax.device_put(dropout_key, repl)}
+
+
 def pad_batches(x: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
   """Pads rows to a multiple of `batch` (repeating row 0), reshapes."""
   n = x.shape[0]
@@ -194,22 +218,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --- state: sharded init.
   root = jax.random.key(config.seed)
   init_key, dropout_key, shuffle_key = jax.random.split(root, 3)
-  dummy = jnp.zeros((2, fmap.num_fields), jnp.int32)
-  init_fn = lambda k: model.init(k, dummy)
-  abstract = jax.eval_shape(init_fn, init_key)
-  var_sh = sharding.with_divisible_fallback(
-      sharding.logical_to_sharding(abstract, mesh, rules), abstract, mesh)
-  variables = jax.jit(lambda k: nn.meta.unbox(init_fn(k)),
-                      out_shardings=var_sh)(init_key)
-  params = variables["params"]
-  model_state = {k: v for k, v in variables.items() if k != "params"}
   tx = optax.adam(config.optim.lr, config.optim.b1, config.optim.b2,
                   config.optim.eps)
+  state = init_state(model, tx, mesh, rules, fmap.num_fields, init_key,
+                     dropout_key)
+  params = state["params"]
   repl = sharding.replicated(mesh)
-  state = {"params": params, "opt_state": jax.jit(tx.init)(params),
-           "model_state": model_state,
-           "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
-           "rng": jax.device_put(dropout_key, repl)}
   counts = {k: int(np.prod(v.shape))
             for k, v in ctr.flat_params(params).items()}
   logging.info("params: %d total; %s", sum(counts.values()), counts)

@@ -246,21 +246,32 @@ def _chi2(ids, probs, n):
   return np.sum((freq[pos] - exp) ** 2 / exp), int(pos.sum()) - 1
 
 
-@pytest.mark.parametrize("block_size", [None, 1, 3, 8])
-def test_sample_noise_frequencies_match_q(block_size):
+@pytest.mark.parametrize("method,block_size", [
+    ("cdf", None), ("cdf", 1), ("cdf", 3), ("cdf", 8), ("gumbel", None),
+    ("gumbel", 3)])
+def test_sample_noise_frequencies_match_q(method, block_size):
   log_q = losses.noise_log_probs(COUNTS)
   ids = losses.sample_noise(jax.random.PRNGKey(1), log_q, (400, 10),
-                            block_size=block_size)
+                            block_size=block_size, method=method)
   assert ids.shape == (400, 10) and ids.dtype == jnp.int32
   stat, dof = _chi2(ids, COUNTS / COUNTS.sum(), 4000)
   assert stat < 25.0, (stat, dof)  # chi2(4): p ~ 5e-5
+  # Trailing zero-count ids and a whole zero-mass block are never drawn.
+  counts = np.array([5.0, 1.0, 0.0, 0.0, 0.0])
+  ids = losses.sample_noise(jax.random.PRNGKey(3),
+                            losses.noise_log_probs(counts), (3000,),
+                            block_size=block_size or 2, method=method)
+  stat, _ = _chi2(ids, counts / counts.sum(), 3000)
+  assert stat < 20.0, stat
 
 
-def test_sample_noise_per_field_stays_in_field_with_conditional_q():
+@pytest.mark.parametrize("method", ["cdf", "gumbel"])
+def test_sample_noise_per_field_stays_in_field_with_conditional_q(method):
   log_q = losses.noise_log_probs(COUNTS)
   fields = np.array([0, 1, 1, 0] * 250)
   ids = np.asarray(losses.sample_noise_per_field(
-      jax.random.PRNGKey(2), log_q, OFFSETS, SIZES, fields, 5, block_size=3))
+      jax.random.PRNGKey(2), log_q, OFFSETS, SIZES, fields, 5, block_size=3,
+      method=method))
   assert ids.shape == (1000, 5)
   lo, hi = OFFSETS[fields][:, None], (OFFSETS + SIZES)[fields][:, None]
   assert np.all((ids >= lo) & (ids < hi))

@@ -106,10 +106,14 @@ def _piece_table(backend, pieces, lead_space, value_spans, field):
     if not k:
       continue
     ids[u, :k] = e.ids
-    off = np.asarray(e.offsets, np.int64).reshape(-1, 2) - shift
-    for f, (vs, ve) in enumerate(spans):
-      hit = (np.maximum(off[:, 0], vs) < np.minimum(off[:, 1], ve))
-      fields[u, :k][hit] = field if field is not None else f
+    off = np.asarray(e.offsets, np.int64).reshape(-1, 1, 2) - shift
+    spans = np.asarray(spans).reshape(1, -1, 2)
+    # hit[token, span]: the token's characters overlap the value span.
+    hit = (np.maximum(off[..., 0], spans[..., 0])
+           < np.minimum(off[..., 1], spans[..., 1]))
+    any_hit = hit.any(1)
+    label = hit.argmax(1) if field is None else np.full(k, field)
+    fields[u, :k] = np.where(any_hit, label, -1)
   return ids, fields, lens
 
 
@@ -123,8 +127,9 @@ def _split_clauses(texts, spans):
   for f in range(num_fields):
     a, b = bounds[:, f].tolist(), (bounds[:, f + 1] - 1).tolist()
     cols.append([t[i:j] for t, i, j in zip(texts, a, b)])
-  ok = all(t[j - 1:j] == " " for t, j in zip(texts[:64],
-                                             bounds[:64, 1:num_fields].ravel()))
+  ok = all(t[j - 1:j] == " " and t[j - 2:j - 1] == "."
+           for t, row in zip(texts[:64], bounds[:64, 1:num_fields].tolist())
+           for j in row)
   return (cols, bounds) if ok else (None, bounds)
 
 

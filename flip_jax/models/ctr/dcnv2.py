@@ -60,11 +60,14 @@ class CrossNetMix(nn.Module):
       b = _param(self, f"bias_{l}", 0.0, (d,), ("hidden",))
       u, v, c, b = (t.astype(self.dtype) for t in (u, v, c, b))
       p = jax.nn.softmax(x @ gates, axis=-1)                  # [B, E]
-      h = jnp.tanh(jnp.einsum("bd,edr->ber", x, v))          # [B, E, r]
+      # V_l^T x for all experts as one matmul: [B, D] @ [D, E*r].
+      h = x @ v.transpose(1, 0, 2).reshape(d, e * r)
+      h = jnp.tanh(h.reshape(-1, e, r))                       # [B, E, r]
       h = jnp.tanh(jnp.einsum("eij,bej->bei", c, h))         # [B, E, r]
-      uh = jnp.einsum("edr,ber->bed", u, h)                  # [B, E, D]
-      # sum_e p_e * x0 * (U_e h_e + b) == x0 * (sum_e p_e U_e h_e + b).
-      x = x0 * (jnp.einsum("bed,be->bd", uh, p) + b) + x
+      # sum_e p_e x0 * (U_e h_e + b) == x0 * (sum_e U_e (p_e h_e) + b), the
+      # sum being one matmul [B, E*r] @ [E*r, D] (softmax weights sum to 1).
+      ph = (h * p[:, :, None]).reshape(-1, e * r)
+      x = x0 * (ph @ u.transpose(0, 2, 1).reshape(e * r, d) + b) + x
     return x
 
 

@@ -1,0 +1,186 @@
+r"""FLIP pretraining step throughput: fast form vs the official form.
+
+  python -m benchmarks.pretrain_step                    # both forms, 3 runs each
+  python -m benchmarks.pretrain_step --forms=fast --runs=1 --steps=3
+
+DCNv2 + MiniLM-L6 (real weights), batch 128, text length 100, MLM + MTM +
+ICL in one jitted step (donated state, AdamW). Each run is a fresh
+subprocess (so peak memory is per form); runs of the two forms are
+interleaved. Reports compile time apart from the steady-state step time,
+examples/s, model GFLOP/s from XLA's cost analysis against a measured
+float32 matmul peak, and the peak resident memory of the process.
+
+Forms:
+  fast      one unmasked PLM pass shared by ICL and MTM; MLM head on masked
+            positions only (flip_jax defaults)
+  official  two unmasked PLM passes; MLM head on all B x L positions (the
+            official code's computation)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+FORMS = {
+    "fast": dict(share_unmasked_pass=True, mlm_masked_only=True),
+    "official": dict(share_unmasked_pass=False, mlm_masked_only=False),
+}
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def run_one(form: str, batch: int, length: int, steps: int, plm: str,
+            dtype: str) -> dict:
+  """Builds the model and times `steps` train steps (in this process)."""
+  # pylint: disable=g-import-not-at-top
+  import functools
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import linen as nn
+  from flip_jax import losses
+  from flip_jax.models import ctr as ctr_lib
+  from flip_jax.models import flip as flip_lib
+  from flip_jax.models import plm as plm_lib
+  from flip_jax.train import state as state_lib
+  from flip_jax.train import steps as steps_lib
+  # pylint: enable=g-import-not-at-top
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  module, plm_params, tok = plm_lib.load_pretrained(plm, dtype=dt)
+  num_fields, field_size = 8, 500
+  n = num_fields * field_size
+  cfg = flip_lib.FlipConfig(
+      ctr=ctr_lib.CTRConfig(name="dcnv2", num_features=n,
+                            num_fields=num_fields),
+      plm=module.config, num_features=n, num_fields=num_fields, dtype=dt,
+      **FORMS[form])
+  model = flip_lib.FlipPretrainModel(cfg)
+  rs = np.random.RandomState(0)
+  offsets = np.arange(num_fields) * field_size
+  ids = (offsets + rs.randint(2, field_size, (batch, num_fields))).astype(np.int32)
+  pos = rs.randint(0, num_fields, (batch, 1)).astype(np.int32)
+  mtm_ids = ids.copy()
+  np.put_along_axis(mtm_ids, pos, offsets[pos] + 1, 1)
+  lengths = rs.randint(int(0.7 * length), length + 1, batch)
+  attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  input_ids = np.where(attn > 0, rs.randint(1000, module.config.vocab_size,
+                                            (batch, length)), 0).astype(np.int32)
+  mlm_labels = np.full((batch, length), -100, np.int32)
+  mlm_ids = input_ids.copy()
+  for i in range(batch):  # one field value of ~4 tokens masked per row
+    start = rs.randint(1, lengths[i] - 5)
+    mlm_labels[i, start:start + 4] = input_ids[i, start:start + 4]
+    mlm_ids[i, start:start + 4] = tok.mask_token_id
+  b = {"ids": ids, "input_ids": input_ids, "attention_mask": attn,
+       "mtm_ids": mtm_ids, "mtm_positions": pos,
+       "mtm_labels": np.take_along_axis(ids, pos, 1),
+       "mtm_weight": np.ones((batch, 1), np.float32),
+       "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}
+  counts = rs.randint(1, 100, n).astype(np.float64)
+  consts = {"log_q": np.asarray(losses.noise_log_probs(counts), np.float32)}
+  tx = optax.adamw(1e-4, weight_decay=1e-3)
+  rng = jax.random.PRNGKey(0)
+  params = nn.meta.unbox(model.init({"params": rng, "dropout": rng,
+                                     "noise": rng}, b, consts)["params"])
+  params["plm"] = plm_params
+  state = state_lib.create_train_state(params, tx, rng)
+  step = jax.jit(functools.partial(steps_lib.pretrain_step, model=model, tx=tx),
+                 donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, b, consts).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+  mem = compiled.memory_analysis()
+  temp_gb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30
+  state, m = compiled(state, b, consts)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = compiled(state, b, consts)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = statistics.median(times)
+  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  return {"form": form, "compile_s": compile_s, "step_s": step_s,
+          "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
+          "gflops_per_s": flops / step_s / 1e9, "xla_temp_gib": temp_gb,
+          "peak_rss_gib": peak_gb,
+          "losses": {k: float(v) for k, v in m.items() if k.endswith("loss")}}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--forms", default="fast,official")
+  ap.add_argument("--runs", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument("--batch", type=int, default=128)
+  ap.add_argument("--length", type=int, default=100)
+  ap.add_argument("--plm", default="minilm-l6")
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  if args.child:
+    print("RESULT " + json.dumps(run_one(args.child, args.batch, args.length,
+                                         args.steps, args.plm, args.dtype)))
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  peak = matmul_peak_gflops()
+  device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({os.cpu_count()} cores)"
+  forms = args.forms.split(",")
+  results = {f: [] for f in forms}
+  for r in range(args.runs):
+    for f in forms:
+      cmd = [sys.executable, "-m", "benchmarks.pretrain_step", "--child", f,
+             "--batch", str(args.batch), "--length", str(args.length),
+             "--steps", str(args.steps), "--plm", args.plm, "--dtype", args.dtype]
+      out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+      line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+      if not line:
+        sys.exit(f"run {r} form {f} failed:\n{out.stderr[-3000:]}")
+      res = json.loads(line[0][7:])
+      results[f].append(res)
+      print(f"run {r} {f}: {res['step_s']:.2f} s/step, "
+            f"{res['examples_per_s']:.2f} ex/s, compile {res['compile_s']:.1f} s,"
+            f" peak RSS {res['peak_rss_gib']:.2f} GiB", flush=True)
+  print(f"\ndevice: {device}; float32 matmul peak (XLA, 2048^2): {peak:.0f} GFLOP/s")
+  print(f"batch {args.batch}, length {args.length}, PLM {args.plm}, dtype "
+        f"{args.dtype}; medians over {args.runs} runs x {args.steps} steps\n")
+  hdr = (f"{'form':<9} {'ex/s':>7} {'s/step':>7} {'compile s':>9} "
+         f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>6} {'peak RSS GiB':>12}")
+  print(hdr)
+  for f in forms:
+    med = lambda k: statistics.median(r[k] for r in results[f])  # pylint: disable=cell-var-from-loop
+    print(f"{f:<9} {med('examples_per_s'):>7.2f} {med('step_s'):>7.2f} "
+          f"{med('compile_s'):>9.1f} {med('gflop_per_step'):>10.0f} "
+          f"{med('gflops_per_s'):>8.0f} {100 * med('gflops_per_s') / peak:>6.1f} "
+          f"{max(r['peak_rss_gib'] for r in results[f]):>12.2f}")
+  if "fast" in results and "official" in results:
+    ratio = (statistics.median(r["examples_per_s"] for r in results["fast"])
+             / statistics.median(r["examples_per_s"] for r in results["official"]))
+    print(f"\nfast / official throughput: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
