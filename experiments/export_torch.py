@@ -2,11 +2,21 @@
 
 Round trip of an imported checkpoint (unchanged weights):
 
-  python -m experiments.export_torch --plm=minilm-l6 --out=/tmp/minilm_hf --check
+  python -m experiments.export_torch --plm=minilm-l6 --out=/tmp/mini_hf --check
   python -m experiments.export_torch --plm=/path/to/hf_folder --out=/tmp/x \
       --num_layers=4 --check
 
-`--check` reloads the folder with `transformers.AutoModel` and
+A finetuned FLIP CTR model (its best checkpoint; modes id / plm / joint) to a
+PyTorch folder loadable with `flip_jax.export.ctr_torch.FlipCtrTorch`:
+
+  python -m experiments.export_torch --workdir=runs/ft_joint \
+      --out=runs/ft_joint_torch --check
+
+With `--workdir`, `--check` reloads the export with
+`FlipCtrTorch.from_pretrained`, scores `--num_rows` rows of the run's test
+split and fails if any probability differs from Flax's by more than 1e-5.
+
+With `--plm`, `--check` reloads the folder with `transformers.AutoModel` and
 `AutoModelForMaskedLM`, requires clean loading (no missing weights), and prints
 the max abs difference of last hidden states (and MLM logits) between our
 encoder and PyTorch on a padded batch.
@@ -34,6 +44,10 @@ _NUM_LAYERS = flags.DEFINE_integer(
 _CHECK = flags.DEFINE_bool(
     "check", False, "Reload with transformers and report the max abs diff.")
 _CHECK_BATCH = flags.DEFINE_integer("check_batch", 4, "Batch size of --check.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A finetuning run to export (instead of --plm).")
+_NUM_ROWS = flags.DEFINE_integer(
+    "num_rows", 256, "Test rows scored by --check with --workdir.")
 
 _CHECK_SENTENCES = (
     "User ID is 1. Gender is female. Age is under 18. Job is K-12 student.",
@@ -128,8 +142,20 @@ def check_export(folder, config: plm.PLMConfig, params, batch, *,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _WORKDIR.value:
+    if _PLM.value or not _OUT.value:
+      raise app.UsageError("--workdir needs --out and excludes --plm")
+    from flip_jax.export import finetuned  # pylint: disable=g-import-not-at-top
+    diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
+                                      check=_CHECK.value,
+                                      num_rows=_NUM_ROWS.value)
+    print(f"exported finetuned model of {_WORKDIR.value} to {_OUT.value}"
+          + (f"; check max |p_torch - p_flax| {diff:.3e}" if _CHECK.value
+             else ""))
+    return
   if not _PLM.value or not _OUT.value:
-    raise app.UsageError("--plm and --out are required")
+    raise app.UsageError("--plm and --out are required (or --workdir and "
+                         "--out)")
   module, params, tokenizer, report = plm.load_pretrained(
       _PLM.value, num_layers=_NUM_LAYERS.value, with_mlm_head=True,
       return_report=True)

@@ -1,4 +1,5 @@
 """Runtime set-up shared by every absl main: multi-host init and logging."""
+import logging as logging_std
 import os
 
 import jax
@@ -16,9 +17,19 @@ _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax / grain (warnings and errors still pass)."""
+
+  def filter(self, record):
+    noisy = ("/orbax/", "/grain/", "/absl/testing/")
+    return record.levelno >= logging_std.WARNING or not any(
+        n in record.pathname for n in noisy)
+
+
 def init_runtime() -> None:
   """Initialises jax.distributed when asked and logs the topology."""
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     kwargs = {}
     if _COORD.value:

@@ -39,9 +39,13 @@ from flip_jax import sharding
 from flip_jax.data import prepare
 from flip_jax.models import ctr
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+# Guarded so that importing several entry points (e.g. in one test process)
+# does not define the same flag twice.
+if "config" not in flags.FLAGS:
+  config_flags.DEFINE_config_file("config", None, "Config file.",
+                                  lock_config=True)
+if "workdir" not in flags.FLAGS:
+  flags.DEFINE_string("workdir", None, "Run directory.")
 
 
 # ----------------------------------------------------------------- pieces --
@@ -136,10 +140,16 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, mesh,
                       out_shardings=var_sh)(init_key)
   params = variables["params"]
   repl = sharding.replicated(mesh)
-  return {"params": params, "opt_state": jax.jit(tx.init)(params),
-          "model_state": {k: v for k, v in variables.items() if k != "params"},
-          "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
-          "rng": jax.device_put(dropout_key, repl)}
+  state = {"params": params, "opt_state": jax.jit(tx.init)(params),
+           "model_state": {k: v for k, v in variables.items()
+                           if k != "params"},
+           "step": jnp.zeros((), jnp.int32), "rng": dropout_key}
+  # Leaves created without a sharded input (step, rng, Adam's count) would
+  # sit on one device; replicate them over the mesh.
+  on_mesh = lambda x: (isinstance(x.sharding, NamedSharding)
+                       and x.sharding.mesh == mesh)
+  return jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, repl),
+                      state)
 
 
 def pad_batches(x: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
@@ -320,8 +330,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       "valid/auc": best["valid/auc"], "valid/logloss": best["valid/logloss"],
       "test/auc": test["test/auc"], "test/logloss": test["test/logloss"],
       "best_step": best["step"], "steps": step,
+      # Steady state: chunks of an already-compiled length only (None when
+      # every chunk compiled, e.g. very short runs).
       "examples_per_sec": (train_examples / train_time if train_time else
-                           float("nan")),
+                           None),
       "model": cfg.name, "recipe": config.recipe, "dataset": config.data.dataset,
       "protocol": config.data.protocol, "seed": config.seed,
       "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}",
@@ -337,11 +349,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  if config is None or not workdir:
     raise app.UsageError("--config and --workdir are required")
   logging.info("process %d of %d; %d devices", jax.process_index(),
                jax.process_count(), jax.device_count())
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

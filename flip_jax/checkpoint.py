@@ -77,7 +77,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_decision_policy=policy,
         enable_async_checkpointing=async_save,
-        # A save killed mid-way leaves `{step}.orbax-checkpoint-tmp-*`.
+        # A save killed mid-way leaves `{step}.orbax-checkpoint-tmp*`.
         cleanup_tmp_directories=True, create=True)
     self._mgr = ocp.CheckpointManager(
         self.directory, options=options,
@@ -94,8 +94,13 @@ class Checkpointer:
       force: save even if `step` is off the save interval.
 
     Returns:
-      True if a save was started.
+      True if a save was started; False off the interval, or if `step` is
+      already saved (e.g. re-saving the step just restored).
     """
+    if int(step) in self._mgr.all_steps():
+      logging.warning("checkpoint: step %d already saved in %s; not "
+                      "overwriting", step, self.directory)
+      return False
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iter is not None:
       items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
@@ -153,6 +158,12 @@ class Checkpointer:
     self._mgr.wait_until_finished()
     self._mgr.close()
 
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
 
 def abstract_like(tree):
   """Concrete arrays -> ShapeDtypeStructs keeping their shardings."""
@@ -198,7 +209,8 @@ def restore_params(init_from_workdir: str | os.PathLike, *,
     elif step not in steps:
       raise FileNotFoundError(f"init_from: step {step} not in {directory}; "
                               f"available: {steps}")
-    tree = mgr.item_metadata(step)[STATE].tree
+    meta = mgr.item_metadata(step)[STATE]
+    tree = None if meta is None else meta.tree
     if not isinstance(tree, dict) or "params" not in tree:
       raise ValueError(f"init_from: checkpoint {directory}/{step}/state has "
                        "no 'params' entry")

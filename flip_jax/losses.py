@@ -255,34 +255,27 @@ def _block_size(num_ids, block_size):
   return block_size
 
 
-def _cdf_pick(key, logits, shape):
-  """Inverse-CDF categorical draw: one uniform per sample.
-
-  Args:
-    key: PRNG key.
-    logits: [..., M] log-weights broadcastable to ``shape + [M]`` (-inf =
-      never drawn; every row needs one finite entry).
-    shape: sample shape.
+def _cdf_table(logits):
+  """Per-row CDFs of log-weights [..., M] (-inf = zero mass).
 
   Returns:
-    int32 indices of ``shape``.
+    (cdf [..., M] unnormalised, last [...] index of the last positive entry).
+    All-(-inf) rows get an all-zero cdf; the sampler never selects them.
   """
-  p = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-  cdf = jnp.cumsum(p, axis=-1)
+  m = jnp.max(logits, axis=-1, keepdims=True)
+  p = jnp.exp(logits - jnp.where(jnp.isfinite(m), m, 0.0))
+  last = logits.shape[-1] - 1 - jnp.argmax(jnp.flip(p > 0, axis=-1), axis=-1)
+  return jnp.cumsum(p, axis=-1), last
+
+
+def _cdf_draw(key, cdf, last, shape):
+  """Inverse-CDF draw, one uniform per sample; cdf broadcasts to shape+[M]."""
   v = jax.random.uniform(key, shape) * cdf[..., -1]
+  # First entry whose cdf exceeds v: zero-mass entries repeat the previous
+  # cdf and are never chosen. Rounding can push v up to the total, so never
+  # step past the last positive entry.
   idx = jnp.sum(cdf <= v[..., None], axis=-1, dtype=jnp.int32)
-  # Rounding can push v up to the total; never step past the last positive
-  # entry (zero-mass entries are skipped otherwise: their cdf equals the
-  # previous one).
-  m = logits.shape[-1]
-  last = m - 1 - jnp.argmax(jnp.flip(p > 0, axis=-1), axis=-1)
   return jnp.minimum(idx, last).astype(jnp.int32)
-
-
-def _categorical(key, logits, shape, method):
-  if method == "cdf":
-    return _cdf_pick(key, logits, shape)
-  return jax.random.categorical(key, logits, axis=-1, shape=shape)
 
 
 def _two_level_sample(rng, blocks, block_logits, shape, method, row=None):
@@ -290,21 +283,45 @@ def _two_level_sample(rng, blocks, block_logits, shape, method, row=None):
 
   A flat ``jax.random.categorical(log_q, shape)`` builds ``shape + [N]``
   Gumbel noise (about 1.3 GB and 20 s on CPU for 25.6k slots x 13k ids);
-  splitting the ids into ~sqrt(N) blocks needs only ``shape + [sqrt(N)]``
+  splitting the ids into ~sqrt(N) blocks touches only ``shape + [sqrt(N)]``
   per level. ``method='cdf'`` (default) then draws one uniform per level
-  instead of sqrt(N) Gumbels, which matters because random bits dominate the
-  cost; ``'gumbel'`` uses ``jax.random.categorical`` at both levels. The
-  per-level probabilities are ~sqrt(N) times larger than the flat ones, which
-  keeps rare ids above float32 resolution in both methods.
+  against CDF tables built once per call ([.., nb] and [.., nb, block]),
+  instead of sqrt(N) Gumbels per level (random bits dominate the cost);
+  ``'gumbel'`` uses ``jax.random.categorical`` at both levels. Per-level
+  probabilities are ~sqrt(N) times larger than the flat ones, which keeps
+  rare ids above float32 resolution in both methods.
+
+  Args:
+    rng: PRNG key.
+    blocks: [nb, block] (or [F, nb, block] with ``row``) log q, -inf padded.
+    block_logits: logsumexp of ``blocks`` over its last axis.
+    shape: sample shape.
+    method: 'cdf' or 'gumbel'.
+    row: optional int array of ``shape``: the leading ([F]) row per sample.
+
+  Returns:
+    int32 global ids of ``shape``.
   """
   if method not in ("cdf", "gumbel"):
     raise ValueError(f"noise sampling method must be 'cdf' or 'gumbel', "
                      f"got {method!r}")
   k_block, k_within = jax.random.split(rng)
-  level1 = block_logits if row is None else block_logits[row]
-  b = _categorical(k_block, level1, shape, method)
-  inner = blocks[b] if row is None else blocks[row, b]  # shape + [block]
-  w = _categorical(k_within, inner, shape, method)
+  if method == "cdf":
+    cdf1, last1 = _cdf_table(block_logits)
+    cdf2, last2 = _cdf_table(blocks)
+    if row is None:
+      b = _cdf_draw(k_block, cdf1, last1, shape)
+      w = _cdf_draw(k_within, cdf2[b], last2[b], shape)
+    else:
+      b = _cdf_draw(k_block, cdf1[row], last1[row], shape)
+      w = _cdf_draw(k_within, cdf2[row, b], last2[row, b], shape)
+  else:
+    if row is None:
+      b = jax.random.categorical(k_block, block_logits, shape=shape)
+    else:
+      b = jax.random.categorical(k_block, block_logits[row], axis=-1)
+    inner = blocks[b] if row is None else blocks[row, b]  # shape + [block]
+    w = jax.random.categorical(k_within, inner, axis=-1)
   return (b * blocks.shape[-1] + w).astype(jnp.int32)
 
 

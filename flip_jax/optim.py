@@ -49,8 +49,11 @@ DECAY_MASKS = ("all", "no_bias_norm")
 DEFAULT_LABEL = "default"
 FROZEN_LABEL = "frozen"
 
-# Path components treated as normalisation layers by decay_mask=no_bias_norm.
-_NORM_RE = re.compile(r"(^|/)[^/]*(norm|ln)[^/]*/", re.IGNORECASE)
+# Modules treated as normalisation layers by decay_mask=no_bias_norm: a path
+# component containing "norm" (LayerNorm_0, attention_norm), or "ln",
+# "ln_<x>", "<x>_ln" (ln_f, final_ln).
+_NORM_RE = re.compile(r"(^|/)([^/]*norm[^/]*|ln|ln_[^/]*|[^/]*_ln)/",
+                      re.IGNORECASE)
 
 
 def _key_str(key) -> str:
@@ -227,7 +230,8 @@ def decay_mask_fn(kind: str) -> Callable[[Any], Any] | None:
   return mask
 
 
-def _base_optimizer(cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _base_optimizer(cfg, schedule: optax.Schedule
+                    ) -> optax.GradientTransformation:
   mask = decay_mask_fn(cfg.decay_mask)
   wd = float(cfg.weight_decay)
   if cfg.name == "adamw":

@@ -109,6 +109,7 @@ def test_max_to_keep_interval_and_force(tmp_path):
   saved = [ckpt.save(s, st) for s in range(1, 7)]
   assert saved == [False, True, False, True, False, True]
   assert ckpt.save(7, st, force=True)
+  assert not ckpt.save(7, st, force=True)  # already saved: no-op
   ckpt.wait_until_finished()
   assert ckpt.all_steps() == [6, 7]
   assert ckpt.latest_step() == 7

@@ -240,3 +240,22 @@ def test_config_errors():
 def test_optimizer_is_optax_transform():
   tx = optim.build_optimizer(_cfg(), steps_per_epoch=1, total_steps=1)
   assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_train_state_rng_and_step():
+  params = {"w": jnp.ones(2)}
+  tx = optim.build_optimizer(_cfg(), steps_per_epoch=1, total_steps=1)
+  typed = state_lib.create_train_state(params, tx, jax.random.key(3))
+  raw = state_lib.create_train_state(params, tx, jax.random.PRNGKey(3))
+  assert typed.rng.dtype == jnp.uint32 and typed.step.dtype == jnp.int32
+  np.testing.assert_array_equal(typed.rng, raw.rng)
+  with pytest.raises(TypeError, match="uint32 key data"):
+    state_lib.create_train_state(params, tx, jnp.zeros(2, jnp.float32))
+  k0 = jax.random.key_data(state_lib.step_key(typed))
+  nxt = typed.apply_gradients({"w": jnp.ones(2)})
+  assert int(nxt.step) == 1
+  np.testing.assert_array_equal(nxt.rng, typed.rng)  # base key unchanged
+  k1 = jax.random.key_data(state_lib.step_key(nxt))
+  assert not np.array_equal(k0, k1)
+  np.testing.assert_array_equal(
+      k1, jax.random.key_data(jax.random.fold_in(jax.random.key(3), 1)))

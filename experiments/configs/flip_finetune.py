@@ -105,5 +105,4 @@ def get_config(arg=None):
   cfg.log_every_steps = 50 if arg.mode == "id" else 20
   cfg.mesh = common.mesh_config()
   cfg.logical_axis_rules = common.logical_axis_rules()
-  cfg.data_workers = 0
   return cfg

@@ -70,15 +70,13 @@ def get_config(arg=None):
   p.proj_dropout = 0.2
   # One unmasked PLM pass feeds ICL and MTM (False = official: two passes).
   p.share_unmasked_pass = True
-  # Reuse the text-masked fields for the ID mask (FLIP.md 5.1).
-  p.mask_same_column = False
+  # The masks themselves (ratios 0.15, 'field' rule, mask_same_column) are
+  # drawn by the input pipeline: see config.data.*_mask_ratio / mlm_rule.
   # ICL weight 1/8 reproduces the official 8-GPU optimisation (FLIP.md 5.3).
   p.icl = mlc.ConfigDict({"enabled": True, "weight": 0.125,
                           "temperature": 0.7, "normalize": False})
   p.mlm = mlc.ConfigDict({
-      "enabled": True, "weight": 1.0, "text_mask_ratio": 0.15,
-      # 'field' (FLIP: whole values) or 'token' (classic 15% 80/10/10).
-      "rule": "field",
+      "enabled": True, "weight": 1.0,
       "head_dropout": 0.2,
       # MLM head only on masked positions (False = official: all B x L).
       "masked_only": True,
@@ -87,7 +85,7 @@ def get_config(arg=None):
       "max_masked": 32,
   })
   p.mtm = mlc.ConfigDict({
-      "enabled": True, "weight": 1.0, "ctr_mask_ratio": 0.15,
+      "enabled": True, "weight": 1.0,
       "loss": "nce",            # nce | sampled | full
       "num_negatives": 25,
       "noise": "global",        # global | per_field
@@ -123,6 +121,4 @@ def get_config(arg=None):
   })
   cfg.mesh = common.mesh_config()
   cfg.logical_axis_rules = common.logical_axis_rules()
-  # Grain worker processes for tokenisation-free batching and masking.
-  cfg.data_workers = 0
   return cfg

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from flip_jax.data import rawio
+
 OOV, MASK = 0, 1
 NUM_RESERVED = 2
 FORMAT_VERSION = 1
@@ -104,8 +106,8 @@ class FeatureMap:
     """
     vocabs, parts = [], []
     for k in keys:
-      # Object arrays sort by python string order: no wide unicode copies.
-      uniq, cnt = np.unique(np.asarray(k, dtype=object), return_counts=True)
+      uniq, inv = rawio.factorize(k)
+      cnt = np.bincount(inv, minlength=len(uniq))
       vocabs.append(uniq)
       parts.append(np.concatenate([[0] * NUM_RESERVED, cnt]))
     return cls(field_names, display_names, vocabs,

@@ -205,7 +205,7 @@ def load_dataset(data_cfg, cache_root: str) -> PreparedData:
   if data_cfg.dataset == "synthetic":
     data_dir = _synthetic_dir(data_cfg, cache_root)
   files = sources.raw_files(data_cfg, data_dir)
-  if not files and data_cfg.dataset != "csv":
+  if not files:
     # Let the reader produce its "missing files" message.
     sources.load_raw(data_cfg, data_dir)
   key = cache.fingerprint(files, _key_config(data_cfg))

@@ -268,6 +268,9 @@ def quoted_csv(path: str, header: Sequence[str], *, strict: bool,
       if strict:
         raise DataError(problem) from None
       skipped += 1
+      if shown < 5:
+        warn(f"skipping {problem}")
+        shown += 1
       continue
     if not row:
       continue
@@ -306,3 +309,13 @@ def obj(values) -> np.ndarray:
   out = np.empty(len(values), dtype=object)
   out[:] = values
   return out
+
+
+def factorize(values) -> tuple[np.ndarray, np.ndarray]:
+  """(sorted distinct values as an object array, int64 inverse index).
+
+  Hash-based (pandas), much faster than np.unique on python strings.
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  codes, uniq = pd.factorize(np.asarray(values, dtype=object), sort=True)
+  return obj(uniq.tolist()), codes.astype(np.int64)

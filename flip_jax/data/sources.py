@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Callable
 
@@ -120,13 +121,26 @@ def load_raw(data_cfg, data_dir: str) -> rawio.RawTable:
   return table
 
 
+# Raw files per dataset (globs), fingerprinted to key the cache.
+RAW_PATTERNS = {
+    "ml-1m": ("users.dat*", "movies.dat*", "ratings*.dat*"),
+    "synthetic": ("users.dat", "movies.dat", "ratings.dat"),
+    "ml-100k": ("u.data", "u.user", "u.item"),
+    "bookcrossing": ("BX-*.csv",),
+    "goodreads": ("goodreads_*.json*",),
+}
+
+
 def raw_files(data_cfg, data_dir: str) -> list[str]:
   """The raw files a dataset reads (for the cache fingerprint)."""
   check_dataset(data_cfg.dataset)
   if data_cfg.dataset == "csv":
     p = data_cfg.csv.path
-    return [p if os.path.isabs(p) else os.path.join(data_dir or "", p)]
+    p = p if os.path.isabs(p) else os.path.join(data_dir or "", p)
+    return [p] if os.path.isfile(p) else []
   if not data_dir or not os.path.isdir(data_dir):
     return []
-  return sorted(os.path.join(data_dir, f) for f in os.listdir(data_dir)
-                if os.path.isfile(os.path.join(data_dir, f)))
+  found = set()
+  for pattern in RAW_PATTERNS[data_cfg.dataset]:
+    found.update(glob.glob(os.path.join(data_dir, pattern)))
+  return sorted(f for f in found if os.path.isfile(f))

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from flip_jax.data import rawio
+
 CLAUSE = "{name} is {value}."
 
 
@@ -60,7 +62,7 @@ def render(display_names: Sequence[str], values: Sequence[np.ndarray]
   n = len(values[0]) if num_fields else 0
   clause_cols, clause_len, value_len = [], [], []
   for name, col in zip(display_names, values):
-    uniq, inv = np.unique(np.asarray(col, dtype=object), return_inverse=True)
+    uniq, inv = rawio.factorize(col)
     cleaned = [clean_value(u) for u in uniq]
     clauses = np.empty(len(cleaned), dtype=object)
     clauses[:] = [CLAUSE.format(name=name, value=v) for v in cleaned]

@@ -4,9 +4,11 @@ One path for pretraining and finetuning: tokenize without specials, cut the
 content to `max_length - num_specials` tokens, add the tokenizer's own
 specials ([CLS] ... [SEP] or <s> ... </s>) and right-pad with the tokenizer's
 pad id. `token_field[j]` is the field whose value span the token overlaps,
-or -1 (template words, specials, padding). A field cut by truncation keeps
-its surviving tokens but they get token_field = -1, so a value is never half
-masked.
+or -1 (template words, specials, padding). A byte-level BPE token that
+straddles the end of a value (')' and the clause's '.' merged into ').')
+belongs to the value, so whole values stay maskable. A field cut by
+truncation keeps its surviving tokens, but they get token_field = -1, so a
+value is never half masked.
 
 Speed: texts are concatenations of "<Field> is <value>." clauses separated by
 single spaces, and both WordPiece and byte-level BPE pre-tokenizers split at
@@ -22,6 +24,8 @@ import os
 
 from absl import logging
 import numpy as np
+
+from flip_jax.data import rawio
 
 MINILM_NAMES = ("minilm-l6", "all-minilm-l6-v2")
 _VERIFY_ROWS = 256
@@ -52,7 +56,14 @@ def load_tokenizer(name_or_path: str):
       raise ValueError(f"tokenizer {name_or_path!r}: not a known name "
                        f"({', '.join(MINILM_NAMES)}) and not a local folder")
   import transformers  # pylint: disable=g-import-not-at-top
-  tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+  if os.path.isfile(os.path.join(path, "tokenizer.json")):
+    # The generic fast class reads tokenizer.json + tokenizer_config.json
+    # (special tokens) and is much quicker to load than AutoTokenizer.
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(
+        path, local_files_only=True)
+  else:
+    tok = transformers.AutoTokenizer.from_pretrained(path,
+                                                     local_files_only=True)
   if getattr(tok, "backend_tokenizer", None) is None:
     raise ValueError(f"tokenizer at {path} is not a fast tokenizer")
   return tok
@@ -88,6 +99,13 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     if full[i:i + len(content)] == content:
       return full[:i], full[i + len(content):]
   raise ValueError("cannot locate content ids among the special tokens")
+
+
+def _first_index(inv: np.ndarray, num: int) -> np.ndarray:
+  """For each distinct value, the first row holding it."""
+  first = np.full(num, len(inv), np.int64)
+  np.minimum.at(first, inv, np.arange(len(inv)))
+  return first
 
 
 def _piece_table(backend, pieces, lead_space, value_spans, field):
@@ -166,8 +184,8 @@ def tokenize_texts(tokenizer, texts, spans, max_length: int,
   if cols is not None:
     tables = []
     for f, col in enumerate(cols):
-      uniq, first, inv = np.unique(np.asarray(col, dtype=object),
-                                   return_index=True, return_inverse=True)
+      uniq, inv = rawio.factorize(col)
+      first = _first_index(inv, len(uniq))
       rel = spans[first, f] - bounds[first, f][:, None]
       tab = _piece_table(backend, list(uniq), f > 0, rel[:, None, :], f)
       tables.append((tab, inv))
@@ -185,8 +203,8 @@ def tokenize_texts(tokenizer, texts, spans, max_length: int,
         tables, path = None, "whole"
         break
   if tables is None:
-    uniq, first, inv = np.unique(np.asarray(texts, dtype=object),
-                                 return_index=True, return_inverse=True)
+    uniq, inv = rawio.factorize(texts)
+    first = _first_index(inv, len(uniq))
     tables = [(_piece_table(backend, list(uniq), False, spans[first], None),
                inv)]
   lengths = sum(tab[2][inv] for tab, inv in tables)

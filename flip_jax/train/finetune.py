@@ -153,7 +153,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
   data_iter = pipeline.train_iterator(
       splits["train"], global_batch_size=bs, seed=config.seed,
-      worker_count=config.data_workers)
+      worker_count=config.data.worker_count)
   if is_main:
     checkpoint.write_json_atomic(os.path.join(workdir, "config.json"),
                                  json.loads(config.to_json_best_effort()))

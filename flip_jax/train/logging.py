@@ -99,6 +99,7 @@ class MetricWriter:
         logging.info("metrics: dropped %d lines past step %d from %s",
                      dropped, resume_step, self.path)
     self._file = open(self.path, "a")  # pylint: disable=consider-using-with
+    # Imported here: it pulls in protobuf (~2 s) and only process 0 needs it.
     import tensorboardX  # pylint: disable=g-import-not-at-top
     purge = None if resume_step is None else max(resume_step + 1, 0)
     self._tb = tensorboardX.SummaryWriter(

@@ -21,6 +21,7 @@ from flip_jax import checkpoint
 from flip_jax import losses
 from flip_jax import optim
 from flip_jax import sharding
+from flip_jax.data import masking as masking_lib
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.models import flip as flip_lib
@@ -54,18 +55,11 @@ def flip_config(config, plm_config, feature_map) -> flip_lib.FlipConfig:
       plm_remat=config.model.plm.remat)
 
 
-def masking_config(config):
-  p = config.pretrain
-  return pipeline.MaskingConfig(
-      text_mask_ratio=p.mlm.text_mask_ratio, ctr_mask_ratio=p.mtm.ctr_mask_ratio,
-      rule=p.mlm.rule, same_column=p.mask_same_column)
-
-
-def dummy_batch(columns, n: int, masking) -> dict[str, np.ndarray]:
-  """A batch of the real shapes (first n rows) used for init / eval_shape."""
+def dummy_batch(columns, n: int, **kwargs) -> dict[str, np.ndarray]:
+  """A batch of the real shapes (n rows) used for init / eval_shape."""
   it = pipeline.train_iterator(columns, global_batch_size=n, seed=0,
-                               masking=masking, process_index=0,
-                               process_count=1)
+                               process_index=0, process_count=1,
+                               prefetch_buffer_size=0, **kwargs)
   return next(it)
 
 
@@ -100,11 +94,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                      f"{num_rows} pretraining rows")
   total_steps = (config.total_steps if config.total_steps > 0
                  else config.pretrain.num_epochs * steps_per_epoch)
-  masking = masking_config(config)
-  data_iter = pipeline.train_iterator(
-      columns, global_batch_size=batch_size, seed=config.seed, masking=masking,
+  mask_kwargs = dict(
+      masking=masking_lib.MaskingConfig.from_config(config.data),
       mask_token_id=tokenizer.mask_token_id, feature_map=fm,
-      worker_count=config.data_workers)
+      vocab_size=len(tokenizer),
+      special_token_ids=list(tokenizer.all_special_ids))
+  data_iter = pipeline.train_iterator(
+      columns, global_batch_size=batch_size, seed=config.seed,
+      worker_count=config.data.worker_count, **mask_kwargs)
   if is_main:
     checkpoint.write_json_atomic(os.path.join(workdir, "config.json"),
                                  json.loads(config.to_json_best_effort()))
@@ -118,7 +115,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             for k, v in flip_lib.make_consts(fm).items()}
   n_dummy = int(np.prod([mesh.shape[a] for a in mesh.axis_names]))
   example = {k: v for k, v in dummy_batch(
-      columns, n_dummy, masking).items() if k in steps.PRETRAIN_KEYS}
+      columns, n_dummy, **mask_kwargs).items() if k in steps.PRETRAIN_KEYS}
 
   def init_params(rng):
     return model.init({"params": rng, "dropout": rng, "noise": rng}, example,

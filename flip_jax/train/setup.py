@@ -60,6 +60,12 @@ def array_columns(cols: dict[str, Any]) -> dict[str, np.ndarray]:
           if isinstance(v, np.ndarray) and v.dtype.kind in "iufb"}
 
 
+def strip_boxes(tree):
+  """Removes logical-partitioning boxes without applying any constraint."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+                      tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 @dataclasses.dataclass
 class ShardedInit:
   """Abstract state, its shardings, and a jitted initialiser."""
@@ -90,7 +96,7 @@ def sharded_state_init(init_params: Callable[[jax.Array], Any],
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     boxed = jax.eval_shape(init_params, rng0)
     param_sh = sharding.logical_to_sharding(boxed, mesh, rules)
-    abs_params = nn.meta.unbox(boxed)
+    abs_params = strip_boxes(boxed)
     param_sh = sharding.with_divisible_fallback(param_sh, abs_params, mesh)
     abs_state = jax.eval_shape(lambda r: make_state(
         nn.meta.unbox(init_params(r)), r), rng0)

@@ -107,7 +107,7 @@ def test_too_long_input_is_rejected():
 
 
 def test_dropout_remat_and_bf16():
-  cfg = tiny(hidden_dropout=0.2, attention_dropout=0.2)
+  cfg = tiny(num_layers=1, hidden_dropout=0.2, attention_dropout=0.2)
   ids, mask = batch(cfg)
   model = PLMEncoder(cfg)
   params = model.init(jax.random.key(0), ids, mask)

@@ -109,7 +109,9 @@ class Embeddings(nn.Module):
     self.position_embeddings = embed(cfg.max_position_embeddings,
                                      (None, "embed"))
     self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"))
-    self.LayerNorm = layer_norm(cfg, self.dtype, self.param_dtype)  # pylint: disable=invalid-name
+    # HF's capitalised name, so the mapping table reads naturally.
+    self.LayerNorm = layer_norm(  # pylint: disable=invalid-name
+        cfg, self.dtype, self.param_dtype)
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids, attention_mask, token_type_ids, *,

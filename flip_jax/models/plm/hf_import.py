@@ -111,7 +111,8 @@ def read_weights(path: pathlib.Path) -> tuple[dict[str, np.ndarray], str]:
   index = path / "model.safetensors.index.json"
   pt = path / "pytorch_model.bin"
   if st.is_file() or index.is_file():
-    from safetensors import numpy as st_np  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from safetensors import numpy as st_np
     if st.is_file():
       return dict(st_np.load_file(st)), str(st)
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -129,14 +130,17 @@ def read_weights(path: pathlib.Path) -> tuple[dict[str, np.ndarray], str]:
       " or pytorch_model.bin)")
 
 
-def _find_prefix(tensors: dict[str, np.ndarray], cfg: PLMConfig) -> str:
+def _find_prefix(tensors: dict[str, np.ndarray], cfg: PLMConfig,
+                 source: str) -> str:
+  """The HF prefix ('bert.', 'roberta.' or '') of the encoder keys."""
   probe = "embeddings.word_embeddings.weight"
   for prefix in (tm.BASE_PREFIX[cfg.model_type], *tm.BASE_PREFIX.values(),
                  ""):
     if prefix + probe in tensors:
       return prefix
-  raise ValueError(f"checkpoint has no '{probe}' under any prefix"
-                   f" {sorted(set(tm.BASE_PREFIX.values()))} or none")
+  raise ValueError(f"{source}: no '{probe}' under any prefix"
+                   f" {sorted(set(tm.BASE_PREFIX.values()))} or none; is this"
+                   f" a {cfg.model_type} checkpoint?")
 
 
 def _abstract_shapes(module: nn.Module, cfg: PLMConfig, **kw):
@@ -181,7 +185,7 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
   """
   tensors, source = read_weights(path)
   tensors = {tm.normalize_hf_key(k): v for k, v in tensors.items()}
-  prefix = _find_prefix(tensors, cfg)
+  prefix = _find_prefix(tensors, cfg, source)
   report = ImportReport(str(path), source, cfg.model_type, prefix)
   used: set[str] = set()
   enc_shapes = _abstract_shapes(PLMEncoder(cfg), cfg)

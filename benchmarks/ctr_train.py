@@ -1,0 +1,100 @@
+"""From-scratch CTR baselines on real data: quality and training throughput.
+
+Trains each backbone with `experiments.train_ctr.train_and_evaluate` (the
+same code path as the launcher) for several seeds and prints valid / test
+AUC and LogLoss as mean +- std, plus steady-state training examples/s
+(chunks whose compile time is excluded) and the device.
+
+  python -m benchmarks.ctr_train --data_dir=../shared/data/ml-1m \
+    --out_dir=runs/bench_ctr --models=dcnv2,deepfm,autoint \
+    --seeds=2012,2013,2014 --recipe=flip_id
+
+Finished runs (results.json in their workdir) are reused, so an interrupted
+benchmark resumes.  Calibration on ML-1M users 1-2999 (flip_jax 80/10/10):
+one-hot LR valid 0.735 / test 0.769; PyTorch DCNv2 with the official
+settings valid 0.742 / test 0.771 (test logloss 0.571).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from experiments import train_ctr
+from experiments.configs import ctr as ctr_configs
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/ml-1m",
+                                "Raw dataset directory.")
+_DATASET = flags.DEFINE_string("dataset", "ml-1m", "Dataset key.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench_ctr", "Run directories.")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", "", "Data cache ('' = out_dir).")
+_MODELS = flags.DEFINE_list("models", ["dcnv2", "deepfm", "autoint"],
+                            "Backbones.")
+_SEEDS = flags.DEFINE_list("seeds", ["2012", "2013", "2014"], "Seeds.")
+_RECIPE = flags.DEFINE_enum("recipe", "flip_id", ctr_configs.RECIPES,
+                            "Training recipe.")
+_EPOCHS = flags.DEFINE_integer("epochs", 0, "Epoch cap (0 = the recipe's).")
+
+COLUMNS = ("valid/auc", "valid/logloss", "test/auc", "test/logloss",
+           "examples_per_sec", "best_step")
+
+
+def run_one(model: str, seed: int) -> dict:
+  cfg = ctr_configs.get_config(
+      f"dataset={_DATASET.value},model={model},recipe={_RECIPE.value}")
+  cfg.seed = seed
+  cfg.data.data_dir = _DATA_DIR.value
+  cfg.data.cache_dir = _CACHE_DIR.value or os.path.join(_OUT_DIR.value,
+                                                        "data_cache")
+  if _EPOCHS.value:
+    cfg.train.epochs = _EPOCHS.value
+  workdir = os.path.join(_OUT_DIR.value,
+                         f"{_DATASET.value}_{model}_{_RECIPE.value}_s{seed}")
+  return train_ctr.train_and_evaluate(cfg, workdir)
+
+
+def fmt(values, digits=4) -> str:
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if v.size == 0:
+    return "n/a"
+  if v.size == 1:
+    return f"{v[0]:.{digits}f}"
+  return f"{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}"
+
+
+def main(argv):
+  del argv
+  rows = {}
+  for model in _MODELS.value:
+    rows[model] = [run_one(model, int(s)) for s in _SEEDS.value]
+  dev = jax.devices()[0]
+  print(f"\ncommand: python -m benchmarks.ctr_train {' '.join(sys.argv[1:])}")
+  print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
+        f"{os.cpu_count()} cpus; load average {os.getloadavg()}")
+  print(f"dataset {_DATASET.value}, recipe {_RECIPE.value}, seeds "
+        f"{','.join(_SEEDS.value)} (mean +- sample std over seeds)")
+  header = f"{'model':10s} | " + " | ".join(f"{c:>22s}" for c in COLUMNS)
+  print(header)
+  print("-" * len(header))
+  for model, res in rows.items():
+    cells = [fmt([r[c] for r in res], 0 if c in ("examples_per_sec",
+                                                 "best_step") else 4)
+             for c in COLUMNS]
+    print(f"{model:10s} | " + " | ".join(f"{c:>22s}" for c in cells))
+  summary = {m: {c: [r[c] for r in res] for c in COLUMNS}
+             for m, res in rows.items()}
+  os.makedirs(_OUT_DIR.value, exist_ok=True)
+  with open(os.path.join(_OUT_DIR.value, f"summary_{_RECIPE.value}.json"),
+            "w") as f:
+    json.dump(summary, f, indent=2)
+  logging.info("summary: %s", summary)
+
+
+if __name__ == "__main__":
+  app.run(main)

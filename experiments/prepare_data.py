@@ -1,0 +1,105 @@
+"""Prepares (parses, splits, encodes, renders, tokenizes) a dataset.
+
+  python -m experiments.prepare_data --dataset=synthetic --workdir=/tmp/d
+  python -m experiments.prepare_data --dataset=ml-1m \
+    --data_dir=../shared/data/ml-1m --workdir=runs/data_ml1m \
+    --config.max_length=64
+
+Writes <workdir>/stats.json and <workdir>/feature_map.json, keeps the
+processed cache under data.cache_dir (default <workdir>/data_cache) and
+prints the statistics and a few prompts with the value spans in brackets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from experiments.configs import data as data_config
+from flip_jax.data import prepare
+from flip_jax.data import rawio
+from flip_jax.data import textify
+
+_DATASET = flags.DEFINE_string(
+    "dataset", None, f"one of {', '.join(data_config.DATASETS)} (overrides "
+    "config.data.dataset and picks that dataset's defaults)")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "raw data directory")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "data.py"),
+    "data config file", lock_config=True)
+flags.mark_flags_as_required(["workdir"])
+
+
+def _resolve_config():
+  """The config, rebuilt for --dataset when it differs from the file's."""
+  cfg = _CONFIG.value
+  dataset = _DATASET.value or cfg.data.dataset
+  if dataset not in data_config.DATASETS:
+    raise app.UsageError(f"unknown dataset {dataset!r}; known datasets: "
+                         f"{', '.join(data_config.DATASETS)}")
+  if dataset != cfg.data.dataset:
+    fresh = data_config.get_data_config(dataset)
+    base = data_config.get_data_config(cfg.data.dataset)
+    # Keep explicit --config.data.* overrides, take the dataset's defaults.
+    with cfg.unlocked():
+      for k, v in cfg.data.items():
+        if k != "dataset" and base[k] != v:
+          fresh[k] = v
+      cfg.data = fresh
+  if _DATA_DIR.value is not None:
+    with cfg.unlocked():
+      cfg.data.data_dir = _DATA_DIR.value
+  return cfg
+
+
+def run(cfg, workdir: str) -> dict:
+  """Prepares data per `cfg` into `workdir`; returns the stats dict."""
+  os.makedirs(workdir, exist_ok=True)
+  data = cfg.data
+  cache_root = data.cache_dir or os.path.join(workdir, "data_cache")
+  prepared = prepare.load_dataset(data, cache_root)
+  prepare.tokenize_dataset(prepared, data.tokenizer, data.max_length)
+  text = prepared.stats["text"]
+  stats = dict(prepared.stats)
+  stats.update(max_text_tokens=text["max_text_tokens"],
+               truncated_rows=text["truncated_rows"],
+               truncated_fields=text["truncated_fields"],
+               max_length=data.max_length, tokenizer=data.tokenizer,
+               cache_dir=prepared.cache_dir)
+  with open(os.path.join(workdir, "stats.json"), "w", encoding="utf-8") as f:
+    json.dump(stats, f, indent=1, ensure_ascii=False)
+  prepared.feature_map.save(os.path.join(workdir, "feature_map.json"))
+  keys = ("rows", "train_rows", "valid_rows", "test_rows", "num_fields",
+          "field_names", "vocab_sizes", "num_features", "positive_rate",
+          "max_text_tokens", "truncated_rows", "row_order", "label_rule")
+  print(f"dataset {data.dataset} (protocol {data.protocol})")
+  for k in keys:
+    print(f"  {k:16s} {stats.get(k)}")
+  train = prepared.splits["train"]
+  print(f"first {cfg.num_examples} training prompts (values in brackets):")
+  for i in range(min(cfg.num_examples, len(train["text"]))):
+    print(f"  [{int(train['label'][i])}] "
+          f"{textify.highlight(train['text'][i], train['spans'][i])}")
+  return stats
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cfg = _resolve_config()
+  logging.info("config:\n%s", cfg)
+  try:
+    run(cfg, _WORKDIR.value)
+  except rawio.DataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

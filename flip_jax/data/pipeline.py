@@ -1,0 +1,245 @@
+"""Per-process batches on grain: seeded training stream and padded eval.
+
+Training: epoch e visits the rows in the permutation
+`default_rng([seed, e]).permutation(n)`; global step s of the epoch takes
+rows [s*G, (s+1)*G) of it (the remainder is dropped) and process p keeps
+its contiguous slice of G // process_count rows. So the global batch does
+not depend on the number of processes, and every process knows it. Each
+element of the grain `MapDataset` is one per-process batch (a numpy dict), so
+an iterator's state is just the next step: `get_state()` / `set_state()`
+restore the stream exactly, with or without worker processes.
+
+Evaluation: all rows in order, batch b = rows [b*G, (b+1)*G), process p
+its slice; the last batch is padded (copies of row 0) with weight 0 and row_id
+-1, and every process yields the same number of batches.
+
+Batch contract (numpy):
+  ids int32 [B, F]; label float32 [B]; weight float32 [B]; row_id int32 [B]
+  with text: input_ids, attention_mask, token_field int32 [B, L]
+  with masking: mlm_input_ids, mlm_labels int32 [B, L]; mtm_ids int32 [B, F];
+    mtm_positions, mtm_labels int32 [B, M]; mtm_weight float32 [B, M].
+"""
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import grain
+import numpy as np
+
+from flip_jax.data import masking as masking_lib
+
+TEXT_COLUMNS = ("input_ids", "attention_mask", "token_field")
+
+
+def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:
+  """Training steps per epoch (drop remainder)."""
+  if global_batch_size <= 0:
+    raise ValueError(f"global_batch_size {global_batch_size} must be > 0")
+  return num_rows // global_batch_size
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = (jax.process_index() if process_index is None
+                     else process_index)
+    process_count = (jax.process_count() if process_count is None
+                     else process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in "
+                     f"[0, {process_count})")
+  return process_index, process_count
+
+
+def _local_batch(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size {global_batch_size} is not divisible "
+                     f"by process_count {process_count}")
+  return global_batch_size // process_count
+
+
+class _Columns:
+  """Column arrays that pickle memory-mapped files by name (for workers)."""
+
+  def __init__(self, columns: Mapping[str, np.ndarray]):
+    missing = [k for k in ("ids", "label", "row_id") if k not in columns]
+    if missing:
+      raise ValueError(f"columns lack {missing}; have {sorted(columns)}")
+    self.names = [k for k in ("ids", "label", "row_id") + TEXT_COLUMNS
+                  if k in columns]
+    if 0 < sum(k in columns for k in TEXT_COLUMNS) < len(TEXT_COLUMNS):
+      raise ValueError(f"text columns need all of {TEXT_COLUMNS}")
+    self.arrays = {k: columns[k] for k in self.names}
+    n = len(self.arrays["ids"])
+    for k, a in self.arrays.items():
+      if len(a) != n:
+        raise ValueError(f"column {k} has {len(a)} rows, ids has {n}")
+    self.num_rows = n
+    self.has_text = "input_ids" in self.arrays
+
+  def __getstate__(self):
+    state = {}
+    for k, a in self.arrays.items():
+      fname = getattr(a, "filename", None)
+      # Only a whole, unsliced file mapping can be reopened by name.
+      if fname and not (a.flags.c_contiguous and np.load(
+          fname, mmap_mode="r").shape == a.shape):
+        fname = None
+      state[k] = ("mmap", fname) if fname else ("array", np.asarray(a))
+    return {"names": self.names, "state": state, "num_rows": self.num_rows,
+            "has_text": self.has_text}
+
+  def __setstate__(self, d):
+    self.names, self.num_rows = d["names"], d["num_rows"]
+    self.has_text = d["has_text"]
+    self.arrays = {k: (np.load(v, mmap_mode="r") if kind == "mmap" else v)
+                   for k, (kind, v) in d["state"].items()}
+
+  def gather(self, idx: np.ndarray) -> dict:
+    out = {"ids": np.asarray(self.arrays["ids"][idx], np.int32),
+           "label": np.asarray(self.arrays["label"][idx], np.float32),
+           "weight": np.ones(len(idx), np.float32),
+           "row_id": np.asarray(self.arrays["row_id"][idx], np.int32)}
+    if self.has_text:
+      for k in TEXT_COLUMNS:
+        out[k] = np.asarray(self.arrays[k][idx], np.int32)
+    return out
+
+
+class _TrainBatch:
+  """index (global step) -> this process's batch; picklable for workers."""
+
+  def __init__(self, columns, *, global_batch_size, local_batch_size,
+               process_index, seed, masking, mask_token_id, feature_map,
+               vocab_size, special_token_ids):
+    self.columns = columns
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = local_batch_size
+    self.process_index = process_index
+    self.seed = seed
+    self.masking = masking
+    self.mask_token_id = mask_token_id
+    self.feature_map = feature_map
+    self.vocab_size = vocab_size
+    self.special_token_ids = special_token_ids
+    self.steps = steps_per_epoch(columns.num_rows, global_batch_size)
+    self._perm = (None, None)
+
+  def __getstate__(self):
+    d = dict(self.__dict__)
+    d["_perm"] = (None, None)
+    return d
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    if self._perm[0] != epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perm = (epoch, rng.permutation(self.columns.num_rows))
+    return self._perm[1]
+
+  def __call__(self, step: int, _=None) -> dict:
+    epoch, within = divmod(int(step), self.steps)
+    lo = within * self.global_batch_size + (
+        self.process_index * self.local_batch_size)
+    idx = self.permutation(epoch)[lo:lo + self.local_batch_size]
+    batch = self.columns.gather(idx)
+    if self.masking is not None:
+      batch = masking_lib.apply_masking(
+          batch, self.masking, seed=self.seed, epoch=epoch,
+          index=batch["row_id"], mask_token_id=self.mask_token_id,
+          feature_map=self.feature_map, vocab_size=self.vocab_size,
+          special_token_ids=self.special_token_ids)
+    return batch
+
+
+def train_iterator(columns: Mapping[str, np.ndarray], *,
+                   global_batch_size: int, seed: int,
+                   masking: masking_lib.MaskingConfig | None = None,
+                   num_epochs: int | None = None,
+                   process_index: int | None = None,
+                   process_count: int | None = None, worker_count: int = 0,
+                   mask_token_id: int | None = None, feature_map=None,
+                   vocab_size: int | None = None, special_token_ids=None,
+                   worker_buffer_size: int = 2, prefetch_buffer_size: int = 4):
+  """A checkpointable iterator of per-process training batches.
+
+  Args:
+    columns: split columns (ids, label, row_id [+ input_ids, attention_mask,
+      token_field]), e.g. from prepare.tokenize_dataset.
+    global_batch_size: batch size over all processes.
+    seed: data-order and masking seed.
+    masking: MaskingConfig to add the pretraining keys, or None.
+    num_epochs: epochs to yield; None = forever.
+    process_index, process_count: default jax.process_index()/count().
+    worker_count: grain worker processes (0 = in this process).
+    mask_token_id: the tokenizer's mask id (text masking).
+    feature_map: FeatureMap (id masking).
+    vocab_size: PLM vocabulary size (token MLM rule only).
+    special_token_ids: ids never masked by the token rule.
+    worker_buffer_size: batches buffered per worker.
+    prefetch_buffer_size: batches prefetched by a thread without workers.
+
+  Returns:
+    A grain DatasetIterator: next() -> batch dict; get_state()/set_state().
+  """
+  process_index, process_count = _process(process_index, process_count)
+  local = _local_batch(global_batch_size, process_count)
+  cols = _Columns(columns)
+  steps = steps_per_epoch(cols.num_rows, global_batch_size)
+  if steps == 0:
+    raise ValueError(f"{cols.num_rows} rows give no full batch of "
+                     f"{global_batch_size}")
+  if masking is not None and feature_map is None:
+    raise ValueError("masking needs feature_map (MTM mask ids)")
+  fn = _TrainBatch(cols, global_batch_size=global_batch_size,
+                   local_batch_size=local, process_index=process_index,
+                   seed=seed, masking=masking, mask_token_id=mask_token_id,
+                   feature_map=feature_map, vocab_size=vocab_size,
+                   special_token_ids=special_token_ids)
+  ds = grain.MapDataset.range(steps).repeat(num_epochs)
+  ds = ds.map_with_index(fn)  # index = global step
+  if worker_count > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():
+      # grain's worker processes read absl flags; outside an absl main
+      # (tests, notebooks) use their defaults.
+      flags.FLAGS.mark_as_parsed()
+    ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=0,
+                                               prefetch_buffer_size=0))
+    ids = ids.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+  else:
+    ids = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=1 if prefetch_buffer_size else 0,
+        prefetch_buffer_size=prefetch_buffer_size))
+  return iter(ids)
+
+
+def eval_batches(columns: Mapping[str, np.ndarray], *,
+                 global_batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict]:
+  """All rows in order, padded with weight 0 / row_id -1 (see module doc).
+
+  Args:
+    columns: split columns as for train_iterator.
+    global_batch_size: batch size over all processes.
+    process_index, process_count: default jax's.
+
+  Yields:
+    Per-process batch dicts of exactly global_batch_size // process_count
+    rows.
+  """
+  process_index, process_count = _process(process_index, process_count)
+  local = _local_batch(global_batch_size, process_count)
+  cols = _Columns(columns)
+  n = cols.num_rows
+  num_batches = -(-n // global_batch_size)
+  for b in range(num_batches):
+    lo = b * global_batch_size + process_index * local
+    idx = np.arange(lo, min(lo + local, n))
+    real = len(idx)
+    # Padding repeats row 0 (a well-formed input, e.g. a non-empty attention
+    # mask) and is marked by weight 0 and row_id -1.
+    batch = cols.gather(np.concatenate([idx, np.zeros(local - real, int)]))
+    batch["weight"][real:] = 0.0
+    batch["row_id"][real:] = -1
+    yield batch

@@ -1,0 +1,287 @@
+"""Export of a finetuned FLIP CTR model (id / plm / joint) to PyTorch.
+
+Folder layout written by `export_model` / `export_finetuned`:
+
+  flip_ctr.json          mode, α parametrisation and value, backbone name,
+                         every CTRConfig field, a feature-map summary, the
+                         PLM summary, the input contract and the source run
+  ctr_model.safetensors  ID backbone + heads (ctr.*, ctr_bias, txt_head.*,
+                         alpha, out_bias), keys of `ctr_mapping.finetune_rows`
+  feature_map.json       the run's full feature map (raw value -> global id)
+  plm/                   Hugging Face folder of the finetuned PLM (modes plm
+                         and joint), written by `hf_export.export_hf`
+
+`flip_jax.export.ctr_torch.FlipCtrTorch.from_pretrained(folder)` rebuilds the
+model in PyTorch. The folder is written atomically (a temporary sibling that
+is renamed at the end; an existing folder is replaced).
+
+    p_max_diff = export_finetuned("runs/ft_joint", "runs/ft_joint_torch",
+                                  check=True)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flip_jax.export import ctr_mapping
+from flip_jax.export import ctr_torch
+from flip_jax.export import hf_export
+
+log = logging.getLogger(__name__)
+
+# Largest |p_torch - p_flax| accepted by the parity check (float32).
+CHECK_ATOL = 1e-5
+
+
+def _fm_summary(feature_map) -> dict[str, Any] | None:
+  if feature_map is None:
+    return None
+  return {
+      "num_features": int(feature_map.num_features),
+      "num_fields": int(feature_map.num_fields),
+      "fields": [{"name": n, "display_name": d, "vocab_size": int(s),
+                  "offset": int(o)}
+                 for n, d, s, o in zip(feature_map.field_names,
+                                       feature_map.display_names,
+                                       feature_map.vocab_sizes,
+                                       feature_map.offsets)],
+      "file": "feature_map.json",
+  }
+
+
+def export_config(ft_cfg, params, *, feature_map=None, max_length=None,
+                  source=None) -> dict[str, Any]:
+  """The ``flip_ctr.json`` content of a finetuned model.
+
+  Args:
+    ft_cfg: the model's `FinetuneConfig`.
+    params: its params (for the learned α).
+    feature_map: the run's `FeatureMap`, or None.
+    max_length: the text length L the run used, or None.
+    source: free-form provenance (workdir, best step...).
+
+  Returns:
+    A JSON-serialisable dict.
+  """
+  mode = ft_cfg.mode
+  alpha = None
+  if mode == "joint":
+    raw = float(np.asarray(params["alpha"]))
+    alpha = (1.0 / (1.0 + math.exp(-raw)) if ft_cfg.alpha_param == "sigmoid"
+             else raw)
+  plm = None
+  if mode != "id":
+    p = ft_cfg.plm
+    plm = {"dir": ctr_torch.PLM_DIR, "model_type": p.model_type,
+           "hidden_size": p.hidden_size, "num_layers": p.num_layers,
+           "max_length": max_length}
+  inputs = {}
+  if mode != "plm":
+    inputs["ids"] = "int [B, F] global feature ids (see feature_map.json)"
+  if mode != "id":
+    inputs["input_ids"] = "int [B, L] token ids, right-padded"
+    inputs["attention_mask"] = "int [B, L], 1 on tokens, 0 on padding"
+  return {
+      "format_version": ctr_torch.FORMAT_VERSION,
+      "mode": mode,
+      "alpha_param": ft_cfg.alpha_param,
+      "alpha": alpha,
+      "backbone": ft_cfg.ctr.name if ft_cfg.ctr is not None else None,
+      "ctr_config": ft_cfg.ctr.to_dict() if ft_cfg.ctr is not None else None,
+      "feature_map": _fm_summary(feature_map),
+      "plm": plm,
+      "inputs": inputs,
+      "logit": {"id": "z_ID + b_ID", "plm": "z_PLM + b_PLM",
+                "joint": "a*(z_ID + b_ID) + (1 - a)*(z_PLM + b_PLM) + b_out"
+                }[mode],
+      "source": source or {},
+  }
+
+
+def _replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
+  old = None
+  if out_dir.exists():
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.replace(out_dir, old)
+  os.replace(tmp, out_dir)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
+                 tokenizer=None, feature_map=None, max_length=None,
+                 source=None) -> pathlib.Path:
+  """Writes a finetuned model (Flax params) as a PyTorch export folder.
+
+  Args:
+    ft_cfg: the `FinetuneConfig` of `FlipCtrModel`.
+    params: its params (nested dict; numpy, jax or boxed leaves).
+    out_dir: destination folder (replaced atomically if it exists).
+    tokenizer: the PLM's HF tokenizer, saved into ``plm/`` when given.
+    feature_map: the run's `FeatureMap` (summary + feature_map.json).
+    max_length: text length L of the run (recorded).
+    source: provenance dict recorded in flip_ctr.json.
+
+  Returns:
+    The folder written.
+
+  Raises:
+    KeyError: params that do not match the model's mapping rows.
+  """
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  mode = ft_cfg.mode
+  rows = ctr_mapping.finetune_rows(mode, ft_cfg.ctr)
+  tensors = ctr_mapping.to_torch(rows, {"params": params},
+                                 ignore=r"^params/plm/")
+  meta = export_config(ft_cfg, params, feature_map=feature_map,
+                       max_length=max_length, source=source)
+  out_dir = pathlib.Path(out_dir).expanduser().resolve()
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
+                                      dir=out_dir.parent))
+  try:
+    save_file(tensors, str(tmp / ctr_torch.CTR_WEIGHTS),
+              metadata={"format": "pt"})
+    if mode != "id":
+      hf_export.export_hf(ft_cfg.plm, params["plm"], tmp / ctr_torch.PLM_DIR,
+                          tokenizer=tokenizer)
+    if feature_map is not None:
+      feature_map.save(str(tmp / "feature_map.json"))
+    (tmp / ctr_torch.EXPORT_CONFIG).write_text(
+        json.dumps(meta, indent=2) + "\n")
+    os.chmod(tmp, 0o755)
+    _replace_dir(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  log.info("export: %s model (%d ID/head tensors%s) written to %s", mode,
+           len(tensors), ", PLM in plm/" if mode != "id" else "", out_dir)
+  return out_dir
+
+
+def float32_config(ft_cfg):
+  """The same model computing in float32 (the parity reference)."""
+  ctr = ft_cfg.ctr
+  if ctr is not None and ctr.dtype != "float32":
+    ctr = dataclasses.replace(ctr, dtype="float32")
+  return dataclasses.replace(ft_cfg, ctr=ctr, dtype=jnp.float32)
+
+
+def flax_probabilities(ft_cfg, params, batch) -> dict[str, np.ndarray]:
+  """σ of every logit of `FlipCtrModel` in float32, no dropout."""
+  from flip_jax.models import finetune as ft_lib  # pylint: disable=g-import-not-at-top
+  model = ft_lib.FlipCtrModel(float32_config(ft_cfg))
+  keys = [k for k in ("ids", "input_ids", "attention_mask") if k in batch]
+  out = jax.jit(lambda p, b: model.apply({"params": p}, b))(
+      params, {k: jnp.asarray(batch[k]) for k in keys})
+  return {k: np.asarray(jax.nn.sigmoid(v)) for k, v in out.items()
+          if k.endswith("logit")}
+
+
+def compare_export(folder, ft_cfg, params, batch) -> dict[str, float]:
+  """Max |σ(logit)| differences between the export (torch) and Flax.
+
+  Args:
+    folder: an export folder.
+    ft_cfg: the exported model's `FinetuneConfig`.
+    params: the exported params.
+    batch: numpy inputs ('ids', 'input_ids', 'attention_mask' as the mode
+      needs).
+
+  Returns:
+    {'prob': ..., 'ctr/prob' / 'txt/prob' where present, 'max': ...}.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  ours = flax_probabilities(ft_cfg, params, batch)
+  model = ctr_torch.FlipCtrTorch.from_pretrained(folder)
+  with torch.no_grad():
+    theirs = {k: torch.sigmoid(v).numpy() for k, v in model(batch).items()
+              if k.endswith("logit")}
+  diffs = {}
+  for k, v in ours.items():
+    name = k.replace("logit", "prob")
+    diffs[name] = float(np.max(np.abs(v - theirs[k])))
+  diffs["max"] = max(diffs.values())
+  return diffs
+
+
+def check_batch(mode: str, splits: Mapping[str, Mapping[str, np.ndarray]],
+                num_rows: int, split: str = "test") -> dict[str, np.ndarray]:
+  """`num_rows` rows spread evenly over a split (all of it if smaller)."""
+  if num_rows <= 0:
+    raise ValueError(f"num_rows must be > 0, got {num_rows}")
+  cols = splits[split]
+  n = len(cols["ids"])
+  if n == 0:
+    raise ValueError(f"the {split!r} split is empty; nothing to check")
+  idx = np.unique(np.linspace(0, n - 1, min(num_rows, n)).astype(np.int64))
+  keys = ("ids",) if mode == "id" else (("input_ids", "attention_mask")
+                                         if mode == "plm" else
+                                         ("ids", "input_ids", "attention_mask"))
+  return {k: np.asarray(cols[k][idx]).astype(np.int64) for k in keys}
+
+
+def export_finetuned(workdir, out_dir, *, check: bool = False,
+                     num_rows: int = 256) -> float:
+  """Exports the best checkpoint of a finetuning run to PyTorch.
+
+  Args:
+    workdir: the finetuning run (config.json, feature_map.json, best/).
+    out_dir: destination folder (see the module docstring).
+    check: reload the export with `FlipCtrTorch.from_pretrained` and compare
+      probabilities with Flax's on rows of the run's test split.
+    num_rows: rows of the check batch.
+
+  Returns:
+    The largest |p_torch - p_flax| over the joint/branch probabilities, or
+    NaN when `check` is False.
+
+  Raises:
+    RuntimeError: the check exceeds `CHECK_ATOL`.
+  """
+  from flip_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from flip_jax.train import finetune as ft_train  # pylint: disable=g-import-not-at-top
+  config, model, params, tokenizer, prepared = ft_train.load_finetuned(
+      os.fspath(workdir))
+  ft_cfg = model.config
+  best_path = os.path.join(os.fspath(workdir), "results.json")
+  source = {"workdir": os.path.abspath(os.fspath(workdir)),
+            "dataset": config.data.dataset}
+  if os.path.exists(best_path):
+    with open(best_path) as f:
+      source["best_step"] = json.load(f).get("best_step")
+  folder = export_model(ft_cfg, params, out_dir, tokenizer=tokenizer,
+                        feature_map=prepared.feature_map,
+                        max_length=(config.data.max_length
+                                    if ft_cfg.mode != "id" else None),
+                        source=source)
+  if not check:
+    return float("nan")
+  if ft_cfg.mode == "id":
+    splits = prepared.splits
+  else:
+    splits = prepare.tokenize_dataset(prepared, tokenizer,
+                                      config.data.max_length)
+  batch = check_batch(ft_cfg.mode, splits, num_rows)
+  diffs = compare_export(folder, ft_cfg, params, batch)
+  log.info("export check on %d test rows: %s", len(next(iter(batch.values()))),
+           diffs)
+  print(f"check: {len(next(iter(batch.values())))} test rows, max |p_torch -"
+        f" p_flax| = {diffs['max']:.3e} ("
+        + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items() if k != "max")
+        + ")")
+  if not diffs["max"] <= CHECK_ATOL:
+    raise RuntimeError(f"export check FAILED for {folder}: max |p_torch - "
+                       f"p_flax| = {diffs['max']:.3e} > {CHECK_ATOL}")
+  return diffs["max"]

@@ -1,0 +1,158 @@
+"""Export of finetuned FLIP CTR models (id / plm / joint) to PyTorch.
+
+A tiny `FlipCtrModel` with random weights (α = 0.3 so both branches matter)
+is exported with `export_model`, reloaded with `FlipCtrTorch.from_pretrained`
+and must give Flax's probabilities within 1e-5 on a padded batch; the
+exported tensors map back to bit-identical Flax params.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import linen as nn
+
+from flip_jax.export import ctr_mapping
+from flip_jax.export import ctr_torch
+from flip_jax.export import finetuned
+from flip_jax.models import ctr
+from flip_jax.models import finetune as ft_lib
+from flip_jax.models import plm as plm_lib
+
+torch.set_num_threads(1)
+
+N, F, B = 50, 4, 6
+TEXTS = ["User ID is 1. Gender is female.", "Movie ID is 1193.",
+         "Title is One Flew Over the Cuckoo's Nest (1975). Genre is Drama.",
+         "Zipcode is 48067.", "Age is 25-34.", "Job is writer."]
+
+
+@pytest.fixture(scope="module")
+def tiny_plm(tiny_bert_dir):
+  module, params, tokenizer = plm_lib.load_pretrained(str(tiny_bert_dir))
+  return module.config, params, tokenizer
+
+
+def _batch(tokenizer, seed=0):
+  enc = tokenizer(TEXTS[:B], padding="max_length", max_length=24,
+                  truncation=True, return_tensors="np")
+  assert (enc["attention_mask"] == 0).any()           # padding is exercised
+  ids = np.random.default_rng(seed).integers(0, N, (B, F))
+  return {"ids": ids.astype(np.int64),
+          "input_ids": enc["input_ids"].astype(np.int64),
+          "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def _model(mode, plm_config, name="dcnv2", alpha_param="raw"):
+  ctr_cfg = None
+  if mode != "plm":
+    ctr_cfg = ctr.CTRConfig(name=name, num_features=N, num_fields=F,
+                            embed_dim=8, dnn_hidden=(16, 8), low_rank=4,
+                            num_experts=2)
+  return ft_lib.FinetuneConfig(mode=mode, ctr=ctr_cfg,
+                               plm=plm_config if mode != "id" else None,
+                               alpha_param=alpha_param)
+
+
+def _random_params(ft_cfg, batch, plm_params, seed=0):
+  model = ft_lib.FlipCtrModel(ft_cfg)
+  keys = {"id": ("ids",), "plm": ("input_ids", "attention_mask")}.get(
+      ft_cfg.mode, ("ids", "input_ids", "attention_mask"))
+  params = nn.meta.unbox(model.init(
+      jax.random.key(seed), {k: jnp.asarray(batch[k]) for k in keys}
+  )["params"])
+  params = jax.tree_util.tree_map(np.asarray, dict(params))
+  rng = np.random.default_rng(seed)
+  if "ctr" in params:                 # the tables are ~1e-4 at init
+    params["ctr"] = jax.tree_util.tree_map(
+        lambda x: (0.3 * rng.standard_normal(x.shape)).astype(np.float32),
+        params["ctr"])
+    params["ctr_bias"] = np.float32(0.1)
+  if "plm" in params:
+    params["plm"] = jax.tree_util.tree_map(np.asarray, plm_params)
+    params["txt_head"] = {"kernel": (0.5 * rng.standard_normal(
+        params["txt_head"]["kernel"].shape)).astype(np.float32),
+                          "bias": np.full((1,), -0.2, np.float32)}
+  if "alpha" in params:
+    params["alpha"] = np.float32(0.3)
+    params["out_bias"] = np.float32(0.05)
+  return params
+
+
+@pytest.mark.parametrize("mode", ["joint", "id", "plm"])
+def test_export_reload_matches_flax(mode, tiny_plm, tmp_path):
+  plm_config, plm_params, tokenizer = tiny_plm
+  ft_cfg = _model(mode, plm_config)
+  batch = _batch(tokenizer)
+  params = _random_params(ft_cfg, batch, plm_params)
+  folder = finetuned.export_model(ft_cfg, params, tmp_path / "export",
+                                  tokenizer=tokenizer, max_length=24,
+                                  source={"test": mode})
+  meta = json.loads((folder / ctr_torch.EXPORT_CONFIG).read_text())
+  assert meta["mode"] == mode
+  assert (folder / "plm").is_dir() == (mode != "id")
+  if mode == "joint":
+    assert meta["alpha"] == pytest.approx(0.3)
+  model = ctr_torch.FlipCtrTorch.from_pretrained(folder)
+  assert not model.training
+  got = model.predict_proba(batch).numpy()
+  want = finetuned.flax_probabilities(ft_cfg, params, batch)
+  np.testing.assert_allclose(got, want["logit"], atol=1e-5, rtol=0)
+  with torch.no_grad():
+    logits = model(batch)
+  assert set(logits) - {"alpha"} == set(want)
+  for k, v in want.items():
+    np.testing.assert_allclose(torch.sigmoid(logits[k]).numpy(), v,
+                               atol=1e-5, rtol=0, err_msg=k)
+  if mode == "joint":
+    # Both branches matter: the mix differs from either branch alone.
+    assert set(want) == {"logit", "ctr/logit", "txt/logit"}
+    assert np.abs(want["logit"] - want["ctr/logit"]).max() > 1e-3
+    assert np.abs(want["logit"] - want["txt/logit"]).max() > 1e-3
+  # The exported tensors map back to bit-identical Flax params.
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  back = ctr_mapping.to_flax(ctr_mapping.finetune_rows(mode, ft_cfg.ctr),
+                             load_file(str(folder / ctr_torch.CTR_WEIGHTS)))
+  flat_back = ctr_mapping._flatten(back["params"])  # pylint: disable=protected-access
+  flat_in = {k: v for k, v in ctr_mapping._flatten(params).items()  # pylint: disable=protected-access
+             if not k.startswith("plm/")}
+  assert set(flat_back) == set(flat_in)
+  for k, v in flat_in.items():
+    assert np.array_equal(flat_back[k], np.asarray(v, np.float32)), k
+
+
+def test_sigmoid_alpha_and_other_backbone(tiny_plm, tmp_path):
+  plm_config, plm_params, tokenizer = tiny_plm
+  ft_cfg = _model("joint", plm_config, name="autoint", alpha_param="sigmoid")
+  batch = _batch(tokenizer, seed=1)
+  params = _random_params(ft_cfg, batch, plm_params, seed=1)
+  folder = finetuned.export_model(ft_cfg, params, tmp_path / "x")
+  meta = json.loads((folder / ctr_torch.EXPORT_CONFIG).read_text())
+  assert meta["alpha"] == pytest.approx(1 / (1 + np.exp(-0.3)))
+  assert meta["backbone"] == "autoint"
+  assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
+
+
+def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
+  plm_config, plm_params, tokenizer = tiny_plm
+  ft_cfg = _model("id", plm_config)
+  params = _random_params(ft_cfg, _batch(tokenizer), plm_params)
+  out = tmp_path / "export"
+  out.mkdir()
+  (out / "stale.txt").write_text("old")
+  finetuned.export_model(ft_cfg, params, out)
+  assert not (out / "stale.txt").exists()
+  bad = dict(params)
+  del bad["ctr_bias"]
+  with pytest.raises(KeyError, match="ctr_bias"):
+    finetuned.export_model(ft_cfg, bad, out)
+  # The failed export left the previous folder intact and no temp dirs.
+  assert (out / ctr_torch.CTR_WEIGHTS).exists()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+  (out / ctr_torch.EXPORT_CONFIG).write_text("{not json")
+  with pytest.raises(ValueError, match="flip_ctr.json: invalid JSON"):
+    ctr_torch.FlipCtrTorch.from_pretrained(out)
+  with pytest.raises(FileNotFoundError, match="no flip_ctr.json"):
+    ctr_torch.FlipCtrTorch.from_pretrained(tmp_path)

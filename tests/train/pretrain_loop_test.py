@@ -1,0 +1,159 @@
+"""End-to-end pretraining on tiny synthetic data: losses, resume, NaN, hosts."""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import flip_pretrain
+from flip_jax import checkpoint
+from flip_jax.train import pretrain
+from flip_jax.train import steps
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(plm_dir, cache_dir) -> dict:
+  return {
+      "model.plm.name": str(plm_dir), "model.plm.num_layers": 1,
+      "model.ctr.dnn_hidden": (32, 16), "model.ctr.embed_dim": 8,
+      "model.ctr.low_rank": 8, "model.ctr.num_experts": 2,
+      "data.cache_dir": str(cache_dir), "data.max_length": 40,
+      "data.synthetic.num_users": 80, "data.synthetic.num_movies": 60,
+      "data.synthetic.num_ratings": 1600,
+      "pretrain.batch_size": 16, "pretrain.proj_dim": 16,
+      "pretrain.mlm.max_masked": 12, "pretrain.mtm.field_dim": 8,
+      "optim.lr": 3e-3, "log_every_steps": 2, "ckpt.async_save": False,
+  }
+
+
+def make_config(plm_dir, cache_dir, **extra):
+  cfg = flip_pretrain.get_config("dataset=synthetic,preset=tiny")
+  for key, value in {**tiny_overrides(plm_dir, cache_dir), **extra}.items():
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir):
+  step = checkpoint.Checkpointer(workdir, max_to_keep=None,
+                                 save_interval_steps=1).latest_step()
+  return step, checkpoint.restore_params(workdir, step=step)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
+  full = tmp_path / "full"
+  cfg = make_config(tiny_bert_dir, cache_dir, total_steps=20,
+                    **{"ckpt.every_steps": 10})
+  pretrain.train_and_evaluate(cfg, str(full))
+  recs = read_metrics(full)
+  assert recs[-1]["step"] == 20
+  for key in ("train/mlm_loss", "train/mtm_loss", "train/icl_loss"):
+    first = np.mean([r[key] for r in recs[:2]])
+    last = np.mean([r[key] for r in recs[-2:]])
+    assert last < first, (key, first, last)
+  assert all(k in recs[-1] for k in ("train/loss", "examples_per_sec"))
+  for name in ("config.json", "feature_map.json"):
+    assert (full / name).exists()
+
+  # Interrupted after step 10, then the same command again: identical params.
+  part = tmp_path / "part"
+  pretrain.train_and_evaluate(
+      make_config(tiny_bert_dir, cache_dir, total_steps=10,
+                  **{"ckpt.every_steps": 10}), str(part))
+  pretrain.train_and_evaluate(
+      make_config(tiny_bert_dir, cache_dir, total_steps=20,
+                  **{"ckpt.every_steps": 10}), str(part))
+  s1, p1 = final_params(full)
+  s2, p2 = final_params(part)
+  assert s1 == s2 == 20
+  jax.tree.map(np.testing.assert_array_equal, p1, p2)
+  # metrics.jsonl holds each step once after the resume.
+  steps_logged = [r["step"] for r in read_metrics(part)]
+  assert steps_logged == sorted(set(steps_logged))
+
+
+def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(
+    tiny_bert_dir, cache_dir, tmp_path, monkeypatch):
+  real_step = steps.pretrain_step
+
+  def poisoned(state, batch, consts, **kw):
+    new_state, metrics = real_step(state, batch, consts, **kw)
+    bad = state.step >= 5  # the 6th step
+    metrics["train/mtm_loss"] = jax.numpy.where(bad, jax.numpy.nan,
+                                                metrics["train/mtm_loss"])
+    return new_state, metrics
+
+  monkeypatch.setattr(steps, "pretrain_step", poisoned)
+  cfg = make_config(tiny_bert_dir, cache_dir, total_steps=12,
+                    **{"ckpt.every_steps": 4, "log_every_steps": 4})
+  with pytest.raises(FloatingPointError, match=r"step 6.*mtm_loss"):
+    pretrain.train_and_evaluate(cfg, str(tmp_path))
+  step, params = final_params(tmp_path)
+  assert step == 4
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(args, devices, env_extra=None):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env.update(env_extra or {})
+  return subprocess.Popen([sys.executable, "-m", "experiments.pretrain", *args],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _flags(plm_dir, cache_dir, workdir):
+  flags = ["--config=experiments/configs/flip_pretrain.py:dataset=synthetic,"
+           "preset=tiny", f"--workdir={workdir}", "--config.total_steps=3",
+           "--config.ckpt.every_steps=3"]
+  for key, value in tiny_overrides(plm_dir, cache_dir).items():
+    flags.append(f"--config.{key}={value}")
+  return flags
+
+
+def test_two_processes_equal_one(tiny_bert_dir, cache_dir, tmp_path):
+  one = _launch(_flags(tiny_bert_dir, cache_dir, tmp_path / "one"), 4)
+  out1 = one.communicate(timeout=600)[0]
+  assert one.returncode == 0, out1[-3000:]
+  port = _free_port()
+  procs = [
+      _launch(_flags(tiny_bert_dir, cache_dir, tmp_path / "two") + [
+          "--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
+          "--num_processes=2", f"--process_id={i}"], 2)
+      for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  _, p1 = final_params(tmp_path / "one")
+  _, p2 = final_params(tmp_path / "two")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5,
+                                                       atol=1e-6), p1, p2)
+  m1, m2 = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+  np.testing.assert_allclose(m1[-1]["train/loss"], m2[-1]["train/loss"],
+                             rtol=1e-5)
