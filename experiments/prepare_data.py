@@ -5,8 +5,11 @@
     --data_dir=../shared/data/ml-1m --workdir=runs/data_ml1m \
     --config.max_length=64
 
+--config is experiments/configs/data.py (the data config); --dataset picks
+that dataset's defaults and keeps explicit --config.* overrides.
+
 Writes <workdir>/stats.json and <workdir>/feature_map.json, keeps the
-processed cache under data.cache_dir (default <workdir>/data_cache) and
+processed cache under config.cache_dir (default <workdir>/data_cache) and
 prints the statistics and a few prompts with the value spans in brackets.
 """
 from __future__ import annotations
@@ -39,29 +42,28 @@ flags.mark_flags_as_required(["workdir"])
 def _resolve_config():
   """The config, rebuilt for --dataset when it differs from the file's."""
   cfg = _CONFIG.value
-  dataset = _DATASET.value or cfg.data.dataset
+  dataset = _DATASET.value or cfg.dataset
   if dataset not in data_config.DATASETS:
     raise app.UsageError(f"unknown dataset {dataset!r}; known datasets: "
                          f"{', '.join(data_config.DATASETS)}")
-  if dataset != cfg.data.dataset:
-    fresh = data_config.get_data_config(dataset)
-    base = data_config.get_data_config(cfg.data.dataset)
-    # Keep explicit --config.data.* overrides, take the dataset's defaults.
-    with cfg.unlocked():
-      for k, v in cfg.data.items():
-        if k != "dataset" and base[k] != v:
-          fresh[k] = v
-      cfg.data = fresh
+  if dataset != cfg.dataset:
+    fresh = data_config.get_config(f"dataset={dataset}")
+    base = data_config.get_config(f"dataset={cfg.dataset}")
+    # Keep explicit --config.* overrides; take the dataset's defaults.
+    for k, v in cfg.items():
+      if k != "dataset" and base[k] != v:
+        fresh[k] = v
+    cfg = fresh
   if _DATA_DIR.value is not None:
     with cfg.unlocked():
-      cfg.data.data_dir = _DATA_DIR.value
+      cfg.data_dir = _DATA_DIR.value
   return cfg
 
 
 def run(cfg, workdir: str) -> dict:
   """Prepares data per `cfg` into `workdir`; returns the stats dict."""
   os.makedirs(workdir, exist_ok=True)
-  data = cfg.data
+  data = cfg  # the data config (+ num_examples)
   cache_root = data.cache_dir or os.path.join(workdir, "data_cache")
   prepared = prepare.load_dataset(data, cache_root)
   prepare.tokenize_dataset(prepared, data.tokenizer, data.max_length)

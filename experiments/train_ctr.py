@@ -1,7 +1,7 @@
 """Trains an ID-based CTR backbone from scratch (FLIP.md 3, 6.1, 7, 10).
 
   python -m experiments.train_ctr --workdir runs/dcnv2_ml1m \
-    --config experiments/configs/ctr.py:dataset=ml-1m,model=dcnv2,recipe=flip_id \
+    --config experiments/configs/ctr.py:dataset=ml-1m,model=dcnv2 \
     --config.data.data_dir=../shared/data/ml-1m
 
 The whole training split lives on device; one jitted call runs a chunk of
@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 import numpy as np
 import optax
+from tensorboardX import SummaryWriter
 
 from flip_jax import metrics
 from flip_jax import sharding
@@ -222,6 +223,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   cfg = ctr.CTRConfig.from_config(config.model.ctr, fmap.num_features,
                                   fmap.num_fields)
   model = ctr.CTRClassifier(cfg)
+  logging.info("mesh %s; rules %s", dict(mesh.shape), rules)
   logging.info("model %s: rep_dim %d, N=%d, F=%d", cfg.name, ctr.rep_dim(cfg),
                fmap.num_features, fmap.num_fields)
 
@@ -276,12 +278,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # compile time and is left out of the throughput.
   train_time, train_examples, compiled = 0.0, 0, set()
   log_file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+  tb = SummaryWriter(os.path.join(workdir, "tb"))
   logging.info("training: %d steps (%d per epoch), eval every %d", total_steps,
                steps_per_epoch, every)
   while step < total_steps:
     epoch, offset = divmod(step, steps_per_epoch)
-    perm = (perm_fn(shuffle_key, epoch) if config.train.shuffle else
-            jnp.arange(steps_per_epoch * bsz).reshape(steps_per_epoch, bsz))
+    if offset == 0:  # a new epoch: its index batches [S, B]
+      perm = (perm_fn(shuffle_key, epoch) if config.train.shuffle else
+              jnp.arange(steps_per_epoch * bsz).reshape(steps_per_epoch, bsz))
     k = min(every - step % every, steps_per_epoch - offset, total_steps - step)
     t0 = time.perf_counter()
     state, sums = chunk_fn(state, train_ids, train_labels,
@@ -303,10 +307,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     res = evaluate("valid", state["params"], state["model_state"])
     rec = {"step": step, "epoch": step / steps_per_epoch,
            "train/loss": float(sums[0] / k), "train/bce": float(sums[1] / k),
-           "train/l2": float(sums[2] / k), "eval/time_s": time.perf_counter() - t1,
+           "train/l2": float(sums[2] / k),
+           "eval/time_s": time.perf_counter() - t1,
            "perf/examples_per_sec": k * bsz / dt, **res}
     log_file.write(json.dumps(rec) + "\n")
     log_file.flush()
+    for key, value in rec.items():
+      if key != "step":
+        tb.add_scalar(key, value, step)
+    tb.flush()
     logging.info("step %d (epoch %.2f): loss %.4f, valid auc %.4f logloss %.4f",
                  step, rec["epoch"], rec["train/loss"], res["valid/auc"],
                  res["valid/logloss"])
@@ -320,6 +329,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("early stop at step %d (best step %d)", step, best["step"])
         break
   log_file.close()
+  tb.close()
 
   # --- best params back, test once.
   params, model_state = jax.device_put(best_vars, (state_sh["params"],
@@ -334,7 +344,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       # every chunk compiled, e.g. very short runs).
       "examples_per_sec": (train_examples / train_time if train_time else
                            None),
-      "model": cfg.name, "recipe": config.recipe, "dataset": config.data.dataset,
+      "model": cfg.name, "recipe": config.recipe,
+      "dataset": config.data.dataset,
       "protocol": config.data.protocol, "seed": config.seed,
       "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}",
       "num_train": n_train, "num_valid": best["valid/num_examples"],

@@ -16,8 +16,6 @@ official, finite correction, and ``nce_bias_init`` keeps the official clamp
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +46,7 @@ def _take(table, ids, axis=0):
 
 
 def _weighted_mean(values, weight):
-  """Σ w·v / Σ w, with 0 (not NaN) when every weight is zero."""
+  """sum(w * v) / sum(w), with 0 (not NaN) when every weight is zero."""
   if weight is None:
     weight = jnp.ones_like(values)
   weight = _f32(weight)
@@ -78,7 +76,7 @@ def icl_loss(z_r, z_t, *, temperature=0.7, normalize=False):
       does not, so the logits are raw dot products / tau).
 
   Returns:
-    (loss scalar float32, logits [B, B] float32) — logits for ``icl_accuracy``.
+    (loss scalar float32, logits [B, B] float32); logits feed ``icl_accuracy``.
   """
   z_r, z_t = _f32(z_r), _f32(z_t)
   if z_r.ndim != 2 or z_r.shape != z_t.shape:
@@ -237,7 +235,8 @@ def field_conditional_log_probs(log_q, field_offsets, field_sizes):
   member = _field_membership(log_q.shape[0], field_offsets, field_sizes)
   masked = jnp.where(member, log_q[None, :], -jnp.inf)  # [F, N]
   log_mass = jax.nn.logsumexp(masked, axis=1, keepdims=True)  # [F, 1]
-  return jnp.max(jnp.where(member, log_q[None] - log_mass, -jnp.inf), axis=0)
+  ok = member & jnp.isfinite(log_mass)  # a zero-mass field stays -inf
+  return jnp.max(jnp.where(ok, log_q[None] - log_mass, -jnp.inf), axis=0)
 
 
 def _field_membership(num_ids, field_offsets, field_sizes):
@@ -420,12 +419,27 @@ def nce_scores(h, out_emb, out_bias, ids):
           - math.log(num_ids))
 
 
-def _candidates(h, out_emb, out_bias, target, noise, log_q):
+def _padding_safe(ids, weight, extra_dims=0):
+  """Points the ids of weight-0 slots at row 0.
+
+  Padding slots may carry any id (e.g. -1); reading NaN there would be
+  masked out of the loss but still poison the gradient (0 * NaN).
+  """
+  ids = jnp.asarray(ids, jnp.int32)
+  if weight is None:
+    return ids
+  keep = jnp.asarray(weight) != 0
+  return jnp.where(keep.reshape(keep.shape + (1,) * extra_dims), ids, 0)
+
+
+def _candidates(h, out_emb, out_bias, target, noise, log_q, weight):
   """s - log q over [target, noise_1..K] (target at index 0)."""
+  h, target, noise = jnp.asarray(h), jnp.asarray(target), jnp.asarray(noise)
   if noise.shape[:-1] != target.shape or h.shape[:-1] != target.shape:
     raise ValueError(f"MTM loss: h {h.shape}, target {target.shape} and "
                      f"noise {noise.shape} must share leading dims")
-  ids = jnp.concatenate([target[..., None], noise], axis=-1).astype(jnp.int32)
+  ids = jnp.concatenate([target[..., None], noise], axis=-1)
+  ids = _padding_safe(ids, weight, extra_dims=1)
   s = nce_scores(h, out_emb, out_bias, ids)  # [..., 1+K]
   lq = jnp.maximum(_take(_f32(log_q), ids), _LOG_BACKOFF)
   return s - lq
@@ -454,7 +468,10 @@ def nce_loss(h, out_emb, out_bias, target, noise, log_q, weight=None):
     weights are 0); acc = target has the largest l among its 1+K candidates.
   """
   k = noise.shape[-1]
-  ell = _candidates(h, out_emb, out_bias, target, noise, log_q) - math.log(k)
+  if k < 1:
+    raise ValueError(f"nce_loss: need at least one noise id, got {noise.shape}")
+  ell = _candidates(h, out_emb, out_bias, target, noise, log_q,
+                    weight) - math.log(k)
   per_slot = (jax.nn.softplus(-ell[..., 0])
               + jnp.sum(jax.nn.softplus(ell[..., 1:]), axis=-1))
   return (_weighted_mean(per_slot, weight),
@@ -467,7 +484,7 @@ def sampled_softmax_loss(h, out_emb, out_bias, target, noise, log_q,
 
   Arguments and returns as in ``nce_loss``.
   """
-  logits = _candidates(h, out_emb, out_bias, target, noise, log_q)
+  logits = _candidates(h, out_emb, out_bias, target, noise, log_q, weight)
   per_slot = jax.nn.logsumexp(logits, axis=-1) - logits[..., 0]
   return (_weighted_mean(per_slot, weight),
           _weighted_mean(_target_wins(logits), weight))
@@ -482,13 +499,14 @@ def full_softmax_loss(h, out_emb, out_bias, target, weight=None):
   Returns:
     (loss, acc) weighted means over slots; acc = argmax over N is the target.
   """
-  if h.shape[:-1] != target.shape:
+  h = jnp.asarray(h)
+  if h.shape[:-1] != jnp.shape(target):
     raise ValueError(f"full_softmax_loss: h {h.shape} vs target "
                      f"{target.shape}")
   num_ids = out_emb.shape[0]
   logits = (_f32(h) @ _f32(out_emb).T + _f32(out_bias)
             - math.log(num_ids))  # [..., N]
-  target = jnp.asarray(target, jnp.int32)
+  target = _padding_safe(target, weight)
   ok = (target >= 0) & (target < num_ids)
   tgt = jnp.take_along_axis(logits, jnp.where(ok, target, 0)[..., None],
                             axis=-1)[..., 0]

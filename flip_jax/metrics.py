@@ -123,7 +123,8 @@ def rela_impr(auc_model: float, auc_base: float) -> float:
   return (auc_model - 0.5) / (auc_base - 0.5) - 1.0
 
 
-def binary_metrics(labels, probs, mask=None, prefix: str = "") -> Mapping[str, float]:
+def binary_metrics(labels, probs, mask=None,
+                   prefix: str = "") -> Mapping[str, float]:
   """{prefix+'auc', prefix+'logloss', prefix+'num_examples'} in one call."""
   y, _ = _prepare(labels, probs, mask, "binary_metrics")
   return {f"{prefix}auc": auc(labels, probs, mask),

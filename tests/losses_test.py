@@ -14,6 +14,13 @@ from flip_jax import sharding
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+  """Same draws per test whatever the xdist split or order."""
+  global RNG  # pylint: disable=global-statement
+  RNG = np.random.default_rng(0)
+
+
 def _logsumexp(x, axis):
   m = np.max(x, axis=axis, keepdims=True)
   return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
@@ -378,6 +385,9 @@ def test_nce_accuracy_over_one_plus_k_candidates_known_answer():
 
 def test_nce_gradients_finite_for_zero_count_target_and_bf16():
   h, emb, bias, target, noise, log_q, weight = _nce_case()
+  target, noise = target.copy(), noise.copy()
+  target[weight == 0] = -1  # padding slots may carry any id
+  noise[weight == 0] = 99
   args = (jnp.asarray(h, jnp.bfloat16), emb, bias)
   grads = jax.grad(
       lambda a, e, b: losses.nce_loss(a, e, b, target, noise, log_q,
@@ -388,6 +398,18 @@ def test_nce_gradients_finite_for_zero_count_target_and_bf16():
     assert np.all(np.isfinite(np.float32(g)))
   # Padding slots (weight 0) get no gradient on h.
   assert np.all(np.float32(grads[0])[weight == 0] == 0)
+  for fn in (losses.sampled_softmax_loss, losses.nce_loss):
+    g = jax.grad(lambda e, f=fn: f(h, e, bias, target, noise, log_q,
+                                   weight)[0])(emb)
+    assert np.all(np.isfinite(g))
+  g = jax.grad(lambda e: losses.full_softmax_loss(h, e, bias, target,
+                                                  weight)[0])(emb)
+  assert np.all(np.isfinite(g))
+  # A bad id in a *weighted* slot is loud.
+  target[0] = len(COUNTS)
+  assert np.isnan(losses.nce_loss(h, emb, bias, target, noise, log_q,
+                                  weight)[0])
+  assert np.isnan(losses.full_softmax_loss(h, emb, bias, target, weight)[0])
 
 
 # ------------------------------------------------------------------ BCE

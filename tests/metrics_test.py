@@ -49,7 +49,8 @@ def test_logloss_matches_reference_and_clips():
   rng = np.random.RandomState(0)
   y = (rng.rand(500) < 0.3).astype(np.float64)
   p = rng.rand(500)
-  want = -np.mean([np.log(pi) if yi else np.log(1 - pi) for yi, pi in zip(y, p)])
+  want = -np.mean([np.log(pi) if yi else np.log(1 - pi)
+                   for yi, pi in zip(y, p)])
   np.testing.assert_allclose(metrics.logloss(y, p), want, rtol=1e-12)
   # Exact 0/1 predictions are clipped, giving a large finite loss.
   ll = metrics.logloss([1, 0], [0.0, 1.0])

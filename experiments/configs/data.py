@@ -9,7 +9,7 @@ As a config file of its own it drives data preparation:
   python -m experiments.prepare_data --dataset=ml-100k \
     --data_dir=../shared/data/ml-100k --workdir=runs/data_ml100k \
     --config=experiments/configs/data.py:dataset=ml-100k \
-    --config.max_length=64
+    --config.max_length=64 --config.data_dir=../shared/data/ml-100k
 """
 from __future__ import annotations
 
@@ -85,10 +85,17 @@ def get_data_config(dataset: str) -> mlc.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  """Config for experiments.prepare_data ('dataset=...' variant)."""
+  """Config of experiments.prepare_data: the data config itself.
+
+  Args:
+    arg: variant string, 'dataset=<name>'.
+
+  Returns:
+    get_data_config(dataset) plus `num_examples` (prompts to print), so
+    flags override data fields directly: --config.max_length=64.
+  """
   arg = common.parse_arg(arg, dataset="synthetic")
-  cfg = mlc.ConfigDict()
-  cfg.data = get_data_config(arg.dataset)
+  cfg = get_data_config(arg.dataset)
   # Prompts printed by prepare_data.
   cfg.num_examples = 3
   return cfg

@@ -7,7 +7,8 @@ its contiguous slice of G // process_count rows. So the global batch does
 not depend on the number of processes, and every process knows it. Each
 element of the grain `MapDataset` is one per-process batch (a numpy dict), so
 an iterator's state is just the next step: `get_state()` / `set_state()`
-restore the stream exactly, with or without worker processes.
+restore the stream exactly, with or without worker processes. Masks are keyed
+by (seed, epoch, the example's position in `columns`).
 
 Evaluation: all rows in order, batch b = rows [b*G, (b+1)*G), process p
 its slice; the last batch is padded (copies of row 0) with weight 0 and row_id
@@ -145,7 +146,9 @@ class _TrainBatch:
     if self.masking is not None:
       batch = masking_lib.apply_masking(
           batch, self.masking, seed=self.seed, epoch=epoch,
-          index=batch["row_id"], mask_token_id=self.mask_token_id,
+          # The example's position in `columns`: unique even when splits
+          # are concatenated (their row_ids restart at 0).
+          index=idx, mask_token_id=self.mask_token_id,
           feature_map=self.feature_map, vocab_size=self.vocab_size,
           special_token_ids=self.special_token_ids)
     return batch
@@ -180,6 +183,7 @@ def train_iterator(columns: Mapping[str, np.ndarray], *,
 
   Returns:
     A grain DatasetIterator: next() -> batch dict; get_state()/set_state().
+    Call `.close()` when done to stop worker processes cleanly.
   """
   process_index, process_count = _process(process_index, process_count)
   local = _local_batch(global_batch_size, process_count)

@@ -65,8 +65,8 @@ def _pairs(num_fields: int) -> tuple[list[int], list[int]]:
   return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-class DNN(nn.Module):
-  """Linear -> [BatchNorm] -> activation -> dropout, per layer."""
+class MLP(nn.Module):
+  """deepctr DNN: Linear -> [BatchNorm] -> activation -> dropout, per layer."""
 
   def __init__(self, in_dim: int, hidden, act="relu", dropout=0.0,
                use_bn=False):
@@ -230,144 +230,279 @@ class LogTransformLayer(nn.Module):
 
 
 class CTRTorch(nn.Module):
-  """A backbone: tables, encoder parts and the logit head, by `cfg.name`.
+  """Base backbone, as `flip_jax.models.ctr.CTRModel`.
+
+  Tables ``embedding`` (N, e) and ``linear`` (N, 1, when `use_linear`), the
+  subclass's encoder parts, and the logit head ``head`` (Linear(D_r, 1), no
+  bias). Subclasses define `build`, `encode` and `rep_dim`, and override
+  `rep_logit` where the logit is not ``head(rep)``.
 
   Attributes:
     cfg: the backbone's `CTRConfig` (fields as in the Flax model).
   """
+  use_linear = True
 
   def __init__(self, cfg):
     super().__init__()
-    if cfg.name not in _ENCODERS:
-      raise ValueError(f"ctr_torch: no torch backbone {cfg.name!r}; known: "
-                       f"{sorted(_ENCODERS)}")
     self.cfg = cfg
-    n, e, fields = cfg.num_features, cfg.embed_dim, cfg.num_fields
-    d = fields * e
-    self.embedding = nn.Embedding(n, e)
-    if cfg.name not in ("dnn", "pnn"):
-      self.linear = nn.Embedding(n, 1)
-    dnn_in = {"pnn": d + fields * (fields - 1) // 2,
-              "afn": e * cfg.afn_ltl_hidden}.get(cfg.name, d)
-    if cfg.name not in ("fm", "afm"):
-      self.dnn = DNN(dnn_in, cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                     cfg.dnn_use_bn)
-    deep = cfg.dnn_hidden[-1]
-    name = cfg.name
-    if name in ("dcnv2", "dcnv2_full", "dcn"):
-      if name == "dcnv2" and cfg.cross_type == "mix":
-        self.cross = CrossNetMix(d, cfg.cross_layers, cfg.num_experts,
-                                 cfg.low_rank)
-      elif name == "dcn":
-        self.cross = CrossNet(d, cfg.cross_layers)
-      else:
-        self.cross = CrossNetV2(d, cfg.cross_layers)
-    elif name == "autoint":
-      self.att = nn.ModuleList(
-          InteractingLayer(e, cfg.att_heads, cfg.att_res, cfg.att_scaling)
-          for _ in range(cfg.att_layers))
-    elif name == "xdeepfm":
-      self.cin = CIN(fields, cfg.cin_layers, cfg.cin_split_half, cfg.cin_act)
-    elif name == "afm":
-      self.attention = AFMAttention(fields, e, cfg.afm_attention_factor,
-                                    cfg.dropout)
-    elif name == "afn":
-      self.ltl = LogTransformLayer(fields, e, cfg.afn_ltl_hidden,
-                                   cfg.afn_use_bn)
-    head_in = {"deepfm": deep, "afm": e}.get(name, self.rep_dim)
-    if name != "fm":
+    self.embedding = nn.Embedding(cfg.num_features, cfg.embed_dim)
+    if self.use_linear:
+      self.linear = nn.Embedding(cfg.num_features, 1)
+    self.build(cfg)
+    head_in = self.head_dim()
+    if head_in:
       self.head = nn.Linear(head_in, 1, bias=False)
+
+  def build(self, cfg) -> None:
+    """Creates the encoder submodules."""
+
+  def head_dim(self) -> int:
+    """Input width of ``head`` (0: no head)."""
+    return self.rep_dim
+
+  def _dnn(self, in_dim: int) -> MLP:
+    cfg = self.cfg
+    return MLP(in_dim, cfg.dnn_hidden, cfg.dnn_act, cfg.dropout, cfg.dnn_use_bn)
+
+  @property
+  def input_dim(self) -> int:
+    return self.cfg.num_fields * self.cfg.embed_dim
 
   @property
   def rep_dim(self) -> int:
     """D_r, as `flip_jax.models.ctr.rep_dim`."""
-    cfg = self.cfg
-    d, deep = cfg.num_fields * cfg.embed_dim, cfg.dnn_hidden[-1]
-    if cfg.name in ("fm", "afm"):
-      return cfg.embed_dim
-    if cfg.name == "deepfm":
-      return 1 + deep
-    if cfg.name in ("dcnv2", "dcnv2_full", "dcn", "autoint"):
-      return d + deep
-    if cfg.name == "xdeepfm":
-      sizes = cfg.cin_layers
-      cin = (sum(sizes[:-1]) // 2 + sizes[-1] if cfg.cin_split_half
-             else sum(sizes))
-      return cin + deep
-    return deep
+    raise NotImplementedError
+
+  def encode(self, emb: torch.Tensor) -> torch.Tensor:
+    """Field embeddings [B, F, e] -> representation r [B, D_r]."""
+    raise NotImplementedError
+
+  def rep_logit(self, rep: torch.Tensor) -> torch.Tensor:
+    return self.head(rep)[:, 0]
 
   def embed(self, ids: torch.Tensor) -> torch.Tensor:
     """Checked lookup: ids [B, F] -> [B, F, e]."""
-    if ids.dim() != 2 or ids.shape[1] != self.cfg.num_fields:
-      raise ValueError(f"ctr ids: expected shape [batch, "
-                       f"{self.cfg.num_fields}], got {tuple(ids.shape)}")
+    cfg = self.cfg
+    if ids.dim() != 2 or ids.shape[1] != cfg.num_fields:
+      raise ValueError(f"ctr ids: expected shape [batch, {cfg.num_fields}], "
+                       f"got {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype == torch.bool:
       raise ValueError(f"ctr ids: expected an integer dtype, got {ids.dtype}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.num_features):
-      raise ValueError(f"ctr ids: values must lie in [0, "
-                       f"{self.cfg.num_features}), got [{int(ids.min())}, "
-                       f"{int(ids.max())}]")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= cfg.num_features):
+      raise ValueError(f"ctr ids: values must lie in [0, {cfg.num_features})"
+                       f", got [{int(ids.min())}, {int(ids.max())}]")
     return self.embedding(ids.long())
 
-  def encode(self, ids: torch.Tensor) -> torch.Tensor:
-    """ids [B, F] -> representation r [B, D_r]."""
-    return _ENCODERS[self.cfg.name](self, self.embed(ids))
-
   def forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    rep = self.encode(ids)
-    name = self.cfg.name
-    if name == "fm":
-      z = rep.sum(-1)
-    elif name == "deepfm":
-      z = rep[:, 0] + self.head(rep[:, 1:])[:, 0]
-    else:
-      z = self.head(rep)[:, 0]
-    if hasattr(self, "linear"):
+    """ids [B, F] -> {'ctr/rep' [B, D_r], 'ctr/logit' [B]} (no out bias)."""
+    rep = self.encode(self.embed(ids))
+    z = self.rep_logit(rep)
+    if self.use_linear:
       z = self.linear(ids.long())[..., 0].sum(-1) + z
     return {"ctr/rep": rep, "ctr/logit": z}
 
 
+class DCNv2(CTRTorch):
+  """r = [cross(x0) ; DNN(x0)]; CrossNetMix or CrossNetV2 by cfg.cross_type."""
+
+  def build(self, cfg):
+    d = self.input_dim
+    self.cross = (CrossNetMix(d, cfg.cross_layers, cfg.num_experts,
+                              cfg.low_rank)
+                  if cfg.cross_type == "mix" else CrossNetV2(d, cfg.cross_layers))
+    self.dnn = self._dnn(d)
+
+  @property
+  def rep_dim(self):
+    return self.input_dim + self.cfg.dnn_hidden[-1]
+
+  def encode(self, emb):
+    x0 = emb.flatten(1)
+    return torch.cat([self.cross(x0), self.dnn(x0)], -1)
+
+
+class DCNv2Full(DCNv2):
+  """DCNv2 with the full-rank cross network whatever cfg.cross_type says."""
+
+  def build(self, cfg):
+    self.cross = CrossNetV2(self.input_dim, cfg.cross_layers)
+    self.dnn = self._dnn(self.input_dim)
+
+
+class DCN(DCNv2):
+  """DCN (v1): vector cross network + DNN."""
+
+  def build(self, cfg):
+    self.cross = CrossNet(self.input_dim, cfg.cross_layers)
+    self.dnn = self._dnn(self.input_dim)
+
+
 def _fm_vector(emb):
+  """[B, F, e] -> 1/2[(sum_f e_f)^2 - sum_f e_f^2]  [B, e]."""
   s = emb.sum(1)
   return 0.5 * (s * s - (emb * emb).sum(1))
 
 
-def _pnn_features(m, emb):
-  row, col = _pairs(emb.shape[1])
-  inner = (emb[:, row] * emb[:, col]).sum(-1)
-  return torch.cat([emb.flatten(1), inner], -1)
+class FM(CTRTorch):
+  """logit = linear + sum(FM vector); no head."""
+
+  def head_dim(self):
+    return 0
+
+  @property
+  def rep_dim(self):
+    return self.cfg.embed_dim
+
+  def encode(self, emb):
+    return _fm_vector(emb)
+
+  def rep_logit(self, rep):
+    return rep.sum(-1)
 
 
-def _autoint(m, emb):
-  x = emb
-  for layer in m.att:
-    x = layer(x)
-  return torch.cat([x.flatten(1), m.dnn(emb.flatten(1))], -1)
+class DeepFM(CTRTorch):
+  """r = [FM (1) ; DNN(x0)]; logit = linear + r[0] + head(r[1:])."""
+
+  def build(self, cfg):
+    self.dnn = self._dnn(self.input_dim)
+
+  def head_dim(self):
+    return self.cfg.dnn_hidden[-1]
+
+  @property
+  def rep_dim(self):
+    return 1 + self.cfg.dnn_hidden[-1]
+
+  def encode(self, emb):
+    fm = _fm_vector(emb).sum(-1, keepdim=True)
+    return torch.cat([fm, self.dnn(emb.flatten(1))], -1)
+
+  def rep_logit(self, rep):
+    return rep[:, 0] + self.head(rep[:, 1:])[:, 0]
 
 
-# name -> encode(module, field embeddings [B, F, e]) -> r [B, D_r].
-_ENCODERS = {
-    "dcnv2": lambda m, emb: torch.cat([m.cross(emb.flatten(1)),
-                                       m.dnn(emb.flatten(1))], -1),
-    "deepfm": lambda m, emb: torch.cat(
-        [_fm_vector(emb).sum(-1, keepdim=True), m.dnn(emb.flatten(1))], -1),
-    "fm": lambda m, emb: _fm_vector(emb),
-    "afm": lambda m, emb: m.attention(emb),
-    "autoint": _autoint,
-    "dnn": lambda m, emb: m.dnn(emb.flatten(1)),
-    "pnn": lambda m, emb: m.dnn(_pnn_features(m, emb)),
-    "xdeepfm": lambda m, emb: torch.cat([m.cin(emb), m.dnn(emb.flatten(1))],
-                                        -1),
-    "afn": lambda m, emb: m.dnn(m.ltl(emb)),
+class AFM(CTRTorch):
+  """r = attention-pooled pairwise products; logit = linear + head(r)."""
+
+  def build(self, cfg):
+    self.attention = AFMAttention(cfg.num_fields, cfg.embed_dim,
+                                  cfg.afm_attention_factor, cfg.dropout)
+
+  @property
+  def rep_dim(self):
+    return self.cfg.embed_dim
+
+  def encode(self, emb):
+    return self.attention(emb)
+
+
+class AutoInt(CTRTorch):
+  """r = [flatten(interacting layers(E)) ; DNN(x0)]."""
+
+  def build(self, cfg):
+    self.att = nn.ModuleList(
+        InteractingLayer(cfg.embed_dim, cfg.att_heads, cfg.att_res,
+                         cfg.att_scaling) for _ in range(cfg.att_layers))
+    self.dnn = self._dnn(self.input_dim)
+
+  @property
+  def rep_dim(self):
+    return self.input_dim + self.cfg.dnn_hidden[-1]
+
+  def encode(self, emb):
+    x = emb
+    for layer in self.att:
+      x = layer(x)
+    return torch.cat([x.flatten(1), self.dnn(emb.flatten(1))], -1)
+
+
+class DNN(CTRTorch):
+  """Plain MLP on the concatenated embeddings (no linear part)."""
+  use_linear = False
+
+  def build(self, cfg):
+    self.dnn = self._dnn(self.features_dim())
+
+  def features_dim(self) -> int:
+    return self.input_dim
+
+  def features(self, emb):
+    return emb.flatten(1)
+
+  @property
+  def rep_dim(self):
+    return self.cfg.dnn_hidden[-1]
+
+  def encode(self, emb):
+    return self.dnn(self.features(emb))
+
+
+class WideDeep(DNN):
+  """Wide (linear table) & Deep (MLP)."""
+  use_linear = True
+
+
+class PNN(DNN):
+  """Inner-product PNN: DNN([flatten(E) ; <e_i, e_j> for i < j])."""
+
+  def features_dim(self):
+    f = self.cfg.num_fields
+    return self.input_dim + f * (f - 1) // 2
+
+  def features(self, emb):
+    row, col = _pairs(emb.shape[1])
+    inner = (emb[:, row] * emb[:, col]).sum(-1)
+    return torch.cat([emb.flatten(1), inner], -1)
+
+
+class AFN(DNN):
+  """Adaptive factorisation network: linear + head(DNN(LTL(E)))."""
+  use_linear = True
+
+  def build(self, cfg):
+    super().build(cfg)
+    self.ltl = LogTransformLayer(cfg.num_fields, cfg.embed_dim,
+                                 cfg.afn_ltl_hidden, cfg.afn_use_bn)
+
+  def features_dim(self):
+    return self.cfg.embed_dim * self.cfg.afn_ltl_hidden
+
+  def features(self, emb):
+    return self.ltl(emb)
+
+
+class XDeepFM(CTRTorch):
+  """r = [CIN(E) ; DNN(x0)]."""
+
+  def build(self, cfg):
+    self.cin = CIN(cfg.num_fields, cfg.cin_layers, cfg.cin_split_half,
+                   cfg.cin_act)
+    self.dnn = self._dnn(self.input_dim)
+
+  @property
+  def rep_dim(self):
+    sizes = self.cfg.cin_layers
+    cin = (sum(sizes[:-1]) // 2 + sizes[-1] if self.cfg.cin_split_half
+           else sum(sizes))
+    return cin + self.cfg.dnn_hidden[-1]
+
+  def encode(self, emb):
+    return torch.cat([self.cin(emb), self.dnn(emb.flatten(1))], -1)
+
+
+TORCH_CTR_MODELS: dict[str, type[CTRTorch]] = {
+    "dcnv2": DCNv2, "dcnv2_full": DCNv2Full, "dcn": DCN, "deepfm": DeepFM,
+    "fm": FM, "afm": AFM, "autoint": AutoInt, "dnn": DNN,
+    "widedeep": WideDeep, "pnn": PNN, "xdeepfm": XDeepFM, "afn": AFN,
 }
-_ENCODERS["dcnv2_full"] = _ENCODERS["dcn"] = _ENCODERS["dcnv2"]
-_ENCODERS["widedeep"] = _ENCODERS["dnn"]
-TORCH_CTR_MODELS = tuple(sorted(_ENCODERS))
 
 
 def build_torch(cfg) -> CTRTorch:
   """The torch backbone for `cfg` (a `CTRConfig`), float32, eval mode."""
-  return CTRTorch(cfg).eval()
+  if cfg.name not in TORCH_CTR_MODELS:
+    raise ValueError(f"ctr_torch: no torch backbone {cfg.name!r}; known: "
+                     f"{sorted(TORCH_CTR_MODELS)}")
+  return TORCH_CTR_MODELS[cfg.name](cfg).eval()
 
 
 class FlipCtrTorch(nn.Module):
@@ -392,7 +527,7 @@ class FlipCtrTorch(nn.Module):
     if mode != "plm":
       if ctr_cfg is None:
         raise ValueError(f"FlipCtrTorch: mode {mode!r} needs a CTRConfig")
-      self.ctr = CTRTorch(ctr_cfg)
+      self.ctr = build_torch(ctr_cfg)
       self.ctr_bias = nn.Parameter(torch.zeros(()))
     if mode != "id":
       if plm is None:
@@ -420,8 +555,16 @@ class FlipCtrTorch(nn.Module):
       {'logit', and 'ctr/logit' / 'txt/logit' / 'alpha' where they apply}.
     """
     dev = next(self.parameters()).device
-    get = lambda k: torch.as_tensor(np.asarray(batch[k]) if not isinstance(
-        batch[k], torch.Tensor) else batch[k]).to(dev).long()
+
+    def get(key):
+      if key not in batch:
+        raise KeyError(f"FlipCtrTorch(mode={self.mode!r}): batch lacks "
+                       f"{key!r} (has {sorted(batch)})")
+      x = batch[key]
+      if not isinstance(x, torch.Tensor):     # numpy, memmap, lists: copy
+        x = torch.from_numpy(np.array(x))
+      return x.to(dev).long()
+
     out = {}
     if self.mode != "plm":
       out["ctr/logit"] = self.ctr(get("ids"))["ctr/logit"] + self.ctr_bias

@@ -247,7 +247,10 @@ class FlipPretrainModel(nn.Module):
         noise = self._noise(target.shape[0], batch, consts)
         fn = (losses.nce_loss if cfg.mtm_loss == "nce"
               else losses.sampled_softmax_loss)
-        mtm, acc = fn(h, emb, bias, target, noise, consts["log_q"], weight)
+        # The NCE correction uses the distribution the noise came from.
+        log_q = (consts["log_q_field"] if cfg.mtm_noise == "per_field"
+                 else consts["log_q"])
+        mtm, acc = fn(h, emb, bias, target, noise, log_q, weight)
       out["mtm_loss"] = mtm
       out["mtm_acc"] = acc
       total = total + cfg.mtm_weight * mtm
@@ -278,18 +281,23 @@ class FlipPretrainModel(nn.Module):
     rng = self.make_rng("noise")
     shape = (num_slots, cfg.mtm_num_negatives)
     if cfg.mtm_noise == "per_field":
-      fields = jnp.broadcast_to(batch["mtm_positions"], batch["mtm_labels"].shape)
+      fields = batch["mtm_positions"].reshape(-1)
       return losses.sample_noise_per_field(
           rng, consts["log_q"], consts["field_offsets"], consts["field_sizes"],
-          fields.reshape(-1), cfg.mtm_num_negatives)
+          fields, cfg.mtm_num_negatives)
     return losses.sample_noise(rng, consts["log_q"], shape)
 
 
 def make_consts(feature_map) -> dict[str, np.ndarray]:
   """Host-side constants the step needs (noise distribution, field layout)."""
   counts = np.asarray(feature_map.counts, np.float64)
+  log_q = losses.noise_log_probs(counts)
+  offsets = np.asarray(feature_map.offsets, np.int32)
+  sizes = np.asarray(feature_map.vocab_sizes, np.int32)
   return {
-      "log_q": np.asarray(losses.noise_log_probs(counts), np.float32),
-      "field_offsets": np.asarray(feature_map.offsets, np.int32),
-      "field_sizes": np.asarray(feature_map.vocab_sizes, np.int32),
+      "log_q": np.asarray(log_q, np.float32),
+      "log_q_field": np.asarray(
+          losses.field_conditional_log_probs(log_q, offsets, sizes), np.float32),
+      "field_offsets": offsets,
+      "field_sizes": sizes,
   }

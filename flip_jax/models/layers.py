@@ -87,7 +87,8 @@ class TorchDense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = x.shape[-1]
     k_init = self.kernel_init or torch_uniform(fan_in)
-    kernel = self.param("kernel", nn.with_logical_partitioning(k_init, self.axes),
+    kernel = self.param("kernel",
+                        nn.with_logical_partitioning(k_init, self.axes),
                         (fan_in, self.features), jnp.float32)
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
@@ -110,7 +111,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """Looks an activation up in `ACTIVATIONS` with a clear error."""
   if name not in ACTIVATIONS:
-    raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    raise ValueError(
+        f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
 
 

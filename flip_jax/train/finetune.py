@@ -121,7 +121,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ------------------------------------------------------------------ data
   model_cfg = resolve_model_config(config)
-  prepared = prepare.load_dataset(config.data, setup.cache_root(config, workdir))
+  prepared = setup.main_process_first(
+      lambda: prepare.load_dataset(config.data,
+                                   setup.cache_root(config, workdir)), "data")
   fm = prepared.feature_map
   if config.ckpt.init_from:
     pre_fm = features.FeatureMap.load(
@@ -139,7 +141,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         dtype=setup.DTYPES[model_cfg.dtype],
         dropout=model_cfg.plm.dropout, remat=model_cfg.plm.remat)
     plm_config = plm_module.config
-    splits = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
+    splits = setup.main_process_first(
+        lambda: prepare.tokenize_dataset(prepared, tokenizer,
+                                         config.data.max_length), "tokens")
   else:
     splits = prepared.splits
   splits = {k: setup.array_columns(v) for k, v in splits.items()}

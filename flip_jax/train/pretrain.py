@@ -72,13 +72,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   mesh, rules = setup.mesh_and_rules(config)
 
   # ------------------------------------------------------------------ data
-  prepared = prepare.load_dataset(config.data, setup.cache_root(config, workdir))
-  fm = prepared.feature_map
   plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
       config.model.plm.name, num_layers=config.model.plm.num_layers,
       dtype=setup.DTYPES[config.model.dtype],
       dropout=config.model.plm.dropout, remat=config.model.plm.remat)
-  tok = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
+
+  def load_data():
+    prepared = prepare.load_dataset(config.data,
+                                    setup.cache_root(config, workdir))
+    return prepared, prepare.tokenize_dataset(prepared, tokenizer,
+                                              config.data.max_length)
+  prepared, tok = setup.main_process_first(load_data, "data")
+  fm = prepared.feature_map
   # Pretraining sees train + valid (no labels), as the official 90 %.
   columns = setup.array_columns(
       setup.concat_columns(tok["train"], *( [tok["valid"]] if "valid" in tok

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import sharding
@@ -44,6 +45,22 @@ def cache_root(config, workdir: str) -> str:
     return config.data.cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)) or ".",
                       ".flip_jax_cache")
+
+
+def main_process_first(fn: Callable[[], Any], name: str) -> Any:
+  """Runs ``fn`` on process 0, then on the others (cache building).
+
+  The processed-data caches are written once; the other processes then
+  find them complete (on a shared filesystem) instead of racing to build
+  the same entry.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  out = fn() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices(f"flip_jax:{name}")
+  if jax.process_index() != 0:
+    out = fn()
+  return out
 
 
 def concat_columns(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

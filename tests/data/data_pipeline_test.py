@@ -79,6 +79,8 @@ def test_state_restore_is_exact(data, workers):
   fresh = pipeline.train_iterator(cols, **kw)
   fresh.set_state(state)
   got = _take(fresh, 6)
+  it.close()
+  fresh.close()
   for w, g in zip(want, got):
     assert sorted(w) == sorted(g)
     for k in w:

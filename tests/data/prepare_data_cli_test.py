@@ -13,9 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def test_run_writes_stats_and_feature_map(tmp_path, capsys):
   cfg = data_config.get_config("dataset=synthetic")
-  cfg.data.synthetic.num_users, cfg.data.synthetic.num_movies = 50, 40
-  cfg.data.synthetic.num_ratings = 600
-  cfg.data.max_length = 40
+  cfg.synthetic.num_users, cfg.synthetic.num_movies = 50, 40
+  cfg.synthetic.num_ratings = 600
+  cfg.max_length = 40
   stats = prepare_data.run(cfg, str(tmp_path))
   on_disk = json.loads((tmp_path / "stats.json").read_text())
   for k in ("rows", "train_rows", "valid_rows", "test_rows", "num_fields",
@@ -40,14 +40,14 @@ def test_cli_errors_and_overrides(tmp_path):
   assert bad.returncode != 0
   assert "known datasets: synthetic, ml-1m, ml-100k" in bad.stderr
   missing = _cli("--dataset=ml-100k", f"--data_dir={tmp_path}",
-                 f"--workdir={tmp_path / 'w'}")
+                 f"--workdir={tmp_path / 'w'}", "--config.max_length=50")
   assert missing.returncode == 2
   assert "missing u.data, u.user, u.item" in missing.stderr
   ok = _cli("--dataset=synthetic", f"--workdir={tmp_path / 'ok'}",
-            "--config.data.synthetic.num_ratings=500",
-            "--config.data.synthetic.num_users=40",
-            "--config.data.synthetic.num_movies=30",
-            "--config.data.max_length=32")
+            "--config.synthetic.num_ratings=500",
+            "--config.synthetic.num_users=40",
+            "--config.synthetic.num_movies=30",
+            "--config.max_length=32")
   assert ok.returncode == 0, ok.stderr[-2000:]
   stats = json.loads((tmp_path / "ok" / "stats.json").read_text())
   assert stats["rows"] == 500 and stats["max_length"] == 32

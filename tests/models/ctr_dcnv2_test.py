@@ -87,7 +87,7 @@ def test_dcnv2_init_stds_match_the_formulas():
     assert not np.any(p["cross"][f"bias_{l}"])
   # Gates: U(+-1/sqrt(D)); embedding and linear tables: N(0, 1e-4).
   g = np.asarray(p["cross"]["gates"])
-  assert np.abs(g).max() <= 1 / np.sqrt(d) and np.abs(g).max() > 0.9 / np.sqrt(d)
+  assert 0.9 / np.sqrt(d) < np.abs(g).max() <= 1 / np.sqrt(d)
   check_std(p["embedding"]["table"], 1e-4)
   check_std(p["linear"]["table"], 1e-4)
   # DNN: weights N(0, 1e-4), biases U(+-1/sqrt(fan_in)).

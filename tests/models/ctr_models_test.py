@@ -1,4 +1,4 @@
-"""Shapes, rep sizes, gradients, encode-only params and L2 for every backbone."""
+"""Shapes, rep sizes, gradients, encode-only params, L2: every backbone."""
 import dataclasses
 
 import jax
@@ -38,7 +38,8 @@ def test_registry_is_complete():
 
 
 def test_default_rep_dims_match_the_spec():
-  for name, want in (("dcnv2", 384), ("deepfm", 129), ("autoint", F * 32 + 128)):
+  for name, want in (("dcnv2", 384), ("deepfm", 129),
+                     ("autoint", F * 32 + 128)):
     cfg = ctr.CTRConfig(name=name, num_features=N, num_fields=8)
     assert ctr.rep_dim(cfg) == want
   cfg = ctr.CTRConfig(name="dcnv2", num_features=N, num_fields=15)
@@ -52,9 +53,10 @@ def test_shapes_grads_and_encode_params(name):
   cfg = _cfg(name)
   ids = _ids()
   model = ctr.CTRClassifier(cfg)
-  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
-  out = model.apply(variables, ids)
-  assert out["ctr/rep"].shape == (4, EXPECTED_REP[name]) == (4, ctr.rep_dim(cfg))
+  variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids))
+  out = jax.jit(model.apply)(variables, ids)
+  assert out["ctr/rep"].shape == (4, EXPECTED_REP[name])
+  assert ctr.rep_dim(cfg) == EXPECTED_REP[name]
   assert out["ctr/logit"].shape == out["logit"].shape == (4,)
   np.testing.assert_allclose(out["logit"], out["ctr/logit"])  # bias init 0
   params = variables["params"]
@@ -74,7 +76,8 @@ def test_shapes_grads_and_encode_params(name):
   if name == "fm":
     want = lin + np.asarray(rep).sum(-1)
   elif name == "deepfm":
-    want = lin + np.asarray(rep)[:, 0] + np.asarray(rep)[:, 1:] @ bp["head"]["kernel"][:, 0]
+    r = np.asarray(rep)
+    want = lin + r[:, 0] + r[:, 1:] @ bp["head"]["kernel"][:, 0]
   else:
     want = lin + np.asarray(rep) @ bp["head"]["kernel"][:, 0]
   np.testing.assert_allclose(out["ctr/logit"], want, rtol=2e-5, atol=1e-7)
@@ -86,9 +89,10 @@ def test_shapes_grads_and_encode_params(name):
     v = {**variables, "params": p}
     o, _ = model.apply(v, ids, deterministic=False, mutable=["batch_stats"])
     z = o["logit"]
-    return jnp.mean(jnp.maximum(z, 0) - z * labels + jnp.log1p(jnp.exp(-jnp.abs(z))))
+    return jnp.mean(jnp.maximum(z, 0) - z * labels
+                    + jnp.log1p(jnp.exp(-jnp.abs(z))))
 
-  grads = jax.grad(loss_fn)(params)
+  grads = jax.jit(jax.grad(loss_fn))(params)
   leaves = jax.tree.leaves(grads)
   assert all(np.all(np.isfinite(g)) for g in leaves)
   assert float(np.abs(grads["out_bias"])) > 0
@@ -154,15 +158,16 @@ def test_l2_penalty_presets():
   cfg, ids = _cfg("dcnv2"), _ids()
   params = nn.meta.unbox(
       ctr.CTRClassifier(cfg).init(jax.random.key(0), ids)["params"])
-  flat = {k: np.asarray(v, np.float64) for k, v in ctr.flat_params(params).items()}
+  flat = {k: np.asarray(v, np.float64)
+          for k, v in ctr.flat_params(params).items()}
   sq = lambda k: float((flat[k] ** 2).sum())
   got = float(ctr.l2_penalty(params, ctr.preset("flip_id")))
   want = 1e-3 * (sq("ctr/embedding/table") + sq("ctr/linear/table"))
   np.testing.assert_allclose(got, want, rtol=1e-5)
   coeffs = ctr.l2_coefficients(params, ctr.preset("ctr_base"))
+  cross = {f"ctr/cross/{m}_{l}" for m in "UVC" for l in (0, 1)}
   assert set(coeffs) == {"ctr/embedding/table", "ctr/linear/table",
-                         "ctr/head/kernel"} | {
-                             f"ctr/cross/{m}_{l}" for m in "UVC" for l in (0, 1)}
+                         "ctr/head/kernel"} | cross
   got = float(ctr.l2_penalty(params, ctr.preset("ctr_base")))
   np.testing.assert_allclose(got, 1e-5 * sum(sq(k) for k in coeffs), rtol=1e-5)
   assert ctr.unmatched_patterns(params, ctr.preset("ctr_base")) == [

@@ -37,7 +37,8 @@ class InteractingLayer(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, f, e = x.shape
     if e % self.heads:
-      raise ValueError(f"InteractingLayer: heads={self.heads} must divide e={e}")
+      raise ValueError(
+          f"InteractingLayer: heads={self.heads} must divide e={e}")
     d = e // self.heads
 
     def mat(name):

@@ -86,7 +86,8 @@ class CIN(nn.Module):
       fan_in = z.shape[1]
       # A Conv1d with kernel 1 == a dense map over the channel axis.
       w = self.param(f"kernel_{i}", nn.with_logical_partitioning(
-          layers.torch_uniform(fan_in), ("hidden_in", "hidden")), (fan_in, size))
+          layers.torch_uniform(fan_in), ("hidden_in", "hidden")),
+                     (fan_in, size))
       b = self.param(f"bias_{i}", nn.with_logical_partitioning(
           layers.torch_uniform(fan_in), ("hidden",)), (size,))
       z = fn(jnp.einsum("bcd,cs->bsd", z, w.astype(z.dtype))

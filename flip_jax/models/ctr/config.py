@@ -75,8 +75,8 @@ class CTRConfig:
   afm_attention_factor: int = 8
 
   def __post_init__(self):
-    object.__setattr__(self, "dnn_hidden", tuple(int(h) for h in self.dnn_hidden))
-    object.__setattr__(self, "cin_layers", tuple(int(h) for h in self.cin_layers))
+    for key in ("dnn_hidden", "cin_layers"):
+      object.__setattr__(self, key, tuple(int(h) for h in getattr(self, key)))
     problems = []
     if self.num_features <= 0:
       problems.append(f"num_features={self.num_features} must be > 0")

@@ -54,9 +54,11 @@ class CrossNetMix(nn.Module):
     x0 = x0.astype(self.dtype)
     x = x0
     for l in range(self.num_layers):
-      u = _param(self, f"U_{l}", std_uv, (e, d, r), ("expert", "hidden", "rank"))
-      v = _param(self, f"V_{l}", std_uv, (e, d, r), ("expert", "hidden", "rank"))
-      c = _param(self, f"C_{l}", std_c, (e, r, r), ("expert", "rank_in", "rank"))
+      edr = ("expert", "hidden", "rank")
+      u = _param(self, f"U_{l}", std_uv, (e, d, r), edr)
+      v = _param(self, f"V_{l}", std_uv, (e, d, r), edr)
+      c = _param(self, f"C_{l}", std_c, (e, r, r),
+                 ("expert", "rank_in", "rank"))
       b = _param(self, f"bias_{l}", 0.0, (d,), ("hidden",))
       u, v, c, b = (t.astype(self.dtype) for t in (u, v, c, b))
       p = jax.nn.softmax(x @ gates, axis=-1)                  # [B, E]

@@ -39,7 +39,8 @@ def pair_indices(num_fields: int) -> tuple[np.ndarray, np.ndarray]:
   """(row, col) of all field pairs i < j, in itertools order."""
   pairs = list(itertools.combinations(range(num_fields), 2))
   if not pairs:
-    raise ValueError(f"pairwise interactions need >= 2 fields, got {num_fields}")
+    raise ValueError(
+        f"pairwise interactions need >= 2 fields, got {num_fields}")
   row, col = zip(*pairs)
   return np.asarray(row), np.asarray(col)
 
@@ -122,8 +123,9 @@ class AFM(CTRModel):
 
   def make_head(self):
     e = self.cfg.embed_dim
+    xavier = layers.normal(math.sqrt(2.0 / (e + 1)))
     return layers.TorchDense(1, use_bias=False, axes=("hidden", None),
-                             kernel_init=layers.normal(math.sqrt(2.0 / (e + 1))),
+                             kernel_init=xavier,
                              dtype=self.cfg.jnp_dtype)
 
   @classmethod

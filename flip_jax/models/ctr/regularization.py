@@ -45,11 +45,13 @@ def _compiled(coeffs: Mapping[str, float]):
     try:
       out.append((re.compile(pattern), float(lam)))
     except re.error as e:
-      raise ValueError(f"l2 coefficient regex {pattern!r} is invalid: {e}") from e
+      raise ValueError(
+          f"l2 coefficient regex {pattern!r} is invalid: {e}") from e
   return out
 
 
-def l2_coefficients(params: Any, coeffs: Mapping[str, float]) -> dict[str, float]:
+def l2_coefficients(params: Any,
+                    coeffs: Mapping[str, float]) -> dict[str, float]:
   """Resolves {param path: lambda} for the params some regex matches."""
   compiled = _compiled(coeffs)
   out = {}

@@ -2,6 +2,15 @@
 
   module, params, tokenizer = load_pretrained("minilm-l6", num_layers=4)
   out = module.apply({"params": params}, ids, mask)   # last_hidden_state, cls
+
+  # Encoder + tied MLM head; the ImportReport says whether the head was
+  # loaded or freshly initialised (MiniLM ships none).
+  mlm, params, tok, report = load_pretrained(
+      "minilm-l6", with_mlm_head=True, return_report=True)
+  logits = mlm.apply({"params": params}, ids, mask)["logits"]
+
+Imported params are plain arrays; their logical partition specs come from
+`jax.eval_shape(module.init, ...)` + `nn.get_partition_spec` as usual.
 """
 from flip_jax.models.plm.bert import PLMEncoder
 from flip_jax.models.plm.config import PLMConfig

@@ -294,6 +294,10 @@ def load_pretrained(name_or_path, *, num_layers: int | None = None,
   if report.unexpected:
     log.warning("load_pretrained(%s): unexpected keys %s", name_or_path,
                 report.unexpected)
+  if report.head_initialized:
+    log.warning("load_pretrained(%s): checkpoint has no (complete) MLM head;"
+                " using a freshly initialised one (seed %d)", name_or_path,
+                HEAD_INIT_SEED)
   if with_mlm_head:
     module = PLMForMaskedLM(cfg, dtype, param_dtype, remat)
     params = {"encoder": enc, "mlm_head": head}
