@@ -33,11 +33,8 @@ def get_config(arg=None):
   small = arg.preset != "full"
   cfg = mlc.ConfigDict()
   cfg.seed = 2012
-  cfg.data = data_configs.get_data_config(arg.dataset)
-  if arg.preset == "tiny":
-    cfg.data.max_length = 48
-  elif arg.preset == "cpu-small" and arg.dataset != "synthetic":
-    cfg.data.max_length = 64
+  cfg.data = flip_pretrain.apply_data_preset(
+      data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
 
   f = cfg.finetune = mlc.ConfigDict()
@@ -55,30 +52,35 @@ def get_config(arg=None):
   f.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
   f.batch_size = {"id": 1024, "plm": 128, "joint": 128}[arg.mode]
   if arg.preset == "tiny":
-    f.batch_size = 16
+    f.batch_size = 64 if arg.mode == "id" else 32
   elif small and arg.mode != "id":
     f.batch_size = 64
   f.num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
-  if arg.preset == "tiny":
-    f.num_epochs = 1
-  elif small and arg.mode != "id":
+  if small and arg.mode != "id":
     f.num_epochs = 3
   # Early stopping on valid AUC: evaluations without improvement.
   f.patience = 3
   # Evaluate every N steps; -1 = once per epoch.
   f.eval_every_steps = -1
+  if small and arg.mode != "id":
+    f.eval_every_steps = 20 if arg.preset == "tiny" else 50
   f.eval_batch_size = 512 if arg.mode == "id" else 128
   # Cap on optimizer steps (-1 = num_epochs); for smoke runs.
   f.max_steps = -1
+  if small and arg.mode != "id":
+    f.max_steps = 60 if arg.preset == "tiny" else (
+        150 if arg.dataset == "synthetic" else -1)
 
   o = cfg.optim = mlc.ConfigDict()
   if arg.mode == "id":
     o.name, o.lr, o.weight_decay = "adam", 1e-3, 0.0
     o.param_groups = []
   else:
-    o.name, o.lr, o.weight_decay = "adamw", 5e-5, 1e-3
+    # Official 5e-5; the short presets take bigger steps.
+    lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
+    o.name, o.lr, o.weight_decay = "adamw", lr, 1e-3
     # The PLM's own lr (official: 5e-5 for both groups in joint).
-    o.param_groups = [(r"^plm/", 5e-5)] if arg.mode == "joint" else []
+    o.param_groups = [(r"^plm/", lr)] if arg.mode == "joint" else []
   o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
   o.decay_mask = "all"
   o.grad_clip = None

@@ -37,7 +37,7 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       # 'minilm-l6' (offline default) or a local Hugging Face folder.
       "name": plm,
       # Keep only the first N layers of the pretrained PLM (None = all).
-      "num_layers": 2 if preset == "tiny" else None,
+      "num_layers": None if preset == "full" else 2,
       # Override the checkpoint's dropout (None = keep the HF config's).
       "dropout": None,
       "remat": False,
@@ -47,6 +47,27 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
   return m
 
 
+def apply_data_preset(data: mlc.ConfigDict, dataset: str, preset: str):
+  """Sizes of the data for a preset (shared with the finetuning config).
+
+  tiny: a smoke-test slice (seconds); cpu-small: minutes on 2 CPU cores;
+  full: the official sizes.
+  """
+  if preset == "tiny":
+    data.max_length = 40
+    if dataset == "synthetic":
+      data.synthetic.num_users = 100
+      data.synthetic.num_movies = 80
+      data.synthetic.num_ratings = 2400
+    else:
+      data.subsample = 0.01
+  elif preset == "cpu-small":
+    data.max_length = 64
+    if dataset == "synthetic":
+      data.synthetic.num_ratings = 20000
+  return data
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
@@ -54,18 +75,15 @@ def get_config(arg=None):
     raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
   cfg = mlc.ConfigDict()
   cfg.seed = 2012
-  cfg.data = data_configs.get_data_config(arg.dataset)
-  if arg.preset == "tiny":
-    cfg.data.max_length = 48
-  elif arg.preset == "cpu-small" and arg.dataset != "synthetic":
-    cfg.data.max_length = 64
+  cfg.data = apply_data_preset(data_configs.get_data_config(arg.dataset),
+                               arg.dataset, arg.preset)
   cfg.model = model_config(arg.ctr, arg.plm, arg.preset)
 
   p = cfg.pretrain = mlc.ConfigDict()
   # Global batch over all devices and hosts (official: 128 x 8 GPUs).
   p.batch_size = {"tiny": 16, "cpu-small": 64, "full": 1024}[arg.preset]
   p.num_epochs = mlc.FieldReference(
-      {"tiny": 1, "cpu-small": 2, "full": 30}[arg.preset])
+      {"tiny": 1, "cpu-small": 1, "full": 30}[arg.preset])
   p.proj_dim = 128
   p.proj_dropout = 0.2
   # One unmasked PLM pass feeds ICL and MTM (False = official: two passes).
@@ -97,7 +115,8 @@ def get_config(arg=None):
 
   o = cfg.optim = mlc.ConfigDict()
   o.name = "adamw"
-  o.lr = 1e-4
+  # Official 1e-4; the short presets take bigger steps.
+  o.lr = {"tiny": 1e-3, "cpu-small": 3e-4, "full": 1e-4}[arg.preset]
   o.weight_decay = 1e-3
   o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
   # 'all' decays every param, as the official AdamW does.
@@ -112,10 +131,11 @@ def get_config(arg=None):
                                "warmup_steps": 0})
 
   # Total optimizer steps; -1 = num_epochs over train+valid.
-  cfg.total_steps = -1
+  cfg.total_steps = {"tiny": 30, "cpu-small": 200 if arg.dataset == "synthetic"
+                     else -1, "full": -1}[arg.preset]
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
   cfg.ckpt = mlc.ConfigDict({
-      "every_steps": {"tiny": 10, "cpu-small": 200, "full": 1000}[arg.preset],
+      "every_steps": {"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
       "keep": 3,
       "async_save": True,
   })

@@ -83,6 +83,33 @@ def strip_boxes(tree):
                       tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
+def _dict_keys(path) -> list[str]:
+  return [str(getattr(k, "key", getattr(k, "name", ""))) for k in path
+          if hasattr(k, "key") or hasattr(k, "name")]
+
+
+def opt_state_shardings(opt_state, params, param_shardings, default):
+  """Shards each optimizer-state leaf like the param it mirrors.
+
+  An optimizer leaf (Adam's mu/nu, ...) whose dict-key path ends with a
+  param's path and has its shape gets that param's sharding; counts and
+  other leaves get ``default``.
+  """
+  flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_s = jax.tree.leaves(param_shardings)
+  table = {"/".join(_dict_keys(path)): (leaf.shape, sh)
+           for (path, leaf), sh in zip(flat_p, flat_s)}
+
+  def pick(path, leaf):
+    keys = _dict_keys(path)
+    for i in range(len(keys)):
+      hit = table.get("/".join(keys[i:]))
+      if hit is not None and hit[0] == getattr(leaf, "shape", None):
+        return hit[1]
+    return default
+  return jax.tree_util.tree_map_with_path(pick, opt_state)
+
+
 @dataclasses.dataclass
 class ShardedInit:
   """Abstract state, its shardings, and a jitted initialiser."""
@@ -118,10 +145,7 @@ def sharded_state_init(init_params: Callable[[jax.Array], Any],
     abs_state = jax.eval_shape(lambda r: make_state(
         nn.meta.unbox(init_params(r)), r), rng0)
   repl = NamedSharding(mesh, P())
-  opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abs_state.opt_state, param_sh,
-      transform_non_params=lambda _: repl,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
+  opt_sh = opt_state_shardings(abs_state.opt_state, abs_params, param_sh, repl)
   state_sh = jax.tree.map(lambda _: repl, abs_state)
   state_sh = state_sh.replace(params=param_sh, opt_state=opt_sh)
 
