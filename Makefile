@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.prepare_data --dataset=synthetic --workdir=runs/demo/data
+	$(PY) -m experiments.run_all --dataset=synthetic --workdir=runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest
