@@ -141,7 +141,11 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   if cl:
     md += ["## The paper's claims on this run", ""] + cl + [""]
   md += ["## Stages", "", "| stage | device | wall s |", "|---|---|---|"]
-  for name, info in stages.items():
+  order = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
+           "base_id", "base_plm", "export")
+  for name, info in sorted(stages.items(),
+                           key=lambda kv: order.index(kv[0])
+                           if kv[0] in order else len(order)):
     md.append(f"| {name} | {info['device']} | {info['wall_sec']:.0f} |")
   md.append("")
   if check is not None:

@@ -12,8 +12,9 @@
 Recipes (the two from-scratch baselines of FLIP.md 10):
   flip_id   finetune_ctr.py: Adam 1e-3, batch 1024, BCE *sum*, L2 1e-3 on the
             embedding + linear tables, <= 20 epochs.
-  ctr_base  ctr_base.py: Adam 1e-3, batch 256, mean BCE, deepctr L2 (1e-5 on
-            embeddings, linear, head, cross U/V/C; DNN 0), <= 10 epochs.
+  ctr_base  ctr_base.py: Adam 1e-3, batch 256, BCE sum (deepctr fit), deepctr
+            L2 (1e-5 on embeddings, linear, head, cross U/V/C; DNN 0),
+            <= 10 epochs.
 Both: seed 2012, early stopping on *valid* AUC with patience 3, the best
 params reloaded and the test split evaluated once.
 """
@@ -76,8 +77,11 @@ def get_config(arg=None):
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8
-  # 'sum' (finetune_ctr.py) or 'mean' BCE over the batch.
-  o.loss_reduction = "sum" if flip_id else "mean"
+  # 'sum' or 'mean' BCE over the batch.  Both official scripts sum: the
+  # deepctr-style BaseModel.fit uses reduction='sum' (justarter/FLIP,
+  # model/base_model.py), so ctr_base sums too; with 'mean', divide the L2
+  # coefficients by the batch size (l2_scale) to keep the same balance.
+  o.loss_reduction = "sum"
   # L2 preset (flip_jax.models.ctr.L2_PRESETS): 'flip_id', 'ctr_base', 'none'.
   o.l2_preset = "flip_id" if flip_id else "ctr_base"
   # Multiplies every preset coefficient (e.g. 1/batch for 'mean' + flip_id).

@@ -1,0 +1,141 @@
+"""Finetuning from a tiny pretraining run: init_from, modes, resume, predict."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import flip_finetune
+from flip_jax import checkpoint
+from flip_jax.train import finetune
+from flip_jax.train import pretrain
+
+from tests.train import pretrain_loop_test as ptest  # pylint: disable=g-bad-import-order
+
+FT_OVERRIDES = {
+    "finetune.batch_size": 32, "finetune.eval_batch_size": 64,
+    "finetune.eval_every_steps": 10, "finetune.max_steps": 30,
+    "log_every_steps": 5,
+}
+
+
+def set_fields(cfg, values):
+  for key, value in values.items():
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def ft_config(plm_dir, cache_dir, mode, init_from="", **extra):
+  cfg = flip_finetune.get_config(f"dataset=synthetic,preset=tiny,mode={mode}")
+  tiny = {k: v for k, v in ptest.tiny_overrides(plm_dir, cache_dir).items()
+          if k.startswith(("model.", "data."))}
+  set_fields(cfg, {**tiny, **FT_OVERRIDES, **extra})
+  cfg.ckpt.init_from = init_from
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("ft_cache")
+
+
+@pytest.fixture(scope="module")
+def pre_dir(tiny_bert_dir, cache_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("pre")
+  cfg = ptest.make_config(tiny_bert_dir, cache_dir, total_steps=4,
+                          **{"ckpt.every_steps": 4})
+  pretrain.train_and_evaluate(cfg, str(workdir))
+  return workdir
+
+
+def test_joint_from_pretraining_keeps_intended_subtrees(
+    tiny_bert_dir, cache_dir, pre_dir, tmp_path):
+  cfg = ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
+                  **{"finetune.max_steps": 1})
+  res = finetune.train_and_evaluate(cfg, str(tmp_path))
+  pre = checkpoint.restore_params(str(pre_dir))
+  assert res["init_from"] == str(pre_dir)
+  # Step-1 checkpoint: one AdamW step away from the loaded values.
+  ck = checkpoint.Checkpointer(str(tmp_path), max_to_keep=None,
+                               save_interval_steps=1)
+  assert ck.latest_step() == 1
+  ft = checkpoint.restore_params(str(tmp_path), step=1)
+  lr = cfg.optim.lr
+  for top in ("ctr", "plm"):
+    for a, b in zip(jax.tree.leaves(pre[top]["embedding" if top == "ctr"
+                                                else "embeddings"]),
+                    jax.tree.leaves(ft[top]["embedding" if top == "ctr"
+                                               else "embeddings"])):
+      assert np.max(np.abs(a - b)) <= 1.5 * lr
+  # Pretraining-only heads are gone; finetuning heads exist.
+  assert not {"mlm_head", "mtm_head", "nce", "ctr_proj", "txt_proj"} & set(ft)
+  assert {"alpha", "out_bias", "txt_head", "ctr_bias"} <= set(ft)
+  assert "linear" in ft["ctr"] and "head" in ft["ctr"]
+
+
+@pytest.mark.parametrize("mode", ["id", "plm", "joint"])
+def test_modes_train_select_on_valid_and_write_results(
+    tiny_bert_dir, cache_dir, pre_dir, tmp_path, mode):
+  extra = {"finetune.num_epochs": 2} if mode == "id" else {}
+  cfg = ft_config(tiny_bert_dir, cache_dir, mode, str(pre_dir), **extra)
+  res = finetune.train_and_evaluate(cfg, str(tmp_path))
+  for key in ("valid/auc", "valid/logloss", "test/auc", "test/logloss",
+              "best_step", "examples_per_sec", "init_from"):
+    assert key in res, key
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f)["best_step"] == res["best_step"]
+  recs = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  valid = {r["step"]: r["valid/auc"] for r in recs if "valid/auc" in r}
+  assert res["best_step"] == max(valid, key=valid.get)
+  np.testing.assert_allclose(res["valid/auc"], valid[res["best_step"]],
+                             rtol=1e-6)
+  if mode == "joint":
+    assert res["alpha"] != 0.0  # learned from 0
+    assert "valid/ctr_auc" in res and "valid/txt_auc" in res
+
+
+def test_resume_mid_finetune_equals_uninterrupted(
+    tiny_bert_dir, cache_dir, pre_dir, tmp_path):
+  full = finetune.train_and_evaluate(
+      ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
+                **{"finetune.max_steps": 20}), str(tmp_path / "full"))
+  finetune.train_and_evaluate(
+      ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
+                **{"finetune.max_steps": 10}), str(tmp_path / "part"))
+  part = finetune.train_and_evaluate(
+      ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
+                **{"finetune.max_steps": 20}), str(tmp_path / "part"))
+  assert part["init_rule"].startswith("resume")
+  for key in ("valid/auc", "test/auc", "test/logloss", "alpha", "best_step"):
+    assert part[key] == full[key], key
+
+
+def test_predict_writes_probabilities(tiny_bert_dir, cache_dir, pre_dir,
+                                      tmp_path):
+  cfg = ft_config(tiny_bert_dir, cache_dir, "id", str(pre_dir),
+                  **{"finetune.num_epochs": 1})
+  res = finetune.train_and_evaluate(cfg, str(tmp_path))
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "preds.parquet"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.predict", f"--workdir={tmp_path}",
+       f"--out={out}", "--split=test", "--batch_size=64"],
+      cwd=ptest.REPO, env=env, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "test:" in proc.stdout
+  table = pq.read_table(out).to_pydict()
+  probs = np.asarray(table["prob"])
+  assert len(probs) == len(set(table["row_id"])) > 0
+  assert np.all((probs > 0) & (probs < 1))
+  from flip_jax import metrics  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(metrics.auc(np.asarray(table["label"]), probs),
+                             res["test/auc"], rtol=1e-6)
+  assert os.path.exists(tmp_path / "best")
