@@ -203,17 +203,19 @@ def finetune_rows(mode: str, cfg=None) -> list[tuple[str, str, Hook]]:
   return rows
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Nested dict -> {'/'-joined path: leaf}."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}/"))
+      out.update(flatten(v, f"{prefix}{k}/"))
     else:
       out[f"{prefix}{k}"] = v
   return out
 
 
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """{'/'-joined path: leaf} -> nested dict."""
   out: dict[str, Any] = {}
   for path, v in flat.items():
     node = out
@@ -248,7 +250,7 @@ def to_torch(rows, variables: Mapping[str, Any], *,
   Raises:
     KeyError: a row's flax path is missing, or a variable has no row.
   """
-  flat = {k: v for k, v in _flatten(variables).items()
+  flat = {k: v for k, v in flatten(variables).items()
           if not (ignore and re.search(ignore, k))}
   wanted = {f for f, _, _ in rows}
   missing = sorted(wanted - set(flat))
@@ -299,4 +301,4 @@ def to_flax(rows, state_dict: Mapping[str, Any], *,
     if hasattr(v, "detach"):            # a torch tensor
       v = v.detach().cpu().numpy()
     flat[f] = np.require(hook.to_flax(np.asarray(v)), requirements="C")
-  return _unflatten(flat)
+  return unflatten(flat)

@@ -30,8 +30,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
+
+from flip_jax.export import ctr_mapping
+from flip_jax.models.ctr.config import CTRConfig
 
 EXPORT_CONFIG = "flip_ctr.json"
 CTR_WEIGHTS = "ctr_model.safetensors"
@@ -50,7 +54,8 @@ def to_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 def _activation(name: str):
   if name not in ACTIVATIONS:
-    raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    raise ValueError(f"unknown activation {name!r}; known: "
+                     f"{sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
 
 
@@ -61,7 +66,8 @@ def _params(shapes) -> nn.ParameterList:
 def _pairs(num_fields: int) -> tuple[list[int], list[int]]:
   pairs = list(itertools.combinations(range(num_fields), 2))
   if not pairs:
-    raise ValueError(f"pairwise interactions need >= 2 fields, got {num_fields}")
+    raise ValueError(f"pairwise interactions need >= 2 fields, got "
+                     f"{num_fields}")
   return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -147,7 +153,8 @@ class InteractingLayer(nn.Module):
   def __init__(self, e: int, heads: int, use_res: bool, scaling: bool):
     super().__init__()
     self.heads, self.use_res, self.scaling = heads, use_res, scaling
-    for name in ("W_query", "W_key", "W_value") + (("W_res",) if use_res else ()):
+    names = ("W_query", "W_key", "W_value") + (("W_res",) if use_res else ())
+    for name in names:
       setattr(self, name, nn.Parameter(torch.zeros(e, e)))
 
   def forward(self, x):                                         # [B, F, e]
@@ -307,9 +314,11 @@ class DCNv2(CTRTorch):
 
   def build(self, cfg):
     d = self.input_dim
-    self.cross = (CrossNetMix(d, cfg.cross_layers, cfg.num_experts,
-                              cfg.low_rank)
-                  if cfg.cross_type == "mix" else CrossNetV2(d, cfg.cross_layers))
+    if cfg.cross_type == "mix":
+      self.cross = CrossNetMix(d, cfg.cross_layers, cfg.num_experts,
+                               cfg.low_rank)
+    else:
+      self.cross = CrossNetV2(d, cfg.cross_layers)
     self.dnn = self._dnn(d)
 
   @property
@@ -522,7 +531,8 @@ class FlipCtrTorch(nn.Module):
     if mode not in ("id", "plm", "joint"):
       raise ValueError(f"FlipCtrTorch: mode {mode!r} not in id|plm|joint")
     if alpha_param not in ("raw", "sigmoid"):
-      raise ValueError(f"FlipCtrTorch: alpha_param {alpha_param!r}: raw|sigmoid")
+      raise ValueError(f"FlipCtrTorch: alpha_param {alpha_param!r} not in "
+                       "raw|sigmoid")
     self.mode, self.alpha_param = mode, alpha_param
     if mode != "plm":
       if ctr_cfg is None:
@@ -599,15 +609,16 @@ class FlipCtrTorch(nn.Module):
     Raises:
       FileNotFoundError / ValueError: a missing or inconsistent export.
     """
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    from flip_jax.export import ctr_mapping  # pylint: disable=g-import-not-at-top
-    from flip_jax.models.ctr.config import CTRConfig  # pylint: disable=g-import-not-at-top
     path = pathlib.Path(path)
     meta = read_export_config(path)
     mode = meta["mode"]
     ctr_cfg = plm = None
     if mode != "plm":
-      ctr_cfg = CTRConfig(**meta["ctr_config"])
+      try:
+        ctr_cfg = CTRConfig(**meta["ctr_config"])
+      except TypeError as e:
+        raise ValueError(f"{path / EXPORT_CONFIG}: bad ctr_config ({e})"
+                         ) from e
     if mode != "id":
       import transformers  # pylint: disable=g-import-not-at-top
       # The folder also holds the MLM head (hf_export always writes it);

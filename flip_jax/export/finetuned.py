@@ -33,10 +33,15 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import torch
+from safetensors.numpy import save_file
 
+from flip_jax.data import prepare
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
+from flip_jax.models import finetune as ft_lib
+from flip_jax.train import finetune as ft_train
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +144,6 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
   Raises:
     KeyError: params that do not match the model's mapping rows.
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   mode = ft_cfg.mode
   rows = ctr_mapping.finetune_rows(mode, ft_cfg.ctr)
   tensors = ctr_mapping.to_torch(rows, {"params": params},
@@ -180,7 +184,6 @@ def float32_config(ft_cfg):
 
 def flax_probabilities(ft_cfg, params, batch) -> dict[str, np.ndarray]:
   """σ of every logit of `FlipCtrModel` in float32, no dropout."""
-  from flip_jax.models import finetune as ft_lib  # pylint: disable=g-import-not-at-top
   model = ft_lib.FlipCtrModel(float32_config(ft_cfg))
   keys = [k for k in ("ids", "input_ids", "attention_mask") if k in batch]
   out = jax.jit(lambda p, b: model.apply({"params": p}, b))(
@@ -202,7 +205,6 @@ def compare_export(folder, ft_cfg, params, batch) -> dict[str, float]:
   Returns:
     {'prob': ..., 'ctr/prob' / 'txt/prob' where present, 'max': ...}.
   """
-  import torch  # pylint: disable=g-import-not-at-top
   ours = flax_probabilities(ft_cfg, params, batch)
   model = ctr_torch.FlipCtrTorch.from_pretrained(folder)
   with torch.no_grad():
@@ -250,8 +252,6 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
   Raises:
     RuntimeError: the check exceeds `CHECK_ATOL`.
   """
-  from flip_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  from flip_jax.train import finetune as ft_train  # pylint: disable=g-import-not-at-top
   config, model, params, tokenizer, prepared = ft_train.load_finetuned(
       os.fspath(workdir))
   ft_cfg = model.config

@@ -68,7 +68,8 @@ def test_every_flax_backbone_has_a_torch_twin_and_a_mapping():
 
 
 @pytest.mark.parametrize("name,extra", CASES,
-                         ids=[f"{n}-{'-'.join(e) or 'default'}" for n, e in CASES])
+                         ids=[f"{n}-{'-'.join(e) or 'default'}"
+                              for n, e in CASES])
 def test_forward_parity_and_bit_identical_round_trip(name, extra):
   cfg = _cfg(name, **extra)
   variables = random_variables(cfg)
@@ -85,8 +86,8 @@ def test_forward_parity_and_bit_identical_round_trip(name, extra):
                                rtol=1e-5, atol=1e-5, err_msg=key)
   back = ctr_mapping.to_flax(ctr_mapping.backbone_rows(cfg),
                              model.state_dict())
-  flat_in = ctr_mapping._flatten(variables)   # pylint: disable=protected-access
-  flat_back = ctr_mapping._flatten(back)      # pylint: disable=protected-access
+  flat_in = ctr_mapping.flatten(variables)
+  flat_back = ctr_mapping.flatten(back)
   assert set(flat_in) == set(flat_back)
   for path, value in flat_in.items():
     got_value = flat_back[path]
@@ -108,8 +109,8 @@ def test_export_of_an_untrained_flax_init_is_loadable_strictly():
 def test_bfloat16_params_are_upcast_exactly():
   cfg = _cfg("dcnv2")
   variables = random_variables(cfg)
-  bf16 = jax.tree_util.tree_map(lambda x: np.asarray(x).astype(jax.numpy.bfloat16),
-                                variables)
+  bf16 = jax.tree_util.tree_map(
+      lambda x: np.asarray(x).astype(jax.numpy.bfloat16), variables)
   sd = ctr_mapping.to_torch(ctr_mapping.backbone_rows(cfg), bf16)
   assert all(v.dtype == np.float32 for v in sd.values())
   np.testing.assert_array_equal(

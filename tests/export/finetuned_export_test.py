@@ -125,8 +125,8 @@ def test_export_reload_matches_flax(mode, tiny_plm, tmp_path):
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   back = ctr_mapping.to_flax(ctr_mapping.finetune_rows(mode, ft_cfg.ctr),
                              load_file(str(folder / ctr_torch.CTR_WEIGHTS)))
-  flat_back = ctr_mapping._flatten(back["params"])  # pylint: disable=protected-access
-  flat_in = {k: v for k, v in ctr_mapping._flatten(params).items()  # pylint: disable=protected-access
+  flat_back = ctr_mapping.flatten(back["params"])
+  flat_in = {k: v for k, v in ctr_mapping.flatten(params).items()
              if not k.startswith("plm/")}
   assert set(flat_back) == set(flat_in)
   for k, v in flat_in.items():
@@ -198,7 +198,8 @@ def test_export_finetuned_end_to_end_and_cli(tiny_bert_dir, tmp_path):
   config, _, _, tokenizer, prepared = ft_train.load_finetuned(str(workdir))
   test = prepare.tokenize_dataset(prepared, tokenizer,
                                   config.data.max_length)["test"]
-  assert meta["feature_map"]["num_features"] == prepared.feature_map.num_features
+  fmap = prepared.feature_map
+  assert meta["feature_map"]["num_features"] == fmap.num_features
   model = ctr_torch.FlipCtrTorch.from_pretrained(out)
   prob = model.predict_proba({k: np.asarray(test[k]) for k in
                               ("ids", "input_ids", "attention_mask")}).numpy()

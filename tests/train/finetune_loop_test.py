@@ -55,25 +55,31 @@ def pre_dir(tiny_bert_dir, cache_dir, tmp_path_factory):
   return workdir
 
 
-def test_joint_from_pretraining_keeps_intended_subtrees(
-    tiny_bert_dir, cache_dir, pre_dir, tmp_path):
-  cfg = ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                  **{"finetune.max_steps": 1})
-  res = finetune.train_and_evaluate(cfg, str(tmp_path))
-  pre = checkpoint.restore_params(str(pre_dir))
+@pytest.fixture(scope="module")
+def runs(tiny_bert_dir, cache_dir, pre_dir, tmp_path_factory):
+  """One finetuning run per mode (shared by the tests below)."""
+  out = {}
+  for mode in ("id", "plm", "joint"):
+    workdir = tmp_path_factory.mktemp(f"ft_{mode}")
+    extra = ({"finetune.num_epochs": 2} if mode == "id"
+             else {"finetune.max_steps": 20})
+    cfg = ft_config(tiny_bert_dir, cache_dir, mode, str(pre_dir), **extra)
+    out[mode] = (workdir, cfg, finetune.train_and_evaluate(cfg, str(workdir)))
+  return out
+
+
+def test_joint_from_pretraining_keeps_intended_subtrees(pre_dir, runs):
+  workdir, cfg, res = runs["joint"]
   assert res["init_from"] == str(pre_dir)
-  # Step-1 checkpoint: one AdamW step away from the loaded values.
-  ck = checkpoint.Checkpointer(str(tmp_path), max_to_keep=None,
-                               save_interval_steps=1)
-  assert ck.latest_step() == 1
-  ft = checkpoint.restore_params(str(tmp_path), step=1)
-  lr = cfg.optim.lr
-  for top in ("ctr", "plm"):
-    for a, b in zip(jax.tree.leaves(pre[top]["embedding" if top == "ctr"
-                                                else "embeddings"]),
-                    jax.tree.leaves(ft[top]["embedding" if top == "ctr"
-                                               else "embeddings"])):
-      assert np.max(np.abs(a - b)) <= 1.5 * lr
+  pre = checkpoint.restore_params(str(pre_dir))
+  # The first checkpoint (step 10) is 10 AdamW steps from the loaded values:
+  # each step moves a weight by at most ~lr.
+  ft = checkpoint.restore_params(str(workdir), step=10)
+  bound = 10 * 1.5 * cfg.optim.lr
+  for top, sub in (("ctr", "embedding"), ("plm", "embeddings")):
+    for a, b in zip(jax.tree.leaves(pre[top][sub]),
+                    jax.tree.leaves(ft[top][sub])):
+      assert np.max(np.abs(a - b)) <= bound
   # Pretraining-only heads are gone; finetuning heads exist.
   assert not {"mlm_head", "mtm_head", "nce", "ctr_proj", "txt_proj"} & set(ft)
   assert {"alpha", "out_bias", "txt_head", "ctr_bias"} <= set(ft)
@@ -81,17 +87,14 @@ def test_joint_from_pretraining_keeps_intended_subtrees(
 
 
 @pytest.mark.parametrize("mode", ["id", "plm", "joint"])
-def test_modes_train_select_on_valid_and_write_results(
-    tiny_bert_dir, cache_dir, pre_dir, tmp_path, mode):
-  extra = {"finetune.num_epochs": 2} if mode == "id" else {}
-  cfg = ft_config(tiny_bert_dir, cache_dir, mode, str(pre_dir), **extra)
-  res = finetune.train_and_evaluate(cfg, str(tmp_path))
+def test_modes_train_select_on_valid_and_write_results(runs, mode):
+  workdir, _, res = runs[mode]
   for key in ("valid/auc", "valid/logloss", "test/auc", "test/logloss",
               "best_step", "examples_per_sec", "init_from"):
     assert key in res, key
-  with open(tmp_path / "results.json") as f:
+  with open(workdir / "results.json") as f:
     assert json.load(f)["best_step"] == res["best_step"]
-  recs = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  recs = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   valid = {r["step"]: r["valid/auc"] for r in recs if "valid/auc" in r}
   assert res["best_step"] == max(valid, key=valid.get)
   np.testing.assert_allclose(res["valid/auc"], valid[res["best_step"]],
@@ -102,31 +105,26 @@ def test_modes_train_select_on_valid_and_write_results(
 
 
 def test_resume_mid_finetune_equals_uninterrupted(
-    tiny_bert_dir, cache_dir, pre_dir, tmp_path):
-  full = finetune.train_and_evaluate(
-      ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                **{"finetune.max_steps": 20}), str(tmp_path / "full"))
+    tiny_bert_dir, cache_dir, pre_dir, runs, tmp_path):
+  _, _, full = runs["joint"]
   finetune.train_and_evaluate(
       ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                **{"finetune.max_steps": 10}), str(tmp_path / "part"))
+                **{"finetune.max_steps": 10}), str(tmp_path))
   part = finetune.train_and_evaluate(
       ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                **{"finetune.max_steps": 20}), str(tmp_path / "part"))
+                **{"finetune.max_steps": 20}), str(tmp_path))
   assert part["init_rule"].startswith("resume")
   for key in ("valid/auc", "test/auc", "test/logloss", "alpha", "best_step"):
     assert part[key] == full[key], key
 
 
-def test_predict_writes_probabilities(tiny_bert_dir, cache_dir, pre_dir,
-                                      tmp_path):
-  cfg = ft_config(tiny_bert_dir, cache_dir, "id", str(pre_dir),
-                  **{"finetune.num_epochs": 1})
-  res = finetune.train_and_evaluate(cfg, str(tmp_path))
+def test_predict_writes_probabilities(runs):
+  workdir, _, res = runs["id"]
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  out = tmp_path / "preds.parquet"
+  out = workdir / "preds.parquet"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.predict", f"--workdir={tmp_path}",
+      [sys.executable, "-m", "experiments.predict", f"--workdir={workdir}",
        f"--out={out}", "--split=test", "--batch_size=64"],
       cwd=ptest.REPO, env=env, capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -138,4 +136,3 @@ def test_predict_writes_probabilities(tiny_bert_dir, cache_dir, pre_dir,
   from flip_jax import metrics  # pylint: disable=g-import-not-at-top
   np.testing.assert_allclose(metrics.auc(np.asarray(table["label"]), probs),
                              res["test/auc"], rtol=1e-6)
-  assert os.path.exists(tmp_path / "best")

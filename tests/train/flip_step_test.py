@@ -173,8 +173,10 @@ def test_sharded_step_equals_single_device():
   l1, p1, _ = _run_steps([("data", 1), ("fsdp", 1), ("tensor", 1)], batch)
   l8, p8, sh = _run_steps([("data", 2), ("fsdp", 2), ("tensor", 2)], batch)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  # AdamW normalises updates, so float reduction-order noise in tiny
+  # gradients can move a weight by ~lr * 1e-3.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                       atol=1e-6), p1, p8)
+                                                       atol=2e-5), p1, p8)
   # The rules really shard something: embedding rows and PLM mlp/heads.
   specs = [s.spec for s in jax.tree.leaves(sh.params)]
   assert any(any(ax is not None for ax in spec) for spec in specs)
