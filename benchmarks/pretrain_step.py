@@ -170,16 +170,25 @@ def main():
   hdr = (f"{'form':<9} {'ex/s':>7} {'s/step':>7} {'compile s':>9} "
          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>6} {'peak RSS GiB':>12}")
   print(hdr)
+  rows = []
   for f in forms:
     med = lambda k: statistics.median(r[k] for r in results[f])  # pylint: disable=cell-var-from-loop
     print(f"{f:<9} {med('examples_per_s'):>7.2f} {med('step_s'):>7.2f} "
           f"{med('compile_s'):>9.1f} {med('gflop_per_step'):>10.0f} "
           f"{med('gflops_per_s'):>8.0f} {100 * med('gflops_per_s') / peak:>6.1f} "
           f"{max(r['peak_rss_gib'] for r in results[f]):>12.2f}")
+    rows.append({"bench": f"pretrain_step/{f}", "device": device,
+                 "examples_per_s": med("examples_per_s"),
+                 "gflops_per_s": med("gflops_per_s"),
+                 "frac_peak": med("gflops_per_s") / peak,
+                 "compile_s": med("compile_s"),
+                 "peak_rss_gib": max(r["peak_rss_gib"] for r in results[f])})
   if "fast" in results and "official" in results:
     ratio = (statistics.median(r["examples_per_s"] for r in results["fast"])
              / statistics.median(r["examples_per_s"] for r in results["official"]))
     print(f"\nfast / official throughput: {ratio:.2f}x")
+  for row in rows:
+    print("BENCH " + json.dumps(row))
 
 
 if __name__ == "__main__":

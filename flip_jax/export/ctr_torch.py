@@ -623,14 +623,18 @@ class FlipCtrTorch(nn.Module):
       import transformers  # pylint: disable=g-import-not-at-top
       # The folder also holds the MLM head (hf_export always writes it);
       # AutoModel does not use it, so only missing weights are an error.
-      verbosity = transformers.logging.get_verbosity()
-      transformers.logging.set_verbosity_error()
+      hf_log = transformers.logging
+      verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
+      hf_log.set_verbosity_error()
+      hf_log.disable_progress_bar()
       try:
         plm, info = transformers.AutoModel.from_pretrained(
             str(path / PLM_DIR), attn_implementation=attn_implementation,
             output_loading_info=True)
       finally:
-        transformers.logging.set_verbosity(verbosity)
+        hf_log.set_verbosity(verbosity)
+        if bars:
+          hf_log.enable_progress_bar()
       if info["missing_keys"]:
         raise ValueError(f"{path / PLM_DIR}: PLM weights missing "
                          f"{sorted(info['missing_keys'])[:8]}")

@@ -164,6 +164,9 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
       feature_map.save(str(tmp / "feature_map.json"))
     (tmp / ctr_torch.EXPORT_CONFIG).write_text(
         json.dumps(meta, indent=2) + "\n")
+    # mkdtemp / safetensors create owner-only entries; make them readable.
+    for f in tmp.rglob("*"):
+      os.chmod(f, 0o755 if f.is_dir() else 0o644)
     os.chmod(tmp, 0o755)
     _replace_dir(tmp, out_dir)
   except BaseException:

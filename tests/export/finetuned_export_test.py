@@ -176,9 +176,6 @@ def _joint_run(tiny_bert_dir, root):
   cfg.data.cache_dir = str(root / "cache")
   cfg.data.synthetic.update(num_users=30, num_movies=20, num_ratings=300)
   cfg.finetune.update(max_steps=2, eval_every_steps=2)
-  # The official joint run uses 5e-5 for both groups, so one group is the
-  # same optimiser (and avoids depending on param-group plumbing here).
-  cfg.optim.param_groups = []
   results = ft_train.train_and_evaluate(cfg, str(root / "wd"))
   return root / "wd", results
 

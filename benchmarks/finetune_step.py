@@ -1,0 +1,118 @@
+r"""Joint (FLIP) finetuning step throughput: DCNv2 + MiniLM-L6.
+
+  python -m benchmarks.finetune_step                  # joint, batch 128, L 100
+  python -m benchmarks.finetune_step --modes=id,plm,joint --runs=3
+
+One jitted step of flip_jax.train.finetune (BCE of the mix + both branches +
+L2, AdamW with a PLM parameter group, donated state) on a random batch of
+the real shapes. Reports compile time apart from the steady-state step time,
+examples/s, model GFLOP/s (XLA cost analysis) and the fraction of the
+measured float32 matmul peak, and prints one `BENCH {json}` line per mode.
+Reference (FLIP.md / issue 6): the official PyTorch joint step runs at about
+15.6 examples/s on a 2-core machine (851 GFLOP per step).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import time
+
+
+def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import ml_collections as mlc
+  import numpy as np
+  from flax import linen as nn
+  from flip_jax import optim
+  from flip_jax.models import ctr as ctr_lib
+  from flip_jax.models import finetune as ft_lib
+  from flip_jax.models import plm as plm_lib
+  from flip_jax.train import finetune
+  from flip_jax.train import state as state_lib
+  from experiments.configs import flip_finetune
+  # pylint: enable=g-import-not-at-top
+  cfg = flip_finetune.get_config(f"mode={mode},preset=full")
+  num_fields, field_size = 8, 500
+  plm_module, plm_params, _ = plm_lib.load_pretrained(plm)
+  model = ft_lib.FlipCtrModel(ft_lib.FinetuneConfig(
+      mode=mode,
+      ctr=ctr_lib.CTRConfig(name="dcnv2", num_features=num_fields * field_size,
+                            num_fields=num_fields) if mode != "plm" else None,
+      plm=plm_module.config if mode != "id" else None))
+  rs = np.random.RandomState(0)
+  lengths = rs.randint(int(0.7 * length), length + 1, batch)
+  attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  b = {"ids": (np.arange(num_fields) * field_size
+               + rs.randint(2, field_size, (batch, num_fields))).astype(np.int32),
+       "input_ids": np.where(attn > 0, rs.randint(1000, 30000, (batch, length)),
+                             0).astype(np.int32),
+       "attention_mask": attn,
+       "label": rs.randint(0, 2, batch).astype(np.float32),
+       "weight": np.ones(batch, np.float32)}
+  rng = jax.random.PRNGKey(0)
+  params = nn.meta.unbox(model.init({"params": rng}, b)["params"])
+  if mode != "id":
+    params["plm"] = plm_params
+  tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
+  state = state_lib.create_train_state(params, tx, rng)
+  step = jax.jit(functools.partial(finetune.train_step, model=model, tx=tx,
+                                   cfg=mlc.ConfigDict(cfg.finetune.to_dict())),
+                 donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, b).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+  state, m = compiled(state, b)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = compiled(state, b)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = statistics.median(times)
+  return {"mode": mode, "compile_s": compile_s, "step_s": step_s,
+          "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
+          "gflops_per_s": flops / step_s / 1e9}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--modes", default="joint")
+  ap.add_argument("--runs", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument("--batch", type=int, default=128)
+  ap.add_argument("--length", type=int, default=100)
+  ap.add_argument("--plm", default="minilm-l6")
+  args = ap.parse_args()
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import pretrain_step  # pylint: disable=g-import-not-at-top
+  peak = pretrain_step.matmul_peak_gflops()
+  device = (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
+            f"({os.cpu_count()} cores)")
+  print(f"device: {device}; float32 matmul peak (XLA, 2048^2): {peak:.0f} "
+        f"GFLOP/s")
+  for mode in args.modes.split(","):
+    res = [run(mode, args.batch, args.length, args.steps, args.plm)
+           for _ in range(args.runs)]
+    med = {k: statistics.median(r[k] for r in res)
+           for k in ("compile_s", "step_s", "examples_per_s", "gflop_per_step",
+                     "gflops_per_s")}
+    med.update(mode=mode, batch=args.batch, length=args.length, device=device,
+               peak_gflops=peak, frac_peak=med["gflops_per_s"] / peak)
+    print(f"{mode:<6} {med['examples_per_s']:7.2f} ex/s  {med['step_s']:6.2f} "
+          f"s/step  compile {med['compile_s']:5.1f} s  "
+          f"{med['gflop_per_step']:6.0f} GFLOP/step  "
+          f"{med['gflops_per_s']:5.0f} GFLOP/s ({100 * med['frac_peak']:.0f}% "
+          "of peak)")
+    print("BENCH " + json.dumps({"bench": f"finetune_step/{mode}", **med}))
+
+
+if __name__ == "__main__":
+  main()
