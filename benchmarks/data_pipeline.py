@@ -12,6 +12,7 @@ Measures, on this machine:
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -60,7 +61,7 @@ def main(argv):
   if _DATASET.value != "synthetic":
     cfg.data_dir = _DATA_DIR.value
   cfg.max_length = _MAX_LENGTH.value
-  rows = []
+  rows, bench = [], []
   with tempfile.TemporaryDirectory() as cache_root:
     prepared, t_prep = _timed(lambda: prepare.load_dataset(cfg, cache_root))
     n = prepared.stats["rows"]
@@ -92,6 +93,9 @@ def main(argv):
       rows.append((f"train batches, masked, workers={w}",
                    f"{_BATCH.value * _STEPS.value / dt:,.0f} ex/s",
                    f"first batch {t_first:.2f} s"))
+      bench.append({"bench": f"data_pipeline/workers={w}",
+                    "examples_per_s": _BATCH.value * _STEPS.value / dt,
+                    "device": "host CPU"})
       it.close()  # stops grain workers cleanly
   path = prepared.stats["text"]["per_split"]["train"]["tokenize_path"]
   print(f"\ndataset {cfg.dataset}: {n:,} rows, "
@@ -104,6 +108,8 @@ def main(argv):
   print(f"{'stage':{width}s}  {'time / rate':>16s}  note")
   for name, value, note in rows:
     print(f"{name:{width}s}  {value:>16s}  {note}")
+  for row in bench:
+    print("BENCH " + json.dumps(row))
 
 
 if __name__ == "__main__":

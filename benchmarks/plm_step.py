@@ -21,6 +21,7 @@ matmul peak of the same framework.
 from __future__ import annotations
 
 import os
+import json
 import statistics
 import time
 
@@ -189,6 +190,11 @@ def main(argv):
     print(f"{name:<16}{compile_s[name]:>14.2f}{med * 1e3:>15.1f}"
           f"{min(ts) * 1e3:>9.1f}{max(ts) * 1e3:>9.1f}{tokens / med:>11.0f}"
           f"{gflops:>9.1f}{100 * gflops / peak:>7.1f}{base / med:>9.2f}x")
+    print("BENCH " + json.dumps({
+        "bench": f"plm_step/{name}", "tokens_per_s": tokens / med,
+        "examples_per_s": b / med, "gflops_per_s": gflops,
+        "frac_peak": gflops / peak, "compile_s": compile_s[name],
+        "device": jax.devices()[0].device_kind}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and must give Flax's probabilities within 1e-5 on a padded batch; the
 exported tensors map back to bit-identical Flax params.
 """
 import contextlib
+import dataclasses
 import io
 import json
 
@@ -142,6 +143,20 @@ def test_sigmoid_alpha_and_other_backbone(tiny_plm, tmp_path):
   meta = json.loads((folder / ctr_torch.EXPORT_CONFIG).read_text())
   assert meta["alpha"] == pytest.approx(1 / (1 + np.exp(-0.3)))
   assert meta["backbone"] == "autoint"
+  assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
+
+
+def test_bfloat16_run_is_checked_against_its_float32_computation(
+    tiny_plm, tmp_path):
+  plm_config, plm_params, tokenizer = tiny_plm
+  ft_cfg = _model("id", plm_config)
+  ft_cfg = dataclasses.replace(
+      ft_cfg, ctr=dataclasses.replace(ft_cfg.ctr, dtype="bfloat16"),
+      dtype=jnp.bfloat16)
+  batch = _batch(tokenizer, seed=2)
+  params = _random_params(ft_cfg, batch, plm_params, seed=2)
+  folder = finetuned.export_model(ft_cfg, params, tmp_path / "bf16")
+  assert finetuned.float32_config(ft_cfg).ctr.dtype == "float32"
   assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
 
 
