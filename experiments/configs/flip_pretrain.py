@@ -99,8 +99,8 @@ def get_config(arg=None):
       # MLM head only on masked positions (False = official: all B x L).
       "masked_only": True,
       # Masked positions kept per row in the fast form (more are counted
-      # in train/mlm_dropped).
-      "max_masked": 32,
+      # in train/mlm_dropped); -1 = the most any row of the data can get.
+      "max_masked": -1,
   })
   p.mtm = mlc.ConfigDict({
       "enabled": True, "weight": 1.0,

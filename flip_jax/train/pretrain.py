@@ -32,7 +32,22 @@ from flip_jax.train import state as state_lib
 from flip_jax.train import steps
 
 
-def flip_config(config, plm_config, feature_map) -> flip_lib.FlipConfig:
+def max_masked_tokens(token_field: np.ndarray, num_fields: int,
+                      ratio: float) -> int:
+  """Largest number of MLM-masked tokens any row can get (FLIP rule).
+
+  A row masks its m_t fields with the most tokens at worst; the fast MLM
+  form sizes its per-row gather with this, so no masked token is dropped.
+  """
+  m_t = masking_lib.num_masked_fields(num_fields, ratio)
+  tf = np.asarray(token_field)
+  counts = np.stack([(tf == f).sum(axis=1) for f in range(num_fields)], 1)
+  worst = np.sort(counts, axis=1)[:, -m_t:].sum(axis=1)
+  return max(1, int(worst.max()))
+
+
+def flip_config(config, plm_config, feature_map, max_masked: int
+                ) -> flip_lib.FlipConfig:
   """Freezes the ConfigDict into the model's dataclass (model boundary)."""
   p = config.pretrain
   return flip_lib.FlipConfig(
@@ -45,7 +60,7 @@ def flip_config(config, plm_config, feature_map) -> flip_lib.FlipConfig:
       icl_temperature=p.icl.temperature, icl_normalize=p.icl.normalize,
       mlm_enabled=p.mlm.enabled, mlm_weight=p.mlm.weight,
       mlm_head_dropout=p.mlm.head_dropout, mlm_masked_only=p.mlm.masked_only,
-      mlm_max_masked=p.mlm.max_masked,
+      mlm_max_masked=max_masked,
       mtm_enabled=p.mtm.enabled, mtm_weight=p.mtm.weight, mtm_loss=p.mtm.loss,
       mtm_num_negatives=p.mtm.num_negatives, mtm_noise=p.mtm.noise,
       mtm_attn_padding_mask=p.mtm.attn_padding_mask,
@@ -115,7 +130,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                num_rows, steps_per_epoch, total_steps)
 
   # ------------------------------------------------------------------ model
-  model = flip_lib.FlipPretrainModel(flip_config(config, plm_module.config, fm))
+  max_masked = config.pretrain.mlm.max_masked
+  if max_masked <= 0:
+    if config.data.mlm_rule == "field":
+      max_masked = max_masked_tokens(columns["token_field"], fm.num_fields,
+                                     config.data.text_mask_ratio)
+    else:
+      max_masked = max(1, int(np.ceil(1.5 * config.data.token_mask_prob
+                                      * config.data.max_length)))
+    max_masked = min(max_masked, config.data.max_length)
+    logging.info("MLM head on at most %d masked positions per row", max_masked)
+  model = flip_lib.FlipPretrainModel(
+      flip_config(config, plm_module.config, fm, max_masked))
   consts = {k: jax.device_put(v, sharding.replicated(mesh))
             for k, v in flip_lib.make_consts(fm).items()}
   n_dummy = int(np.prod([mesh.shape[a] for a in mesh.axis_names]))

@@ -18,7 +18,8 @@ SMALL = dict(dnn_hidden=(16, 128), low_rank=8, cin_layers=(8, 4),
 EXPECTED_REP = {
     "dcnv2": F * E + 128, "dcnv2_full": F * E + 128, "dcn": F * E + 128,
     "deepfm": 129, "fm": E, "afm": E, "autoint": F * E + 128, "dnn": 128,
-    "widedeep": 128, "pnn": 128, "xdeepfm": 4 // 2 * 0 + 8 // 2 + 4 + 128,
+    # xDeepFM: CIN (8, 4) split-half -> 8 // 2 + 4 feature maps.
+    "widedeep": 128, "pnn": 128, "xdeepfm": 8 // 2 + 4 + 128,
     "afn": 128,
 }
 

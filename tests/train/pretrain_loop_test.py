@@ -27,7 +27,7 @@ def tiny_overrides(plm_dir, cache_dir) -> dict:
       "data.synthetic.num_users": 80, "data.synthetic.num_movies": 60,
       "data.synthetic.num_ratings": 1600,
       "pretrain.batch_size": 16, "pretrain.proj_dim": 16,
-      "pretrain.mlm.max_masked": 12, "pretrain.mtm.field_dim": 8,
+      "pretrain.mtm.field_dim": 8,
       "optim.lr": 3e-3, "log_every_steps": 2, "ckpt.async_save": False,
   }
 
