@@ -92,20 +92,23 @@ def _base_arg(dataset, ctr, plm, preset):
   return f"dataset={dataset},ctr={ctr},plm={plm},preset={preset}"
 
 
-def pretrain_config(dataset, data_dir, ctr, plm, preset, seed, overrides):
+def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
+                    overrides):
   from experiments.configs import flip_pretrain  # pylint: disable=g-import-not-at-top
   cfg = flip_pretrain.get_config(_base_arg(dataset, ctr, plm, preset))
   cfg.data.data_dir = data_dir
+  cfg.data.cache_dir = cache_dir
   cfg.seed = seed
   return apply_overrides(cfg, overrides)
 
 
-def finetune_config(dataset, data_dir, ctr, plm, preset, seed, mode, init_from,
-                    overrides):
+def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
+                    init_from, overrides):
   from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
   cfg = flip_finetune.get_config(_base_arg(dataset, ctr, plm, preset)
                                  + f",mode={mode}")
   cfg.data.data_dir = data_dir
+  cfg.data.cache_dir = cache_dir
   cfg.seed = seed
   cfg.ckpt.init_from = init_from
   return apply_overrides(cfg, overrides)
@@ -129,15 +132,18 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   log = StageLog(workdir)
   data_overrides = {k: v for k, v in overrides.items() if k.startswith("data.")}
   pre_dir = os.path.join(workdir, "pretrain")
+  # One processed-data cache for every stage of the run.
+  cache_dir = os.path.join(workdir, ".flip_jax_cache")
 
   if "prepare" in stages:
     log.run("prepare", lambda: os.path.exists(
         os.path.join(workdir, "data", "stats.json")),
-            lambda: _prepare(dataset, data_dir, workdir, preset, plm, ctr,
-                             seed, data_overrides))
+            lambda: _prepare(dataset, data_dir, cache_dir, workdir, preset,
+                             plm, ctr, seed, data_overrides))
 
   if "pretrain" in stages:
-    cfg = pretrain_config(dataset, data_dir, ctr, plm, preset, seed, overrides)
+    cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                          seed, overrides)
     done_file = os.path.join(pre_dir, "pretrain_done.json")
 
     def _pretrain():
@@ -150,8 +156,8 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
     if name not in stages:
       continue
     ft_dir = os.path.join(workdir, name)
-    cfg = finetune_config(dataset, data_dir, ctr, plm, preset, seed, mode,
-                          pre_dir if from_pre else "",
+    cfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                          seed, mode, pre_dir if from_pre else "",
                           {k: v for k, v in overrides.items()
                            if not k.startswith("pretrain.")})
     log.run(name, lambda d=ft_dir: os.path.exists(
@@ -173,13 +179,15 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   return report.write_report(workdir, dataset=dataset, preset=preset)
 
 
-def _prepare(dataset, data_dir, workdir, preset, plm, ctr, seed, overrides):
+def _prepare(dataset, data_dir, cache_dir, workdir, preset, plm, ctr, seed,
+             overrides):
   """Data preparation + stats (the same as experiments.prepare_data)."""
   # pylint: disable=g-import-not-at-top
   from flip_jax.data import prepare
   from flip_jax.train import setup
   # pylint: enable=g-import-not-at-top
-  cfg = pretrain_config(dataset, data_dir, ctr, plm, preset, seed, overrides)
+  cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
+                        overrides)
   out = os.path.join(workdir, "data")
   os.makedirs(out, exist_ok=True)
   prepared = prepare.load_dataset(cfg.data, setup.cache_root(cfg, workdir))

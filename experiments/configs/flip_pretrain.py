@@ -64,7 +64,7 @@ def apply_data_preset(data: mlc.ConfigDict, dataset: str, preset: str):
   elif preset == "cpu-small":
     data.max_length = 64
     if dataset == "synthetic":
-      data.synthetic.num_ratings = 20000
+      data.synthetic.num_ratings = 12000
   return data
 
 
@@ -81,7 +81,8 @@ def get_config(arg=None):
 
   p = cfg.pretrain = mlc.ConfigDict()
   # Global batch over all devices and hosts (official: 128 x 8 GPUs).
-  p.batch_size = {"tiny": 16, "cpu-small": 64, "full": 1024}[arg.preset]
+  p.batch_size = {"tiny": 16, "cpu-small": 32 if arg.dataset == "synthetic"
+                  else 64, "full": 1024}[arg.preset]
   p.num_epochs = mlc.FieldReference(
       {"tiny": 1, "cpu-small": 1, "full": 30}[arg.preset])
   p.proj_dim = 128
@@ -131,7 +132,7 @@ def get_config(arg=None):
                                "warmup_steps": 0})
 
   # Total optimizer steps; -1 = num_epochs over train+valid.
-  cfg.total_steps = {"tiny": 30, "cpu-small": 200 if arg.dataset == "synthetic"
+  cfg.total_steps = {"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
                      else -1, "full": -1}[arg.preset]
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
   cfg.ckpt = mlc.ConfigDict({

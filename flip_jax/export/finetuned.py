@@ -12,8 +12,9 @@ Folder layout written by `export_model` / `export_finetuned`:
                          and joint), written by `hf_export.export_hf`
 
 `flip_jax.export.ctr_torch.FlipCtrTorch.from_pretrained(folder)` rebuilds the
-model in PyTorch. The folder is written atomically (a temporary sibling that
-is renamed at the end; an existing folder is replaced).
+model in PyTorch; `load_export(folder)` imports it back into Flax (bit-identical
+params). The folder is written atomically (a temporary sibling that is renamed
+at the end; an existing folder is replaced).
 
     p_max_diff = export_finetuned("runs/ft_joint", "runs/ft_joint_torch",
                                   check=True)
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
 from flip_jax.data import prepare
@@ -41,6 +43,8 @@ from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
 from flip_jax.models import finetune as ft_lib
+from flip_jax.models import plm as plm_lib
+from flip_jax.models.ctr.config import CTRConfig
 from flip_jax.train import finetune as ft_train
 
 log = logging.getLogger(__name__)
@@ -175,6 +179,34 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
   log.info("export: %s model (%d ID/head tensors%s) written to %s", mode,
            len(tensors), ", PLM in plm/" if mode != "id" else "", out_dir)
   return out_dir
+
+
+def load_export(folder) -> tuple[Any, dict[str, Any]]:
+  """Imports an export folder back into Flax (the inverse of `export_model`).
+
+  Args:
+    folder: a folder written by `export_model` / `export_finetuned`.
+
+  Returns:
+    (FinetuneConfig, params) for `FlipCtrModel`; params are numpy and equal
+    bit for bit to the exported ones (the PLM via the HF import table).
+  """
+  folder = pathlib.Path(folder)
+  meta = ctr_torch.read_export_config(folder)
+  mode = meta["mode"]
+  ctr_cfg = (CTRConfig(**meta["ctr_config"]) if mode != "plm"
+             else None)
+  params = ctr_mapping.to_flax(ctr_mapping.finetune_rows(mode, ctr_cfg),
+                               load_file(str(folder / ctr_torch.CTR_WEIGHTS))
+                               )["params"]
+  plm_cfg = None
+  if mode != "id":
+    module, params["plm"], _ = plm_lib.load_pretrained(
+        str(folder / ctr_torch.PLM_DIR))
+    plm_cfg = module.config
+  ft_cfg = ft_lib.FinetuneConfig(mode=mode, ctr=ctr_cfg, plm=plm_cfg,
+                                 alpha_param=meta["alpha_param"])
+  return ft_cfg, params
 
 
 def float32_config(ft_cfg):

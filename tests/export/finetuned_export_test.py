@@ -122,16 +122,17 @@ def test_export_reload_matches_flax(mode, tiny_plm, tmp_path):
     assert set(want) == {"logit", "ctr/logit", "txt/logit"}
     assert np.abs(want["logit"] - want["ctr/logit"]).max() > 1e-3
     assert np.abs(want["logit"] - want["txt/logit"]).max() > 1e-3
-  # The exported tensors map back to bit-identical Flax params.
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-  back = ctr_mapping.to_flax(ctr_mapping.finetune_rows(mode, ft_cfg.ctr),
-                             load_file(str(folder / ctr_torch.CTR_WEIGHTS)))
-  flat_back = ctr_mapping.flatten(back["params"])
-  flat_in = {k: v for k, v in ctr_mapping.flatten(params).items()
-             if not k.startswith("plm/")}
+  # Importing the export gives the same model and bit-identical params
+  # (PLM included, through the HF import table).
+  back_cfg, back = finetuned.load_export(folder)
+  assert (back_cfg.mode, back_cfg.ctr, back_cfg.plm) == (
+      mode, ft_cfg.ctr, ft_cfg.plm)
+  flat_back = ctr_mapping.flatten(back)
+  flat_in = ctr_mapping.flatten(params)
   assert set(flat_back) == set(flat_in)
   for k, v in flat_in.items():
-    assert np.array_equal(flat_back[k], np.asarray(v, np.float32)), k
+    assert np.array_equal(np.asarray(flat_back[k]),
+                          np.asarray(v, np.float32)), k
 
 
 def test_sigmoid_alpha_and_other_backbone(tiny_plm, tmp_path):
