@@ -10,6 +10,9 @@ no output bias). Parameter names are the torch side of the table in
     rows = ctr_mapping.backbone_rows(cfg)
     model.load_state_dict(to_tensors(ctr_mapping.to_torch(rows, variables)))
 
+The modules are inference twins: their parameters are placeholders (zeros or
+torch defaults) until a state dict from the mapping is loaded.
+
 `FlipCtrTorch` is the finetuned model of `flip_jax.models.finetune` (modes
 id / plm / joint): the ID backbone, a Hugging Face `AutoModel` as the PLM
 (sentence vector = first token of the last layer), `txt_head`, α and the
