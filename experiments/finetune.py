@@ -14,10 +14,10 @@ from ml_collections import config_flags
 
 from experiments import launch
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", "experiments/configs/flip_finetune.py",
     "Finetuning config file (with :variant).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.", required=True)
 
 
 def main(argv):

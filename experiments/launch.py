@@ -17,6 +17,18 @@ _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
+def flag(define, name: str, *args, **kwargs):
+  """Defines an absl flag, or reuses it if another entry point already did.
+
+  Several launchers share flag names (--workdir, --config, --dataset ...);
+  importing two of them into one process (tests, notebooks) must not raise
+  DuplicateFlagError. The returned object has ``.value`` either way.
+  """
+  if name in flags.FLAGS:
+    return flags.FLAGS[name]
+  return define(name, *args, **kwargs)
+
+
 class _QuietLibraries(logging_std.Filter):
   """Drops INFO chatter of orbax / grain (warnings and errors still pass)."""
 

@@ -15,17 +15,17 @@ from absl import logging
 
 from experiments import launch
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Finetune run directory.",
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Finetune run directory.",
                                required=True)
-_DATASET = flags.DEFINE_string("dataset", None,
+_DATASET = launch.flag(flags.DEFINE_string, "dataset", None,
                                "Dataset (default: the run's).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
+_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None,
                                 "Raw data folder (default: the run's).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "valid", "test"],
+_SPLIT = launch.flag(flags.DEFINE_enum, "split", "test", ["train", "valid", "test"],
                            "Split to score.")
-_OUT = flags.DEFINE_string("out", None, "Output .parquet or .csv file.",
+_OUT = launch.flag(flags.DEFINE_string, "out", None, "Output .parquet or .csv file.",
                            required=True)
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+_BATCH = launch.flag(flags.DEFINE_integer, "batch_size", 256, "Global batch size.")
 
 
 def main(argv):

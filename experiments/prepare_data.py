@@ -23,20 +23,22 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import launch
+
 from experiments.configs import data as data_config
 from flip_jax.data import prepare
 from flip_jax.data import rawio
 from flip_jax.data import textify
 
-_DATASET = flags.DEFINE_string(
+_DATASET = launch.flag(flags.DEFINE_string, 
     "dataset", None, f"one of {', '.join(data_config.DATASETS)} (overrides "
     "config.data.dataset and picks that dataset's defaults)")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "raw data directory")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-_CONFIG = config_flags.DEFINE_config_file(
+_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None, "raw data directory")
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "output directory")
+_CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", os.path.join(os.path.dirname(__file__), "configs", "data.py"),
     "data config file", lock_config=True)
-flags.mark_flags_as_required(["workdir"])
+
 
 
 def _resolve_config():
@@ -94,6 +96,8 @@ def run(cfg, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
   cfg = _resolve_config()
   logging.info("config:\n%s", cfg)
   try:

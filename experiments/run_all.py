@@ -26,19 +26,19 @@ from absl import logging
 
 from experiments import launch
 
-_DATASET = flags.DEFINE_string("dataset", "synthetic", "Dataset name.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Raw data folder (not for "
+_DATASET = launch.flag(flags.DEFINE_string, "dataset", "synthetic", "Dataset name.")
+_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "", "Raw data folder (not for "
                                 "synthetic).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
-_PRESET = flags.DEFINE_enum("preset", "cpu-small", ["tiny", "cpu-small", "full"],
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.", required=True)
+_PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-small", "full"],
                             "Sizes: tiny (smoke test, seconds), cpu-small "
                             "(minutes on 2 cores), full (official sizes).")
-_PLM = flags.DEFINE_string("plm", "minilm-l6", "PLM short name or HF folder.")
-_CTR = flags.DEFINE_string("ctr", "dcnv2", "ID backbone.")
-_SEED = flags.DEFINE_integer("seed", 2012, "Seed of every stage.")
-_STAGES = flags.DEFINE_list("stages", None, "Subset of stages to run "
+_PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6", "PLM short name or HF folder.")
+_CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
+_SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")
+_STAGES = launch.flag(flags.DEFINE_list, "stages", None, "Subset of stages to run "
                             "(default: all).")
-_SET = flags.DEFINE_multi_string(
+_SET = launch.flag(flags.DEFINE_multi_string, 
     "set", [], "Extra config override for every stage, key=value "
     "(e.g. --set=data.max_length=48).")
 

@@ -94,6 +94,16 @@ def test_check_finite_names_step_and_every_term():
     assert term in msg, msg
 
 
+@pytest.fixture(autouse=True)
+def _absl_info_verbosity():
+  """Other tests may parse absl flags in this process (verbosity WARNING)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  yield
+  absl_logging.set_verbosity(old)
+
+
 def test_progress_logs_rate_and_eta(caplog):
   now = [100.0]
   prog = run_logging.Progress(100, every_steps=10, examples_per_step=32,
