@@ -54,7 +54,7 @@ def get_config(arg=None):
   if arg.preset == "tiny":
     f.batch_size = 64 if arg.mode == "id" else 32
   elif small and arg.mode != "id":
-    f.batch_size = 32 if arg.dataset == "synthetic" else 64
+    f.batch_size = 32
   f.num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
   if small and arg.mode != "id":
     f.num_epochs = 3
@@ -64,13 +64,13 @@ def get_config(arg=None):
   f.eval_every_steps = -1
   if small and arg.mode != "id":
     f.eval_every_steps = 20 if arg.preset == "tiny" else (
-        30 if arg.dataset == "synthetic" else 200)
+        30 if arg.dataset == "synthetic" else 100)
   f.eval_batch_size = 512 if arg.mode == "id" else 256
   # Cap on optimizer steps (-1 = num_epochs); for smoke runs.
   f.max_steps = -1
   if small and arg.mode != "id":
     f.max_steps = 60 if arg.preset == "tiny" else (
-        90 if arg.dataset == "synthetic" else -1)
+        90 if arg.dataset == "synthetic" else 300)
 
   o = cfg.optim = mlc.ConfigDict()
   if arg.mode == "id":

@@ -260,14 +260,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       step += 1
       is_eval = step % eval_every == 0 or step == total_steps
       if step % config.log_every_steps == 0 or is_eval:
-        values = steps.fetch_metrics(history)
-        first = step - len(history) + 1
-        for i in range(len(history)):
-          log_lib.check_finite(first + i, {k: v[i] for k, v in values.items()
-                                           if k.endswith("loss")})
+        scalars = steps.drain_metrics(history, step)
         history = []
         now = time.perf_counter()
-        scalars = {k: float(np.mean(v)) for k, v in values.items()}
         if step > step_last:
           scalars["examples_per_sec"] = (step - step_last) * bs / (now - t_last)
         t_last, step_last = now, step

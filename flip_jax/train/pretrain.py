@@ -222,16 +222,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       step += 1
       must_save = step % config.ckpt.every_steps == 0 or step == total_steps
       if step % config.log_every_steps == 0 or step == total_steps or must_save:
-        values = steps.fetch_metrics(history)
-        first_step = step - len(history) + 1
-        for i in range(len(history)):
-          log_lib.check_finite(first_step + i, {k: v[i] for k, v in values.items()
-                                                if k.endswith("loss")})
+        last = steps.drain_metrics(history, step)
         history = []
         now = time.perf_counter()
-        last = {k: float(np.mean(v)) for k, v in values.items()}
         if step > step_last:
-          last["examples_per_sec"] = (step - step_last) * batch_size / (now - t_last)
+          last["examples_per_sec"] = ((step - step_last) * batch_size
+                                      / (now - t_last))
         last["train/lr"] = float(lr_schedule(step - 1))
         last["compile_sec"] = compile_s
         if step % config.log_every_steps == 0 or step == total_steps:

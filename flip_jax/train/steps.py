@@ -62,3 +62,18 @@ def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:
   """Device metrics of several steps -> {name: [steps]} in one transfer."""
   host = jax.device_get(history)
   return {k: np.asarray([h[k] for h in host], np.float64) for k in host[0]}
+
+
+def drain_metrics(history: list[dict[str, Any]], step: int) -> dict[str, float]:
+  """Fetches the metrics of the last len(history) steps (the one host sync).
+
+  Every step's loss terms are checked (a non-finite one raises
+  FloatingPointError naming that step and every term); returns the means.
+  """
+  from flip_jax.train import logging as log_lib  # pylint: disable=g-import-not-at-top
+  values = fetch_metrics(history)
+  first = step - len(history) + 1
+  for i in range(len(history)):
+    log_lib.check_finite(first + i, {k: v[i] for k, v in values.items()
+                                     if k.endswith("loss")})
+  return {k: float(np.mean(v)) for k, v in values.items()}
