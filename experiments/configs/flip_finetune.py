@@ -80,8 +80,16 @@ def get_config(arg=None):
     # Official 5e-5; the short presets take bigger steps.
     lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
     o.name, o.lr, o.weight_decay = "adamw", lr, 1e-3
-    # The PLM's own lr (official: 5e-5 for both groups in joint).
-    o.param_groups = [(r"^plm/", lr)] if arg.mode == "joint" else []
+    # (regex, lr), first match wins. Official joint: 5e-5 for the PLM and
+    # for the rest. The short presets give the ID branch the ID recipe's
+    # 1e-3 and the mixing scalars 1e-2, so alpha can move in a few hundred
+    # steps instead of the official thousands.
+    o.param_groups = []
+    if arg.mode == "joint":
+      o.param_groups = [(r"^plm/", lr)]
+      if small:
+        o.lr = 1e-3
+        o.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))
   o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
   o.decay_mask = "all"
   o.grad_clip = None
