@@ -48,7 +48,7 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
 
 
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
-            dtype: str) -> dict:
+            dtype: str, max_masked: int, remat: bool) -> dict:
   """Builds the model and times `steps` train steps (in this process)."""
   # pylint: disable=g-import-not-at-top
   import functools
@@ -65,14 +65,14 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   from flip_jax.train import steps as steps_lib
   # pylint: enable=g-import-not-at-top
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-  module, plm_params, tok = plm_lib.load_pretrained(plm, dtype=dt)
+  module, plm_params, tok = plm_lib.load_pretrained(plm, dtype=dt, remat=remat)
   num_fields, field_size = 8, 500
   n = num_fields * field_size
   cfg = flip_lib.FlipConfig(
       ctr=ctr_lib.CTRConfig(name="dcnv2", num_features=n,
                             num_fields=num_fields),
       plm=module.config, num_features=n, num_fields=num_fields, dtype=dt,
-      **FORMS[form])
+      mlm_max_masked=max_masked, plm_remat=remat, **FORMS[form])
   model = flip_lib.FlipPretrainModel(cfg)
   rs = np.random.RandomState(0)
   offsets = np.arange(num_fields) * field_size
@@ -139,11 +139,17 @@ def main():
   ap.add_argument("--length", type=int, default=100)
   ap.add_argument("--plm", default="minilm-l6")
   ap.add_argument("--dtype", default="float32")
+  # Per-row gather size of the fast MLM head; the trainer derives it from the
+  # data (the most tokens a row can have masked); ML-1M titles need ~32.
+  ap.add_argument("--max_masked", type=int, default=32)
+  ap.add_argument("--remat", action="store_true",
+                  help="rematerialise PLM layers (less memory, more compute)")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.child:
-    print("RESULT " + json.dumps(run_one(args.child, args.batch, args.length,
-                                         args.steps, args.plm, args.dtype)))
+    print("RESULT " + json.dumps(run_one(
+        args.child, args.batch, args.length, args.steps, args.plm, args.dtype,
+        args.max_masked, args.remat)))
     return
   import jax  # pylint: disable=g-import-not-at-top
   peak = matmul_peak_gflops()
@@ -154,7 +160,9 @@ def main():
     for f in forms:
       cmd = [sys.executable, "-m", "benchmarks.pretrain_step", "--child", f,
              "--batch", str(args.batch), "--length", str(args.length),
-             "--steps", str(args.steps), "--plm", args.plm, "--dtype", args.dtype]
+             "--steps", str(args.steps), "--plm", args.plm, "--dtype", args.dtype,
+             "--max_masked", str(args.max_masked)] + (["--remat"] if args.remat
+                                                      else [])
       out = subprocess.run(cmd, capture_output=True, text=True, check=False)
       line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
       if not line:
