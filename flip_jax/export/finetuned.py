@@ -118,16 +118,6 @@ def export_config(ft_cfg, params, *, feature_map=None, max_length=None,
   }
 
 
-def _replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
-  old = None
-  if out_dir.exists():
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    os.replace(out_dir, old)
-  os.replace(tmp, out_dir)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
                  tokenizer=None, feature_map=None, max_length=None,
                  source=None) -> pathlib.Path:
@@ -172,7 +162,7 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
     for f in tmp.rglob("*"):
       os.chmod(f, 0o755 if f.is_dir() else 0o644)
     os.chmod(tmp, 0o755)
-    _replace_dir(tmp, out_dir)
+    hf_export.replace_dir(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -103,6 +103,17 @@ def to_hf_tensors(config: PLMConfig, params, *, mlm_head_params=None,
   return out
 
 
+def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
+  """Moves a finished temp folder into place (an existing one is replaced)."""
+  old = None
+  if out_dir.exists():
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.replace(out_dir, old)
+  os.replace(tmp, out_dir)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,
               mlm_head_params=None, pooler=None) -> pathlib.Path:
   """Writes an HF checkpoint folder for our encoder (+ MLM head).
@@ -133,13 +144,7 @@ def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp))
     os.chmod(tmp, 0o755)
-    old = None
-    if out_dir.exists():
-      old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-      os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
