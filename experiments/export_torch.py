@@ -2,8 +2,8 @@
 
 Round trip of an imported checkpoint (unchanged weights):
 
-  python -m experiments.export_torch --plm=minilm-l6 --out=/tmp/mini_hf --check
-  python -m experiments.export_torch --plm=/path/to/hf_folder --out=/tmp/x \
+  python -m experiments.export_torch --plm=minilm-l6 --out=runs/minilm_hf --check
+  python -m experiments.export_torch --plm=/path/to/hf_folder --out=runs/plm_hf \
       --num_layers=4 --check
 
 A finetuned FLIP CTR model (its best checkpoint; modes id / plm / joint) to a

@@ -1,6 +1,6 @@
 """Prepares (parses, splits, encodes, renders, tokenizes) a dataset.
 
-  python -m experiments.prepare_data --dataset=synthetic --workdir=/tmp/d
+  python -m experiments.prepare_data --dataset=synthetic --workdir=runs/data_synthetic
   python -m experiments.prepare_data --dataset=ml-1m \
     --data_dir=../shared/data/ml-1m --workdir=runs/data_ml1m \
     --config.max_length=64

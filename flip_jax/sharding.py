@@ -176,10 +176,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules):
-  """Per-process numpy batch -> global jax.Arrays sharded over data axes."""
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules,
+                 shardings: dict[str, NamedSharding] | None = None):
+  """Per-process numpy batch -> global jax.Arrays sharded over data axes.
+
+  Pass ``shardings`` (from `batch_sharding`, built once) in a step loop.
+  """
   return {
       k: jax.make_array_from_process_local_data(
-          batch_sharding(mesh, rules, np.ndim(v)), np.asarray(v))
+          shardings[k] if shardings is not None
+          else batch_sharding(mesh, rules, np.ndim(v)), np.asarray(v))
       for k, v in local.items()
   }

@@ -29,14 +29,6 @@ FINETUNE_STAGES = {
     "base_plm": ("plm", False),
 }
 
-ROW_NAMES = {
-    "base_id": "ID model from scratch",
-    "base_plm": "PLM only (public weights)",
-    "flip_id": "FLIP_ID",
-    "flip_plm": "FLIP_PLM",
-    "flip_joint": "FLIP (joint)",
-}
-
 
 def _parse_value(text: str, current: Any) -> Any:
   if isinstance(current, bool):

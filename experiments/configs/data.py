@@ -3,7 +3,7 @@
 Other configs embed `get_data_config(dataset)` as their `config.data`.
 As a config file of its own it drives data preparation:
 
-  python -m experiments.prepare_data --dataset=synthetic --workdir=/tmp/d
+  python -m experiments.prepare_data --dataset=synthetic --workdir=runs/data_synthetic
   python -m experiments.prepare_data --dataset=ml-1m \
     --data_dir=../shared/data/ml-1m --workdir=runs/data_ml1m
   python -m experiments.prepare_data --dataset=ml-100k \

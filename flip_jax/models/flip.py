@@ -27,7 +27,6 @@ comparison:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -129,13 +128,12 @@ class NceTable(nn.Module):
   dim: int
 
   def setup(self):
-    bound = 1.0 / math.sqrt(self.dim)
     self.embedding = self.param(
         "embedding",
-        nn.with_logical_partitioning(_uniform(bound),
+        nn.with_logical_partitioning(losses.nce_emb_init,
                                      ("feature_vocab", "feature_embed")),
         (self.num_features, self.dim), jnp.float32)
-    # Overwritten with log q + log N by init_params (needs the counts).
+    # Overwritten with losses.nce_bias_init(counts) by the trainer.
     self.bias = self.param(
         "bias", nn.with_logical_partitioning(nn.initializers.zeros,
                                              ("feature_vocab",)),
@@ -143,12 +141,6 @@ class NceTable(nn.Module):
 
   def __call__(self):
     return self.embedding, self.bias
-
-
-def _uniform(bound):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
 
 
 class MlmHead(nn.Module):

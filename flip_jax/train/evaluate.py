@@ -44,9 +44,12 @@ def predict_split(predict_fn, params, columns, *, keys, batch_size: int, mesh,
                   rules) -> dict[str, np.ndarray]:
   """Scores every row of a split; returns host arrays in row order."""
   outs: dict[str, list[np.ndarray]] = {}
+  shardings = {k: sharding.batch_sharding(mesh, rules, np.ndim(columns[k]))
+               for k in keys}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     for local in pipeline.eval_batches(columns, global_batch_size=batch_size):
-      batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules)
+      batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules,
+                                    shardings)
       pred = predict_fn(params, batch)
       extra = {"label": local["label"], "weight": local["weight"],
                "row_id": local["row_id"]}

@@ -226,7 +226,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log_lib.log_startup(config, mesh, state.params)
 
   # ------------------------------------------------------------------- step
-  batch_sh = {k: sharding.batch_sharding(mesh, rules, np.ndim(example.get(k, np.zeros(1))))
+  # `weight` is added by the pipeline (1-D, like `label`).
+  batch_sh = {k: sharding.batch_sharding(
+      mesh, rules, np.ndim(splits["train"][k]) if k != "weight" else 1)
               for k in train_keys}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step_fn = jax.jit(
@@ -249,7 +251,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     while step < total_steps and not tracker["done"]:
       local = next(data_iter)
-      batch = sharding.global_batch({k: local[k] for k in train_keys}, mesh, rules)
+      batch = sharding.global_batch({k: local[k] for k in train_keys}, mesh,
+                                    rules, batch_sh)
       t0 = time.perf_counter() if compile_s is None else None
       state, metrics = step_fn(state, batch)
       if t0 is not None:

@@ -209,8 +209,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     while step < total_steps:
       local = next(data_iter)
-      batch = sharding.global_batch(
-          {k: local[k] for k in steps.PRETRAIN_KEYS if k in local}, mesh, rules)
+      batch = sharding.global_batch({k: local[k] for k in batch_sh}, mesh,
+                                    rules, batch_sh)
       t0 = time.perf_counter() if compile_s is None else None
       state, metrics = train_step(state, batch, consts)
       if t0 is not None:

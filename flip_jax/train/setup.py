@@ -181,14 +181,3 @@ def put_subtree(params, path: tuple[str, ...], value, shardings):
     cur = cur[p]
   cur[path[-1]] = placed
   return out
-
-
-def param_overview(params) -> str:
-  lines = []
-  total = 0
-  for k, v in params.items():
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))
-    total += n
-    lines.append(f"  {k:<12s} {n:>14,d}")
-  lines.append(f"  {'total':<12s} {total:>14,d}")
-  return "\n".join(lines)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -49,13 +48,6 @@ def pretrain_step(state, batch, consts, *, model, tx: optax.GradientTransformati
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
   return new_state, metrics
-
-
-def pretrain_eval_step(params, batch, consts, rng, *, model) -> dict[str, Any]:
-  """Deterministic losses (no dropout) on a batch, for validation logging."""
-  out = model.apply({"params": params}, batch, consts, deterministic=True,
-                    rngs={"noise": rng})
-  return {f"eval/{k}": v for k, v in out.items()}
 
 
 def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from flip_jax.models import layers
-from flip_jax.models.ctr.base import CTRModel
+from flip_jax.models.ctr.base import CTRModel, dnn
 from flip_jax.models.ctr.config import CTRConfig
 
 
@@ -69,8 +69,7 @@ class AutoInt(CTRModel):
     self.att = [InteractingLayer(cfg.att_heads, cfg.att_res, cfg.att_scaling,
                                  cfg.att_init_std, name=f"att_{i}")
                 for i in range(cfg.att_layers)]
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
   @classmethod
   def rep_dim_of(cls, cfg: CTRConfig) -> int:

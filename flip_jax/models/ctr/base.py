@@ -26,6 +26,12 @@ from flip_jax.models.ctr import embedding
 from flip_jax.models.ctr.config import CTRConfig
 
 
+def dnn(cfg) -> nn.Module:
+  """The deepctr DNN tower of a backbone (hidden widths, act, BN from cfg)."""
+  return layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout, cfg.dnn_use_bn,
+                    dtype=cfg.jnp_dtype)
+
+
 class CTRModel(nn.Module):
   """Base class; see the module docstring.
 

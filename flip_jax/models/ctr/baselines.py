@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from flip_jax.models import layers
-from flip_jax.models.ctr.base import CTRModel
+from flip_jax.models.ctr.base import CTRModel, dnn
 from flip_jax.models.ctr.config import CTRConfig
 from flip_jax.models.ctr.fm import pair_indices
 
@@ -30,8 +30,7 @@ class _DeepOnly(CTRModel):
 
   def setup_encoder(self):
     cfg = self.cfg
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
   @classmethod
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
@@ -112,8 +111,7 @@ class XDeepFM(CTRModel):
   def setup_encoder(self):
     cfg = self.cfg
     self.cin = CIN(cfg.cin_layers, cfg.cin_split_half, cfg.cin_act)
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
   @classmethod
   def rep_dim_of(cls, cfg: CTRConfig) -> int:

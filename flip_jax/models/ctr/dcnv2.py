@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from flip_jax.models import layers
-from flip_jax.models.ctr.base import CTRModel
+from flip_jax.models.ctr.base import CTRModel, dnn
 from flip_jax.models.ctr.config import CTRConfig
 
 
@@ -121,8 +121,7 @@ class DCNv2(CTRModel):
                                dtype=cfg.jnp_dtype)
     else:
       self.cross = CrossNetV2(cfg.cross_layers, dtype=cfg.jnp_dtype)
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
   @classmethod
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
@@ -140,8 +139,7 @@ class DCN(DCNv2):
   def setup_encoder(self):
     cfg = self.cfg
     self.cross = CrossNet(cfg.cross_layers, dtype=cfg.jnp_dtype)
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
 
 class DCNv2Full(DCNv2):
@@ -150,5 +148,4 @@ class DCNv2Full(DCNv2):
   def setup_encoder(self):
     cfg = self.cfg
     self.cross = CrossNetV2(cfg.cross_layers, dtype=cfg.jnp_dtype)
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)

@@ -25,7 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from flip_jax.models import layers
-from flip_jax.models.ctr.base import CTRModel
+from flip_jax.models.ctr.base import CTRModel, dnn
 from flip_jax.models.ctr.config import CTRConfig
 
 
@@ -67,8 +67,7 @@ class DeepFM(CTRModel):
 
   def setup_encoder(self):
     cfg = self.cfg
-    self.dnn = layers.MLP(cfg.dnn_hidden, cfg.dnn_act, cfg.dropout,
-                          cfg.dnn_use_bn, dtype=cfg.jnp_dtype)
+    self.dnn = dnn(cfg)
 
   @classmethod
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
