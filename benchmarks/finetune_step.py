@@ -21,9 +21,11 @@ import statistics
 import time
 
 
-def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
+def run(mode: str, batch: int, length: int, steps: int, plm: str,
+        dtype: str = "float32", trace_dir: str | None = None) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
+  import jax.numpy as jnp
   import ml_collections as mlc
   import numpy as np
   from flax import linen as nn
@@ -33,6 +35,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
   from flip_jax.models import plm as plm_lib
   from flip_jax.train import finetune
   from flip_jax.train import state as state_lib
+  from benchmarks import pretrain_step
   from experiments.configs import flip_finetune
   # pylint: enable=g-import-not-at-top
   cfg = flip_finetune.get_config(f"mode={mode},preset=full")
@@ -42,7 +45,8 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
       mode=mode,
       ctr=ctr_lib.CTRConfig(name="dcnv2", num_features=num_fields * field_size,
                             num_fields=num_fields) if mode != "plm" else None,
-      plm=plm_module.config if mode != "id" else None))
+      plm=plm_module.config if mode != "id" else None,
+      dtype=jnp.dtype(dtype)))
   rs = np.random.RandomState(0)
   lengths = rs.randint(int(0.7 * length), length + 1, batch)
   attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
@@ -63,11 +67,10 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
                                    cfg=mlc.ConfigDict(cfg.finetune.to_dict())),
                  donate_argnums=0)
   t0 = time.perf_counter()
-  compiled = step.lower(state, b).compile()
+  lowered = step.lower(state, b)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan")))
+  flops = pretrain_step.model_flops(lowered, compiled)
   state, m = compiled(state, b)
   jax.block_until_ready(m)
   times = []
@@ -77,7 +80,14 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str) -> dict:
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   step_s = statistics.median(times)
-  return {"mode": mode, "compile_s": compile_s, "step_s": step_s,
+  if trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(2):
+        state, m = compiled(state, b)
+      jax.block_until_ready(m)
+  dev_stats = jax.devices()[0].memory_stats() or {}
+  return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
+          "mode": mode, "compile_s": compile_s, "step_s": step_s,
           "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
           "gflops_per_s": flops / step_s / 1e9}
 
@@ -90,21 +100,27 @@ def main():
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--length", type=int, default=100)
   ap.add_argument("--plm", default="minilm-l6")
+  ap.add_argument("--trace_dir", default=None,
+                  help="also write a profiler trace of 2 steps here")
+  ap.add_argument("--dtype", default="float32",
+                  help="compute dtype of the PLM (params stay float32)")
   args = ap.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import pretrain_step  # pylint: disable=g-import-not-at-top
-  peak = pretrain_step.matmul_peak_gflops()
+  peak = pretrain_step.matmul_peak_gflops(dtype=args.dtype)
   device = (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
             f"({os.cpu_count()} cores)")
-  print(f"device: {device}; float32 matmul peak (XLA, 2048^2): {peak:.0f} "
-        f"GFLOP/s")
+  print(f"device: {device}; {args.dtype} matmul peak (XLA, measured): "
+        f"{peak:.0f} GFLOP/s")
   for mode in args.modes.split(","):
-    res = [run(mode, args.batch, args.length, args.steps, args.plm)
-           for _ in range(args.runs)]
+    res = [run(mode, args.batch, args.length, args.steps, args.plm, args.dtype,
+               args.trace_dir and os.path.join(args.trace_dir, f"{mode}{i}"))
+           for i in range(args.runs)]
     med = {k: statistics.median(r[k] for r in res)
            for k in ("compile_s", "step_s", "examples_per_s", "gflop_per_step",
                      "gflops_per_s")}
     med.update(mode=mode, batch=args.batch, length=args.length, device=device,
+               dtype=args.dtype,
                peak_gflops=peak, frac_peak=med["gflops_per_s"] / peak)
     print(f"{mode:<6} {med['examples_per_s']:7.2f} ex/s  {med['step_s']:6.2f} "
           f"s/step  compile {med['compile_s']:5.1f} s  "

@@ -33,10 +33,19 @@ FORMS = {
 }
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+def matmul_peak_gflops(n: int | None = None, reps: int = 10,
+                       dtype: str = "float32") -> float:
+  """Best-of-`reps` GFLOP/s of one jitted n x n matmul on random data.
+
+  n defaults to 2048 on CPU and 8192 on accelerators (large enough to fill
+  them); dtype is the compute dtype of the benchmark being compared.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  a = jnp.ones((n, n), jnp.float32)
+  if n is None:
+    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(
+      jnp.dtype(dtype))
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best = float("inf")
@@ -47,8 +56,26 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def model_flops(lowered, compiled) -> float:
+  """FLOPs of one step as the program states them (before XLA's passes).
+
+  The compiled module's own count is backend-specific: on GPU it leaves out
+  the matmuls handed to cuBLAS, so the lowered module's count is used.
+  """
+  for obj in (lowered, compiled):
+    try:
+      cost = obj.cost_analysis()
+    except Exception:  # pylint: disable=broad-except
+      continue
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost and cost.get("flops"):
+      return float(cost["flops"])
+  return float("nan")
+
+
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
-            dtype: str, max_masked: int, remat: bool) -> dict:
+            dtype: str, max_masked: int, remat: bool,
+            trace_dir: str | None = None) -> dict:
   """Builds the model and times `steps` train steps (in this process)."""
   # pylint: disable=g-import-not-at-top
   import functools
@@ -106,11 +133,10 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   step = jax.jit(functools.partial(steps_lib.pretrain_step, model=model, tx=tx),
                  donate_argnums=0)
   t0 = time.perf_counter()
-  compiled = step.lower(state, b, consts).compile()
+  lowered = step.lower(state, b, consts)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan")))
+  flops = model_flops(lowered, compiled)
   mem = compiled.memory_analysis()
   temp_gb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30
   state, m = compiled(state, b, consts)  # warm-up
@@ -122,8 +148,15 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   step_s = statistics.median(times)
+  if trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(2):
+        state, m = compiled(state, b, consts)
+      jax.block_until_ready(m)
   peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-  return {"form": form, "compile_s": compile_s, "step_s": step_s,
+  dev_stats = jax.devices()[0].memory_stats() or {}
+  return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
+          "form": form, "compile_s": compile_s, "step_s": step_s,
           "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
           "gflops_per_s": flops / step_s / 1e9, "xla_temp_gib": temp_gb,
           "peak_rss_gib": peak_gb,
@@ -144,16 +177,15 @@ def main():
   ap.add_argument("--max_masked", type=int, default=32)
   ap.add_argument("--remat", action="store_true",
                   help="rematerialise PLM layers (less memory, more compute)")
+  ap.add_argument("--trace_dir", default=None,
+                  help="also write a profiler trace of 2 steps here")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.child:
     print("RESULT " + json.dumps(run_one(
         args.child, args.batch, args.length, args.steps, args.plm, args.dtype,
-        args.max_masked, args.remat)))
+        args.max_masked, args.remat, args.trace_dir)))
     return
-  import jax  # pylint: disable=g-import-not-at-top
-  peak = matmul_peak_gflops()
-  device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({os.cpu_count()} cores)"
   forms = args.forms.split(",")
   results = {f: [] for f in forms}
   for r in range(args.runs):
@@ -161,8 +193,10 @@ def main():
       cmd = [sys.executable, "-m", "benchmarks.pretrain_step", "--child", f,
              "--batch", str(args.batch), "--length", str(args.length),
              "--steps", str(args.steps), "--plm", args.plm, "--dtype", args.dtype,
-             "--max_masked", str(args.max_masked)] + (["--remat"] if args.remat
-                                                      else [])
+             "--max_masked", str(args.max_masked)] + (
+                 ["--remat"] if args.remat else []) + (
+                     ["--trace_dir", os.path.join(args.trace_dir, f"{f}{r}")]
+                     if args.trace_dir else [])
       out = subprocess.run(cmd, capture_output=True, text=True, check=False)
       line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
       if not line:
@@ -171,21 +205,35 @@ def main():
       results[f].append(res)
       print(f"run {r} {f}: {res['step_s']:.2f} s/step, "
             f"{res['examples_per_s']:.2f} ex/s, compile {res['compile_s']:.1f} s,"
-            f" peak RSS {res['peak_rss_gib']:.2f} GiB", flush=True)
-  print(f"\ndevice: {device}; float32 matmul peak (XLA, 2048^2): {peak:.0f} GFLOP/s")
+            f" peak RSS {res['peak_rss_gib']:.2f} GiB, device peak "
+            f"{res['device_peak_gib']:.2f} GiB", flush=True)
+  # The parent touches the device only now: on a GPU, a parent holding its
+  # memory pool would starve the children.
+  import jax  # pylint: disable=g-import-not-at-top
+  peak = matmul_peak_gflops(dtype=args.dtype)
+  device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({os.cpu_count()} cores)"
+  on_cpu = jax.devices()[0].platform == "cpu"
+  print(f"\ndevice: {device}; {args.dtype} matmul peak (XLA, measured): "
+        f"{peak:.0f} GFLOP/s")
   print(f"batch {args.batch}, length {args.length}, PLM {args.plm}, dtype "
         f"{args.dtype}; medians over {args.runs} runs x {args.steps} steps\n")
   hdr = (f"{'form':<9} {'ex/s':>7} {'s/step':>7} {'compile s':>9} "
-         f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>6} {'peak RSS GiB':>12}")
+         f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>6} "
+         f"{'peak RSS GiB' if on_cpu else 'dev peak GiB':>12}")
   print(hdr)
   rows = []
+  mem_key = "peak_rss_gib" if on_cpu else "device_peak_gib"
   for f in forms:
     med = lambda k: statistics.median(r[k] for r in results[f])  # pylint: disable=cell-var-from-loop
     print(f"{f:<9} {med('examples_per_s'):>7.2f} {med('step_s'):>7.2f} "
           f"{med('compile_s'):>9.1f} {med('gflop_per_step'):>10.0f} "
           f"{med('gflops_per_s'):>8.0f} {100 * med('gflops_per_s') / peak:>6.1f} "
-          f"{max(r['peak_rss_gib'] for r in results[f]):>12.2f}")
+          f"{max(r[mem_key] for r in results[f]):>12.2f}")
     rows.append({"bench": f"pretrain_step/{f}", "device": device,
+                 "batch": args.batch, "length": args.length,
+                 "dtype": args.dtype, "peak_gflops": peak,
+                 "device_peak_gib": max(r["device_peak_gib"]
+                                        for r in results[f]),
                  "examples_per_s": med("examples_per_s"),
                  "gflops_per_s": med("gflops_per_s"),
                  "frac_peak": med("gflops_per_s") / peak,

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Pretraining and joint-finetuning step benchmarks on a lent GPU machine.
+#
+# The machine has jax/flax/optax/orbax/transformers but no grain or
+# ml_collections and no MiniLM package, and cannot reach a registry, so it
+# gets wheels in .whl/ and a float16 copy of MiniLM-L6 in .devcarry/minilm
+# (see benchmarks/README.md, "GPU"). Output goes to $OUT/gpu_suite.log.
+set -u
+OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+PLM=${PLM:-.devcarry/minilm}
+log() { tee -a "$OUT/gpu_suite.log"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | log
+python3 -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | log
+for spec in "${@:-pretrain:bfloat16:128:fast,official:2 pretrain:bfloat16:1024:fast:1 finetune:bfloat16:128:joint:2 finetune:bfloat16:1024:joint:1 pretrain:float32:128:fast:1}"; do
+  for s in $spec; do
+    IFS=: read -r what dtype batch forms runs <<<"$s"
+    echo "=== $what dtype=$dtype batch=$batch $forms runs=$runs" | log
+    if [ "$what" = pretrain ]; then
+      python3 -m benchmarks.pretrain_step --forms="$forms" --runs="$runs" \
+        --steps=20 --batch="$batch" --dtype="$dtype" --plm="$PLM" 2>&1 | log
+    else
+      python3 -m benchmarks.finetune_step --modes="$forms" --runs="$runs" \
+        --steps=20 --batch="$batch" --dtype="$dtype" --plm="$PLM" 2>&1 \
+        | grep -v "^WARNING\|^I1\|^W1" | log
+    fi
+  done
+done
