@@ -2,6 +2,7 @@ r"""Joint (FLIP) finetuning step throughput: DCNv2 + MiniLM-L6.
 
   python -m benchmarks.finetune_step                  # joint, batch 128, L 100
   python -m benchmarks.finetune_step --modes=id,plm,joint --runs=3
+  python -m benchmarks.finetune_step --modes=joint,joint/mb4   # 4 micro-batches
 
 One jitted step of flip_jax.train.finetune (BCE of the mix + both branches +
 L2, AdamW with a PLM parameter group, donated state) on a random batch of
@@ -38,6 +39,9 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   from benchmarks import pretrain_step
   from experiments.configs import flip_finetune
   # pylint: enable=g-import-not-at-top
+  name = mode
+  mode, _, micro = mode.partition("/mb")
+  micro_batches = int(micro or 1)
   cfg = flip_finetune.get_config(f"mode={mode},preset=full")
   num_fields, field_size = 8, 500
   plm_module, plm_params, _ = plm_lib.load_pretrained(plm)
@@ -64,13 +68,19 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
   state = state_lib.create_train_state(params, tx, rng)
   step = jax.jit(functools.partial(finetune.train_step, model=model, tx=tx,
-                                   cfg=mlc.ConfigDict(cfg.finetune.to_dict())),
+                                   cfg=mlc.ConfigDict(cfg.finetune.to_dict()),
+                                   micro_batches=micro_batches),
                  donate_argnums=0)
   t0 = time.perf_counter()
   lowered = step.lower(state, b)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   flops = pretrain_step.model_flops(lowered, compiled)
+  if micro_batches > 1:  # the scan body is counted once: whole-batch count
+    plain = jax.jit(functools.partial(
+        finetune.train_step, model=model, tx=tx,
+        cfg=mlc.ConfigDict(cfg.finetune.to_dict())))
+    flops = pretrain_step.model_flops(plain.lower(state, b), None)
   state, m = compiled(state, b)
   jax.block_until_ready(m)
   times = []
@@ -87,7 +97,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
       jax.block_until_ready(m)
   dev_stats = jax.devices()[0].memory_stats() or {}
   return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
-          "mode": mode, "compile_s": compile_s, "step_s": step_s,
+          "mode": name, "compile_s": compile_s, "step_s": step_s,
           "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
           "gflops_per_s": flops / step_s / 1e9}
 
@@ -112,17 +122,24 @@ def main():
             f"({os.cpu_count()} cores)")
   print(f"device: {device}; {args.dtype} matmul peak (XLA, measured): "
         f"{peak:.0f} GFLOP/s")
-  for mode in args.modes.split(","):
-    res = [run(mode, args.batch, args.length, args.steps, args.plm, args.dtype,
-               args.trace_dir and os.path.join(args.trace_dir, f"{mode}{i}"))
-           for i in range(args.runs)]
+  modes = args.modes.split(",")
+  results = {m: [] for m in modes}
+  for i in range(args.runs):  # interleaved: run i of every mode, then i + 1
+    for mode in modes:
+      r = run(mode, args.batch, args.length, args.steps, args.plm, args.dtype,
+              args.trace_dir and os.path.join(
+                  args.trace_dir, f"{mode.replace('/', '_')}{i}"))
+      results[mode].append(r)
+      print(f"run {i} {mode}: {r['examples_per_s']:.2f} ex/s", flush=True)
+  for mode in modes:
+    res = results[mode]
     med = {k: statistics.median(r[k] for r in res)
            for k in ("compile_s", "step_s", "examples_per_s", "gflop_per_step",
                      "gflops_per_s")}
     med.update(mode=mode, batch=args.batch, length=args.length, device=device,
                dtype=args.dtype,
                peak_gflops=peak, frac_peak=med["gflops_per_s"] / peak)
-    print(f"{mode:<6} {med['examples_per_s']:7.2f} ex/s  {med['step_s']:6.2f} "
+    print(f"{mode:<9} {med['examples_per_s']:7.2f} ex/s  {med['step_s']:6.2f} "
           f"s/step  compile {med['compile_s']:5.1f} s  "
           f"{med['gflop_per_step']:6.0f} GFLOP/step  "
           f"{med['gflops_per_s']:5.0f} GFLOP/s ({100 * med['frac_peak']:.0f}% "

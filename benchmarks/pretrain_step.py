@@ -15,6 +15,9 @@ Forms:
             positions only (flip_jax defaults)
   official  two unmasked PLM passes; MLM head on all B x L positions (the
             official code's computation)
+  <form>/mbM  the same with the batch split into M micro-batches whose
+            grads are accumulated in the step (ICL by cached gradients),
+            e.g. fast/mb4
 """
 from __future__ import annotations
 
@@ -92,6 +95,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   from flip_jax.train import steps as steps_lib
   # pylint: enable=g-import-not-at-top
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  form, _, micro = form.partition("/mb")
+  micro_batches = int(micro or 1)
   module, plm_params, tok = plm_lib.load_pretrained(plm, dtype=dt, remat=remat)
   num_fields, field_size = 8, 500
   n = num_fields * field_size
@@ -130,13 +135,20 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
                                      "noise": rng}, b, consts)["params"])
   params["plm"] = plm_params
   state = state_lib.create_train_state(params, tx, rng)
-  step = jax.jit(functools.partial(steps_lib.pretrain_step, model=model, tx=tx),
+  step = jax.jit(functools.partial(steps_lib.pretrain_step, model=model, tx=tx,
+                                   micro_batches=micro_batches),
                  donate_argnums=0)
   t0 = time.perf_counter()
   lowered = step.lower(state, b, consts)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   flops = model_flops(lowered, compiled)
+  if micro_batches > 1:
+    # The scan body is counted once, and the cached-gradient recompute is
+    # not model work: count the whole-batch step's FLOPs.
+    plain = jax.jit(functools.partial(steps_lib.pretrain_step, model=model,
+                                      tx=tx))
+    flops = model_flops(plain.lower(state, b, consts), None)
   mem = compiled.memory_analysis()
   temp_gb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30
   state, m = compiled(state, b, consts)  # warm-up
@@ -155,6 +167,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
       jax.block_until_ready(m)
   peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   dev_stats = jax.devices()[0].memory_stats() or {}
+  form = f"{form}/mb{micro_batches}" if micro_batches > 1 else form
   return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
           "form": form, "compile_s": compile_s, "step_s": step_s,
           "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
@@ -205,7 +218,8 @@ def main():
       results[f].append(res)
       print(f"run {r} {f}: {res['step_s']:.2f} s/step, "
             f"{res['examples_per_s']:.2f} ex/s, compile {res['compile_s']:.1f} s,"
-            f" peak RSS {res['peak_rss_gib']:.2f} GiB, device peak "
+            f" peak RSS {res['peak_rss_gib']:.2f} GiB (XLA temp "
+            f"{res['xla_temp_gib']:.2f}), device peak "
             f"{res['device_peak_gib']:.2f} GiB", flush=True)
   # The parent touches the device only now: on a GPU, a parent holding its
   # memory pool would starve the children.
@@ -217,7 +231,7 @@ def main():
         f"{peak:.0f} GFLOP/s")
   print(f"batch {args.batch}, length {args.length}, PLM {args.plm}, dtype "
         f"{args.dtype}; medians over {args.runs} runs x {args.steps} steps\n")
-  hdr = (f"{'form':<9} {'ex/s':>7} {'s/step':>7} {'compile s':>9} "
+  hdr = (f"{'form':<11} {'ex/s':>7} {'s/step':>7} {'compile s':>9} "
          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>6} "
          f"{'peak RSS GiB' if on_cpu else 'dev peak GiB':>12}")
   print(hdr)
@@ -225,7 +239,7 @@ def main():
   mem_key = "peak_rss_gib" if on_cpu else "device_peak_gib"
   for f in forms:
     med = lambda k: statistics.median(r[k] for r in results[f])  # pylint: disable=cell-var-from-loop
-    print(f"{f:<9} {med('examples_per_s'):>7.2f} {med('step_s'):>7.2f} "
+    print(f"{f:<11} {med('examples_per_s'):>7.2f} {med('step_s'):>7.2f} "
           f"{med('compile_s'):>9.1f} {med('gflop_per_step'):>10.0f} "
           f"{med('gflops_per_s'):>8.0f} {100 * med('gflops_per_s') / peak:>6.1f} "
           f"{max(r[mem_key] for r in results[f]):>12.2f}")

@@ -184,8 +184,37 @@ class FlipPretrainModel(nn.Module):
       self.mlm_head = MlmHead(cfg.plm.hidden_size, cfg.plm.vocab_size,
                               cfg.mlm_head_dropout, cfg.dtype)
 
+  def _views(self, batch, deterministic: bool):
+    """The unmasked ID representation, unmasked PLM pass and ICL views.
+
+    Shared by ``__call__`` and ``icl_views`` so that both draw the same
+    dropout keys in the same order (the micro-batched step recomputes these
+    views and needs them identical).
+    """
+    cfg = self.config
+    need_r = cfg.icl_enabled or cfg.mlm_enabled
+    r = self.ctr.encode(batch["ids"], deterministic=deterministic) if need_r else None
+    unmasked = z_r = z_t = None
+    if cfg.icl_enabled or (cfg.mtm_enabled and cfg.share_unmasked_pass):
+      unmasked = self.plm(batch["input_ids"], batch["attention_mask"],
+                          deterministic=deterministic)
+    if cfg.icl_enabled:
+      z_r = self.ctr_proj(r, deterministic=deterministic)
+      z_t = self.txt_proj(unmasked["cls"], deterministic=deterministic)
+      z_r = nn.with_logical_constraint(z_r, ("batch", None))
+      z_t = nn.with_logical_constraint(z_t, ("batch", None))
+    return r, unmasked, z_r, z_t
+
+  def icl_views(self, batch: dict[str, Array], *,
+                deterministic: bool = True) -> tuple[Array, Array]:
+    """(z_r, z_t) [B, proj_dim]: the two ICL views of a (micro-)batch."""
+    _, _, z_r, z_t = self._views(batch, deterministic)
+    return z_r, z_t
+
   def __call__(self, batch: dict[str, Array], consts: dict[str, Array], *,
-               deterministic: bool = True) -> dict[str, Array]:
+               deterministic: bool = True,
+               icl_cotangents: tuple[Array, Array] | None = None,
+               norms: dict[str, Array] | None = None) -> dict[str, Array]:
     """Runs the enabled losses.
 
     Args:
@@ -193,6 +222,15 @@ class FlipPretrainModel(nn.Module):
       consts: ``log_q`` [N] (noise log-probabilities) and, for the per-field
         noise, ``field_offsets`` / ``field_sizes`` [F].
       deterministic: disables dropout.
+      icl_cotangents: micro-batch mode. ``batch`` is one micro-batch of a
+        global batch; (g_r, g_t) are the ICL weight times d ICL / d (z_r, z_t)
+        on its rows, computed on the global batch. ICL then enters ``loss``
+        as sum(g_r * z_r) + sum(g_t * z_t), whose gradient is this
+        micro-batch's share of the global ICL gradient.
+      norms: micro-batch mode: ``loss_norms`` of the global batch. MTM and
+        MLM terms (and their metrics) become this micro-batch's share of the
+        global means, so that summing over micro-batches gives the global
+        values.
 
     Returns:
       Dict with ``loss`` (weighted total) and unweighted terms / metrics.
@@ -200,19 +238,14 @@ class FlipPretrainModel(nn.Module):
     cfg = self.config
     out: dict[str, Array] = {}
     total = jnp.zeros((), jnp.float32)
-    need_r = cfg.icl_enabled or cfg.mlm_enabled
-    r = self.ctr.encode(batch["ids"], deterministic=deterministic) if need_r else None
-    unmasked = None
-    if cfg.icl_enabled or (cfg.mtm_enabled and cfg.share_unmasked_pass):
-      unmasked = self.plm(batch["input_ids"], batch["attention_mask"],
-                          deterministic=deterministic)
+    r, unmasked, z_r, z_t = self._views(batch, deterministic)
 
     # ---------------------------------------------------------------- ICL
-    if cfg.icl_enabled:
-      z_r = self.ctr_proj(r, deterministic=deterministic)
-      z_t = self.txt_proj(unmasked["cls"], deterministic=deterministic)
-      z_r = nn.with_logical_constraint(z_r, ("batch", None))
-      z_t = nn.with_logical_constraint(z_t, ("batch", None))
+    if cfg.icl_enabled and icl_cotangents is not None:
+      g_r, g_t = icl_cotangents
+      total = total + (jnp.sum(jax.lax.stop_gradient(g_r) * z_r.astype(jnp.float32))
+                       + jnp.sum(jax.lax.stop_gradient(g_t) * z_t.astype(jnp.float32)))
+    elif cfg.icl_enabled:
       icl, logits = losses.icl_loss(z_r, z_t, temperature=cfg.icl_temperature,
                                     normalize=cfg.icl_normalize)
       out["icl_loss"] = icl
@@ -243,6 +276,9 @@ class FlipPretrainModel(nn.Module):
         log_q = (consts["log_q_field"] if cfg.mtm_noise == "per_field"
                  else consts["log_q"])
         mtm, acc = fn(h, emb, bias, target, noise, log_q, weight)
+      if norms is not None:  # this micro-batch's share of the global mean
+        share = jnp.sum(weight.astype(jnp.float32)) / norms["mtm"]
+        mtm, acc = mtm * share, acc * share
       out["mtm_loss"] = mtm
       out["mtm_acc"] = acc
       total = total + cfg.mtm_weight * mtm
@@ -261,6 +297,8 @@ class FlipPretrainModel(nn.Module):
       logits = self.mlm_head(jnp.concatenate([masked, rb], axis=-1),
                              deterministic=deterministic)
       mlm, count = losses.mlm_loss(logits, labels)
+      if norms is not None:  # sum over this micro-batch / global count
+        mlm = mlm * jnp.maximum(count, 1).astype(jnp.float32) / norms["mlm"]
       out["mlm_loss"] = mlm
       out["mlm_masked_tokens"] = count.astype(jnp.float32)
       total = total + cfg.mlm_weight * mlm
@@ -278,6 +316,25 @@ class FlipPretrainModel(nn.Module):
           rng, consts["log_q"], consts["field_offsets"], consts["field_sizes"],
           fields, cfg.mtm_num_negatives)
     return losses.sample_noise(rng, consts["log_q"], shape)
+
+
+def loss_norms(batch: dict[str, Array], cfg: FlipConfig) -> dict[str, Array]:
+  """Denominators of the MTM and MLM means over a whole (global) batch.
+
+  MTM: the sum of the slot weights; MLM: the number of labelled tokens the
+  head sees (at most ``mlm_max_masked`` per row in the fast form). Each is 1
+  where the batch has none, matching the losses' own 0-not-NaN convention.
+  """
+  norms = {}
+  if cfg.mtm_enabled:
+    w = jnp.sum(batch["mtm_weight"].astype(jnp.float32))
+    norms["mtm"] = jnp.where(w > 0, w, 1.0)
+  if cfg.mlm_enabled:
+    per_row = jnp.sum(batch["mlm_labels"] != -100, axis=1, dtype=jnp.int32)
+    if cfg.mlm_masked_only:
+      per_row = jnp.minimum(per_row, cfg.mlm_max_masked)
+    norms["mlm"] = jnp.maximum(jnp.sum(per_row), 1).astype(jnp.float32)
+  return norms
 
 
 def make_consts(feature_map) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 import optax
@@ -31,6 +32,7 @@ from flip_jax.models import finetune as ft_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import evaluate as eval_lib
 from flip_jax.train import logging as log_lib
+from flip_jax.train import microbatch
 from flip_jax.train import setup
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
@@ -57,18 +59,44 @@ def resolve_model_config(config) -> mlc.ConfigDict:
   return mlc.ConfigDict(pre)
 
 
-def loss_fn(params, batch, rngs, *, model, cfg):
-  """BCE (mix + branches for joint) + explicit L2 on the tables."""
+def data_loss(params, batch, rngs, *, model, cfg, norm=None):
+  """BCE of the prediction (+ both branches' BCE for joint), and metrics.
+
+  norm=None: the configured reduction over ``batch``. Otherwise ``batch`` is
+  one micro-batch and the result is its share of the global batch's loss:
+  the sum over its rows divided by ``norm`` (``bce_norm`` of the global
+  batch).
+  """
   out = model.apply({"params": params}, batch, deterministic=False, rngs=rngs)
   y, w = batch["label"], batch["weight"]
-  red = cfg.loss_reduction
-  total = losses.bce_with_logits(out["logit"], y, w, reduction=red)
-  metrics = {"bce": total}
+  red = cfg.loss_reduction if norm is None else "sum"
+  scale = 1.0 if norm is None else 1.0 / norm
+  bce = scale * losses.bce_with_logits(out["logit"], y, w, reduction=red)
+  total, metrics = bce, {"bce": bce}
   if cfg.mode == "joint":
-    aux = (losses.bce_with_logits(out["ctr/logit"], y, w, reduction=red)
-           + losses.bce_with_logits(out["txt/logit"], y, w, reduction=red))
+    aux = scale * (losses.bce_with_logits(out["ctr/logit"], y, w, reduction=red)
+                   + losses.bce_with_logits(out["txt/logit"], y, w,
+                                            reduction=red))
     total = total + cfg.aux_weight * aux
     metrics["alpha"] = out["alpha"]
+  return total, metrics
+
+
+def bce_norm(batch, cfg) -> jax.Array:
+  """What a summed BCE is divided by to give the configured reduction."""
+  if cfg.loss_reduction != "mean":
+    return jnp.ones((), jnp.float32)
+  w = jnp.sum(batch["weight"].astype(jnp.float32))
+  return jnp.where(w > 0, w, 1.0)
+
+
+def loss_fn(params, batch, rngs, *, model, cfg):
+  """BCE (mix + branches for joint) + explicit L2 on the tables."""
+  total, metrics = data_loss(params, batch, rngs, model=model, cfg=cfg)
+  return _add_l2(params, total, metrics, cfg)
+
+
+def _add_l2(params, total, metrics, cfg):
   if cfg.l2 > 0:
     l2 = ctr_lib.l2_penalty(params, {r: cfg.l2 for r in cfg.l2_regex})
     total = total + l2
@@ -77,11 +105,41 @@ def loss_fn(params, batch, rngs, *, model, cfg):
   return total, metrics
 
 
-def train_step(state, batch, *, model, tx, cfg):
+def micro_batched_grads(params, batch, rngs, *, model, cfg, num: int):
+  """Loss metrics and grads of the global batch, over `num` micro-batches."""
+  norm = bce_norm(batch, cfg)
+
+  def chunk(p, mb, i):
+    r = {k: jax.random.fold_in(v, i) for k, v in rngs.items()}
+    total, metrics = data_loss(p, mb, r, model=model, cfg=cfg, norm=norm)
+    metrics.pop("alpha", None)  # a parameter: read once below
+    metrics["data_loss"] = total
+    return total, metrics
+
+  metrics, grads = microbatch.accumulate(chunk, params,
+                                         microbatch.split(batch, num), num)
+  if cfg.mode == "joint":
+    metrics["alpha"] = model.apply({"params": params}, method="alpha")
+  if cfg.l2 > 0:
+    (_, m2), g2 = jax.value_and_grad(
+        lambda p: _add_l2(p, jnp.zeros((), jnp.float32), {}, cfg),
+        has_aux=True)(params)
+    grads = jax.tree.map(jnp.add, grads, g2)
+    metrics.update(m2)
+  metrics["loss"] = metrics.pop("data_loss") + metrics.get("l2", 0.0)
+  return metrics, grads
+
+
+def train_step(state, batch, *, model, tx, cfg, micro_batches: int = 1):
   rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, cfg=cfg),
-                               has_aux=True)
-  (_, metrics), grads = grad_fn(state.params, batch, rngs)
+  if micro_batches > 1:
+    metrics, grads = micro_batched_grads(state.params, batch, rngs,
+                                         model=model, cfg=cfg,
+                                         num=micro_batches)
+  else:
+    grad_fn = jax.value_and_grad(
+        functools.partial(loss_fn, model=model, cfg=cfg), has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, batch, rngs)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {f"train/{k}": v for k, v in metrics.items()}
@@ -232,7 +290,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
               for k in train_keys}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step_fn = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+        functools.partial(train_step, model=model, tx=tx, cfg=cfg,
+                          micro_batches=setup.num_micro_batches(
+                              bs, cfg.get("micro_batch_size", 0),
+                              "finetune")),
         in_shardings=(init.shardings, batch_sh),
         out_shardings=(init.shardings, sharding.replicated(mesh)),
         donate_argnums=0)

@@ -193,7 +193,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   const_sh = {k: sharding.replicated(mesh) for k in consts}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = jax.jit(
-        functools.partial(steps.pretrain_step, model=model, tx=tx),
+        functools.partial(steps.pretrain_step, model=model, tx=tx,
+                          micro_batches=setup.num_micro_batches(
+                              batch_size, config.pretrain.get(
+                                  "micro_batch_size", 0), "pretrain")),
         in_shardings=(init.shardings, batch_sh, const_sh),
         out_shardings=(init.shardings, sharding.replicated(mesh)),
         donate_argnums=0)

@@ -181,3 +181,14 @@ def put_subtree(params, path: tuple[str, ...], value, shardings):
     cur = cur[p]
   cur[path[-1]] = placed
   return out
+
+
+def num_micro_batches(batch_size: int, micro_batch_size: int,
+                      field: str) -> int:
+  """batch_size / micro_batch_size, checked (0 or >= batch_size: 1)."""
+  if micro_batch_size <= 0 or micro_batch_size >= batch_size:
+    return 1
+  if batch_size % micro_batch_size:
+    raise ValueError(f"{field}.micro_batch_size={micro_batch_size} does not "
+                     f"divide {field}.batch_size={batch_size}")
+  return batch_size // micro_batch_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -20,7 +21,8 @@ def step_rngs(rng, step) -> dict[str, jax.Array]:
   return {"dropout": dropout, "noise": noise}
 
 
-def pretrain_step(state, batch, consts, *, model, tx: optax.GradientTransformation):
+def pretrain_step(state, batch, consts, *, model,
+                  tx: optax.GradientTransformation, micro_batches: int = 1):
   """One FLIP pretraining step: the three losses, grads and the update.
 
   Args:
@@ -29,18 +31,24 @@ def pretrain_step(state, batch, consts, *, model, tx: optax.GradientTransformati
     consts: model constants (``log_q`` ...).
     model: FlipPretrainModel.
     tx: optimizer.
+    micro_batches: M > 1 accumulates the grads of M micro-batches (see
+      ``micro_batched_grads``); same loss and gradient as M = 1 up to the
+      dropout draws and float summation order.
 
   Returns:
     (new state, metrics dict of scalars named ``train/...``).
   """
   rngs = step_rngs(state.rng, state.step)
+  if micro_batches > 1:
+    out, grads = micro_batched_grads(state.params, batch, consts, rngs,
+                                     model=model, num=micro_batches)
+  else:
+    def loss_fn(params):
+      out = model.apply({"params": params}, batch, consts, deterministic=False,
+                        rngs=rngs)
+      return out["loss"], out
 
-  def loss_fn(params):
-    out = model.apply({"params": params}, batch, consts, deterministic=False,
-                      rngs=rngs)
-    return out["loss"], out
-
-  (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {f"train/{k}": v for k, v in out.items()}
@@ -48,6 +56,70 @@ def pretrain_step(state, batch, consts, *, model, tx: optax.GradientTransformati
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
   return new_state, metrics
+
+
+def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
+  """The pretraining loss's metrics and grads, accumulated over micro-batches.
+
+  MTM and MLM are sums over examples and split exactly (each micro-batch
+  contributes its share of the global means, ``flip.loss_norms``). ICL's
+  negatives are the whole global batch, so it uses cached gradients
+  (GradCache, Gao et al. 2021): (1) the ICL views of every micro-batch are
+  computed without keeping activations, (2) ICL and its gradient w.r.t. the
+  views are computed on the global batch, (3) each micro-batch is run again
+  with grads, ICL entering as the views dotted with their cached gradient.
+  Step (3) draws the same dropout keys as (1), so the gradient equals the
+  global batch's; the price is one more forward of the unmasked pass.
+
+  Returns:
+    (metrics dict as ``FlipPretrainModel.__call__`` returns it, grads).
+  """
+  # pylint: disable=g-import-not-at-top
+  from flip_jax import losses
+  from flip_jax.models import flip as flip_lib
+  from flip_jax.train import microbatch
+  # pylint: enable=g-import-not-at-top
+  cfg = model.config
+  micro = microbatch.split(batch, num)
+
+  def rngs_of(i):
+    return {k: jax.random.fold_in(v, i) for k, v in rngs.items()}
+
+  metrics = {}
+  cot = None
+  if cfg.icl_enabled:
+    def views(x):
+      mb, i = x
+      return model.apply({"params": params}, mb, deterministic=False,
+                         rngs=rngs_of(i), method=model.icl_views)
+
+    z_r, z_t = microbatch.merge(jax.lax.map(views, (micro, jnp.arange(num))))
+
+    def icl_fn(z_r, z_t):
+      loss, logits = losses.icl_loss(z_r, z_t, temperature=cfg.icl_temperature,
+                                     normalize=cfg.icl_normalize)
+      return loss, logits
+
+    (icl, logits), cot = jax.value_and_grad(icl_fn, argnums=(0, 1),
+                                            has_aux=True)(z_r, z_t)
+    cot = microbatch.split(
+        jax.tree.map(lambda g: cfg.icl_weight * g.astype(jnp.float32), cot),
+        num)
+    metrics = {"icl_loss": icl, "icl_acc": losses.icl_accuracy(logits)}
+  norms = flip_lib.loss_norms(batch, cfg)
+
+  def chunk_loss(p, x, i):
+    mb, c = x
+    out = model.apply({"params": p}, mb, consts, deterministic=False,
+                      rngs=rngs_of(i), icl_cotangents=c, norms=norms)
+    # out["loss"] = MTM and MLM shares + the ICL views . cached gradient.
+    return out.pop("loss"), out
+
+  aux, grads = microbatch.accumulate(chunk_loss, params, (micro, cot), num)
+  metrics.update(aux)
+  metrics["loss"] = sum(getattr(cfg, f"{k}_weight") * metrics[f"{k}_loss"]
+                        for k in ("icl", "mtm", "mlm") if f"{k}_loss" in metrics)
+  return metrics, grads
 
 
 def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:

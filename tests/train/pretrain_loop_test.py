@@ -132,7 +132,9 @@ def _launch(args, devices, env_extra=None):
 def _flags(plm_dir, cache_dir, workdir):
   flags = ["--config=experiments/configs/flip_pretrain.py:dataset=synthetic,"
            "preset=tiny", f"--workdir={workdir}", "--config.total_steps=3",
-           "--config.ckpt.every_steps=3"]
+           "--config.ckpt.every_steps=3",
+           # Both runs accumulate 2 micro-batches (ICL by cached gradients).
+           "--config.pretrain.micro_batch_size=8"]
   for key, value in tiny_overrides(plm_dir, cache_dir).items():
     flags.append(f"--config.{key}={value}")
   return flags

@@ -1,0 +1,67 @@
+"""Gradient accumulation over micro-batches inside one jitted step.
+
+A global batch [B, ...] is viewed as M micro-batches [M, B/M, ...] whose rows
+are strided (micro-batch i holds rows i, i+M, ...), so with the batch axis
+sharded over devices every micro-batch stays spread over all of them. The
+grads of the micro-batches are summed in a ``lax.scan``: one micro-batch's
+activations are alive at a time, which bounds the step's memory, and on
+CPUs the smaller working set is also faster per example (see
+benchmarks/README.md). Losses whose terms couple examples (FLIP's ICL over
+the global batch) need the cached-gradient form in ``train.steps``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def split(tree: Any, num: int) -> Any:
+  """Leaves [B, ...] -> [num, B // num, ...]; micro-batch i = rows i::num."""
+  def f(x):
+    b = x.shape[0]
+    if b % num:
+      raise ValueError(f"micro_batches={num} does not divide the batch size "
+                       f"{b}")
+    return jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
+  return jax.tree.map(f, tree)
+
+
+def merge(tree: Any) -> Any:
+  """Inverse of ``split``: [num, b, ...] -> [b * num, ...] in row order."""
+  def f(x):
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  return jax.tree.map(f, tree)
+
+
+def accumulate(loss_fn: Callable[..., tuple[jax.Array, dict]], params: Any,
+               xs: Any, num: int) -> tuple[dict, Any]:
+  """Sums value, aux and grads of ``loss_fn`` over micro-batches.
+
+  Args:
+    loss_fn: (params, x_i, i) -> (scalar, aux dict of arrays); x_i is the
+      i-th slice of ``xs`` along its leading axis.
+    params: differentiated argument.
+    xs: pytree whose leaves have a leading axis of size ``num``.
+    num: number of micro-batches.
+
+  Returns:
+    (aux summed over micro-batches, grads summed over micro-batches).
+  """
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def body(carry, x):
+    g_acc, a_acc = carry
+    xi, i = x
+    g, aux = grad_fn(params, xi, i)
+    return (jax.tree.map(jnp.add, g_acc, g),
+            jax.tree.map(jnp.add, a_acc, aux)), None
+
+  x0 = jax.tree.map(lambda a: a[0], xs)
+  aux_shape = jax.eval_shape(lambda p, x: loss_fn(p, x, 0)[1], params, x0)
+  init = (jax.tree.map(jnp.zeros_like, params),
+          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
+  (grads, aux), _ = jax.lax.scan(body, init, (xs, jnp.arange(num)))
+  return aux, grads
