@@ -23,7 +23,8 @@ import time
 
 
 def run(mode: str, batch: int, length: int, steps: int, plm: str,
-        dtype: str = "float32", trace_dir: str | None = None) -> dict:
+        dtype: str = "float32", trace_dir: str | None = None,
+        count_only: bool = False) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -73,6 +74,12 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
                  donate_argnums=0)
   t0 = time.perf_counter()
   lowered = step.lower(state, b)
+  if count_only:
+    plain = jax.jit(functools.partial(
+        finetune.train_step, model=model, tx=tx,
+        cfg=mlc.ConfigDict(cfg.finetune.to_dict())))
+    return {"mode": name, "gflop_per_step":
+                pretrain_step.model_flops(plain.lower(state, b), None) / 1e9}
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   flops = pretrain_step.model_flops(lowered, compiled)
@@ -114,7 +121,16 @@ def main():
                   help="also write a profiler trace of 2 steps here")
   ap.add_argument("--dtype", default="float32",
                   help="compute dtype of the PLM (params stay float32)")
+  ap.add_argument("--count_flops", action="store_true",
+                  help="only print each mode's model GFLOP/step, counted on "
+                       "the CPU backend (XLA's GPU count leaves out cuBLAS)")
   args = ap.parse_args()
+  if args.count_flops:
+    os.environ["JAX_PLATFORMS"] = "cpu"  # before jax is imported
+    for mode in args.modes.split(","):
+      print("RESULT " + json.dumps(run(mode, args.batch, args.length, 0,
+                                       args.plm, args.dtype, count_only=True)))
+    return
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import pretrain_step  # pylint: disable=g-import-not-at-top
   peak = pretrain_step.matmul_peak_gflops(dtype=args.dtype)

@@ -78,8 +78,11 @@ def model_flops(lowered, compiled) -> float:
 
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
             dtype: str, max_masked: int, remat: bool,
-            trace_dir: str | None = None) -> dict:
-  """Builds the model and times `steps` train steps (in this process)."""
+            trace_dir: str | None = None, count_only: bool = False) -> dict:
+  """Builds the model and times `steps` train steps (in this process).
+
+  count_only: only lower the step and return its model FLOPs.
+  """
   # pylint: disable=g-import-not-at-top
   import functools
   import jax
@@ -140,6 +143,11 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
                  donate_argnums=0)
   t0 = time.perf_counter()
   lowered = step.lower(state, b, consts)
+  if count_only:
+    plain = jax.jit(functools.partial(steps_lib.pretrain_step, model=model,
+                                      tx=tx))
+    return {"form": form, "gflop_per_step":
+                model_flops(plain.lower(state, b, consts), None) / 1e9}
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   flops = model_flops(lowered, compiled)
@@ -192,12 +200,18 @@ def main():
                   help="rematerialise PLM layers (less memory, more compute)")
   ap.add_argument("--trace_dir", default=None,
                   help="also write a profiler trace of 2 steps here")
+  ap.add_argument("--count_flops", action="store_true",
+                  help="only print each form's model GFLOP/step, counted on "
+                       "the CPU backend (XLA's GPU count leaves out cuBLAS)")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
-  if args.child:
-    print("RESULT " + json.dumps(run_one(
-        args.child, args.batch, args.length, args.steps, args.plm, args.dtype,
-        args.max_masked, args.remat, args.trace_dir)))
+  if args.count_flops:
+    os.environ["JAX_PLATFORMS"] = "cpu"  # before jax is imported
+  if args.child or args.count_flops:
+    for form in [args.child] if args.child else args.forms.split(","):
+      print("RESULT " + json.dumps(run_one(
+          form, args.batch, args.length, args.steps, args.plm, args.dtype,
+          args.max_masked, args.remat, args.trace_dir, args.count_flops)))
     return
   forms = args.forms.split(",")
   results = {f: [] for f in forms}
