@@ -8,6 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flip_jax import losses
+from flip_jax.models import flip as flip_lib
+from flip_jax.train import microbatch
+
 # Batch keys the pretraining model reads; everything else stays on the host.
 PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
                  "mtm_positions", "mtm_labels", "mtm_weight", "mlm_input_ids",
@@ -74,11 +78,6 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
   Returns:
     (metrics dict as ``FlipPretrainModel.__call__`` returns it, grads).
   """
-  # pylint: disable=g-import-not-at-top
-  from flip_jax import losses
-  from flip_jax.models import flip as flip_lib
-  from flip_jax.train import microbatch
-  # pylint: enable=g-import-not-at-top
   cfg = model.config
   micro = microbatch.split(batch, num)
 

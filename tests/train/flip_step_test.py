@@ -133,8 +133,8 @@ def test_mtm_attention_ignores_padding():
   np.testing.assert_allclose(a["mtm_loss"], b["mtm_loss"], rtol=1e-6)
 
 
-def _run_steps(mesh_axes, batch, num_steps=2):
-  cfg = tiny_config()
+def _run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1):
+  cfg = cfg or tiny_config()
   model = flip_lib.FlipPretrainModel(cfg)
   mesh = sharding.make_mesh(mesh_axes, jax.devices()[:int(np.prod(
       [s for _, s in mesh_axes]))])
@@ -154,7 +154,8 @@ def _run_steps(mesh_axes, batch, num_steps=2):
     batch_sh = {k: sharding.batch_sharding(mesh, rules, v.ndim)
                 for k, v in batch.items()}
     const_sh = {k: sharding.replicated(mesh) for k in c}
-    step = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx),
+    step = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx,
+                                     micro_batches=micro_batches),
                    in_shardings=(si.shardings, batch_sh, const_sh),
                    out_shardings=(si.shardings, sharding.replicated(mesh)),
                    donate_argnums=0)

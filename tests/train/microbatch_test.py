@@ -134,3 +134,16 @@ def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
                                         cfg=fcfg, num=4)
   assert set(m1) == set(m4)
   _assert_close(m1, g1, m4, g4, sorted(m1))
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_sharded_micro_batched_step_equals_single_device_whole_batch():
+  batch = fst.random_batch(batch=16)
+  cfg = _no_dropout_config()
+  l1, p1, _ = fst._run_steps([("data", 1), ("fsdp", 1), ("tensor", 1)], batch,
+                             cfg=cfg)
+  l8, p8, _ = fst._run_steps([("data", 2), ("fsdp", 2), ("tensor", 2)], batch,
+                             cfg=cfg, micro_batches=2)
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=2e-5), p1, p8)
