@@ -15,17 +15,33 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 
 def split(tree: Any, num: int) -> Any:
-  """Leaves [B, ...] -> [num, B // num, ...]; micro-batch i = rows i::num."""
+  """Leaves [B, ...] -> [num, B // num, ...]; micro-batch i = rows i::num.
+
+  The rows of each micro-batch keep the logical "batch" sharding (a no-op
+  outside a mesh with logical axis rules).
+  """
   def f(x):
     b = x.shape[0]
     if b % num:
       raise ValueError(f"micro_batches={num} does not divide the batch size "
                        f"{b}")
-    return jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
+    y = jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
+    return nn.with_logical_constraint(y, (None, "batch") + (None,) * (y.ndim - 2))
   return jax.tree.map(f, tree)
+
+
+def shard_rows(tree: Any) -> Any:
+  """Constrains the leading (row) axis of every leaf to logical "batch".
+
+  Applied to the micro-batch a scan iteration slices out: sharding
+  propagation does not reach into loop bodies reliably.
+  """
+  return jax.tree.map(lambda x: nn.with_logical_constraint(
+      x, ("batch",) + (None,) * (x.ndim - 1)), tree)
 
 
 def merge(tree: Any) -> Any:
@@ -55,7 +71,7 @@ def accumulate(loss_fn: Callable[..., tuple[jax.Array, dict]], params: Any,
   def body(carry, x):
     g_acc, a_acc = carry
     xi, i = x
-    g, aux = grad_fn(params, xi, i)
+    g, aux = grad_fn(params, shard_rows(xi), i)
     return (jax.tree.map(jnp.add, g_acc, g),
             jax.tree.map(jnp.add, a_acc, aux)), None
 

@@ -89,7 +89,8 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
   if cfg.icl_enabled:
     def views(x):
       mb, i = x
-      return model.apply({"params": params}, mb, deterministic=False,
+      return model.apply({"params": params}, microbatch.shard_rows(mb),
+                         deterministic=False,
                          rngs=rngs_of(i), method=model.icl_views)
 
     z_r, z_t = microbatch.merge(jax.lax.map(views, (micro, jnp.arange(num))))

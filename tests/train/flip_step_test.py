@@ -133,13 +133,14 @@ def test_mtm_attention_ignores_padding():
   np.testing.assert_allclose(a["mtm_loss"], b["mtm_loss"], rtol=1e-6)
 
 
-def _run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1):
+def _run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
+               tx=None):
   cfg = cfg or tiny_config()
   model = flip_lib.FlipPretrainModel(cfg)
   mesh = sharding.make_mesh(mesh_axes, jax.devices()[:int(np.prod(
       [s for _, s in mesh_axes]))])
   rules = sharding.DEFAULT_RULES
-  tx = optax.adamw(1e-2, weight_decay=1e-3)
+  tx = tx or optax.adamw(1e-2, weight_decay=1e-3)
   c = consts()
 
   def init_params(rng):

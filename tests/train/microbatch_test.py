@@ -140,10 +140,13 @@ def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
 def test_sharded_micro_batched_step_equals_single_device_whole_batch():
   batch = fst.random_batch(batch=16)
   cfg = _no_dropout_config()
+  # Plain SGD: AdamW would turn summation-order noise in near-zero gradients
+  # into weight moves of order lr.
+  tx = optax.sgd(0.5)
   l1, p1, _ = fst._run_steps([("data", 1), ("fsdp", 1), ("tensor", 1)], batch,
-                             cfg=cfg)
+                             cfg=cfg, tx=tx)
   l8, p8, _ = fst._run_steps([("data", 2), ("fsdp", 2), ("tensor", 2)], batch,
-                             cfg=cfg, micro_batches=2)
+                             cfg=cfg, micro_batches=2, tx=tx)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                       atol=2e-5), p1, p8)
+                                                       atol=1e-6), p1, p8)
