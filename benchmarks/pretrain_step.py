@@ -78,7 +78,9 @@ def model_flops(lowered, compiled) -> float:
 
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
             dtype: str, max_masked: int, remat: bool,
-            trace_dir: str | None = None, count_only: bool = False) -> dict:
+            trace_dir: str | None = None, count_only: bool = False,
+            attention: str = "xla",
+            attention_dropout: float | None = None) -> dict:
   """Builds the model and times `steps` train steps (in this process).
 
   count_only: only lower the step and return its model FLOPs.
@@ -100,7 +102,9 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
   form, _, micro = form.partition("/mb")
   micro_batches = int(micro or 1)
-  module, plm_params, tok = plm_lib.load_pretrained(plm, dtype=dt, remat=remat)
+  module, plm_params, tok = plm_lib.load_pretrained(
+      plm, dtype=dt, remat=remat, attention=attention,
+      attention_dropout=attention_dropout)
   num_fields, field_size = 8, 500
   n = num_fields * field_size
   cfg = flip_lib.FlipConfig(
@@ -200,6 +204,11 @@ def main():
                   help="rematerialise PLM layers (less memory, more compute)")
   ap.add_argument("--trace_dir", default=None,
                   help="also write a profiler trace of 2 steps here")
+  ap.add_argument("--attention", default="xla", choices=("xla", "fused"),
+                  help="PLM attention implementation (fused needs "
+                       "--attention_dropout=0)")
+  ap.add_argument("--attention_dropout", type=float, default=None,
+                  help="override the PLM's attention dropout")
   ap.add_argument("--count_flops", action="store_true",
                   help="only print each form's model GFLOP/step, counted on "
                        "the CPU backend (XLA's GPU count leaves out cuBLAS)")
@@ -211,7 +220,8 @@ def main():
     for form in [args.child] if args.child else args.forms.split(","):
       print("RESULT " + json.dumps(run_one(
           form, args.batch, args.length, args.steps, args.plm, args.dtype,
-          args.max_masked, args.remat, args.trace_dir, args.count_flops)))
+          args.max_masked, args.remat, args.trace_dir, args.count_flops,
+          args.attention, args.attention_dropout)))
     return
   forms = args.forms.split(",")
   results = {f: [] for f in forms}
@@ -220,7 +230,10 @@ def main():
       cmd = [sys.executable, "-m", "benchmarks.pretrain_step", "--child", f,
              "--batch", str(args.batch), "--length", str(args.length),
              "--steps", str(args.steps), "--plm", args.plm, "--dtype", args.dtype,
-             "--max_masked", str(args.max_masked)] + (
+             "--max_masked", str(args.max_masked),
+             "--attention", args.attention] + (
+                 ["--attention_dropout", str(args.attention_dropout)]
+                 if args.attention_dropout is not None else []) + (
                  ["--remat"] if args.remat else []) + (
                      ["--trace_dir", os.path.join(args.trace_dir, f"{f}{r}")]
                      if args.trace_dir else [])

@@ -40,6 +40,11 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       "num_layers": None if preset == "full" else 2,
       # Override the checkpoint's dropout (None = keep the HF config's).
       "dropout": None,
+      # Override the attention-probability dropout alone (None = as above).
+      "attention_dropout": None,
+      # 'xla' or 'fused' (jax.nn.dot_product_attention: cuDNN's fused kernel
+      # on GPUs in bf16; trains only with attention_dropout=0).
+      "attention": "xla",
       "remat": False,
   })
   # Compute dtype of the PLM and heads; params stay float32.

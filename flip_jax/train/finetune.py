@@ -197,7 +197,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
         model_cfg.plm.name, num_layers=model_cfg.plm.num_layers,
         dtype=setup.DTYPES[model_cfg.dtype],
-        dropout=model_cfg.plm.dropout, remat=model_cfg.plm.remat)
+        dropout=model_cfg.plm.dropout, remat=model_cfg.plm.remat,
+        attention=model_cfg.plm.get("attention", "xla"),
+        attention_dropout=model_cfg.plm.get("attention_dropout"))
     plm_config = plm_module.config
     splits = setup.main_process_first(
         lambda: prepare.tokenize_dataset(prepared, tokenizer,

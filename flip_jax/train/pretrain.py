@@ -90,7 +90,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
       config.model.plm.name, num_layers=config.model.plm.num_layers,
       dtype=setup.DTYPES[config.model.dtype],
-      dropout=config.model.plm.dropout, remat=config.model.plm.remat)
+      dropout=config.model.plm.dropout, remat=config.model.plm.remat,
+      attention=config.model.plm.get("attention", "xla"),
+      attention_dropout=config.model.plm.get("attention_dropout"))
 
   def load_data():
     prepared = prepare.load_dataset(config.data,

@@ -227,3 +227,29 @@ def test_config_round_trip_and_errors():
     tiny(num_heads=3)
   with pytest.raises(ValueError, match="hidden_act"):
     tiny(hidden_act="swish")
+
+
+def test_fused_attention_matches_xla_and_refuses_attention_dropout():
+  cfg = tiny(attention_dropout=0.0)
+  fused_cfg = cfg.replace(attention_impl="fused")
+  ids, mask = batch(cfg)
+  params = PLMEncoder(cfg).init(jax.random.key(0), ids, mask)
+  ref = PLMEncoder(cfg).apply(params, ids, mask)["last_hidden_state"]
+  out = PLMEncoder(fused_cfg).apply(params, ids, mask)["last_hidden_state"]
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  full_pad = PLMEncoder(fused_cfg).apply(params, ids, jnp.zeros_like(mask))
+  assert np.isfinite(np.asarray(full_pad["last_hidden_state"])).all()
+
+  def loss(p, c):  # hidden dropout on: same keys, same masks on both paths
+    h = PLMEncoder(c).apply(p, ids, mask, deterministic=False,
+                            rngs={"dropout": jax.random.key(1)})
+    return jnp.sum(h["last_hidden_state"] ** 2)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-5),
+               jax.grad(loss)(params, cfg), jax.grad(loss)(params, fused_cfg))
+  with pytest.raises(ValueError, match="attention_dropout=0"):
+    PLMEncoder(tiny(attention_impl="fused")).apply(
+        params, ids, mask, deterministic=False,
+        rngs={"dropout": jax.random.key(1)})
+  with pytest.raises(ValueError, match="attention_impl"):
+    tiny(attention_impl="flash")

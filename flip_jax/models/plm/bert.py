@@ -218,13 +218,21 @@ class SelfAttention(nn.Module):
     q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
     k = nn.with_logical_constraint(proj("key"), spec)
     v = nn.with_logical_constraint(proj("value"), spec)
-    q = q * jnp.asarray(cfg.head_dim ** -0.5, q.dtype)
-    scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
-    scores = scores.astype(jnp.float32) + bias
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    probs = nn.Dropout(cfg.attention_dropout)(probs,
-                                              deterministic=deterministic)
-    ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
+    if cfg.attention_impl == "fused":
+      if not deterministic and cfg.attention_dropout > 0:
+        raise ValueError(
+            "attention_impl='fused' has no attention-probability dropout: "
+            "train it with attention_dropout=0 (model.plm.attention_dropout)")
+      ctx = jax.nn.dot_product_attention(
+          q, k, v, bias=bias.astype(q.dtype), scale=cfg.head_dim ** -0.5)
+    else:
+      q = q * jnp.asarray(cfg.head_dim ** -0.5, q.dtype)
+      scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
+      scores = scores.astype(jnp.float32) + bias
+      probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+      probs = nn.Dropout(cfg.attention_dropout)(probs,
+                                                deterministic=deterministic)
+      ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
     ctx = nn.with_logical_constraint(ctx, spec)
     return SubLayerOutput(cfg, (cfg.num_heads, cfg.head_dim),
                           ("heads", "kv", "embed"),

@@ -46,6 +46,10 @@ class PLMConfig:
     initializer_range: std of the normal init of fresh weights.
     bos_token_id: kept for a faithful `config.json` round trip.
     eos_token_id: kept for a faithful `config.json` round trip.
+    attention_impl: 'xla' (einsums, softmax, attention dropout) or 'fused'
+      (`jax.nn.dot_product_attention`, cuDNN's fused kernel on GPUs in
+      bf16/fp16; no attention-probability dropout, so it needs
+      attention_dropout == 0 when training). Not part of the checkpoint.
   """
   model_type: str
   vocab_size: int
@@ -63,8 +67,12 @@ class PLMConfig:
   initializer_range: float = 0.02
   bos_token_id: int | None = None
   eos_token_id: int | None = None
+  attention_impl: str = "xla"
 
   def __post_init__(self):
+    if self.attention_impl not in ("xla", "fused"):
+      raise ValueError(f"PLMConfig: attention_impl must be 'xla' or 'fused', "
+                       f"got {self.attention_impl!r}")
     if self.model_type not in SUPPORTED_MODEL_TYPES:
       raise ValueError(
           f"PLMConfig: unsupported model_type {self.model_type!r}; supported:"
