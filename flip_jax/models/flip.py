@@ -242,9 +242,9 @@ class FlipPretrainModel(nn.Module):
 
     # ---------------------------------------------------------------- ICL
     if cfg.icl_enabled and icl_cotangents is not None:
-      g_r, g_t = icl_cotangents
-      total = total + (jnp.sum(jax.lax.stop_gradient(g_r) * z_r.astype(jnp.float32))
-                       + jnp.sum(jax.lax.stop_gradient(g_t) * z_t.astype(jnp.float32)))
+      for g, z in zip(icl_cotangents, (z_r, z_t)):
+        total = total + jnp.sum(jax.lax.stop_gradient(g)
+                                * z.astype(jnp.float32))
     elif cfg.icl_enabled:
       icl, logits = losses.icl_loss(z_r, z_t, temperature=cfg.icl_temperature,
                                     normalize=cfg.icl_normalize)

@@ -30,7 +30,8 @@ def split(tree: Any, num: int) -> Any:
       raise ValueError(f"micro_batches={num} does not divide the batch size "
                        f"{b}")
     y = jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
-    return nn.with_logical_constraint(y, (None, "batch") + (None,) * (y.ndim - 2))
+    return nn.with_logical_constraint(
+        y, (None, "batch") + (None,) * (y.ndim - 2))
   return jax.tree.map(f, tree)
 
 
