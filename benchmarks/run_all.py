@@ -19,16 +19,17 @@ QUICK = {
     "data_pipeline": ["--dataset=synthetic", "--steps=100", "--workers=0"],
     "plm_step": ["--runs=3", "--steps=1"],
     "ctr_train": ["--throughput_only"],
-    "pretrain_step": ["--runs=3", "--steps=2"],
-    "finetune_step": ["--runs=3", "--steps=2"],
+    # The official form needs > 24 GB at batch 128 unless micro-batched.
+    "pretrain_step": ["--runs=3", "--steps=2", "--forms=fast,fast/mb16"],
+    "finetune_step": ["--runs=3", "--steps=2", "--modes=joint,joint/mb4"],
     "losses_bench": [],
 }
 FULL = {
     "data_pipeline": [],
     "plm_step": [],
     "ctr_train": [],
-    "pretrain_step": [],
-    "finetune_step": ["--modes=id,plm,joint"],
+    "pretrain_step": ["--forms=fast,fast/mb8,fast/mb16,official/mb16"],
+    "finetune_step": ["--modes=id,plm,joint,joint/mb4"],
     "losses_bench": [],
 }
 
