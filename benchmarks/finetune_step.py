@@ -19,7 +19,8 @@ import functools
 import json
 import os
 import statistics
-import time
+
+from benchmarks import step_timing
 
 
 def run(mode: str, batch: int, length: int, steps: int, plm: str,
@@ -37,12 +38,10 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   from flip_jax.models import plm as plm_lib
   from flip_jax.train import finetune
   from flip_jax.train import state as state_lib
-  from benchmarks import pretrain_step
   from experiments.configs import flip_finetune
   # pylint: enable=g-import-not-at-top
   name = mode
-  mode, _, micro = mode.partition("/mb")
-  micro_batches = int(micro or 1)
+  mode, micro_batches = step_timing.variant(mode)
   cfg = flip_finetune.get_config(f"mode={mode},preset=full")
   num_fields, field_size = 8, 500
   plm_module, plm_params, _ = plm_lib.load_pretrained(plm)
@@ -68,45 +67,16 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
     params["plm"] = plm_params
   tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
   state = state_lib.create_train_state(params, tx, rng)
-  step = jax.jit(functools.partial(finetune.train_step, model=model, tx=tx,
-                                   cfg=mlc.ConfigDict(cfg.finetune.to_dict()),
-                                   micro_batches=micro_batches),
-                 donate_argnums=0)
-  t0 = time.perf_counter()
-  lowered = step.lower(state, b)
-  if count_only:
-    plain = jax.jit(functools.partial(
-        finetune.train_step, model=model, tx=tx,
-        cfg=mlc.ConfigDict(cfg.finetune.to_dict())))
-    return {"mode": name, "gflop_per_step":
-                pretrain_step.model_flops(plain.lower(state, b), None) / 1e9}
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t0
-  flops = pretrain_step.model_flops(lowered, compiled)
-  if micro_batches > 1:  # the scan body is counted once: whole-batch count
-    plain = jax.jit(functools.partial(
-        finetune.train_step, model=model, tx=tx,
-        cfg=mlc.ConfigDict(cfg.finetune.to_dict())))
-    flops = pretrain_step.model_flops(plain.lower(state, b), None)
-  state, m = compiled(state, b)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = compiled(state, b)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_s = statistics.median(times)
-  if trace_dir:
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      for _ in range(2):
-        state, m = compiled(state, b)
-      jax.block_until_ready(m)
-  dev_stats = jax.devices()[0].memory_stats() or {}
-  return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
-          "mode": name, "compile_s": compile_s, "step_s": step_s,
-          "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
-          "gflops_per_s": flops / step_s / 1e9}
+  ft_cfg = mlc.ConfigDict(cfg.finetune.to_dict())
+  res = step_timing.measure(
+      lambda mb: functools.partial(finetune.train_step, model=model, tx=tx,
+                                   cfg=ft_cfg, micro_batches=mb),
+      micro_batches, state, (b,), steps, trace_dir, count_only)
+  res["mode"] = name
+  if not count_only:
+    res.pop("metrics")
+    res["examples_per_s"] = batch / res["step_s"]
+  return res
 
 
 def main():
@@ -132,8 +102,7 @@ def main():
                                        args.plm, args.dtype, count_only=True)))
     return
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import pretrain_step  # pylint: disable=g-import-not-at-top
-  peak = pretrain_step.matmul_peak_gflops(dtype=args.dtype)
+  peak = step_timing.matmul_peak_gflops(dtype=args.dtype)
   device = (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
             f"({os.cpu_count()} cores)")
   print(f"device: {device}; {args.dtype} matmul peak (XLA, measured): "

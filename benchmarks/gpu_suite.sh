@@ -4,12 +4,15 @@
 # The machine has jax/flax/optax/orbax/transformers but no grain or
 # ml_collections and no MiniLM package, and cannot reach a registry, so it
 # gets wheels in .whl/ and a float16 copy of MiniLM-L6 in .devcarry/minilm
-# (see benchmarks/README.md, "GPU"). Output goes to $OUT/gpu_suite.log.
+# (see benchmarks/README.md). Run from the repository root; output goes to
+# $OUT/gpu_suite.log (default runs/gpu_suite, git-ignored).
 set -u
-OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu_suite}; mkdir -p "$OUT"
+SITE=$PWD/runs/gpu_site  # the carried wheels, installed for this run
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+  --upgrade --target "$SITE" .whl/*.whl || exit 1
+export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
 PLM=${PLM:-.devcarry/minilm}
 log() { tee -a "$OUT/gpu_suite.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | log

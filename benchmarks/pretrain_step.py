@@ -28,52 +28,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
+
+from benchmarks import step_timing
 
 FORMS = {
     "fast": dict(share_unmasked_pass=True, mlm_masked_only=True),
     "official": dict(share_unmasked_pass=False, mlm_masked_only=False),
 }
-
-
-def matmul_peak_gflops(n: int | None = None, reps: int = 10,
-                       dtype: str = "float32") -> float:
-  """Best-of-`reps` GFLOP/s of one jitted n x n matmul on random data.
-
-  n defaults to 2048 on CPU and 8192 on accelerators (large enough to fill
-  them); dtype is the compute dtype of the benchmark being compared.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if n is None:
-    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(
-      jnp.dtype(dtype))
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(reps):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best / 1e9
-
-
-def model_flops(lowered, compiled) -> float:
-  """FLOPs of one step as the program states them (before XLA's passes).
-
-  The compiled module's own count is backend-specific: on GPU it leaves out
-  the matmuls handed to cuBLAS, so the lowered module's count is used.
-  """
-  for obj in (lowered, compiled):
-    try:
-      cost = obj.cost_analysis()
-    except Exception:  # pylint: disable=broad-except
-      continue
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and cost.get("flops"):
-      return float(cost["flops"])
-  return float("nan")
 
 
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
@@ -100,8 +61,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   from flip_jax.train import steps as steps_lib
   # pylint: enable=g-import-not-at-top
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-  form, _, micro = form.partition("/mb")
-  micro_batches = int(micro or 1)
+  name = form
+  form, micro_batches = step_timing.variant(form)
   module, plm_params, tok = plm_lib.load_pretrained(
       plm, dtype=dt, remat=remat, attention=attention,
       attention_dropout=attention_dropout)
@@ -142,50 +103,18 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
                                      "noise": rng}, b, consts)["params"])
   params["plm"] = plm_params
   state = state_lib.create_train_state(params, tx, rng)
-  step = jax.jit(functools.partial(steps_lib.pretrain_step, model=model, tx=tx,
-                                   micro_batches=micro_batches),
-                 donate_argnums=0)
-  t0 = time.perf_counter()
-  lowered = step.lower(state, b, consts)
+  res = step_timing.measure(
+      lambda mb: functools.partial(steps_lib.pretrain_step, model=model, tx=tx,
+                                   micro_batches=mb),
+      micro_batches, state, (b, consts), steps, trace_dir, count_only)
+  res["form"] = name
   if count_only:
-    plain = jax.jit(functools.partial(steps_lib.pretrain_step, model=model,
-                                      tx=tx))
-    return {"form": form, "gflop_per_step":
-                model_flops(plain.lower(state, b, consts), None) / 1e9}
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t0
-  flops = model_flops(lowered, compiled)
-  if micro_batches > 1:
-    # The scan body is counted once, and the cached-gradient recompute is
-    # not model work: count the whole-batch step's FLOPs.
-    plain = jax.jit(functools.partial(steps_lib.pretrain_step, model=model,
-                                      tx=tx))
-    flops = model_flops(plain.lower(state, b, consts), None)
-  mem = compiled.memory_analysis()
-  temp_gb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30
-  state, m = compiled(state, b, consts)  # warm-up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = compiled(state, b, consts)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_s = statistics.median(times)
-  if trace_dir:
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      for _ in range(2):
-        state, m = compiled(state, b, consts)
-      jax.block_until_ready(m)
-  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-  dev_stats = jax.devices()[0].memory_stats() or {}
-  form = f"{form}/mb{micro_batches}" if micro_batches > 1 else form
-  return {"device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
-          "form": form, "compile_s": compile_s, "step_s": step_s,
-          "examples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
-          "gflops_per_s": flops / step_s / 1e9, "xla_temp_gib": temp_gb,
-          "peak_rss_gib": peak_gb,
-          "losses": {k: float(v) for k, v in m.items() if k.endswith("loss")}}
+    return res
+  m = res.pop("metrics")
+  return dict(res, examples_per_s=batch / res["step_s"],
+              peak_rss_gib=resource.getrusage(
+                  resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+              losses={k: float(v) for k, v in m.items() if k.endswith("loss")})
 
 
 def main():
@@ -251,7 +180,7 @@ def main():
   # The parent touches the device only now: on a GPU, a parent holding its
   # memory pool would starve the children.
   import jax  # pylint: disable=g-import-not-at-top
-  peak = matmul_peak_gflops(dtype=args.dtype)
+  peak = step_timing.matmul_peak_gflops(dtype=args.dtype)
   device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({os.cpu_count()} cores)"
   on_cpu = jax.devices()[0].platform == "cpu"
   print(f"\ndevice: {device}; {args.dtype} matmul peak (XLA, measured): "

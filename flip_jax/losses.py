@@ -45,6 +45,16 @@ def _take(table, ids, axis=0):
   return jnp.where(ok, out, jnp.nan)
 
 
+def weight_denominator(weight) -> jax.Array:
+  """sum(w), or 1 when it is 0: what the weighted means here divide by.
+
+  A micro-batched step divides the sums of its micro-batches by this value
+  of the global batch, which gives the same means.
+  """
+  total = jnp.sum(_f32(weight))
+  return jnp.where(total > 0, total, 1.0)
+
+
 def _weighted_mean(values, weight):
   """sum(w * v) / sum(w), with 0 (not NaN) when every weight is zero."""
   if weight is None:
@@ -53,8 +63,7 @@ def _weighted_mean(values, weight):
   if weight.shape != values.shape:
     raise ValueError(
         f"weight shape {weight.shape} != per-slot shape {values.shape}")
-  total = jnp.sum(weight)
-  denom = jnp.where(total > 0, total, 1.0)
+  denom = weight_denominator(weight)
   # where() (not w * v) so a NaN/inf in a padding slot cannot leak through.
   return jnp.sum(jnp.where(weight != 0, weight * values, 0.0)) / denom
 

@@ -330,8 +330,7 @@ def loss_norms(batch: dict[str, Array], cfg: FlipConfig) -> dict[str, Array]:
   """
   norms = {}
   if cfg.mtm_enabled:
-    w = jnp.sum(batch["mtm_weight"].astype(jnp.float32))
-    norms["mtm"] = jnp.where(w > 0, w, 1.0)
+    norms["mtm"] = losses.weight_denominator(batch["mtm_weight"])
   if cfg.mlm_enabled:
     per_row = jnp.sum(batch["mlm_labels"] != -100, axis=1, dtype=jnp.int32)
     if cfg.mlm_masked_only:

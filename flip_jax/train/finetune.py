@@ -86,8 +86,7 @@ def bce_norm(batch, cfg) -> jax.Array:
   """What a summed BCE is divided by to give the configured reduction."""
   if cfg.loss_reduction != "mean":
     return jnp.ones((), jnp.float32)
-  w = jnp.sum(batch["weight"].astype(jnp.float32))
-  return jnp.where(w > 0, w, 1.0)
+  return losses.weight_denominator(batch["weight"])
 
 
 def loss_fn(params, batch, rngs, *, model, cfg):

@@ -1,0 +1,110 @@
+"""Shared timing of one jitted train step (the step benchmarks use it).
+
+``measure`` lowers and compiles the step, counts its model FLOPs, runs a
+warm-up and ``steps`` timed steps, optionally writes a profiler trace, and
+reads the device's peak memory. ``variant`` parses the ``<name>/mbM``
+spelling of a micro-batched variant.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+
+def variant(name: str) -> tuple[str, int]:
+  """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1)."""
+  base, _, micro = name.partition("/mb")
+  return base, int(micro or 1)
+
+
+def matmul_peak_gflops(n: int | None = None, reps: int = 10,
+                       dtype: str = "float32") -> float:
+  """Best-of-`reps` GFLOP/s of one jitted n x n matmul on random data.
+
+  n defaults to 2048 on CPU and 8192 on accelerators (large enough to fill
+  them); dtype is the compute dtype of the benchmark being compared.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if n is None:
+    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(
+      jnp.dtype(dtype))
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def model_flops(lowered, compiled=None) -> float:
+  """FLOPs of one step as the program states them (before XLA's passes).
+
+  The compiled module's own count is backend-specific: on GPU it leaves out
+  the matmuls handed to cuBLAS, so the lowered module's count comes first.
+  """
+  for obj in (lowered, compiled):
+    if obj is None:
+      continue
+    try:
+      cost = obj.cost_analysis()
+    except Exception:  # pylint: disable=broad-except
+      continue
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost and cost.get("flops"):
+      return float(cost["flops"])
+  return float("nan")
+
+
+def measure(make_step: Callable[[int], Any], micro_batches: int, state,
+            args: tuple, steps: int, trace_dir: str | None = None,
+            count_only: bool = False) -> dict:
+  """Times ``make_step(micro_batches)`` (a step function) on (state, *args).
+
+  Model FLOPs are those of the whole-batch step ``make_step(1)``: a scan
+  body is counted once, and a micro-batched step's recompute is overhead,
+  not model work. count_only: return {'gflop_per_step'} without compiling.
+
+  Returns:
+    dict with compile_s, step_s, gflop_per_step, gflops_per_s, xla_temp_gib,
+    device_peak_gib and the last step's ``metrics`` (device arrays).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  plain = jax.jit(make_step(1), donate_argnums=0).lower(state, *args)
+  flops = model_flops(plain)
+  if count_only:
+    return {"gflop_per_step": flops / 1e9}
+  if micro_batches > 1:
+    t0 = time.perf_counter()
+    lowered = jax.jit(make_step(micro_batches),
+                      donate_argnums=0).lower(state, *args)
+  else:
+    lowered = plain
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  state, m = compiled(state, *args)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = compiled(state, *args)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = statistics.median(times)
+  if trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(2):
+        state, m = compiled(state, *args)
+      jax.block_until_ready(m)
+  dev_stats = jax.devices()[0].memory_stats() or {}
+  return {"compile_s": compile_s, "step_s": step_s,
+          "gflop_per_step": flops / 1e9, "gflops_per_s": flops / step_s / 1e9,
+          "xla_temp_gib": getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30,
+          "device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,
+          "metrics": m}
