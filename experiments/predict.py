@@ -47,7 +47,7 @@ def main(argv):
     overrides["dataset"] = _DATASET.value
   if _DATA_DIR.value:
     overrides["data_dir"] = _DATA_DIR.value
-  config, model, params, tokenizer, prepared = finetune.load_finetuned(
+  config, model, variables, tokenizer, prepared = finetune.load_finetuned(
       _WORKDIR.value, data_overrides=overrides)
   if tokenizer is not None:
     splits = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
@@ -57,7 +57,7 @@ def main(argv):
   mesh, rules = setup.mesh_and_rules(config)
   predict_fn = eval_lib.make_predict_fn(model, mesh, rules, None)
   pred = eval_lib.predict_split(
-      predict_fn, params, columns, keys=eval_lib.model_keys(config.finetune.mode),
+      predict_fn, variables, columns, keys=eval_lib.model_keys(config.finetune.mode),
       batch_size=_BATCH.value, mesh=mesh, rules=rules)
   metrics = eval_lib.ctr_metrics(pred, _SPLIT.value)
   if jax.process_index() == 0:

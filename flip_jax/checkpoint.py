@@ -12,8 +12,9 @@ Init priority (which rule fires is logged by the trainer):
      optimiser state, step, RNG) and the data-iterator position. This is a
      resume; rule 2 is never applied on a resume.
   2. Else ``ckpt.init_from``: a pretraining workdir (optionally a step, else
-     its latest). Params only (`restore_params`), merged into freshly
-     initialised params with the keep/drop regexes (`merge_init`); the
+     its latest). Params (`restore_params`) and BatchNorm statistics
+     (`restore_model_state`) only, merged into freshly initialised ones
+     with the keep/drop regexes (`merge_init`); the
      optimiser, step and data order start fresh. First start only.
   3. Else initialise everything from scratch.
 
@@ -193,7 +194,31 @@ def restore_params(init_from_workdir: str | os.PathLike, *,
   Returns:
     Nested dict of numpy arrays.
   """
-  directory = os.path.join(os.fspath(init_from_workdir), CHECKPOINT_DIR)
+  return _restore_entry(init_from_workdir, "params", step=step, required=True)
+
+
+def restore_model_state(init_from_workdir: str | os.PathLike, *,
+                        step: int | None = None) -> dict:
+  """Loads the ``model_state`` subtree (e.g. BatchNorm statistics), as numpy.
+
+  Same rules as `restore_params`; ``{}`` where the run keeps none (or the
+  checkpoint predates the field, or holds params only).
+  """
+  return _restore_entry(init_from_workdir, "model_state", step=step,
+                        required=False)
+
+
+def restore_variables(workdir: str | os.PathLike, *,
+                      step: int | None = None) -> dict:
+  """Loads a checkpoint that holds a variables dict (``{'params': ...,
+  'batch_stats': ...}``, as finetuning's ``best/`` does), as numpy."""
+  return _restore_entry(workdir, None, step=step, required=True)
+
+
+def _restore_entry(workdir, key: str | None, *, step: int | None,
+                   required: bool):
+  """One top-level entry (None: all) of a checkpoint's state as numpy."""
+  directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"init_from: no checkpoint directory {directory}")
   mgr = ocp.CheckpointManager(
@@ -211,21 +236,28 @@ def restore_params(init_from_workdir: str | os.PathLike, *,
                               f"available: {steps}")
     meta = mgr.item_metadata(step)[STATE]
     tree = None if meta is None else meta.tree
-    if not isinstance(tree, dict) or "params" not in tree:
-      raise ValueError(f"init_from: checkpoint {directory}/{step}/state has "
-                       "no 'params' entry")
-    meta = tree["params"]
-    item = {"params": jax.tree.map(lambda m: np.empty(m.shape, m.dtype),
-                                   meta)}
-    rargs = {"params": jax.tree.map(
-        lambda m: ocp.RestoreArgs(restore_type=np.ndarray), meta)}
+    if key is None:
+      tree, key = {"all": tree}, "all"
+    if not isinstance(tree, dict) or key not in tree:
+      if required or not isinstance(tree, dict):
+        raise ValueError(f"init_from: checkpoint {directory}/{step}/state has "
+                         f"no {key!r} entry")
+      return {}
+    meta = tree[key]
+    if not jax.tree.leaves(meta):
+      return {}
+    item = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
+    rargs = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray),
+                         meta)
+    if key != "all":
+      item, rargs = {key: item}, {key: rargs}
     out = mgr.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.PyTreeRestore(item=item, restore_args=rargs,
-                                      partial_restore=True)}))
+                                      partial_restore=key != "all")}))
   finally:
     mgr.close()
-  logging.info("init_from: loaded params of step %d from %s", step, directory)
-  return out[STATE]["params"]
+  logging.info("init_from: loaded %s of step %d from %s", key, step, directory)
+  return out[STATE] if key == "all" else out[STATE][key]
 
 
 @dataclasses.dataclass

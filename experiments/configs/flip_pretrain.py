@@ -18,21 +18,18 @@ checkpoint (state, RNG and data-iterator position).
 import ml_collections as mlc
 
 from experiments.configs import common
+from experiments.configs import ctr as ctr_configs
 from experiments.configs import data as data_configs
 
 
 def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
   """ID backbone and PLM; shared with the finetuning config."""
   m = mlc.ConfigDict()
-  m.ctr = mlc.ConfigDict({
-      "name": ctr,
-      "embed_dim": 32,
-      "dnn_hidden": (300, 300, 128),
-      "cross_layers": 2,
-      "low_rank": 32,
-      "num_experts": 4,
-      "dropout": 0.0,
-  })
+  # Every backbone field with its default (embedding 32, DNN 300-300-128,
+  # two cross layers of rank 32 with 4 experts, no dropout); BatchNorm
+  # backbones (dnn_use_bn, AFN) keep their running statistics in the
+  # train state.
+  m.ctr = ctr_configs.model_config(ctr)
   m.plm = mlc.ConfigDict({
       # 'minilm-l6' (offline default) or a local Hugging Face folder.
       "name": plm,

@@ -13,7 +13,8 @@ Folder layout written by `export_model` / `export_finetuned`:
 
 `flip_jax.export.ctr_torch.FlipCtrTorch.from_pretrained(folder)` rebuilds the
 model in PyTorch; `load_export(folder)` imports it back into Flax (bit-identical
-params). The folder is written atomically (a temporary sibling that is renamed
+variables). Variables are ``{'params': ...}`` plus ``batch_stats`` for a
+BatchNorm backbone (written as the torch modules' running statistics). The folder is written atomically (a temporary sibling that is renamed
 at the end; an existing folder is replaced).
 
     p_max_diff = export_finetuned("runs/ft_joint", "runs/ft_joint_torch",
@@ -118,14 +119,15 @@ def export_config(ft_cfg, params, *, feature_map=None, max_length=None,
   }
 
 
-def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
+def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
                  tokenizer=None, feature_map=None, max_length=None,
                  source=None) -> pathlib.Path:
-  """Writes a finetuned model (Flax params) as a PyTorch export folder.
+  """Writes a finetuned model (Flax variables) as a PyTorch export folder.
 
   Args:
     ft_cfg: the `FinetuneConfig` of `FlipCtrModel`.
-    params: its params (nested dict; numpy, jax or boxed leaves).
+    variables: ``{'params': ..., ['batch_stats': ...]}`` (nested dicts;
+      numpy, jax or boxed leaves).
     out_dir: destination folder (replaced atomically if it exists).
     tokenizer: the PLM's HF tokenizer, saved into ``plm/`` when given.
     feature_map: the run's `FeatureMap` (summary + feature_map.json).
@@ -136,12 +138,12 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
     The folder written.
 
   Raises:
-    KeyError: params that do not match the model's mapping rows.
+    KeyError: variables that do not match the model's mapping rows.
   """
   mode = ft_cfg.mode
+  params = _params_of(variables)
   rows = ctr_mapping.finetune_rows(mode, ft_cfg.ctr)
-  tensors = ctr_mapping.to_torch(rows, {"params": params},
-                                 ignore=r"^params/plm/")
+  tensors = ctr_mapping.to_torch(rows, variables, ignore=r"^params/plm/")
   meta = export_config(ft_cfg, params, feature_map=feature_map,
                        max_length=max_length, source=source)
   out_dir = pathlib.Path(out_dir).expanduser().resolve()
@@ -171,6 +173,14 @@ def export_model(ft_cfg, params: Mapping[str, Any], out_dir, *,
   return out_dir
 
 
+def _params_of(variables: Mapping[str, Any]) -> Mapping[str, Any]:
+  if "params" not in variables:
+    raise KeyError("expected a variables dict {'params': ..., "
+                   "['batch_stats': ...]}, got keys "
+                   f"{sorted(variables)[:6]}")
+  return variables["params"]
+
+
 def load_export(folder) -> tuple[Any, dict[str, Any]]:
   """Imports an export folder back into Flax (the inverse of `export_model`).
 
@@ -178,25 +188,25 @@ def load_export(folder) -> tuple[Any, dict[str, Any]]:
     folder: a folder written by `export_model` / `export_finetuned`.
 
   Returns:
-    (FinetuneConfig, params) for `FlipCtrModel`; params are numpy and equal
-    bit for bit to the exported ones (the PLM via the HF import table).
+    (FinetuneConfig, variables) for `FlipCtrModel`; numpy leaves equal bit
+    for bit to the exported ones (the PLM via the HF import table).
   """
   folder = pathlib.Path(folder)
   meta = ctr_torch.read_export_config(folder)
   mode = meta["mode"]
   ctr_cfg = (CTRConfig(**meta["ctr_config"]) if mode != "plm"
              else None)
-  params = ctr_mapping.to_flax(ctr_mapping.finetune_rows(mode, ctr_cfg),
-                               load_file(str(folder / ctr_torch.CTR_WEIGHTS))
-                               )["params"]
+  variables = ctr_mapping.to_flax(
+      ctr_mapping.finetune_rows(mode, ctr_cfg),
+      load_file(str(folder / ctr_torch.CTR_WEIGHTS)))
   plm_cfg = None
   if mode != "id":
-    module, params["plm"], _ = plm_lib.load_pretrained(
+    module, variables["params"]["plm"], _ = plm_lib.load_pretrained(
         str(folder / ctr_torch.PLM_DIR))
     plm_cfg = module.config
   ft_cfg = ft_lib.FinetuneConfig(mode=mode, ctr=ctr_cfg, plm=plm_cfg,
                                  alpha_param=meta["alpha_param"])
-  return ft_cfg, params
+  return ft_cfg, variables
 
 
 def float32_config(ft_cfg):
@@ -207,30 +217,31 @@ def float32_config(ft_cfg):
   return dataclasses.replace(ft_cfg, ctr=ctr, dtype=jnp.float32)
 
 
-def flax_probabilities(ft_cfg, params, batch) -> dict[str, np.ndarray]:
+def flax_probabilities(ft_cfg, variables, batch) -> dict[str, np.ndarray]:
   """σ of every logit of `FlipCtrModel` in float32, no dropout."""
   model = ft_lib.FlipCtrModel(float32_config(ft_cfg))
   keys = [k for k in ("ids", "input_ids", "attention_mask") if k in batch]
-  out = jax.jit(lambda p, b: model.apply({"params": p}, b))(
-      params, {k: jnp.asarray(batch[k]) for k in keys})
+  _params_of(variables)
+  out = jax.jit(lambda v, b: model.apply(v, b))(
+      dict(variables), {k: jnp.asarray(batch[k]) for k in keys})
   return {k: np.asarray(jax.nn.sigmoid(v)) for k, v in out.items()
           if k.endswith("logit")}
 
 
-def compare_export(folder, ft_cfg, params, batch) -> dict[str, float]:
+def compare_export(folder, ft_cfg, variables, batch) -> dict[str, float]:
   """Max |σ(logit)| differences between the export (torch) and Flax.
 
   Args:
     folder: an export folder.
     ft_cfg: the exported model's `FinetuneConfig`.
-    params: the exported params.
+    variables: the exported variables.
     batch: numpy inputs ('ids', 'input_ids', 'attention_mask' as the mode
       needs).
 
   Returns:
     {'prob': ..., 'ctr/prob' / 'txt/prob' where present, 'max': ...}.
   """
-  ours = flax_probabilities(ft_cfg, params, batch)
+  ours = flax_probabilities(ft_cfg, variables, batch)
   model = ctr_torch.FlipCtrTorch.from_pretrained(folder)
   with torch.no_grad():
     theirs = {k: torch.sigmoid(v).numpy() for k, v in model(batch).items()
@@ -277,7 +288,7 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
   Raises:
     RuntimeError: the check exceeds `CHECK_ATOL`.
   """
-  config, model, params, tokenizer, prepared = ft_train.load_finetuned(
+  config, model, variables, tokenizer, prepared = ft_train.load_finetuned(
       os.fspath(workdir))
   ft_cfg = model.config
   best_path = os.path.join(os.fspath(workdir), "results.json")
@@ -286,7 +297,7 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
   if os.path.exists(best_path):
     with open(best_path) as f:
       source["best_step"] = json.load(f).get("best_step")
-  folder = export_model(ft_cfg, params, out_dir, tokenizer=tokenizer,
+  folder = export_model(ft_cfg, variables, out_dir, tokenizer=tokenizer,
                         feature_map=prepared.feature_map,
                         max_length=(config.data.max_length
                                     if ft_cfg.mode != "id" else None),
@@ -299,7 +310,7 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
     splits = prepare.tokenize_dataset(prepared, tokenizer,
                                       config.data.max_length)
   batch = check_batch(ft_cfg.mode, splits, num_rows)
-  diffs = compare_export(folder, ft_cfg, params, batch)
+  diffs = compare_export(folder, ft_cfg, variables, batch)
   log.info("export check on %d test rows: %s", len(next(iter(batch.values()))),
            diffs)
   print(f"check: {len(next(iter(batch.values())))} test rows, max |p_torch -"

@@ -53,8 +53,6 @@ class FinetuneConfig:
       raise ValueError(f"mode {self.mode!r} needs a plm config")
     if self.alpha_param not in ("raw", "sigmoid"):
       raise ValueError(f"alpha_param {self.alpha_param!r}: raw|sigmoid")
-    if self.ctr is not None:
-      self.ctr.require_no_batch_norm("finetuning")
 
 
 def _scalar(init_value: float):

@@ -72,9 +72,6 @@ class FlipConfig:
   dtype: Any = jnp.float32       # compute dtype of the PLM and the heads
   plm_remat: bool = False
 
-  def __post_init__(self):
-    self.ctr.require_no_batch_norm("pretraining")
-
 
 def _dense(features, names, name, dtype, use_bias=True):
   """Linear layer initialised like torch.nn.Linear, with logical axes."""

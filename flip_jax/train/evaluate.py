@@ -25,11 +25,16 @@ def model_keys(mode: str) -> tuple[str, ...]:
   return {"id": CTR_KEYS, "plm": TEXT_KEYS, "joint": CTR_KEYS + TEXT_KEYS}[mode]
 
 
-def make_predict_fn(model: nn.Module, mesh, rules, param_shardings) -> Callable:
-  """jit(params, batch) -> dict of probabilities (``prob``, per branch)."""
+def make_predict_fn(model: nn.Module, mesh, rules,
+                    variable_shardings) -> Callable:
+  """jit(variables, batch) -> dict of probabilities (``prob``, per branch).
 
-  def predict(params, batch):
-    out = model.apply({"params": params}, batch, deterministic=True)
+  ``variables`` is ``{'params': ..., **model_state}`` (BatchNorm layers use
+  their running statistics); ``variable_shardings`` its shardings or None.
+  """
+
+  def predict(variables, batch):
+    out = model.apply(variables, batch, deterministic=True)
     probs = {"prob": jax.nn.sigmoid(out["logit"])}
     for k in ("ctr/logit", "txt/logit"):
       if k in out and "alpha" in out:
@@ -37,10 +42,10 @@ def make_predict_fn(model: nn.Module, mesh, rules, param_shardings) -> Callable:
     return probs
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    return jax.jit(predict, in_shardings=(param_shardings, None))
+    return jax.jit(predict, in_shardings=(variable_shardings, None))
 
 
-def predict_split(predict_fn, params, columns, *, keys, batch_size: int, mesh,
+def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh,
                   rules) -> dict[str, np.ndarray]:
   """Scores every row of a split; returns host arrays in row order."""
   outs: dict[str, list[np.ndarray]] = {}
@@ -50,7 +55,7 @@ def predict_split(predict_fn, params, columns, *, keys, batch_size: int, mesh,
     for local in pipeline.eval_batches(columns, global_batch_size=batch_size):
       batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules,
                                     shardings)
-      pred = predict_fn(params, batch)
+      pred = predict_fn(variables, batch)
       extra = {"label": local["label"], "weight": local["weight"],
                "row_id": local["row_id"]}
       if jax.process_count() > 1:
@@ -79,9 +84,9 @@ def ctr_metrics(pred: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
   return out
 
 
-def evaluate(predict_fn, params, columns, *, keys, batch_size, mesh, rules,
+def evaluate(predict_fn, variables, columns, *, keys, batch_size, mesh, rules,
              prefix: str) -> dict[str, float]:
-  pred = predict_split(predict_fn, params, columns, keys=keys,
+  pred = predict_split(predict_fn, variables, columns, keys=keys,
                        batch_size=batch_size, mesh=mesh, rules=rules)
   return ctr_metrics(pred, prefix)
 

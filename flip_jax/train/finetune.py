@@ -59,15 +59,20 @@ def resolve_model_config(config) -> mlc.ConfigDict:
   return mlc.ConfigDict(pre)
 
 
-def data_loss(params, batch, rngs, *, model, cfg, norm=None):
+def data_loss(params, model_state, batch, rngs, *, model, cfg, norm=None):
   """BCE of the prediction (+ both branches' BCE for joint), and metrics.
 
   norm=None: the configured reduction over ``batch``. Otherwise ``batch`` is
   one micro-batch and the result is its share of the global batch's loss:
   the sum over its rows divided by ``norm`` (``bce_norm`` of the global
   batch).
+
+  Returns:
+    (loss, (metrics, updated model_state)); ``model_state`` holds a
+    BatchNorm backbone's statistics ({} otherwise).
   """
-  out = model.apply({"params": params}, batch, deterministic=False, rngs=rngs)
+  out, model_state = state_lib.apply_train(
+      model, params, model_state, batch, deterministic=False, rngs=rngs)
   y, w = batch["label"], batch["weight"]
   red = cfg.loss_reduction if norm is None else "sum"
   scale = 1.0 if norm is None else 1.0 / norm
@@ -79,7 +84,7 @@ def data_loss(params, batch, rngs, *, model, cfg, norm=None):
                                             reduction=red))
     total = total + cfg.aux_weight * aux
     metrics["alpha"] = out["alpha"]
-  return total, metrics
+  return total, (metrics, model_state)
 
 
 def bce_norm(batch, cfg) -> jax.Array:
@@ -89,10 +94,12 @@ def bce_norm(batch, cfg) -> jax.Array:
   return losses.weight_denominator(batch["weight"])
 
 
-def loss_fn(params, batch, rngs, *, model, cfg):
+def loss_fn(params, model_state, batch, rngs, *, model, cfg):
   """BCE (mix + branches for joint) + explicit L2 on the tables."""
-  total, metrics = data_loss(params, batch, rngs, model=model, cfg=cfg)
-  return _add_l2(params, total, metrics, cfg)
+  total, (metrics, model_state) = data_loss(params, model_state, batch, rngs,
+                                            model=model, cfg=cfg)
+  total, metrics = _add_l2(params, total, metrics, cfg)
+  return total, (metrics, model_state)
 
 
 def _add_l2(params, total, metrics, cfg):
@@ -104,21 +111,29 @@ def _add_l2(params, total, metrics, cfg):
   return total, metrics
 
 
-def micro_batched_grads(params, batch, rngs, *, model, cfg, num: int):
-  """Loss metrics and grads of the global batch, over `num` micro-batches."""
+def micro_batched_grads(params, batch, rngs, *, model, cfg, num: int,
+                        model_state=None):
+  """Loss metrics and grads of the global batch, over `num` micro-batches.
+
+  Returns (metrics, grads, model_state); BatchNorm statistics are updated
+  micro-batch after micro-batch (each normalised with its own statistics).
+  """
   norm = bce_norm(batch, cfg)
 
-  def chunk(p, mb, i):
+  def chunk(p, ms, mb, i):
     r = {k: jax.random.fold_in(v, i) for k, v in rngs.items()}
-    total, metrics = data_loss(p, mb, r, model=model, cfg=cfg, norm=norm)
+    total, (metrics, ms) = data_loss(p, ms, mb, r, model=model, cfg=cfg,
+                                     norm=norm)
     metrics.pop("alpha", None)  # a parameter: read once below
     metrics["data_loss"] = total
-    return total, metrics
+    return total, (metrics, ms)
 
-  metrics, grads = microbatch.accumulate(chunk, params,
-                                         microbatch.split(batch, num), num)
+  metrics, grads, model_state = microbatch.accumulate(
+      chunk, params, microbatch.split(batch, num), num,
+      state=model_state or {})
   if cfg.mode == "joint":
-    metrics["alpha"] = model.apply({"params": params}, method="alpha")
+    metrics["alpha"] = model.apply(state_lib.variables(params, model_state),
+                                   method="alpha")
   if cfg.l2 > 0:
     (_, m2), g2 = jax.value_and_grad(
         lambda p: _add_l2(p, jnp.zeros((), jnp.float32), {}, cfg),
@@ -126,25 +141,52 @@ def micro_batched_grads(params, batch, rngs, *, model, cfg, num: int):
     grads = jax.tree.map(jnp.add, grads, g2)
     metrics.update(m2)
   metrics["loss"] = metrics.pop("data_loss") + metrics.get("l2", 0.0)
-  return metrics, grads
+  return metrics, grads, model_state
 
 
 def train_step(state, batch, *, model, tx, cfg, micro_batches: int = 1):
   rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
   if micro_batches > 1:
-    metrics, grads = micro_batched_grads(state.params, batch, rngs,
-                                         model=model, cfg=cfg,
-                                         num=micro_batches)
+    metrics, grads, model_state = micro_batched_grads(
+        state.params, batch, rngs, model=model, cfg=cfg, num=micro_batches,
+        model_state=state.model_state)
   else:
     grad_fn = jax.value_and_grad(
         functools.partial(loss_fn, model=model, cfg=cfg), has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, batch, rngs)
+    (_, (metrics, model_state)), grads = grad_fn(
+        state.params, state.model_state, batch, rngs)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {f"train/{k}": v for k, v in metrics.items()}
   metrics["train/grad_norm"] = optax.global_norm(grads)
   return state.replace(step=state.step + 1, params=params,
-                       opt_state=opt_state), metrics
+                       opt_state=opt_state, model_state=model_state), metrics
+
+
+def _init_from(ckpt_cfg, params, model_state, shardings):
+  """Params (and BatchNorm statistics) from a pretraining run (rule 2).
+
+  Both are merged into the fresh ones with the same keep / drop regexes, so
+  a backbone's statistics travel with its weights.
+  """
+  step = None if ckpt_cfg.init_step < 0 else ckpt_cfg.init_step
+  regexes = dict(keep=list(ckpt_cfg.keep_regex), drop=list(ckpt_cfg.drop_regex),
+                 allow_missing=list(ckpt_cfg.allow_missing_regex))
+  merged = checkpoint.merge_init(
+      jax.device_get(params),
+      checkpoint.restore_params(ckpt_cfg.init_from, step=step), **regexes)
+  for top in merged:
+    params = setup.put_subtree(params, (top,), merged[top], shardings.params)
+  if model_state:
+    loaded = checkpoint.restore_model_state(ckpt_cfg.init_from, step=step)
+    for name in model_state:
+      merged = checkpoint.merge_init(jax.device_get(model_state[name]),
+                                     loaded.get(name, {}), **regexes)
+      for top in merged:
+        model_state = dict(model_state, **{name: setup.put_subtree(
+            model_state[name], (top,), merged[top],
+            shardings.model_state[name])})
+  return params, model_state
 
 
 def _load_tracker(workdir, step):
@@ -234,14 +276,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   example = {k: np.asarray(v[:n_dummy]) for k, v in splits["train"].items()
              if k in keys}
 
-  def init_params(rng):
-    return model.init({"params": rng, "dropout": rng}, example)["params"]
+  def init_variables(rng):
+    return model.init({"params": rng, "dropout": rng}, example)
 
   # ------------------------------------------------------------------ state
   tx = optim.build_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
   init = setup.sharded_state_init(
-      init_params, lambda p, r: state_lib.create_train_state(p, tx, r),
+      init_variables,
+      lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
       tx, mesh, rules)
 
   # ---------------------------------------------------------------- restore
@@ -262,24 +305,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state = init.init(jax.random.PRNGKey(config.seed))
-    params = state.params
+    params, model_state = state.params, state.model_state
     if config.ckpt.init_from:
       init_rule = f"init_from {config.ckpt.init_from}"
-      loaded = checkpoint.restore_params(
-          config.ckpt.init_from,
-          step=None if config.ckpt.init_step < 0 else config.ckpt.init_step)
-      merged = checkpoint.merge_init(
-          jax.device_get(params), loaded, keep=list(config.ckpt.keep_regex),
-          drop=list(config.ckpt.drop_regex),
-          allow_missing=list(config.ckpt.allow_missing_regex))
-      for top in merged:
-        params = setup.put_subtree(params, (top,), merged[top],
-                                   init.shardings.params)
+      params, model_state = _init_from(config.ckpt, params, model_state,
+                                       init.shardings)
     elif uses_text:
       init_rule = f"scratch; PLM from public weights {model_cfg.plm.name}"
       params = setup.put_subtree(params, ("plm",), plm_params,
                                  init.shardings.params)
-    state = state.replace(params=params)
+    state = state.replace(params=params, model_state=model_state)
   logging.info("init rule: %s", init_rule)
   if is_main:
     log_lib.log_startup(config, mesh, state.params)
@@ -298,7 +333,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         in_shardings=(init.shardings, batch_sh),
         out_shardings=(init.shardings, sharding.replicated(mesh)),
         donate_argnums=0)
-  predict_fn = eval_lib.make_predict_fn(model, mesh, rules, init.shardings.params)
+  predict_fn = eval_lib.make_predict_fn(
+      model, mesh, rules, state_lib.variables(init.shardings.params,
+                                              init.shardings.model_state))
   evaluate = functools.partial(
       eval_lib.evaluate, predict_fn, keys=keys, batch_size=cfg.eval_batch_size,
       mesh=mesh, rules=rules)
@@ -332,11 +369,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
           scalars["examples_per_sec"] = (step - step_last) * bs / (now - t_last)
         t_last, step_last = now, step
         if is_eval:
-          scalars.update(evaluate(state.params, splits["valid"], prefix="valid"))
+          scalars.update(evaluate(state.variables, splits["valid"],
+                                  prefix="valid"))
           if scalars["valid/auc"] > tracker["best_auc"]:
             tracker.update(best_auc=scalars["valid/auc"], best_step=step,
                            bad_evals=0)
-            best_ckpt.save(step, {"params": state.params}, force=True)
+            best_ckpt.save(step, state.variables, force=True)
           else:
             tracker["bad_evals"] += 1
             if tracker["bad_evals"] >= cfg.patience:
@@ -355,8 +393,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # -------------------------------------------------- best params, test once
   ckpt.wait_until_finished()
   best_step = tracker["best_step"]
-  abstract = {"params": init.abstract.params}
-  best = best_ckpt.restore(best_ckpt.latest_step(), abstract)["params"]
+  best = best_ckpt.restore(best_ckpt.latest_step(), state_lib.variables(
+      init.abstract.params, init.abstract.model_state))
   results = {"init_from": config.ckpt.init_from, "init_rule": init_rule,
              "mode": cfg.mode, "best_step": best_step,
              "device": jax.devices()[0].device_kind,
@@ -364,7 +402,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results.update(evaluate(best, splits["valid"], prefix="valid"))
   results.update(evaluate(best, splits["test"], prefix="test"))
   if cfg.mode == "joint":
-    results["alpha"] = float(jax.device_get(best["alpha"]))
+    results["alpha"] = float(jax.device_get(best["params"]["alpha"]))
   results["examples_per_sec"] = _throughput(workdir)
   results["compile_sec"] = compile_s
   if is_main:
@@ -397,7 +435,8 @@ def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
     data_overrides: data config fields to replace (e.g. dataset, data_dir).
 
   Returns:
-    (config, model, params (host numpy tree), tokenizer or None, prepared).
+    (config, model, variables (host numpy ``{'params': ...}``, plus
+    ``batch_stats`` for a BatchNorm backbone), tokenizer or None, prepared).
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -432,6 +471,6 @@ def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
   step = best_ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
-  params = checkpoint.restore_params(best_dir, step=step)
+  variables = checkpoint.restore_variables(best_dir, step=step)
   best_ckpt.close()
-  return config, model, params, tokenizer, prepared
+  return config, model, variables, tokenizer, prepared

@@ -53,32 +53,39 @@ def merge(tree: Any) -> Any:
   return jax.tree.map(f, tree)
 
 
-def accumulate(loss_fn: Callable[..., tuple[jax.Array, dict]], params: Any,
-               xs: Any, num: int) -> tuple[dict, Any]:
+def accumulate(loss_fn: Callable[..., tuple[jax.Array, Any]], params: Any,
+               xs: Any, num: int, state: Any = None
+               ) -> tuple[dict, Any, Any]:
   """Sums value, aux and grads of ``loss_fn`` over micro-batches.
 
   Args:
-    loss_fn: (params, x_i, i) -> (scalar, aux dict of arrays); x_i is the
-      i-th slice of ``xs`` along its leading axis.
+    loss_fn: (params, state, x_i, i) -> (scalar, (aux dict of arrays, new
+      state)); x_i is the i-th slice of ``xs`` along its leading axis.
+      ``state`` (BatchNorm statistics, or None) is threaded through the
+      micro-batches in order, as consecutive steps would update it.
     params: differentiated argument.
     xs: pytree whose leaves have a leading axis of size ``num``.
     num: number of micro-batches.
+    state: the initial non-differentiated state.
 
   Returns:
-    (aux summed over micro-batches, grads summed over micro-batches).
+    (aux summed over micro-batches, grads summed over micro-batches, state
+    after the last micro-batch).
   """
   grad_fn = jax.grad(loss_fn, has_aux=True)
 
   def body(carry, x):
-    g_acc, a_acc = carry
+    g_acc, a_acc, st = carry
     xi, i = x
-    g, aux = grad_fn(params, shard_rows(xi), i)
+    g, (aux, st) = grad_fn(params, st, shard_rows(xi), i)
     return (jax.tree.map(jnp.add, g_acc, g),
-            jax.tree.map(jnp.add, a_acc, aux)), None
+            jax.tree.map(jnp.add, a_acc, aux), st), None
 
   x0 = jax.tree.map(lambda a: a[0], xs)
-  aux_shape = jax.eval_shape(lambda p, x: loss_fn(p, x, 0)[1], params, x0)
+  aux_shape = jax.eval_shape(lambda p, s, x: loss_fn(p, s, x, 0)[1][0],
+                             params, state, x0)
   init = (jax.tree.map(jnp.zeros_like, params),
-          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
-  (grads, aux), _ = jax.lax.scan(body, init, (xs, jnp.arange(num)))
-  return aux, grads
+          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape),
+          state)
+  (grads, aux, state), _ = jax.lax.scan(body, init, (xs, jnp.arange(num)))
+  return aux, grads, state

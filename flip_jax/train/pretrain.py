@@ -150,15 +150,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   example = {k: v for k, v in dummy_batch(
       columns, n_dummy, **mask_kwargs).items() if k in steps.PRETRAIN_KEYS}
 
-  def init_params(rng):
+  def init_variables(rng):
     return model.init({"params": rng, "dropout": rng, "noise": rng}, example,
-                      consts)["params"]
+                      consts)
 
   # ------------------------------------------------------------------ state
   tx = optim.build_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
   init = setup.sharded_state_init(
-      init_params, lambda p, r: state_lib.create_train_state(p, tx, r),
+      init_variables,
+      lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
       tx, mesh, rules)
 
   lr_schedule = optim.make_schedule(

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import sharding
 from flip_jax.models import ctr as ctr_lib
+from flip_jax.train import state as state_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
@@ -118,16 +119,18 @@ class ShardedInit:
   init: Callable[[jax.Array], Any]
 
 
-def sharded_state_init(init_params: Callable[[jax.Array], Any],
-                       make_state: Callable[[Any, jax.Array], Any],
+def sharded_state_init(init_variables: Callable[[jax.Array], Any],
+                       make_state: Callable[[Any, Any, jax.Array], Any],
                        tx: optax.GradientTransformation, mesh, rules
                        ) -> ShardedInit:
   """Derives state shardings once from the params' logical axis names.
 
   Args:
-    init_params: rng -> boxed params (``model.init(...)['params']``).
-    make_state: (unboxed params, rng) -> train state pytree whose
-      ``params`` / ``opt_state`` fields hold the params and ``tx.init``.
+    init_variables: rng -> boxed variables (``model.init(...)``): ``params``
+      and any other collections (BatchNorm's ``batch_stats``).
+    make_state: (unboxed params, the other collections, rng) -> train state
+      pytree whose ``params`` / ``opt_state`` fields hold the params and
+      ``tx.init``; the other collections (``model_state``) are replicated.
     tx: the optimizer (to map param shardings onto its state).
     mesh: device mesh.
     rules: logical axis rules.
@@ -136,24 +139,25 @@ def sharded_state_init(init_params: Callable[[jax.Array], Any],
     ShardedInit with the abstract state (ShapeDtypeStructs carrying the
     shardings, usable as an orbax restore target) and a jitted init.
   """
+  def _state(rng):
+    params, rest = state_lib.split_variables(
+        nn.meta.unbox(init_variables(rng)))
+    return make_state(params, rest, rng)
+
   rng0 = jax.random.PRNGKey(0)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    boxed = jax.eval_shape(init_params, rng0)
+    boxed = jax.eval_shape(init_variables, rng0)["params"]
     param_sh = sharding.logical_to_sharding(boxed, mesh, rules)
     abs_params = strip_boxes(boxed)
     param_sh = sharding.with_divisible_fallback(param_sh, abs_params, mesh)
-    abs_state = jax.eval_shape(lambda r: make_state(
-        nn.meta.unbox(init_params(r)), r), rng0)
+    abs_state = jax.eval_shape(_state, rng0)
   repl = NamedSharding(mesh, P())
   opt_sh = opt_state_shardings(abs_state.opt_state, abs_params, param_sh, repl)
   state_sh = jax.tree.map(lambda _: repl, abs_state)
   state_sh = state_sh.replace(params=param_sh, opt_state=opt_sh)
 
-  def _init(rng):
-    return make_state(nn.meta.unbox(init_params(rng)), rng)
-
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    init = jax.jit(_init, out_shardings=state_sh)
+    init = jax.jit(_state, out_shardings=state_sh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abs_state, state_sh)

@@ -8,6 +8,9 @@ shardings, donated, and saved/restored by orbax as a unit. Its array fields:
   opt_state  the optax state of `tx`.
   rng        raw uint32 PRNG key data (``jax.random.key_data``), so orbax
              saves it as an ordinary array; `step_key` re-wraps it.
+  model_state  the model's non-param variable collections, e.g.
+             ``{'batch_stats': ...}`` of a BatchNorm backbone; ``{}`` for
+             models without any. Updated by the train step, not by `tx`.
 
 `tx` is a static (non-pytree) field: it is part of the tree definition and
 never saved; a restore target is built with the same `tx`.
@@ -29,6 +32,12 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
   rng: jax.Array
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  model_state: Any = struct.field(default_factory=dict)
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """``{'params': ..., **model_state}``: what ``model.apply`` takes."""
+    return variables(self.params, self.model_state)
 
   def apply_gradients(self, grads) -> "TrainState":
     """Same as the module-level `apply_gradients`."""
@@ -47,19 +56,47 @@ def raw_key(rng) -> jax.Array:
 
 
 def create_train_state(params, tx: optax.GradientTransformation,
-                       rng) -> TrainState:
+                       rng, model_state: dict[str, Any] | None = None
+                       ) -> TrainState:
   """A fresh state at step 0.
 
   Args:
     params: model params pytree.
     tx: the optimiser (e.g. from `flip_jax.optim.build_optimizer`).
     rng: base PRNG key (typed key or raw uint32 data; stored raw).
+    model_state: non-param collections (``{'batch_stats': ...}``), if any.
 
   Returns:
     TrainState with ``opt_state = tx.init(params)``.
   """
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=raw_key(rng), tx=tx)
+                    opt_state=tx.init(params), rng=raw_key(rng), tx=tx,
+                    model_state=dict(model_state or {}))
+
+
+def split_variables(variables) -> tuple[Any, dict[str, Any]]:
+  """``model.init`` output -> (params, the other collections)."""
+  variables = dict(variables)
+  return variables.pop("params"), variables
+
+
+def variables(params, model_state) -> dict[str, Any]:
+  """(params, model_state) -> the variables dict ``model.apply`` takes."""
+  return {"params": params, **(model_state or {})}
+
+
+def apply_train(model, params, model_state, *args, **kwargs):
+  """``model.apply`` in training mode; returns (output, new model_state).
+
+  The non-param collections (BatchNorm's ``batch_stats``) are mutable and
+  their updates returned; a model without any is applied as usual and
+  ``model_state`` comes back unchanged.
+  """
+  if not model_state:
+    return model.apply({"params": params}, *args, **kwargs), model_state
+  out, new = model.apply(variables(params, model_state), *args,
+                         mutable=list(model_state), **kwargs)
+  return out, dict(new)
 
 
 def apply_gradients(state: TrainState, grads) -> TrainState:

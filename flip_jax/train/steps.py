@@ -11,6 +11,7 @@ import optax
 from flip_jax import losses
 from flip_jax.models import flip as flip_lib
 from flip_jax.train import microbatch
+from flip_jax.train import state as state_lib
 
 # Batch keys the pretraining model reads; everything else stays on the host.
 PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
@@ -30,7 +31,9 @@ def pretrain_step(state, batch, consts, *, model,
   """One FLIP pretraining step: the three losses, grads and the update.
 
   Args:
-    state: TrainState (step, params, opt_state, rng).
+    state: TrainState (step, params, opt_state, rng, model_state). A
+      BatchNorm backbone's statistics (``model_state``) are updated by its
+      training-mode passes, as in PyTorch.
     batch: global batch (PRETRAIN_KEYS).
     consts: model constants (``log_q`` ...).
     model: FlipPretrainModel.
@@ -44,25 +47,29 @@ def pretrain_step(state, batch, consts, *, model,
   """
   rngs = step_rngs(state.rng, state.step)
   if micro_batches > 1:
-    out, grads = micro_batched_grads(state.params, batch, consts, rngs,
-                                     model=model, num=micro_batches)
+    out, grads, model_state = micro_batched_grads(
+        state.params, batch, consts, rngs, model=model, num=micro_batches,
+        model_state=state.model_state)
   else:
     def loss_fn(params):
-      out = model.apply({"params": params}, batch, consts, deterministic=False,
-                        rngs=rngs)
-      return out["loss"], out
+      out, model_state = state_lib.apply_train(
+          model, params, state.model_state, batch, consts,
+          deterministic=False, rngs=rngs)
+      return out["loss"], (out, model_state)
 
-    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (out, model_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {f"train/{k}": v for k, v in out.items()}
   metrics["train/grad_norm"] = optax.global_norm(grads)
   new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state)
+                            opt_state=opt_state, model_state=model_state)
   return new_state, metrics
 
 
-def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
+def micro_batched_grads(params, batch, consts, rngs, *, model, num: int,
+                        model_state=None):
   """The pretraining loss's metrics and grads, accumulated over micro-batches.
 
   MTM and MLM are sums over examples and split exactly (each micro-batch
@@ -75,8 +82,15 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
   Step (3) draws the same dropout keys as (1), so the gradient equals the
   global batch's; the price is one more forward of the unmasked pass.
 
+  A BatchNorm backbone normalises each micro-batch with its own statistics
+  (as gradient accumulation does in PyTorch), so its gradient is not the
+  whole batch's; (1) and (3) see the same micro-batch and agree. Its
+  running statistics (``model_state``) are updated by (3) only, micro-batch
+  after micro-batch.
+
   Returns:
-    (metrics dict as ``FlipPretrainModel.__call__`` returns it, grads).
+    (metrics dict as ``FlipPretrainModel.__call__`` returns it, grads, the
+    updated ``model_state``).
   """
   cfg = model.config
   micro = microbatch.split(batch, num)
@@ -89,9 +103,9 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
   if cfg.icl_enabled:
     def views(x):
       mb, i = x
-      return model.apply({"params": params}, microbatch.shard_rows(mb),
-                         deterministic=False,
-                         rngs=rngs_of(i), method=model.icl_views)
+      return state_lib.apply_train(
+          model, params, model_state, microbatch.shard_rows(mb),
+          deterministic=False, rngs=rngs_of(i), method=model.icl_views)[0]
 
     z_r, z_t = microbatch.merge(jax.lax.map(views, (micro, jnp.arange(num))))
 
@@ -108,18 +122,20 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int):
     metrics = {"icl_loss": icl, "icl_acc": losses.icl_accuracy(logits)}
   norms = flip_lib.loss_norms(batch, cfg)
 
-  def chunk_loss(p, x, i):
+  def chunk_loss(p, ms, x, i):
     mb, c = x
-    out = model.apply({"params": p}, mb, consts, deterministic=False,
-                      rngs=rngs_of(i), icl_cotangents=c, norms=norms)
+    out, ms = state_lib.apply_train(
+        model, p, ms, mb, consts, deterministic=False, rngs=rngs_of(i),
+        icl_cotangents=c, norms=norms)
     # out["loss"] = MTM and MLM shares + the ICL views . cached gradient.
-    return out.pop("loss"), out
+    return out.pop("loss"), (out, ms)
 
-  aux, grads = microbatch.accumulate(chunk_loss, params, (micro, cot), num)
+  aux, grads, model_state = microbatch.accumulate(
+      chunk_loss, params, (micro, cot), num, state=model_state or {})
   metrics.update(aux)
   metrics["loss"] = sum(getattr(cfg, f"{k}_weight") * metrics[f"{k}_loss"]
                         for k in ("icl", "mtm", "mlm") if f"{k}_loss" in metrics)
-  return metrics, grads
+  return metrics, grads, model_state
 
 
 def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:

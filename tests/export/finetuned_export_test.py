@@ -3,7 +3,8 @@
 A tiny `FlipCtrModel` with random weights (α = 0.3 so both branches matter)
 is exported with `export_model`, reloaded with `FlipCtrTorch.from_pretrained`
 and must give Flax's probabilities within 1e-5 on a padded batch; the
-exported tensors map back to bit-identical Flax params.
+exported tensors map back to bit-identical Flax variables (BatchNorm running
+statistics included).
 """
 import contextlib
 import dataclasses
@@ -56,26 +57,34 @@ def _batch(tokenizer, seed=0):
           "attention_mask": enc["attention_mask"].astype(np.int64)}
 
 
-def _model(mode, plm_config, name="dcnv2", alpha_param="raw"):
+def _model(mode, plm_config, name="dcnv2", alpha_param="raw", **ctr_kw):
   ctr_cfg = None
   if mode != "plm":
     ctr_cfg = ctr.CTRConfig(name=name, num_features=N, num_fields=F,
                             embed_dim=8, dnn_hidden=(16, 8), low_rank=4,
-                            num_experts=2)
+                            num_experts=2, **ctr_kw)
   return ft_lib.FinetuneConfig(mode=mode, ctr=ctr_cfg,
                                plm=plm_config if mode != "id" else None,
                                alpha_param=alpha_param)
 
 
-def _random_params(ft_cfg, batch, plm_params, seed=0):
+def _random_variables(ft_cfg, batch, plm_params, seed=0):
+  """{'params': ..., ['batch_stats': ...]} with weights and statistics far
+  from their initial values."""
   model = ft_lib.FlipCtrModel(ft_cfg)
   keys = {"id": ("ids",), "plm": ("input_ids", "attention_mask")}.get(
       ft_cfg.mode, ("ids", "input_ids", "attention_mask"))
-  params = nn.meta.unbox(model.init(
-      jax.random.key(seed), {k: jnp.asarray(batch[k]) for k in keys}
-  )["params"])
-  params = jax.tree_util.tree_map(np.asarray, dict(params))
+  variables = jax.tree_util.tree_map(np.asarray, dict(nn.meta.unbox(
+      model.init(jax.random.key(seed),
+                 {k: jnp.asarray(batch[k]) for k in keys}))))
+  params = dict(variables.pop("params"))
   rng = np.random.default_rng(seed)
+  if "batch_stats" in variables:     # running mean / var of BatchNorm
+    variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+        lambda path, x: (np.exp(0.3 * rng.standard_normal(x.shape))
+                         if path[-1].key == "var"
+                         else 0.2 * rng.standard_normal(x.shape)
+                         ).astype(np.float32), variables["batch_stats"])
   if "ctr" in params:                 # the tables are ~1e-4 at init
     params["ctr"] = jax.tree_util.tree_map(
         lambda x: (0.3 * rng.standard_normal(x.shape)).astype(np.float32),
@@ -89,15 +98,19 @@ def _random_params(ft_cfg, batch, plm_params, seed=0):
   if "alpha" in params:
     params["alpha"] = np.float32(0.3)
     params["out_bias"] = np.float32(0.05)
-  return params
+  return {"params": params, **variables}
 
 
-@pytest.mark.parametrize("mode", ["joint", "id", "plm"])
-def test_export_reload_matches_flax(mode, tiny_plm, tmp_path):
+@pytest.mark.parametrize("mode,ctr_kw", [
+    ("joint", {}), ("id", {}), ("plm", {}),
+    ("id", {"dnn_use_bn": True}),                  # BatchNorm statistics
+    ("joint", {"name": "afn", "afn_ltl_hidden": 6})])  # AFN's own BatchNorm
+def test_export_reload_matches_flax(mode, ctr_kw, tiny_plm, tmp_path):
   plm_config, plm_params, tokenizer = tiny_plm
-  ft_cfg = _model(mode, plm_config)
+  ft_cfg = _model(mode, plm_config, **ctr_kw)
   batch = _batch(tokenizer)
-  params = _random_params(ft_cfg, batch, plm_params)
+  params = _random_variables(ft_cfg, batch, plm_params)
+  assert ("batch_stats" in params) == bool(ctr_kw)
   folder = finetuned.export_model(ft_cfg, params, tmp_path / "export",
                                   tokenizer=tokenizer, max_length=24,
                                   source={"test": mode})
@@ -139,7 +152,7 @@ def test_sigmoid_alpha_and_other_backbone(tiny_plm, tmp_path):
   plm_config, plm_params, tokenizer = tiny_plm
   ft_cfg = _model("joint", plm_config, name="autoint", alpha_param="sigmoid")
   batch = _batch(tokenizer, seed=1)
-  params = _random_params(ft_cfg, batch, plm_params, seed=1)
+  params = _random_variables(ft_cfg, batch, plm_params, seed=1)
   folder = finetuned.export_model(ft_cfg, params, tmp_path / "x")
   meta = json.loads((folder / ctr_torch.EXPORT_CONFIG).read_text())
   assert meta["alpha"] == pytest.approx(1 / (1 + np.exp(-0.3)))
@@ -155,7 +168,7 @@ def test_bfloat16_run_is_checked_against_its_float32_computation(
       ft_cfg, ctr=dataclasses.replace(ft_cfg.ctr, dtype="bfloat16"),
       dtype=jnp.bfloat16)
   batch = _batch(tokenizer, seed=2)
-  params = _random_params(ft_cfg, batch, plm_params, seed=2)
+  params = _random_variables(ft_cfg, batch, plm_params, seed=2)
   folder = finetuned.export_model(ft_cfg, params, tmp_path / "bf16")
   assert finetuned.float32_config(ft_cfg).ctr.dtype == "float32"
   assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
@@ -164,14 +177,14 @@ def test_bfloat16_run_is_checked_against_its_float32_computation(
 def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
   plm_config, plm_params, tokenizer = tiny_plm
   ft_cfg = _model("id", plm_config)
-  params = _random_params(ft_cfg, _batch(tokenizer), plm_params)
+  params = _random_variables(ft_cfg, _batch(tokenizer), plm_params)
   out = tmp_path / "export"
   out.mkdir()
   (out / "stale.txt").write_text("old")
   finetuned.export_model(ft_cfg, params, out)
   assert not (out / "stale.txt").exists()
-  bad = dict(params)
-  del bad["ctr_bias"]
+  bad = {"params": dict(params["params"])}
+  del bad["params"]["ctr_bias"]
   with pytest.raises(KeyError, match="ctr_bias"):
     finetuned.export_model(ft_cfg, bad, out)
   # The failed export left the previous folder intact and no temp dirs.

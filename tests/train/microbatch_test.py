@@ -64,7 +64,7 @@ def test_micro_batched_equals_whole_batch_without_dropout(num, form):
   c = fst.consts()
   rngs = {"dropout": jax.random.PRNGKey(1), "noise": jax.random.PRNGKey(2)}
   out1, g1 = _whole_batch(model, params, batch, c, rngs)
-  outm, gm = jax.jit(functools.partial(
+  outm, gm, _ = jax.jit(functools.partial(
       steps.micro_batched_grads, model=model, num=num))(params, batch, c, rngs)
   _assert_close(out1, g1, outm, gm, ("loss", "icl_loss", "icl_acc", "mtm_loss",
                                      "mtm_acc", "mlm_loss", "mlm_masked_tokens"))
@@ -81,8 +81,8 @@ def test_cached_views_draw_the_same_dropout_as_the_rerun():
   rngs = {"dropout": jax.random.PRNGKey(1), "noise": jax.random.PRNGKey(2)}
   folded = {k: jax.random.fold_in(v, 0) for k, v in rngs.items()}
   out1, g1 = _whole_batch(model, params, batch, c, folded)
-  outm, gm = steps.micro_batched_grads(params, batch, c, rngs, model=model,
-                                       num=1)
+  outm, gm, _ = steps.micro_batched_grads(params, batch, c, rngs,
+                                          model=model, num=1)
   _assert_close(out1, g1, outm, gm, ("loss", "icl_loss", "mtm_loss",
                                      "mlm_loss"))
 
@@ -127,11 +127,11 @@ def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
                          "aux_weight": 1.0, "l2": l2,
                          "l2_regex": [r"^ctr/embedding/"]})
   rngs = {"dropout": jax.random.PRNGKey(3)}
-  (_, m1), g1 = jax.value_and_grad(functools.partial(
+  (_, (m1, _)), g1 = jax.value_and_grad(functools.partial(
       finetune.loss_fn, model=model, cfg=fcfg), has_aux=True)(
-          params, batch, rngs)
-  m4, g4 = finetune.micro_batched_grads(params, batch, rngs, model=model,
-                                        cfg=fcfg, num=4)
+          params, {}, batch, rngs)
+  m4, g4, _ = finetune.micro_batched_grads(params, batch, rngs, model=model,
+                                           cfg=fcfg, num=4)
   assert set(m1) == set(m4)
   _assert_close(m1, g1, m4, g4, sorted(m1))
 

@@ -79,16 +79,6 @@ class CTRConfig:
     """Whether the model keeps a 'batch_stats' collection."""
     return self.dnn_use_bn or (self.name == "afn" and self.afn_use_bn)
 
-  def require_no_batch_norm(self, where: str) -> None:
-    """Raises a clear error where BatchNorm statistics are not carried."""
-    if self.uses_batch_norm:
-      raise ValueError(
-          f"{where}: model.ctr {self.name!r} uses BatchNorm (dnn_use_bn="
-          f"{self.dnn_use_bn}, afn_use_bn={self.afn_use_bn}), whose running "
-          "statistics FLIP pretraining and finetuning do not carry yet; set "
-          "model.ctr.dnn_use_bn=False and model.ctr.afn_use_bn=False "
-          "(experiments.train_ctr trains BatchNorm models from scratch)")
-
   def __post_init__(self):
     for key in ("dnn_hidden", "cin_layers"):
       object.__setattr__(self, key, tuple(int(h) for h in getattr(self, key)))
