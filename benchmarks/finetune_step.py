@@ -3,6 +3,7 @@ r"""Joint (FLIP) finetuning step throughput: DCNv2 + MiniLM-L6.
   python -m benchmarks.finetune_step                  # joint, batch 128, L 100
   python -m benchmarks.finetune_step --modes=id,plm,joint --runs=3
   python -m benchmarks.finetune_step --modes=joint,joint/mb4   # 4 micro-batches
+  python -m benchmarks.finetune_step --modes=joint,joint@rbg   # PRNG impl A/B
 
 One jitted step of flip_jax.train.finetune (BCE of the mix + both branches +
 L2, AdamW with a PLM parameter group, donated state) on a random batch of
@@ -41,6 +42,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   from experiments.configs import flip_finetune
   # pylint: enable=g-import-not-at-top
   name = mode
+  impl = step_timing.rng_impl(mode)
   mode, micro_batches = step_timing.variant(mode)
   cfg = flip_finetune.get_config(f"mode={mode},preset=full")
   num_fields, field_size = 8, 500
@@ -61,7 +63,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
        "attention_mask": attn,
        "label": rs.randint(0, 2, batch).astype(np.float32),
        "weight": np.ones(batch, np.float32)}
-  rng = jax.random.PRNGKey(0)
+  rng = state_lib.new_key(0, impl)
   params = nn.meta.unbox(model.init({"params": rng}, b)["params"])
   if mode != "id":
     params["plm"] = plm_params
@@ -70,7 +72,8 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   ft_cfg = mlc.ConfigDict(cfg.finetune.to_dict())
   res = step_timing.measure(
       lambda mb: functools.partial(finetune.train_step, model=model, tx=tx,
-                                   cfg=ft_cfg, micro_batches=mb),
+                                   cfg=ft_cfg, micro_batches=mb,
+                                   rng_impl=impl),
       micro_batches, state, (b,), steps, trace_dir, count_only)
   res["mode"] = name
   if not count_only:

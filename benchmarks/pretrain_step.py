@@ -18,6 +18,8 @@ Forms:
   <form>/mbM  the same with the batch split into M micro-batches whose
             grads are accumulated in the step (ICL by cached gradients),
             e.g. fast/mb4
+  <form>@impl  the step's keys of PRNG implementation impl (config.prng_impl;
+            default threefry2x32), e.g. fast/mb16@rbg
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   # pylint: enable=g-import-not-at-top
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
   name = form
+  impl = step_timing.rng_impl(form)
   form, micro_batches = step_timing.variant(form)
   module, plm_params, tok = plm_lib.load_pretrained(
       plm, dtype=dt, remat=remat, attention=attention,
@@ -98,14 +101,14 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   counts = rs.randint(1, 100, n).astype(np.float64)
   consts = {"log_q": np.asarray(losses.noise_log_probs(counts), np.float32)}
   tx = optax.adamw(1e-4, weight_decay=1e-3)
-  rng = jax.random.PRNGKey(0)
+  rng = state_lib.new_key(0, impl)
   params = nn.meta.unbox(model.init({"params": rng, "dropout": rng,
                                      "noise": rng}, b, consts)["params"])
   params["plm"] = plm_params
   state = state_lib.create_train_state(params, tx, rng)
   res = step_timing.measure(
       lambda mb: functools.partial(steps_lib.pretrain_step, model=model, tx=tx,
-                                   micro_batches=mb),
+                                   micro_batches=mb, rng_impl=impl),
       micro_batches, state, (b, consts), steps, trace_dir, count_only)
   res["form"] = name
   if count_only:

@@ -13,9 +13,14 @@ from typing import Any, Callable
 
 
 def variant(name: str) -> tuple[str, int]:
-  """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1)."""
-  base, _, micro = name.partition("/mb")
+  """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1); '@impl' ignored."""
+  base, _, micro = name.partition("@")[0].partition("/mb")
   return base, int(micro or 1)
+
+
+def rng_impl(name: str) -> str | None:
+  """'fast/mb8@rbg' -> 'rbg' (the step's PRNG implementation); else None."""
+  return name.partition("@")[2] or None
 
 
 def matmul_peak_gflops(n: int | None = None, reps: int = 10,

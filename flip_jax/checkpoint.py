@@ -139,6 +139,9 @@ class Checkpointer:
       raise FileNotFoundError(f"checkpoint step {step} not in "
                               f"{self.directory}; available: {steps}")
     _check_shardings(abstract_state)
+    meta = self._mgr.item_metadata(int(step))[STATE]
+    _check_saved_shapes(getattr(meta, "tree", meta), abstract_state,
+                        f"{self.directory}/{step}")
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       if not os.path.isdir(os.path.join(self.directory, str(step),
@@ -178,6 +181,29 @@ def _check_shardings(abstract_state) -> None:
           f"restore: abstract leaf {path_str(path)!r} has no sharding; "
           "attach the current shardings (restoring without them silently "
           "uses the saved layout)")
+
+
+def _check_saved_shapes(saved_tree, abstract_state, where: str) -> None:
+  """Names the first leaf whose saved shape differs from this run's.
+
+  Orbax would fail deep in TensorStore; the usual causes are a changed
+  architecture or data config, or another ``prng_impl`` (its key data is
+  part of the state).
+  """
+  if saved_tree is None:
+    return
+  saved = {path_str(p): getattr(leaf, "shape", None) for p, leaf in
+           jax.tree_util.tree_flatten_with_path(saved_tree)[0]}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+    name = path_str(path)
+    got = saved.get(name)
+    want = tuple(getattr(leaf, "shape", ()))
+    if got is not None and tuple(got) != want:
+      hint = (" (the run's PRNG key data: it was started with another "
+              "config.prng_impl)" if name == "rng" else
+              " (the model or data config differs from the run that wrote it)")
+      raise ValueError(f"checkpoint {where}: {name!r} was saved with shape "
+                       f"{tuple(got)}, this run expects {want}{hint}")
 
 
 def restore_params(init_from_workdir: str | os.PathLike, *,

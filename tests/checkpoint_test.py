@@ -131,6 +131,23 @@ def test_restore_requires_shardings(tmp_path):
   ckpt.close()
 
 
+def test_restore_names_a_leaf_saved_with_another_shape(tmp_path):
+  st = _trained_state(steps=1)
+  with checkpoint.Checkpointer(tmp_path, max_to_keep=None,
+                               save_interval_steps=1, async_save=False) as c:
+    c.save(1, st)
+    # Another PRNG implementation: its key data has another shape.
+    other = st.replace(rng=state_lib.raw_key(jax.random.key(7, impl="rbg")))
+    with pytest.raises(ValueError, match=r"'rng' was saved with shape \(2,\)"
+                       r", this run expects \(4,\).*prng_impl"):
+      c.restore(1, checkpoint.abstract_like(other))
+    wider = st.replace(params=dict(st.params, plm={"w": jnp.zeros(9)}))
+    with pytest.raises(ValueError, match=r"'params/plm/w' .* \(8,\), this "
+                       r"run expects \(9,\)"):
+      c.restore(1, checkpoint.abstract_like(wider))
+    _assert_tree_equal(c.restore(1, checkpoint.abstract_like(st)), st)
+
+
 def _sharded_tree(mesh, spec):
   sh = NamedSharding(mesh, spec)
   rep = NamedSharding(mesh, P())

@@ -8,6 +8,16 @@ from flip_jax import sharding
 DATASETS = ("synthetic", "ml-1m", "ml-100k", "bookcrossing", "goodreads", "csv")
 
 
+# PRNG implementation of the run's on-device keys (dropout, NCE noise; the
+# data masking is drawn on the host). 'threefry2x32': the same bits on every
+# backend and mesh (bitwise resume and the 8-device == 1-device tests rely on
+# it). 'rbg' / 'unsafe_rbg': random bits from XLA's RngBitGenerator, the
+# accelerator's own generator, so dropout masks cost much less on TPUs and
+# GPUs, but the bits may differ between meshes and backends. A run resumes
+# only with the impl it started with.
+PRNG_IMPL = "threefry2x32"
+
+
 def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
   """Parses 'k=v,k2=v2' variant strings; unknown keys are an error."""
   out = mlc.ConfigDict(defaults)

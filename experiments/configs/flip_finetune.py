@@ -33,6 +33,7 @@ def get_config(arg=None):
   small = arg.preset != "full"
   cfg = mlc.ConfigDict()
   cfg.seed = 2012
+  cfg.prng_impl = common.PRNG_IMPL
   cfg.data = flip_pretrain.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)

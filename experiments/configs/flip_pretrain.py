@@ -80,6 +80,7 @@ def get_config(arg=None):
     raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
   cfg = mlc.ConfigDict()
   cfg.seed = 2012
+  cfg.prng_impl = common.PRNG_IMPL
   cfg.data = apply_data_preset(data_configs.get_data_config(arg.dataset),
                                arg.dataset, arg.preset)
   cfg.model = model_config(arg.ctr, arg.plm, arg.preset)

@@ -144,8 +144,9 @@ def micro_batched_grads(params, batch, rngs, *, model, cfg, num: int,
   return metrics, grads, model_state
 
 
-def train_step(state, batch, *, model, tx, cfg, micro_batches: int = 1):
-  rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+def train_step(state, batch, *, model, tx, cfg, micro_batches: int = 1,
+               rng_impl: str | None = None):
+  rngs = {"dropout": state_lib.step_key(state, impl=rng_impl)}
   if micro_batches > 1:
     metrics, grads, model_state = micro_batched_grads(
         state.params, batch, rngs, model=model, cfg=cfg, num=micro_batches,
@@ -282,10 +283,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ------------------------------------------------------------------ state
   tx = optim.build_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
+  rng_impl = config.get("prng_impl")
   init = setup.sharded_state_init(
       init_variables,
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
-      tx, mesh, rules)
+      tx, mesh, rules, rng_impl=rng_impl)
 
   # ---------------------------------------------------------------- restore
   # Priority (flip_jax.checkpoint): workdir checkpoint > init_from > scratch.
@@ -304,7 +306,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     tracker = _load_tracker(workdir, latest) or tracker
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      state = init.init(jax.random.PRNGKey(config.seed))
+      state = init.init(state_lib.new_key(config.seed, rng_impl))
     params, model_state = state.params, state.model_state
     if config.ckpt.init_from:
       init_rule = f"init_from {config.ckpt.init_from}"
@@ -327,6 +329,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step_fn = jax.jit(
         functools.partial(train_step, model=model, tx=tx, cfg=cfg,
+                          rng_impl=rng_impl,
                           micro_batches=setup.num_micro_batches(
                               bs, cfg.get("micro_batch_size", 0),
                               "finetune")),

@@ -157,10 +157,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ state
   tx = optim.build_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
+  rng_impl = config.get("prng_impl")
   init = setup.sharded_state_init(
       init_variables,
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
-      tx, mesh, rules)
+      tx, mesh, rules, rng_impl=rng_impl)
 
   lr_schedule = optim.make_schedule(
       config.optim.schedule, base_lr=config.optim.lr,
@@ -179,7 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     logging.info("init rule: PLM from %s, the rest from scratch",
                  config.model.plm.name)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      state = init.init(jax.random.PRNGKey(config.seed))
+      state = init.init(state_lib.new_key(config.seed, rng_impl))
     params = setup.put_subtree(state.params, ("plm",), plm_params,
                                init.shardings.params)
     if "nce" in params:
@@ -197,6 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = jax.jit(
         functools.partial(steps.pretrain_step, model=model, tx=tx,
+                          rng_impl=rng_impl,
                           micro_batches=setup.num_micro_batches(
                               batch_size, config.pretrain.get(
                                   "micro_batch_size", 0), "pretrain")),

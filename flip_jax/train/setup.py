@@ -121,8 +121,8 @@ class ShardedInit:
 
 def sharded_state_init(init_variables: Callable[[jax.Array], Any],
                        make_state: Callable[[Any, Any, jax.Array], Any],
-                       tx: optax.GradientTransformation, mesh, rules
-                       ) -> ShardedInit:
+                       tx: optax.GradientTransformation, mesh, rules, *,
+                       rng_impl: str | None = None) -> ShardedInit:
   """Derives state shardings once from the params' logical axis names.
 
   Args:
@@ -134,6 +134,8 @@ def sharded_state_init(init_variables: Callable[[jax.Array], Any],
     tx: the optimizer (to map param shardings onto its state).
     mesh: device mesh.
     rules: logical axis rules.
+    rng_impl: PRNG implementation of the keys ``init`` will be given (their
+      raw data is part of the state).
 
   Returns:
     ShardedInit with the abstract state (ShapeDtypeStructs carrying the
@@ -144,7 +146,7 @@ def sharded_state_init(init_variables: Callable[[jax.Array], Any],
         nn.meta.unbox(init_variables(rng)))
     return make_state(params, rest, rng)
 
-  rng0 = jax.random.PRNGKey(0)
+  rng0 = state_lib.new_key(0, rng_impl)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     boxed = jax.eval_shape(init_variables, rng0)["params"]
     param_sh = sharding.logical_to_sharding(boxed, mesh, rules)

@@ -116,6 +116,23 @@ def apply_gradients(state: TrainState, grads) -> TrainState:
                        opt_state=opt_state)
 
 
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def new_key(seed: int, impl: str | None = None) -> jax.Array:
+  """A typed base key of PRNG implementation `impl` (None = jax default).
+
+  'threefry2x32' (the default) gives the same bits on every backend and
+  mesh. 'rbg' and 'unsafe_rbg' draw random bits with XLA's RngBitGenerator
+  (the accelerator's own counter-based generator; dropout masks are much
+  cheaper on TPUs and GPUs) but do not promise the same bits across
+  backends or shardings; 'unsafe_rbg' also splits keys with it.
+  """
+  if impl is not None and impl not in PRNG_IMPLS:
+    raise ValueError(f"prng_impl {impl!r}: expected one of {PRNG_IMPLS}")
+  return jax.random.key(seed, impl=impl)
+
+
 def step_key(state: TrainState, *, impl: str | None = None) -> jax.Array:
   """Typed PRNG key for the current step: ``fold_in(rng, step)``.
 

@@ -19,15 +19,20 @@ PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
                  "mlm_labels")
 
 
-def step_rngs(rng, step) -> dict[str, jax.Array]:
-  """Per-step dropout / noise keys: fold_in(rng, step), then split."""
-  key = jax.random.fold_in(rng, step)
+def step_rngs(rng, step, impl: str | None = None) -> dict[str, jax.Array]:
+  """Per-step dropout / noise keys: fold_in(rng, step), then split.
+
+  ``rng`` is raw key data of PRNG implementation ``impl`` (None = jax
+  default); the keys returned are typed.
+  """
+  key = jax.random.fold_in(jax.random.wrap_key_data(rng, impl=impl), step)
   dropout, noise = jax.random.split(key)
   return {"dropout": dropout, "noise": noise}
 
 
 def pretrain_step(state, batch, consts, *, model,
-                  tx: optax.GradientTransformation, micro_batches: int = 1):
+                  tx: optax.GradientTransformation, micro_batches: int = 1,
+                  rng_impl: str | None = None):
   """One FLIP pretraining step: the three losses, grads and the update.
 
   Args:
@@ -41,11 +46,12 @@ def pretrain_step(state, batch, consts, *, model,
     micro_batches: M > 1 accumulates the grads of M micro-batches (see
       ``micro_batched_grads``); same loss and gradient as M = 1 up to the
       dropout draws and float summation order.
+    rng_impl: PRNG implementation of ``state.rng`` (``config.prng_impl``).
 
   Returns:
     (new state, metrics dict of scalars named ``train/...``).
   """
-  rngs = step_rngs(state.rng, state.step)
+  rngs = step_rngs(state.rng, state.step, rng_impl)
   if micro_batches > 1:
     out, grads, model_state = micro_batched_grads(
         state.params, batch, consts, rngs, model=model, num=micro_batches,
