@@ -28,7 +28,6 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
         dtype: str = "float32", trace_dir: str | None = None,
         count_only: bool = False) -> dict:
   # pylint: disable=g-import-not-at-top
-  import jax
   import jax.numpy as jnp
   import ml_collections as mlc
   import numpy as np

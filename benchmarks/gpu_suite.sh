@@ -17,7 +17,9 @@ PLM=${PLM:-.devcarry/minilm}
 log() { tee -a "$OUT/gpu_suite.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | log
 python3 -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | log
-for spec in "${@:-pretrain:bfloat16:128:fast,official:2 pretrain:bfloat16:1024:fast:1 finetune:bfloat16:128:joint:2 finetune:bfloat16:1024:joint:1 pretrain:float32:128:fast:1}"; do
+# Each spec is what:dtype:batch:forms:runs; forms are interleaved, so the
+# default's threefry-vs-rbg pairs are same-machine A/Bs (3 runs each).
+for spec in "${@:-pretrain:bfloat16:1024:fast,fast@rbg:3 finetune:bfloat16:1024:joint,joint@rbg:3 pretrain:bfloat16:128:fast,official:1}"; do
   for s in $spec; do
     IFS=: read -r what dtype batch forms runs <<<"$s"
     echo "=== $what dtype=$dtype batch=$batch $forms runs=$runs" | log

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flip_jax import losses
+from flip_jax import noise as noise_lib
 
 
 def _time_ms(fn, args, repeats):
@@ -42,14 +43,14 @@ def main():
   rng = np.random.default_rng(0)
   counts = rng.zipf(1.5, n).astype(np.float64)
   counts[:16] = 0  # reserved OOV/MASK ids
-  log_q = losses.noise_log_probs(counts)
+  log_q = noise_lib.noise_log_probs(counts)
   key = jax.random.PRNGKey(0)
   h = jnp.asarray(rng.normal(size=(s, d)), jnp.float32)
   emb = jnp.asarray(rng.uniform(-1, 1, size=(n, d)) / np.sqrt(d), jnp.float32)
   bias = losses.nce_bias_init(counts)
   target = jnp.asarray(rng.integers(16, n, s), jnp.int32)
   weight = jnp.ones((s,), jnp.float32)
-  noise = losses.sample_noise(key, log_q, (s, k))
+  noise = noise_lib.sample_noise(key, log_q, (s, k))
 
   def grad_of(loss_fn):
     return jax.jit(jax.grad(lambda *p: loss_fn(*p)[0], argnums=(0, 1, 2)))
@@ -61,7 +62,7 @@ def main():
                   (key, log_q)))
   for method in ("cdf", "gumbel"):
     cases.append((f"sample_noise two-level {method}", jax.jit(
-        lambda r, lq, m=method: losses.sample_noise(r, lq, (s, k), method=m)),
+        lambda r, lq, m=method: noise_lib.sample_noise(r, lq, (s, k), method=m)),
                   (key, log_q)))
   cases += [
       ("nce_loss value+grad", grad_of(lambda *p: losses.nce_loss(

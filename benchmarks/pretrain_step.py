@@ -50,12 +50,11 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   """
   # pylint: disable=g-import-not-at-top
   import functools
-  import jax
   import jax.numpy as jnp
   import numpy as np
   import optax
   from flax import linen as nn
-  from flip_jax import losses
+  from flip_jax import noise as noise_lib
   from flip_jax.models import ctr as ctr_lib
   from flip_jax.models import flip as flip_lib
   from flip_jax.models import plm as plm_lib
@@ -99,7 +98,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
        "mtm_weight": np.ones((batch, 1), np.float32),
        "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}
   counts = rs.randint(1, 100, n).astype(np.float64)
-  consts = {"log_q": np.asarray(losses.noise_log_probs(counts), np.float32)}
+  consts = {"log_q": np.asarray(noise_lib.noise_log_probs(counts), np.float32)}
   tx = optax.adamw(1e-4, weight_decay=1e-3)
   rng = state_lib.new_key(0, impl)
   params = nn.meta.unbox(model.init({"params": rng, "dropout": rng,

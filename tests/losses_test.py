@@ -9,6 +9,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import losses
+from flip_jax import noise as noise_lib
 from flip_jax import sharding
 
 RNG = np.random.default_rng(0)
@@ -217,7 +218,7 @@ def _np_log_q(counts):
 
 
 def test_noise_log_probs_and_bias_init():
-  log_q = np.asarray(losses.noise_log_probs(COUNTS))
+  log_q = np.asarray(noise_lib.noise_log_probs(COUNTS))
   pos = COUNTS > 0
   np.testing.assert_allclose(log_q[pos], np.log(COUNTS[pos] / COUNTS.sum()),
                              rtol=1e-6)
@@ -229,7 +230,7 @@ def test_noise_log_probs_and_bias_init():
   for bad, msg in ((np.array([1.0, -1.0]), r"counts\[1\]"),
                    (np.zeros(3), "sum to 0"), (np.ones((2, 2)), "vector")):
     with pytest.raises(ValueError, match=msg):
-      losses.noise_log_probs(bad)
+      noise_lib.noise_log_probs(bad)
 
 
 def test_nce_emb_init_is_uniform_in_bound_as_flax_initializer():
@@ -245,10 +246,10 @@ def test_nce_emb_init_is_uniform_in_bound_as_flax_initializer():
   np.testing.assert_allclose(emb.std(), 0.25 / math.sqrt(3), rtol=0.05)
 
 
-_sample = jax.jit(losses.sample_noise,
+_sample = jax.jit(noise_lib.sample_noise,
                   static_argnames=("shape", "block_size", "method"))
 _sample_per_field = jax.jit(
-    losses.sample_noise_per_field,
+    noise_lib.sample_noise_per_field,
     static_argnames=("num_samples", "block_size", "method"))
 
 
@@ -263,7 +264,7 @@ def _chi2(ids, probs, n):
 @pytest.mark.parametrize("method,block_size", [
     ("cdf", None), ("cdf", 1), ("cdf", 3), ("cdf", 8), ("gumbel", 3)])
 def test_sample_noise_frequencies_match_q(method, block_size):
-  log_q = losses.noise_log_probs(COUNTS)
+  log_q = noise_lib.noise_log_probs(COUNTS)
   ids = _sample(jax.random.PRNGKey(1), log_q, (400, 10),
                 block_size=block_size, method=method)
   assert ids.shape == (400, 10) and ids.dtype == jnp.int32
@@ -271,7 +272,7 @@ def test_sample_noise_frequencies_match_q(method, block_size):
   assert stat < 25.0, (stat, dof)  # chi2(4): p ~ 5e-5
   # Trailing zero-count ids and a whole zero-mass block are never drawn.
   counts = np.array([5.0, 1.0, 0.0, 0.0, 0.0])
-  ids = _sample(jax.random.PRNGKey(3), losses.noise_log_probs(counts),
+  ids = _sample(jax.random.PRNGKey(3), noise_lib.noise_log_probs(counts),
                 (3000,), block_size=block_size or 2, method=method)
   stat, _ = _chi2(ids, counts / counts.sum(), 3000)
   assert stat < 20.0, stat
@@ -279,7 +280,7 @@ def test_sample_noise_frequencies_match_q(method, block_size):
 
 @pytest.mark.parametrize("method", ["cdf", "gumbel"])
 def test_sample_noise_per_field_stays_in_field_with_conditional_q(method):
-  log_q = losses.noise_log_probs(COUNTS)
+  log_q = noise_lib.noise_log_probs(COUNTS)
   fields = np.array([0, 1, 1, 0] * 250)
   ids = np.asarray(_sample_per_field(
       jax.random.PRNGKey(2), log_q, OFFSETS, SIZES, fields, num_samples=5,
@@ -287,7 +288,7 @@ def test_sample_noise_per_field_stays_in_field_with_conditional_q(method):
   assert ids.shape == (1000, 5)
   lo, hi = OFFSETS[fields][:, None], (OFFSETS + SIZES)[fields][:, None]
   assert np.all((ids >= lo) & (ids < hi))
-  cond = np.exp(np.asarray(losses.field_conditional_log_probs(
+  cond = np.exp(np.asarray(noise_lib.field_conditional_log_probs(
       log_q, OFFSETS, SIZES)))
   for f in range(2):
     probs = np.where((np.arange(8) >= OFFSETS[f])
@@ -305,7 +306,7 @@ def _np_candidates(h, emb, bias, target, noise, log_q):
 
 
 def _nce_case(s=6, d=4, k=5):
-  log_q = np.asarray(losses.noise_log_probs(COUNTS))
+  log_q = np.asarray(noise_lib.noise_log_probs(COUNTS))
   h = RNG.normal(size=(s, d)).astype(np.float32)
   emb = RNG.normal(size=(len(COUNTS), d)).astype(np.float32)
   bias = RNG.normal(size=len(COUNTS)).astype(np.float32)

@@ -12,9 +12,9 @@ DATASETS = ("synthetic", "ml-1m", "ml-100k", "bookcrossing", "goodreads", "csv")
 # data masking is drawn on the host). 'threefry2x32': the same bits on every
 # backend and mesh (bitwise resume and the 8-device == 1-device tests rely on
 # it). 'rbg' / 'unsafe_rbg': random bits from XLA's RngBitGenerator, the
-# accelerator's own generator, so dropout masks cost much less on TPUs and
-# GPUs, but the bits may differ between meshes and backends. A run resumes
-# only with the impl it started with.
+# accelerator's own generator (JAX's fast choice on TPUs; 10% slower on a
+# 2-core CPU, see BUILD.md); the bits differ between backends. A run
+# resumes only with the impl it started with.
 PRNG_IMPL = "threefry2x32"
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from flax import linen as nn
 
 from flip_jax import losses
+from flip_jax import noise as noise_lib
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.models.layers import TorchDense
@@ -312,10 +313,10 @@ class FlipPretrainModel(nn.Module):
     shape = (num_slots, cfg.mtm_num_negatives)
     if cfg.mtm_noise == "per_field":
       fields = batch["mtm_positions"].reshape(-1)
-      return losses.sample_noise_per_field(
+      return noise_lib.sample_noise_per_field(
           rng, consts["log_q"], consts["field_offsets"], consts["field_sizes"],
           fields, cfg.mtm_num_negatives)
-    return losses.sample_noise(rng, consts["log_q"], shape)
+    return noise_lib.sample_noise(rng, consts["log_q"], shape)
 
 
 def loss_norms(batch: dict[str, Array], cfg: FlipConfig) -> dict[str, Array]:
@@ -339,13 +340,14 @@ def loss_norms(batch: dict[str, Array], cfg: FlipConfig) -> dict[str, Array]:
 def make_consts(feature_map) -> dict[str, np.ndarray]:
   """Host-side constants the step needs (noise distribution, field layout)."""
   counts = np.asarray(feature_map.counts, np.float64)
-  log_q = losses.noise_log_probs(counts)
+  log_q = noise_lib.noise_log_probs(counts)
   offsets = np.asarray(feature_map.offsets, np.int32)
   sizes = np.asarray(feature_map.vocab_sizes, np.int32)
   return {
       "log_q": np.asarray(log_q, np.float32),
       "log_q_field": np.asarray(
-          losses.field_conditional_log_probs(log_q, offsets, sizes), np.float32),
+          noise_lib.field_conditional_log_probs(log_q, offsets, sizes),
+          np.float32),
       "field_offsets": offsets,
       "field_sizes": sizes,
   }

@@ -124,9 +124,9 @@ def new_key(seed: int, impl: str | None = None) -> jax.Array:
 
   'threefry2x32' (the default) gives the same bits on every backend and
   mesh. 'rbg' and 'unsafe_rbg' draw random bits with XLA's RngBitGenerator
-  (the accelerator's own counter-based generator; dropout masks are much
-  cheaper on TPUs and GPUs) but do not promise the same bits across
-  backends or shardings; 'unsafe_rbg' also splits keys with it.
+  (the accelerator's own counter-based generator, JAX's fast choice on
+  TPUs), whose bits differ between backends; 'unsafe_rbg' also splits keys
+  with it.
   """
   if impl is not None and impl not in PRNG_IMPLS:
     raise ValueError(f"prng_impl {impl!r}: expected one of {PRNG_IMPLS}")

@@ -2,13 +2,12 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import linen as nn
 
-from flip_jax import losses
+from flip_jax import noise as noise_lib
 from flip_jax import sharding
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import flip as flip_lib
@@ -67,7 +66,7 @@ def consts() -> dict[str, np.ndarray]:
   counts = np.random.RandomState(1).randint(1, 50, size=N).astype(np.float64)
   counts[np.arange(F) * FIELD_SIZE] = 0      # OOV
   counts[np.arange(F) * FIELD_SIZE + 1] = 0  # MASK
-  return {"log_q": np.asarray(losses.noise_log_probs(counts), np.float32),
+  return {"log_q": np.asarray(noise_lib.noise_log_probs(counts), np.float32),
           "field_offsets": (np.arange(F) * FIELD_SIZE).astype(np.int32),
           "field_sizes": np.full(F, FIELD_SIZE, np.int32)}
 

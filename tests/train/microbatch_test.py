@@ -2,7 +2,6 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -109,7 +108,6 @@ def test_micro_batched_step_trains():
 def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
   import ml_collections as mlc  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from flip_jax.models import ctr as ctr_lib  # pylint: disable=g-import-not-at-top
   from flip_jax.models import finetune as ft_lib  # pylint: disable=g-import-not-at-top
   from flip_jax.train import finetune  # pylint: disable=g-import-not-at-top
   cfg = _no_dropout_config()

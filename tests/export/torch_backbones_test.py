@@ -11,7 +11,7 @@ import torch
 from flax import linen as nn
 
 from flip_jax.export import ctr_mapping
-from flip_jax.export import ctr_torch
+from flip_jax.export import torch_backbones
 from flip_jax.models import ctr
 
 torch.set_num_threads(1)
@@ -56,14 +56,14 @@ def random_variables(cfg, seed=0):
 
 def _torch_model(cfg, variables):
   rows = ctr_mapping.backbone_rows(cfg)
-  model = ctr_torch.build_torch(cfg)
-  model.load_state_dict(ctr_torch.to_tensors(
+  model = torch_backbones.build_torch(cfg)
+  model.load_state_dict(torch_backbones.to_tensors(
       ctr_mapping.to_torch(rows, variables)), strict=True)
   return model
 
 
 def test_every_flax_backbone_has_a_torch_twin_and_a_mapping():
-  assert set(ctr.CTR_MODELS) == set(ctr_torch.TORCH_CTR_MODELS)
+  assert set(ctr.CTR_MODELS) == set(torch_backbones.TORCH_CTR_MODELS)
   assert set(ctr.CTR_MODELS) == set(ctr_mapping.MODEL_GROUPS)
 
 
@@ -101,8 +101,8 @@ def test_export_of_an_untrained_flax_init_is_loadable_strictly():
   variables = nn.meta.unbox(ctr.build(cfg).init(jax.random.key(0), _ids()))
   sd = ctr_mapping.to_torch(ctr_mapping.backbone_rows(cfg), variables)
   assert sd["ltl.bn_0.num_batches_tracked"].dtype == np.int64
-  model = ctr_torch.build_torch(cfg)
-  model.load_state_dict(ctr_torch.to_tensors(sd), strict=True)
+  model = torch_backbones.build_torch(cfg)
+  model.load_state_dict(torch_backbones.to_tensors(sd), strict=True)
   assert set(sd) == set(model.state_dict())
 
 
@@ -141,7 +141,7 @@ def test_mapping_errors_name_the_offending_keys():
 
 
 def test_torch_backbone_rejects_bad_ids():
-  model = ctr_torch.build_torch(_cfg("dcnv2"))
+  model = torch_backbones.build_torch(_cfg("dcnv2"))
   with pytest.raises(ValueError, match=r"values must lie in \[0, 40\)"):
     model(torch.full((2, F), N))
   with pytest.raises(ValueError, match=r"expected shape \[batch, 3\]"):
