@@ -244,46 +244,46 @@ def restore_variables(workdir: str | os.PathLike, *,
 def _restore_entry(workdir, key: str | None, *, step: int | None,
                    required: bool):
   """One top-level entry (None: all) of a checkpoint's state as numpy."""
+  what = "init_from" if key else "checkpoint"  # the prefix of messages
   directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"init_from: no checkpoint directory {directory}")
+    raise FileNotFoundError(f"{what}: no checkpoint directory {directory}")
   mgr = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(create=False),
       item_handlers=_handlers(ocp.PyTreeCheckpointHandler()))
   try:
     steps = sorted(mgr.all_steps())
     if not steps:
-      raise FileNotFoundError(f"init_from: no complete checkpoint in "
+      raise FileNotFoundError(f"{what}: no complete checkpoint in "
                               f"{directory}")
     if step is None:
       step = steps[-1]
     elif step not in steps:
-      raise FileNotFoundError(f"init_from: step {step} not in {directory}; "
+      raise FileNotFoundError(f"{what}: step {step} not in {directory}; "
                               f"available: {steps}")
     meta = mgr.item_metadata(step)[STATE]
     tree = None if meta is None else meta.tree
-    if key is None:
-      tree, key = {"all": tree}, "all"
-    if not isinstance(tree, dict) or key not in tree:
+    if not isinstance(tree, dict) or (key is not None and key not in tree):
       if required or not isinstance(tree, dict):
-        raise ValueError(f"init_from: checkpoint {directory}/{step}/state has "
-                         f"no {key!r} entry")
+        raise ValueError(f"{what}: checkpoint {directory}/{step}/state has "
+                         f"no {key or 'state'!r} entry")
       return {}
-    meta = tree[key]
+    meta = tree if key is None else tree[key]
     if not jax.tree.leaves(meta):
       return {}
     item = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
     rargs = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray),
                          meta)
-    if key != "all":
+    if key is not None:  # partial restore of one entry
       item, rargs = {key: item}, {key: rargs}
     out = mgr.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.PyTreeRestore(item=item, restore_args=rargs,
-                                      partial_restore=key != "all")}))
+                                      partial_restore=key is not None)}))
   finally:
     mgr.close()
-  logging.info("init_from: loaded %s of step %d from %s", key, step, directory)
-  return out[STATE] if key == "all" else out[STATE][key]
+  logging.info("%s: loaded %s of step %d from %s", what, key or "the state",
+               step, directory)
+  return out[STATE] if key is None else out[STATE][key]
 
 
 @dataclasses.dataclass

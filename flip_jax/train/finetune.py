@@ -180,13 +180,15 @@ def _init_from(ckpt_cfg, params, model_state, shardings):
     params = setup.put_subtree(params, (top,), merged[top], shardings.params)
   if model_state:
     loaded = checkpoint.restore_model_state(ckpt_cfg.init_from, step=step)
-    for name in model_state:
-      merged = checkpoint.merge_init(jax.device_get(model_state[name]),
+    new_state = {}
+    for name, fresh in model_state.items():   # e.g. 'batch_stats'
+      merged = checkpoint.merge_init(jax.device_get(fresh),
                                      loaded.get(name, {}), **regexes)
       for top in merged:
-        model_state = dict(model_state, **{name: setup.put_subtree(
-            model_state[name], (top,), merged[top],
-            shardings.model_state[name])})
+        fresh = setup.put_subtree(fresh, (top,), merged[top],
+                                  shardings.model_state[name])
+      new_state[name] = fresh
+    model_state = new_state
   return params, model_state
 
 
