@@ -56,15 +56,20 @@ def weight_denominator(weight) -> jax.Array:
   return jnp.where(total > 0, total, 1.0)
 
 
-def _weighted_mean(values, weight):
-  """sum(w * v) / sum(w), with 0 (not NaN) when every weight is zero."""
+def _weighted_mean(values, weight, denominator=None):
+  """sum(w * v) / sum(w), with 0 (not NaN) when every weight is zero.
+
+  ``denominator`` replaces sum(w): a micro-batch passes the global batch's
+  ``weight_denominator`` so that its terms add up to the global mean.
+  """
   if weight is None:
     weight = jnp.ones_like(values)
   weight = _f32(weight)
   if weight.shape != values.shape:
     raise ValueError(
         f"weight shape {weight.shape} != per-slot shape {values.shape}")
-  denom = weight_denominator(weight)
+  denom = (weight_denominator(weight) if denominator is None
+           else _f32(denominator))
   # where() (not w * v) so a NaN/inf in a padding slot cannot leak through.
   return jnp.sum(jnp.where(weight != 0, weight * values, 0.0)) / denom
 
@@ -122,7 +127,7 @@ def icl_accuracy(logits):
 
 
 # ------------------------------------------------------------------ MLM (5.5)
-def mlm_loss(logits, labels, *, ignore_index=-100):
+def mlm_loss(logits, labels, *, ignore_index=-100, denominator=None):
   """Cross-entropy over masked positions, masked mean with max(count, 1).
 
   Args:
@@ -131,6 +136,8 @@ def mlm_loss(logits, labels, *, ignore_index=-100):
       Any other label outside [0, V) makes the loss NaN, so the trainer's
       non-finite check fails loudly instead of training on a clipped id.
     ignore_index: label value of positions that do not count.
+    denominator: replaces max(count, 1) (a micro-batch passes the global
+      batch's count, so that its terms add up to the global mean).
 
   Returns:
     (loss scalar float32, num_masked scalar int32). With no masked position
@@ -148,7 +155,9 @@ def mlm_loss(logits, labels, *, ignore_index=-100):
   picked = jnp.where(in_vocab | ~valid, picked, jnp.nan)
   count = jnp.sum(valid, dtype=jnp.int32)
   total = jnp.sum(jnp.where(valid, -picked, 0.0))
-  return total / jnp.maximum(count, 1).astype(jnp.float32), count
+  if denominator is None:
+    denominator = jnp.maximum(count, 1)
+  return total / _f32(denominator), count
 
 
 def gather_masked(hidden, labels, max_masked, *, ignore_index=-100):
@@ -266,7 +275,8 @@ def _target_wins(logits):
   return (jnp.argmax(logits, axis=-1) == 0).astype(jnp.float32)
 
 
-def nce_loss(h, out_emb, out_bias, target, noise, log_q, weight=None):
+def nce_loss(h, out_emb, out_bias, target, noise, log_q, weight=None,
+             denominator=None):
   """Binary NCE (official default ``pt_loss='nce'``).
 
   ``l(j) = s(j) - log q_j - log K``; per slot
@@ -278,6 +288,8 @@ def nce_loss(h, out_emb, out_bias, target, noise, log_q, weight=None):
     log_q: [N] log of the distribution the noise came from (clamped at
       log 1e-10 here).
     weight: [...] slot weights (0 = padding, excluded); None = all ones.
+    denominator: replaces sum(w) in both means (micro-batches pass the
+      global batch's ``weight_denominator``).
 
   Returns:
     (loss, acc): weighted means over slots (denominator sum(w), 0 if all
@@ -290,27 +302,29 @@ def nce_loss(h, out_emb, out_bias, target, noise, log_q, weight=None):
                     weight) - math.log(k)
   per_slot = (jax.nn.softplus(-ell[..., 0])
               + jnp.sum(jax.nn.softplus(ell[..., 1:]), axis=-1))
-  return (_weighted_mean(per_slot, weight),
-          _weighted_mean(_target_wins(ell), weight))
+  return (_weighted_mean(per_slot, weight, denominator),
+          _weighted_mean(_target_wins(ell), weight, denominator))
 
 
 def sampled_softmax_loss(h, out_emb, out_bias, target, noise, log_q,
-                         weight=None):
+                         weight=None, denominator=None):
   """Sampled softmax: CE over [s - log q] of target (index 0) and K noise.
 
   Arguments and returns as in ``nce_loss``.
   """
   logits = _candidates(h, out_emb, out_bias, target, noise, log_q, weight)
   per_slot = jax.nn.logsumexp(logits, axis=-1) - logits[..., 0]
-  return (_weighted_mean(per_slot, weight),
-          _weighted_mean(_target_wins(logits), weight))
+  return (_weighted_mean(per_slot, weight, denominator),
+          _weighted_mean(_target_wins(logits), weight, denominator))
 
 
-def full_softmax_loss(h, out_emb, out_bias, target, weight=None):
+def full_softmax_loss(h, out_emb, out_bias, target, weight=None,
+                      denominator=None):
   """Exact softmax CE over all N ids (materialises [..., N] scores).
 
   Args:
-    h: [..., d]; out_emb [N, d]; out_bias [N]; target [...]; weight [...].
+    h: [..., d]; out_emb [N, d]; out_bias [N]; target [...]; weight [...];
+    denominator as in ``nce_loss``.
 
   Returns:
     (loss, acc) weighted means over slots; acc = argmax over N is the target.
@@ -329,7 +343,8 @@ def full_softmax_loss(h, out_emb, out_bias, target, weight=None):
   tgt = jnp.where(ok, tgt, jnp.nan)
   per_slot = jax.nn.logsumexp(logits, axis=-1) - tgt
   acc = (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
-  return _weighted_mean(per_slot, weight), _weighted_mean(acc, weight)
+  return (_weighted_mean(per_slot, weight, denominator),
+          _weighted_mean(acc, weight, denominator))
 
 
 # ------------------------------------------------------------------ BCE (6.x)

@@ -14,8 +14,9 @@ Folder layout written by `export_model` / `export_finetuned`:
 `flip_jax.export.ctr_torch.FlipCtrTorch.from_pretrained(folder)` rebuilds the
 model in PyTorch; `load_export(folder)` imports it back into Flax (bit-identical
 variables). Variables are ``{'params': ...}`` plus ``batch_stats`` for a
-BatchNorm backbone (written as the torch modules' running statistics). The folder is written atomically (a temporary sibling that is renamed
-at the end; an existing folder is replaced).
+BatchNorm backbone (written as the torch modules' running statistics). The
+folder is written atomically (a temporary sibling that is renamed at the end;
+an existing folder is replaced).
 
     p_max_diff = export_finetuned("runs/ft_joint", "runs/ft_joint_torch",
                                   check=True)
@@ -221,9 +222,9 @@ def flax_probabilities(ft_cfg, variables, batch) -> dict[str, np.ndarray]:
   """σ of every logit of `FlipCtrModel` in float32, no dropout."""
   model = ft_lib.FlipCtrModel(float32_config(ft_cfg))
   keys = [k for k in ("ids", "input_ids", "attention_mask") if k in batch]
-  _params_of(variables)
-  out = jax.jit(lambda v, b: model.apply(v, b))(
-      dict(variables), {k: jnp.asarray(batch[k]) for k in keys})
+  _params_of(variables)  # a clear error for a params-only tree
+  out = jax.jit(model.apply)(dict(variables),
+                             {k: jnp.asarray(batch[k]) for k in keys})
   return {k: np.asarray(jax.nn.sigmoid(v)) for k, v in out.items()
           if k.endswith("logit")}
 

@@ -267,8 +267,12 @@ class FlipPretrainModel(nn.Module):
       target = batch["mtm_labels"].reshape(-1)
       weight = batch["mtm_weight"].reshape(-1)
       emb, bias = self.nce()
+      # Micro-batch mode: divided by the global batch's denominator, so that
+      # the micro-batches' terms add up to the global means.
+      denom = None if norms is None else norms["mtm"]
       if cfg.mtm_loss == "full":
-        mtm, acc = losses.full_softmax_loss(h, emb, bias, target, weight)
+        mtm, acc = losses.full_softmax_loss(h, emb, bias, target, weight,
+                                            denom)
       else:
         noise = self._noise(target.shape[0], batch, consts)
         fn = (losses.nce_loss if cfg.mtm_loss == "nce"
@@ -276,10 +280,7 @@ class FlipPretrainModel(nn.Module):
         # The NCE correction uses the distribution the noise came from.
         log_q = (consts["log_q_field"] if cfg.mtm_noise == "per_field"
                  else consts["log_q"])
-        mtm, acc = fn(h, emb, bias, target, noise, log_q, weight)
-      if norms is not None:  # this micro-batch's share of the global mean
-        share = jnp.sum(weight.astype(jnp.float32)) / norms["mtm"]
-        mtm, acc = mtm * share, acc * share
+        mtm, acc = fn(h, emb, bias, target, noise, log_q, weight, denom)
       out["mtm_loss"] = mtm
       out["mtm_acc"] = acc
       total = total + cfg.mtm_weight * mtm
@@ -297,9 +298,8 @@ class FlipPretrainModel(nn.Module):
                             masked.shape[:2] + (r.shape[-1],))
       logits = self.mlm_head(jnp.concatenate([masked, rb], axis=-1),
                              deterministic=deterministic)
-      mlm, count = losses.mlm_loss(logits, labels)
-      if norms is not None:  # sum over this micro-batch / global count
-        mlm = mlm * jnp.maximum(count, 1).astype(jnp.float32) / norms["mlm"]
+      mlm, count = losses.mlm_loss(
+          logits, labels, denominator=None if norms is None else norms["mlm"])
       out["mlm_loss"] = mlm
       out["mlm_masked_tokens"] = count.astype(jnp.float32)
       total = total + cfg.mlm_weight * mlm

@@ -29,7 +29,6 @@ from flip_jax.data import prepare
 from flip_jax.data import features
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import finetune as ft_lib
-from flip_jax.models import plm as plm_lib
 from flip_jax.train import evaluate as eval_lib
 from flip_jax.train import logging as log_lib
 from flip_jax.train import microbatch
@@ -164,6 +163,18 @@ def train_step(state, batch, *, model, tx, cfg, micro_batches: int = 1,
                        opt_state=opt_state, model_state=model_state), metrics
 
 
+def build_model(cfg, model_cfg, feature_map,
+                plm_config) -> ft_lib.FlipCtrModel:
+  """The finetuning model of ``finetune`` config ``cfg`` (both loops)."""
+  return ft_lib.FlipCtrModel(ft_lib.FinetuneConfig(
+      mode=cfg.mode,
+      ctr=(setup.ctr_config(model_cfg, feature_map) if cfg.mode != "plm"
+           else None),
+      plm=plm_config, alpha_init=cfg.alpha_init, alpha_param=cfg.alpha_param,
+      dtype=setup.DTYPES[model_cfg.dtype],
+      plm_remat=model_cfg.plm.get("remat", False)))
+
+
 def _init_from(ckpt_cfg, params, model_state, shardings):
   """Params (and BatchNorm statistics) from a pretraining run (rule 2).
 
@@ -173,22 +184,21 @@ def _init_from(ckpt_cfg, params, model_state, shardings):
   step = None if ckpt_cfg.init_step < 0 else ckpt_cfg.init_step
   regexes = dict(keep=list(ckpt_cfg.keep_regex), drop=list(ckpt_cfg.drop_regex),
                  allow_missing=list(ckpt_cfg.allow_missing_regex))
-  merged = checkpoint.merge_init(
-      jax.device_get(params),
-      checkpoint.restore_params(ckpt_cfg.init_from, step=step), **regexes)
-  for top in merged:
-    params = setup.put_subtree(params, (top,), merged[top], shardings.params)
+
+  def merge(fresh, loaded, tree_shardings):
+    merged = checkpoint.merge_init(jax.device_get(fresh), loaded, **regexes)
+    for top in merged:
+      fresh = setup.put_subtree(fresh, (top,), merged[top], tree_shardings)
+    return fresh
+
+  params = merge(params, checkpoint.restore_params(ckpt_cfg.init_from,
+                                                   step=step),
+                 shardings.params)
   if model_state:
     loaded = checkpoint.restore_model_state(ckpt_cfg.init_from, step=step)
-    new_state = {}
-    for name, fresh in model_state.items():   # e.g. 'batch_stats'
-      merged = checkpoint.merge_init(jax.device_get(fresh),
-                                     loaded.get(name, {}), **regexes)
-      for top in merged:
-        fresh = setup.put_subtree(fresh, (top,), merged[top],
-                                  shardings.model_state[name])
-      new_state[name] = fresh
-    model_state = new_state
+    model_state = {name: merge(fresh, loaded.get(name, {}),  # 'batch_stats'
+                               shardings.model_state[name])
+                   for name, fresh in model_state.items()}
   return params, model_state
 
 
@@ -238,12 +248,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   uses_text = cfg.mode in ("plm", "joint")
   plm_params = plm_config = None
   if uses_text:
-    plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
-        model_cfg.plm.name, num_layers=model_cfg.plm.num_layers,
-        dtype=setup.DTYPES[model_cfg.dtype],
-        dropout=model_cfg.plm.dropout, remat=model_cfg.plm.remat,
-        attention=model_cfg.plm.get("attention", "xla"),
-        attention_dropout=model_cfg.plm.get("attention_dropout"))
+    plm_module, plm_params, tokenizer = setup.load_plm(model_cfg)
     plm_config = plm_module.config
     splits = setup.main_process_first(
         lambda: prepare.tokenize_dataset(prepared, tokenizer,
@@ -268,13 +273,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     fm.save(os.path.join(workdir, "feature_map.json"))
 
   # ------------------------------------------------------------------ model
-  ft_cfg = ft_lib.FinetuneConfig(
-      mode=cfg.mode,
-      ctr=(setup.ctr_config(model_cfg, fm) if cfg.mode != "plm" else None),
-      plm=plm_config, alpha_init=cfg.alpha_init, alpha_param=cfg.alpha_param,
-      dtype=setup.DTYPES[model_cfg.dtype],
-      plm_remat=model_cfg.plm.remat)
-  model = ft_lib.FlipCtrModel(ft_cfg)
+  model = build_model(cfg, model_cfg, fm, plm_config)
   n_dummy = int(np.prod([mesh.shape[a] for a in mesh.axis_names]))
   example = {k: np.asarray(v[:n_dummy]) for k, v in splits["train"].items()
              if k in keys}
@@ -459,17 +458,9 @@ def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
                      "run's feature_map.json")
   tokenizer = plm_config = None
   if cfg.mode in ("plm", "joint"):
-    plm_module, _, tokenizer = plm_lib.load_pretrained(
-        model_cfg.plm.name, num_layers=model_cfg.plm.num_layers,
-        dtype=setup.DTYPES[model_cfg.dtype], dropout=model_cfg.plm.dropout)
+    plm_module, _, tokenizer = setup.load_plm(model_cfg)
     plm_config = plm_module.config
-  ft_cfg = ft_lib.FinetuneConfig(
-      mode=cfg.mode,
-      ctr=(setup.ctr_config(model_cfg, prepared.feature_map)
-           if cfg.mode != "plm" else None),
-      plm=plm_config, alpha_init=cfg.alpha_init, alpha_param=cfg.alpha_param,
-      dtype=setup.DTYPES[model_cfg.dtype])
-  model = ft_lib.FlipCtrModel(ft_cfg)
+  model = build_model(cfg, model_cfg, prepared.feature_map, plm_config)
   best_dir = os.path.join(workdir, "best")
   best_ckpt = checkpoint.Checkpointer(best_dir, max_to_keep=1,
                                       save_interval_steps=1, async_save=False)

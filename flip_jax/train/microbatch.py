@@ -75,17 +75,12 @@ def accumulate(loss_fn: Callable[..., tuple[jax.Array, Any]], params: Any,
   grad_fn = jax.grad(loss_fn, has_aux=True)
 
   def body(carry, x):
-    g_acc, a_acc, st = carry
+    g_acc, st = carry
     xi, i = x
     g, (aux, st) = grad_fn(params, st, shard_rows(xi), i)
-    return (jax.tree.map(jnp.add, g_acc, g),
-            jax.tree.map(jnp.add, a_acc, aux), st), None
+    # aux (scalar metrics) comes out per micro-batch and is summed below.
+    return (jax.tree.map(jnp.add, g_acc, g), st), aux
 
-  x0 = jax.tree.map(lambda a: a[0], xs)
-  aux_shape = jax.eval_shape(lambda p, s, x: loss_fn(p, s, x, 0)[1][0],
-                             params, state, x0)
-  init = (jax.tree.map(jnp.zeros_like, params),
-          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape),
-          state)
-  (grads, aux, state), _ = jax.lax.scan(body, init, (xs, jnp.arange(num)))
-  return aux, grads, state
+  init = (jax.tree.map(jnp.zeros_like, params), state)
+  (grads, state), aux = jax.lax.scan(body, init, (xs, jnp.arange(num)))
+  return jax.tree.map(lambda a: jnp.sum(a, axis=0), aux), grads, state

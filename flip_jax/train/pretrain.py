@@ -25,7 +25,6 @@ from flip_jax.data import masking as masking_lib
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.models import flip as flip_lib
-from flip_jax.models import plm as plm_lib
 from flip_jax.train import logging as log_lib
 from flip_jax.train import setup
 from flip_jax.train import state as state_lib
@@ -87,12 +86,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   mesh, rules = setup.mesh_and_rules(config)
 
   # ------------------------------------------------------------------ data
-  plm_module, plm_params, tokenizer = plm_lib.load_pretrained(
-      config.model.plm.name, num_layers=config.model.plm.num_layers,
-      dtype=setup.DTYPES[config.model.dtype],
-      dropout=config.model.plm.dropout, remat=config.model.plm.remat,
-      attention=config.model.plm.get("attention", "xla"),
-      attention_dropout=config.model.plm.get("attention_dropout"))
+  plm_module, plm_params, tokenizer = setup.load_plm(config.model)
 
   def load_data():
     prepared = prepare.load_dataset(config.data,

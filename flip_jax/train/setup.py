@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import sharding
 from flip_jax.models import ctr as ctr_lib
+from flip_jax.models import plm as plm_lib
 from flip_jax.train import state as state_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
@@ -38,6 +39,20 @@ def ctr_config(model_cfg, feature_map):
   return ctr_lib.CTRConfig.from_config(
       model_cfg.ctr, num_features=feature_map.num_features,
       num_fields=feature_map.num_fields)
+
+
+def load_plm(model_cfg):
+  """(module, params, tokenizer) of the PLM the ``model.plm`` config names.
+
+  The one reading of ``model.plm`` (pretraining, finetuning, reloading a
+  finetuned run); settings a run's config.json may predate default here.
+  """
+  plm = model_cfg.plm
+  return plm_lib.load_pretrained(
+      plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
+      dropout=plm.dropout, remat=plm.get("remat", False),
+      attention=plm.get("attention", "xla"),
+      attention_dropout=plm.get("attention_dropout"))
 
 
 def cache_root(config, workdir: str) -> str:
@@ -141,18 +156,21 @@ def sharded_state_init(init_variables: Callable[[jax.Array], Any],
     ShardedInit with the abstract state (ShapeDtypeStructs carrying the
     shardings, usable as an orbax restore target) and a jitted init.
   """
-  def _state(rng):
-    params, rest = state_lib.split_variables(
-        nn.meta.unbox(init_variables(rng)))
+  def from_variables(boxed_variables, rng):
+    params, rest = state_lib.split_variables(nn.meta.unbox(boxed_variables))
     return make_state(params, rest, rng)
+
+  def _state(rng):
+    return from_variables(init_variables(rng), rng)
 
   rng0 = state_lib.new_key(0, rng_impl)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    boxed = jax.eval_shape(init_variables, rng0)["params"]
+    abs_vars = jax.eval_shape(init_variables, rng0)  # the model traced once
+    boxed = abs_vars["params"]
     param_sh = sharding.logical_to_sharding(boxed, mesh, rules)
     abs_params = strip_boxes(boxed)
     param_sh = sharding.with_divisible_fallback(param_sh, abs_params, mesh)
-    abs_state = jax.eval_shape(_state, rng0)
+    abs_state = jax.eval_shape(from_variables, abs_vars, rng0)
   repl = NamedSharding(mesh, P())
   opt_sh = opt_state_shardings(abs_state.opt_state, abs_params, param_sh, repl)
   state_sh = jax.tree.map(lambda _: repl, abs_state)

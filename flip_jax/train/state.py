@@ -143,5 +143,10 @@ def step_key(state: TrainState, *, impl: str | None = None) -> jax.Array:
   Returns:
     A typed key; split it for dropout, masks, negatives, ...
   """
-  return jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=impl),
-                            state.step)
+  return fold_step(state.rng, state.step, impl)
+
+
+def fold_step(rng, step, impl: str | None = None) -> jax.Array:
+  """Raw key data ``rng`` of implementation ``impl`` -> typed
+  ``fold_in(rng, step)``."""
+  return jax.random.fold_in(jax.random.wrap_key_data(rng, impl=impl), step)

@@ -1,6 +1,7 @@
 """Pure train/eval steps (jitted by the loops with explicit shardings)."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -25,7 +26,7 @@ def step_rngs(rng, step, impl: str | None = None) -> dict[str, jax.Array]:
   ``rng`` is raw key data of PRNG implementation ``impl`` (None = jax
   default); the keys returned are typed.
   """
-  key = jax.random.fold_in(jax.random.wrap_key_data(rng, impl=impl), step)
+  key = state_lib.fold_step(rng, step, impl)
   dropout, noise = jax.random.split(key)
   return {"dropout": dropout, "noise": noise}
 
@@ -115,11 +116,9 @@ def micro_batched_grads(params, batch, consts, rngs, *, model, num: int,
 
     z_r, z_t = microbatch.merge(jax.lax.map(views, (micro, jnp.arange(num))))
 
-    def icl_fn(z_r, z_t):
-      loss, logits = losses.icl_loss(z_r, z_t, temperature=cfg.icl_temperature,
-                                     normalize=cfg.icl_normalize)
-      return loss, logits
-
+    icl_fn = functools.partial(losses.icl_loss,
+                               temperature=cfg.icl_temperature,
+                               normalize=cfg.icl_normalize)
     (icl, logits), cot = jax.value_and_grad(icl_fn, argnums=(0, 1),
                                             has_aux=True)(z_r, z_t)
     cot = microbatch.split(
