@@ -147,7 +147,7 @@ def main(argv):
   if _WORKDIR.value:
     if _PLM.value or not _OUT.value:
       raise app.UsageError("--workdir needs --out and excludes --plm")
-    from flip_jax.export import finetuned  # pylint: disable=g-import-not-at-top
+    from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
     diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
                                       check=_CHECK.value,
                                       num_rows=_NUM_ROWS.value)

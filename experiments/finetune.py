@@ -6,6 +6,8 @@ r"""FLIP finetuning launcher (modes id | plm | joint, and the baselines).
 
 Writes <workdir>/results.json (valid/test AUC and LogLoss at the best valid
 step). Rerunning on the same workdir resumes.
+
+The shared launcher (experiments.train) with this default config.
 """
 from absl import app
 from absl import flags
@@ -13,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import launch
+from experiments import train
 
 _CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", "experiments/configs/flip_finetune.py",
@@ -24,9 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  from flip_jax.train import finetune  # pylint: disable=g-import-not-at-top
-  results = finetune.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  logging.info("results: %s", results)
+  logging.info("done: %s", train.run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

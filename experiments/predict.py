@@ -37,10 +37,12 @@ def main(argv):
   import pyarrow as pa
   import pyarrow.csv as pacsv
   import pyarrow.parquet as pq
+  from flip_jax import methods
+  from flip_jax.data import pipeline
   from flip_jax.data import prepare
+  from flip_jax.methods.flip import finetune
   from flip_jax.train import evaluate as eval_lib
-  from flip_jax.train import finetune
-  from flip_jax.train import setup
+  from flip_jax.train import runtime
   # pylint: enable=g-import-not-at-top
   overrides = {}
   if _DATASET.value:
@@ -53,13 +55,16 @@ def main(argv):
     splits = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
   else:
     splits = prepared.splits
-  columns = setup.array_columns(splits[_SPLIT.value])
-  mesh, rules = setup.mesh_and_rules(config)
-  predict_fn = eval_lib.make_predict_fn(model, mesh, rules, None)
-  pred = eval_lib.predict_split(
-      predict_fn, variables, columns, keys=eval_lib.model_keys(config.finetune.mode),
-      batch_size=_BATCH.value, mesh=mesh, rules=rules)
-  metrics = eval_lib.ctr_metrics(pred, _SPLIT.value)
+  keys = finetune.model_keys(config.finetune.mode)
+  columns = pipeline.array_columns(splits[_SPLIT.value], keys)
+  mesh, rules = runtime.mesh_and_rules(config)
+  task = methods.make_task(config)
+  task.model = model
+  predict_fn = eval_lib.make_predict_fn(task.predict, mesh, rules, None)
+  pred = eval_lib.predict_split(predict_fn, variables, columns, keys=keys,
+                                batch_size=_BATCH.value, mesh=mesh,
+                                rules=rules)
+  metrics = task.eval_metrics(pred, _SPLIT.value)
   if jax.process_index() == 0:
     table = pa.table({k: pred[k] for k in pred})
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

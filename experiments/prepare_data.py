@@ -9,7 +9,8 @@
 that dataset's defaults and keeps explicit --config.* overrides.
 
 Writes <workdir>/stats.json and <workdir>/feature_map.json, keeps the
-processed cache under config.cache_dir (default <workdir>/data_cache) and
+processed cache under config.cache_dir (default
+`prepare.default_cache_root`: <parent of workdir>/.flip_jax_cache) and
 prints the statistics and a few prompts with the value spans in brackets.
 """
 from __future__ import annotations
@@ -28,10 +29,11 @@ from experiments import launch
 from experiments.configs import data as data_config
 from flip_jax.data import prepare
 from flip_jax.data import rawio
+from flip_jax.data import sources
 from flip_jax.data import textify
 
 _DATASET = launch.flag(flags.DEFINE_string, 
-    "dataset", None, f"one of {', '.join(data_config.DATASETS)} (overrides "
+    "dataset", None, f"one of {', '.join(sources.dataset_names())} (overrides "
     "config.data.dataset and picks that dataset's defaults)")
 _DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None, "raw data directory")
 _WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "output directory")
@@ -45,9 +47,9 @@ def _resolve_config():
   """The config, rebuilt for --dataset when it differs from the file's."""
   cfg = _CONFIG.value
   dataset = _DATASET.value or cfg.dataset
-  if dataset not in data_config.DATASETS:
+  if dataset not in sources.dataset_names():
     raise app.UsageError(f"unknown dataset {dataset!r}; known datasets: "
-                         f"{', '.join(data_config.DATASETS)}")
+                         f"{', '.join(sources.dataset_names())}")
   if dataset != cfg.dataset:
     fresh = data_config.get_config(f"dataset={dataset}")
     base = data_config.get_config(f"dataset={cfg.dataset}")
@@ -66,8 +68,8 @@ def run(cfg, workdir: str) -> dict:
   """Prepares data per `cfg` into `workdir`; returns the stats dict."""
   os.makedirs(workdir, exist_ok=True)
   data = cfg  # the data config (+ num_examples)
-  cache_root = data.cache_dir or os.path.join(workdir, "data_cache")
-  prepared = prepare.load_dataset(data, cache_root)
+  prepared = prepare.load_dataset(
+      data, prepare.default_cache_root(data, workdir))
   prepare.tokenize_dataset(prepared, data.tokenizer, data.max_length)
   text = prepared.stats["text"]
   stats = dict(prepared.stats)

@@ -7,6 +7,8 @@ Rerunning the same command on the same workdir resumes. Multi-host (TPU pod
 slice, several GPU hosts): add --jax_distributed on every process (or rely on
 the standard JAX coordinator environment variables); each process reads only
 its shard of the data.
+
+The shared launcher (experiments.train) with this default config.
 """
 from absl import app
 from absl import flags
@@ -14,6 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import launch
+from experiments import train
 
 _CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", "experiments/configs/flip_pretrain.py",
@@ -25,9 +28,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  from flip_jax.train import pretrain  # pylint: disable=g-import-not-at-top
-  metrics = pretrain.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  logging.info("done: %s", metrics)
+  logging.info("done: %s", train.run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

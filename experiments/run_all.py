@@ -47,7 +47,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  from flip_jax import workflow  # pylint: disable=g-import-not-at-top
+  from experiments import workflow  # pylint: disable=g-import-not-at-top
   overrides = {}
   for item in _SET.value:
     if "=" not in item:

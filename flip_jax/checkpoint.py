@@ -1,10 +1,11 @@
-"""Orbax checkpoints, params-only init-from and atomic JSON files.
+"""Orbax checkpoints and params-only init-from.
 
 Layout (STYLE.md 5): ``{workdir}/checkpoints/{step}/state/`` (the whole
 `TrainState` pytree) and ``{workdir}/checkpoints/{step}/data_iter/`` (the
 grain iterator position, one JSON file per process), written by ONE orbax
 `CheckpointManager`. Per run, ``config.json``, ``feature_map.json`` and
-``best.json`` are written with `write_json_atomic`.
+``best.json`` are written with `flip_jax.jsonio.write_json_atomic`
+(re-exported here as `write_json_atomic`).
 
 Init priority (which rule fires is logged by the trainer):
 
@@ -26,10 +27,8 @@ directories are removed when the next `Checkpointer` opens the workdir.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import tempfile
 from typing import Any, Sequence
 
 import grain
@@ -38,7 +37,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from flip_jax.optim import param_paths, path_str
+# write_json_atomic is re-exported (callers use checkpoint.write_json_atomic);
+# new code imports it from flip_jax.jsonio.
+from flip_jax.jsonio import write_json_atomic  # pylint: disable=unused-import
+from flip_jax.tree_paths import param_paths
+from flip_jax.tree_paths import path_str
 
 CHECKPOINT_DIR = "checkpoints"
 STATE = "state"
@@ -383,42 +386,6 @@ def merge_init(fresh, loaded, *, keep: Sequence[str], drop: Sequence[str],
   logging.info("init_from: %s", report.summary())
   params = jax.tree_util.tree_unflatten(treedef, out)
   return (params, report) if return_report else params
-
-
-def _json_default(obj):
-  if isinstance(obj, (np.generic, np.ndarray)) or hasattr(obj, "__array__"):
-    return np.asarray(obj).tolist()
-  if isinstance(obj, os.PathLike):
-    return os.fspath(obj)
-  raise TypeError(f"write_json_atomic: cannot encode {type(obj).__name__}")
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-  """Writes JSON via a temporary file in the same directory + os.replace.
-
-  Readers never see a partial file, even if the writer is killed.
-
-  Args:
-    path: destination file (its directory is created if needed).
-    obj: JSON-serialisable object (numpy/jax scalars and arrays allowed).
-  """
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
-                             suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def init_rule(checkpointer: Checkpointer, init_from: str | None) -> str:

@@ -1,7 +1,8 @@
 """Optimiser builder: schedules, per-regex parameter groups, freeze and decay.
 
 Everything is keyed on '/'-joined parameter paths such as
-``plm/encoder/layer_0/attention/query/kernel`` (see `param_paths`).
+``plm/encoder/layer_0/attention/query/kernel`` (see
+`flip_jax.tree_paths.param_paths`).
 
 Optimiser config (an ``ml_collections.ConfigDict``; every field is required,
 defaults live in the experiment configs):
@@ -43,6 +44,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# Also re-exported as optim.param_paths / optim.path_str (train/logging.py
+# and tests use them); new code imports flip_jax.tree_paths.
+from flip_jax.tree_paths import param_paths
+from flip_jax.tree_paths import path_str
+
 SCHEDULES = ("constant", "cosine_epoch", "cosine", "linear_warmup_cosine")
 OPTIMIZERS = ("adamw", "adam")
 DECAY_MASKS = ("all", "no_bias_norm")
@@ -54,24 +60,6 @@ FROZEN_LABEL = "frozen"
 # "ln_<x>", "<x>_ln" (ln_f, final_ln).
 _NORM_RE = re.compile(r"(^|/)([^/]*norm[^/]*|ln|ln_[^/]*|[^/]*_ln)/",
                       re.IGNORECASE)
-
-
-def _key_str(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def path_str(path) -> str:
-  """jax key path -> '/'-joined string."""
-  return "/".join(_key_str(k) for k in path)
-
-
-def param_paths(tree) -> dict[str, Any]:
-  """Flattens a pytree into {'/'-joined path: leaf}, in tree order."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_str(p): leaf for p, leaf in leaves}
 
 
 def _require(cfg, name: str, where: str):

@@ -23,8 +23,10 @@ Logical axis names used across flip_jax:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 from flax import linen as nn
@@ -146,23 +148,89 @@ def logical_to_sharding(abstract_tree, mesh: Mesh, rules):
                       is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
-def with_divisible_fallback(shardings, abstract_tree, mesh: Mesh):
-  """Replaces a sharding by replication where a dim is not divisible."""
-  def fix(s, x):
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+  """One array dimension left replicated because it does not divide its axis.
+
+  Attributes:
+    path: the leaf's path in the sharding tree, e.g. 'params/ctr/embedding'.
+    shape: the leaf's full shape.
+    dim: the dimension that was replicated instead of sharded.
+    axes: the mesh axes that dimension was mapped to (now dropped).
+    axis_size: the product of those mesh axes' sizes (does not divide
+      shape[dim]).
+  """
+  path: str
+  shape: tuple[int, ...]
+  dim: int
+  axes: tuple[str, ...]
+  axis_size: int
+
+  def __str__(self) -> str:
+    return (f"{self.path} {list(self.shape)} dim {self.dim} "
+            f"(size {self.shape[self.dim]}) on mesh axes {self.axes} "
+            f"(size {self.axis_size})")
+
+
+def _path_str(path) -> str:
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _divisible(shardings, abstract_tree, mesh: Mesh):
+  """(shardings with non-dividing dims replicated, list of Fallback)."""
+  fallbacks: list[Fallback] = []
+
+  def fix(path, s, x):
     if not isinstance(s, NamedSharding):
       return s
-    shape = getattr(x, "shape", ())
+    shape = tuple(int(d) for d in getattr(x, "shape", ()))
     spec = list(s.spec) + [None] * (len(shape) - len(s.spec))
     new = []
-    for dim, ax in zip(shape, spec):
+    for i, (dim, ax) in enumerate(zip(shape, spec)):
       if ax is None:
         new.append(None)
         continue
       axes = (ax,) if isinstance(ax, str) else tuple(ax)
       size = int(np.prod([mesh.shape[a] for a in axes]))
-      new.append(ax if dim % size == 0 else None)
+      if dim % size == 0:
+        new.append(ax)
+      else:
+        new.append(None)
+        fallbacks.append(Fallback(_path_str(path), shape, i, axes, size))
     return NamedSharding(mesh, P(*new))
-  return jax.tree.map(fix, shardings, nn.meta.unbox(abstract_tree))
+
+  out = jax.tree_util.tree_map_with_path(fix, shardings,
+                                         nn.meta.unbox(abstract_tree))
+  return out, fallbacks
+
+
+def divisible_fallbacks(shardings, abstract_tree, mesh: Mesh
+                        ) -> list[Fallback]:
+  """The dimensions `with_divisible_fallback` replicates (no logging)."""
+  return _divisible(shardings, abstract_tree, mesh)[1]
+
+
+def with_divisible_fallback(shardings, abstract_tree, mesh: Mesh):
+  """Replaces a sharding by replication where a dim is not divisible.
+
+  Logs one warning per call listing every replicated dimension (see
+  `divisible_fallbacks` for the list itself).
+  """
+  out, fallbacks = _divisible(shardings, abstract_tree, mesh)
+  if fallbacks:
+    logging.warning(
+        "sharding: %d dimension(s) do not divide their mesh axes and are "
+        "replicated instead: %s", len(fallbacks),
+        "; ".join(str(f) for f in fallbacks))
+  return out
 
 
 def batch_sharding(mesh: Mesh, rules, ndim: int = 1) -> NamedSharding:

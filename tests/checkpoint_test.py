@@ -1,6 +1,5 @@
 """Tests for flip_jax.checkpoint: save/restore, meshes, SIGKILL, init-from."""
 import importlib.util
-import json
 import os
 import pathlib
 import signal
@@ -364,17 +363,3 @@ def test_init_rule(tmp_path):
   ckpt.save(1, {"x": jnp.ones(2)})
   assert checkpoint.init_rule(ckpt, "/some/pretrain") == "resume"
   ckpt.close()
-
-
-def test_write_json_atomic(tmp_path):
-  path = tmp_path / "sub" / "best.json"
-  checkpoint.write_json_atomic(path, {"step": np.int64(3),
-                                      "auc": np.float32(0.5),
-                                      "v": jnp.arange(2)})
-  assert json.loads(path.read_text()) == {"step": 3, "auc": 0.5, "v": [0, 1]}
-  checkpoint.write_json_atomic(path, {"step": 4})
-  assert json.loads(path.read_text()) == {"step": 4}
-  with pytest.raises(TypeError, match="cannot encode object"):
-    checkpoint.write_json_atomic(path, {"bad": object()})
-  assert json.loads(path.read_text()) == {"step": 4}
-  assert sorted(os.listdir(path.parent)) == ["best.json"]

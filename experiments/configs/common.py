@@ -1,11 +1,13 @@
-"""Shared config pieces: variant-argument parsing, data, mesh and sharding."""
+"""Shared config pieces: variant-argument parsing, mesh and sharding.
+
+The dataset names live in `experiments.configs.data.DATASETS` (from the
+data layer's reader registry, `flip_jax.data.sources.dataset_names`).
+"""
 from __future__ import annotations
 
 import ml_collections as mlc
 
 from flip_jax import sharding
-
-DATASETS = ("synthetic", "ml-1m", "ml-100k", "bookcrossing", "goodreads", "csv")
 
 
 # PRNG implementation of the run's on-device keys (dropout, NCE noise; the
@@ -50,3 +52,50 @@ def mesh_config() -> list:
 
 def logical_axis_rules() -> list:
   return [list(r) for r in sharding.DEFAULT_RULES]
+
+
+def train_config(*, batch_size: int, num_epochs: int, max_steps: int = -1,
+                 eval_every_steps: int = -1, eval_batch_size: int = 512,
+                 patience: int = 3, micro_batch_size: int = 0
+                 ) -> mlc.ConfigDict:
+  """``config.train``: the shared loop's settings, the same in every task."""
+  return mlc.ConfigDict(dict(
+      # Global batch over all devices and hosts.
+      batch_size=batch_size,
+      # Rows per micro-batch: the step accumulates the grads of batch_size /
+      # micro_batch_size micro-batches (same loss and gradient; less memory,
+      # and faster per example on CPUs). 0 = the whole batch in one pass.
+      micro_batch_size=micro_batch_size,
+      num_epochs=num_epochs,
+      # Cap on optimizer steps; -1 = num_epochs epochs.
+      max_steps=max_steps,
+      # Evaluate on valid every N steps (and at the last); -1 = each epoch.
+      # Tasks without a valid split (pretraining) never evaluate.
+      eval_every_steps=eval_every_steps,
+      eval_batch_size=eval_batch_size,
+      # Early stopping: evaluations without a better valid AUC.
+      patience=patience,
+  ))
+
+
+def ckpt_config(*, every_steps: int = -1, keep: int = 2,
+                async_save: bool = False, init_from: str = "",
+                keep_regex=(), drop_regex=(), allow_missing_regex=()
+                ) -> mlc.ConfigDict:
+  """``config.ckpt``: checkpoints and the init-from rule, every task."""
+  return mlc.ConfigDict(dict(
+      # Save every N steps; -1 = at evaluations (and the last step) only.
+      every_steps=every_steps,
+      keep=keep,
+      async_save=async_save,
+      # Another run's workdir to take params from (first start only; the
+      # workdir's own checkpoint wins).
+      init_from=init_from,
+      # Step of init_from to load (-1 = latest).
+      init_step=-1,
+      # Params taken from init_from / dropped (regexes over 'a/b/c' paths).
+      keep_regex=list(keep_regex),
+      drop_regex=list(drop_regex),
+      # Fresh params that init_from's checkpoint may lack.
+      allow_missing_regex=list(allow_missing_regex),
+  ))

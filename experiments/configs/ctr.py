@@ -66,40 +66,44 @@ def get_config(arg=None):
     raise ValueError(f"recipe {arg.recipe!r}: expected one of {RECIPES}")
   flip_id = arg.recipe == "flip_id"
   cfg = mlc.ConfigDict()
+  cfg.task = "ctr"
   cfg.seed = 2012
+  cfg.prng_impl = common.PRNG_IMPL
   cfg.recipe = arg.recipe
   cfg.data = data_configs.get_data_config(arg.dataset)
   cfg.model = mlc.ConfigDict({"ctr": model_config(arg.model)})
 
   o = cfg.optim = mlc.ConfigDict()
   # Adam without weight decay; L2 is an explicit loss term below.
+  o.name = "adam"
   o.lr = 1e-3
-  o.b1 = 0.9
-  o.b2 = 0.999
-  o.eps = 1e-8
+  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+  o.weight_decay = 0.0
+  o.decay_mask = "all"
+  o.grad_clip = None
+  o.param_groups = []
+  o.freeze = []
+  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
+                               "warmup_steps": 0})
+
+  cfg.loss = mlc.ConfigDict()
   # 'sum' or 'mean' BCE over the batch.  Both official scripts sum: the
   # deepctr-style BaseModel.fit uses reduction='sum' (justarter/FLIP,
   # model/base_model.py), so ctr_base sums too; with 'mean', divide the L2
   # coefficients by the batch size (l2_scale) to keep the same balance.
-  o.loss_reduction = "sum"
+  cfg.loss.reduction = "sum"
   # L2 preset (flip_jax.models.ctr.L2_PRESETS): 'flip_id', 'ctr_base', 'none'.
-  o.l2_preset = "flip_id" if flip_id else "ctr_base"
+  cfg.loss.l2_preset = "flip_id" if flip_id else "ctr_base"
   # Multiplies every preset coefficient (e.g. 1/batch for 'mean' + flip_id).
-  o.l2_scale = 1.0
+  cfg.loss.l2_scale = 1.0
 
-  t = cfg.train = mlc.ConfigDict()
-  t.batch_size = 1024 if flip_id else 256
-  t.epochs = 20 if flip_id else 10
-  # Early stopping: evaluations without a valid-AUC improvement.
-  t.patience = 3
-  # Evaluate on valid every N steps; 0 = once per epoch.
-  t.eval_every_steps = 0
-  t.eval_batch_size = 8192
-  # Cap on optimizer steps (-1 = epochs * steps_per_epoch); smoke runs.
-  t.max_steps = -1
-  # Shuffle the training rows each epoch (permutation of fold_in(seed, epoch)).
-  t.shuffle = True
-
+  # Each epoch visits the rows in a fresh seeded permutation (the shared
+  # input pipeline); early stopping on valid AUC with patience 3.
+  cfg.train = common.train_config(
+      batch_size=1024 if flip_id else 256,
+      num_epochs=20 if flip_id else 10, eval_batch_size=8192)
+  cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2)
+  cfg.log_every_steps = 50
   cfg.mesh = common.mesh_config()
   cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -16,9 +16,10 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from experiments.configs import common
+from flip_jax.data import sources
 
-DATASETS = ("synthetic", "ml-1m", "ml-100k", "bookcrossing", "goodreads",
-            "csv")
+# The datasets the data layer reads (its reader registry is the truth).
+DATASETS = sources.dataset_names()
 
 
 def get_data_config(dataset: str) -> mlc.ConfigDict:
@@ -38,7 +39,8 @@ def get_data_config(dataset: str) -> mlc.ConfigDict:
   c.dataset = dataset
   # Raw files; '' for synthetic (generated under the cache root).
   c.data_dir = ""
-  # Root of processed-data caches; '' = <workdir>/data_cache.
+  # Root of processed-data caches; '' = prepare.default_cache_root:
+  # <parent of workdir>/.flip_jax_cache.
   c.cache_dir = ""
   # Tokenizer / PLM name ('minilm-l6') or a local Hugging Face folder.
   c.tokenizer = "minilm-l6"

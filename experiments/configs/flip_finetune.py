@@ -32,6 +32,7 @@ def get_config(arg=None):
     raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
   small = arg.preset != "full"
   cfg = mlc.ConfigDict()
+  cfg.task = "flip_finetune"
   cfg.seed = 2012
   cfg.prng_impl = common.PRNG_IMPL
   cfg.data = flip_pretrain.apply_data_preset(
@@ -43,41 +44,36 @@ def get_config(arg=None):
   # Official: α learned from 0, unconstrained ('raw'); 'sigmoid' bounds it.
   f.alpha_init = 0.0
   f.alpha_param = "raw"
+
+  cfg.loss = mlc.ConfigDict()
   # FLIP_ID sums the BCE over the batch (official); the others average.
-  f.loss_reduction = "sum" if arg.mode == "id" else "mean"
+  cfg.loss.reduction = "sum" if arg.mode == "id" else "mean"
   # Joint: BCE(mix) + aux_weight * (BCE(id) + BCE(plm)).
-  f.aux_weight = 1.0
+  cfg.loss.aux_weight = 1.0
   # Explicit L2 on the embedding and linear tables (a loss term).
-  f.l2 = {"id": 1e-3, "plm": 0.0,
-          "joint": 0.0 if arg.dataset == "goodreads" else 1e-4}[arg.mode]
-  f.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
-  f.batch_size = {"id": 1024, "plm": 128, "joint": 128}[arg.mode]
+  cfg.loss.l2 = {"id": 1e-3, "plm": 0.0,
+                 "joint": 0.0 if arg.dataset == "goodreads" else 1e-4}[arg.mode]
+  cfg.loss.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
+
+  batch_size = {"id": 1024, "plm": 128, "joint": 128}[arg.mode]
   if arg.preset == "tiny":
-    f.batch_size = 64 if arg.mode == "id" else 32
+    batch_size = 64 if arg.mode == "id" else 32
   elif small and arg.mode != "id":
-    f.batch_size = 32
-  # Rows per micro-batch: the step accumulates the grads of batch_size /
-  # micro_batch_size micro-batches (same loss and gradient; less memory, and
-  # faster per example on CPUs). 0 = the whole batch in one pass.
-  f.micro_batch_size = 0
-  f.num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
+    batch_size = 32
+  num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
+  eval_every, max_steps = -1, -1
   if small and arg.mode != "id":
-    f.num_epochs = 3
-  # Early stopping on valid AUC: evaluations without improvement.
-  f.patience = 3
-  # Evaluate every N steps; -1 = once per epoch.
-  f.eval_every_steps = -1
-  if small and arg.mode != "id":
-    f.eval_every_steps = 20 if arg.preset == "tiny" else (
+    num_epochs = 3
+    eval_every = 20 if arg.preset == "tiny" else (
         30 if arg.dataset == "synthetic" else 100)
-  f.eval_batch_size = 512 if arg.mode == "id" else 256
-  # Cap on optimizer steps (-1 = num_epochs); for smoke runs.
-  f.max_steps = -1
-  if small and arg.mode != "id":
-    f.max_steps = 60 if arg.preset == "tiny" else (
+    max_steps = 60 if arg.preset == "tiny" else (
         300 if arg.dataset != "synthetic" else
         # The joint model trains its ID branch too: twice the PLM-only steps.
         (180 if arg.mode == "joint" else 90))
+  cfg.train = common.train_config(
+      batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
+      eval_every_steps=eval_every,
+      eval_batch_size=512 if arg.mode == "id" else 256)
 
   o = cfg.optim = mlc.ConfigDict()
   if arg.mode == "id":
@@ -104,21 +100,15 @@ def get_config(arg=None):
   o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
                                "warmup_steps": 0})
 
-  cfg.ckpt = mlc.ConfigDict()
-  # A pretraining workdir to take params from (first start only).
-  cfg.ckpt.init_from = ""
-  # Step of init_from to load (-1 = latest).
-  cfg.ckpt.init_step = -1
   keep = {"id": [r"^ctr/"], "plm": [r"^plm/"],
           "joint": [r"^ctr/", r"^plm/"]}[arg.mode]
   drop = [r"^(mlm_head|mtm_head|ctr_proj|txt_proj|nce)/"]
   drop += {"id": [r"^plm/"], "plm": [r"^ctr/"], "joint": []}[arg.mode]
-  cfg.ckpt.keep_regex = keep
-  cfg.ckpt.drop_regex = drop
-  # Fresh params that a pretraining checkpoint never holds.
-  cfg.ckpt.allow_missing_regex = [r"^ctr/(linear|head)/"]
-  cfg.ckpt.keep = 2
-  cfg.ckpt.async_save = False
+  # init_from: a pretraining workdir; the pretraining heads are dropped and
+  # the fresh linear / head of the ID model allowed to be missing.
+  cfg.ckpt = common.ckpt_config(
+      every_steps=-1, keep=2, async_save=False, keep_regex=keep,
+      drop_regex=drop, allow_missing_regex=[r"^ctr/(linear|head)/"])
 
   cfg.log_every_steps = 50 if arg.mode == "id" else 20
   cfg.mesh = common.mesh_config()

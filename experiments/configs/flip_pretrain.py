@@ -79,22 +79,24 @@ def get_config(arg=None):
   if arg.preset not in ("tiny", "cpu-small", "full"):
     raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
   cfg = mlc.ConfigDict()
+  cfg.task = "flip_pretrain"
   cfg.seed = 2012
   cfg.prng_impl = common.PRNG_IMPL
   cfg.data = apply_data_preset(data_configs.get_data_config(arg.dataset),
                                arg.dataset, arg.preset)
   cfg.model = model_config(arg.ctr, arg.plm, arg.preset)
 
+  cfg.train = common.train_config(
+      # Global batch over all devices and hosts (official: 128 x 8 GPUs).
+      batch_size={"tiny": 16, "cpu-small": 32, "full": 1024}[arg.preset],
+      num_epochs={"tiny": 1, "cpu-small": 1, "full": 30}[arg.preset],
+      # Optimizer steps cap; the short presets stop within the first epoch.
+      max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
+                 else 300, "full": -1}[arg.preset])
+  # Micro-batches (train.micro_batch_size) keep ICL over the whole global
+  # batch by cached gradients: one more forward of the unmasked pass.
+
   p = cfg.pretrain = mlc.ConfigDict()
-  # Global batch over all devices and hosts (official: 128 x 8 GPUs).
-  p.batch_size = {"tiny": 16, "cpu-small": 32, "full": 1024}[arg.preset]
-  # Rows per micro-batch: the step accumulates the grads of batch_size /
-  # micro_batch_size micro-batches, ICL still over the whole global batch
-  # (cached gradients: one more forward of the unmasked pass). Less memory,
-  # and faster per example on CPUs. 0 = the whole batch in one pass.
-  p.micro_batch_size = 0
-  p.num_epochs = mlc.FieldReference(
-      {"tiny": 1, "cpu-small": 1, "full": 30}[arg.preset])
   p.proj_dim = 128
   p.proj_dropout = 0.2
   # One unmasked PLM pass feeds ICL and MTM (False = official: two passes).
@@ -138,18 +140,13 @@ def get_config(arg=None):
   o.freeze = []
   # Cosine stepped once per epoch, no warm-up (FLIP.md 5.8).
   o.schedule = mlc.ConfigDict({"name": "cosine_epoch",
-                               "epochs": p.get_ref("num_epochs"),
+                               "epochs": cfg.train.get_ref("num_epochs"),
                                "warmup_steps": 0})
 
-  # Total optimizer steps; -1 = num_epochs over train+valid.
-  cfg.total_steps = {"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                     else 300, "full": -1}[arg.preset]
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
-  cfg.ckpt = mlc.ConfigDict({
-      "every_steps": {"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
-      "keep": 3,
-      "async_save": True,
-  })
+  cfg.ckpt = common.ckpt_config(
+      every_steps={"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
+      keep=3, async_save=True)
   cfg.mesh = common.mesh_config()
   cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

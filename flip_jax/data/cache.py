@@ -20,6 +20,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from flip_jax import jsonio
+
 _CHUNK = 1 << 20
 
 
@@ -122,5 +124,5 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str):
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  """A cache JSON file; bad JSON raises a ValueError naming the file."""
+  return jsonio.read_json(path)

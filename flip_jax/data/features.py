@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from flip_jax import jsonio
 from flip_jax.data import rawio
 
 OOV, MASK = 0, 1
@@ -192,8 +193,7 @@ class FeatureMap:
     """Reads `feature_map.json` (or a directory holding it), checking it."""
     if os.path.isdir(path):
       path = os.path.join(path, "feature_map.json")
-    with open(path, encoding="utf-8") as f:
-      d = json.load(f)
+    d = jsonio.read_json(path)
     if d.get("format_version") != FORMAT_VERSION:
       raise ValueError(f"{path}: format_version {d.get('format_version')} "
                        f"!= {FORMAT_VERSION}")

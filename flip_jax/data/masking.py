@@ -19,6 +19,8 @@ batch, worker or process draws them.
 """
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 
 import numpy as np
@@ -228,3 +230,15 @@ def apply_masking(batch: dict, cfg: MaskingConfig, *, seed: int, epoch: int,
        cfg.ctr_mask_ratio, seed=seed, epoch=epoch, index=index,
        text_fields=text_fields if cfg.same_column else None)
   return out
+
+
+def masking_transform(cfg: MaskingConfig, *, mask_token_id: int | None,
+                      feature_map, vocab_size: int | None = None,
+                      special_token_ids=None):
+  """``apply_masking`` as the pipeline's batch transform (picklable)."""
+  if feature_map is None:
+    raise ValueError("masking needs feature_map (MTM mask ids)")
+  return functools.partial(
+      apply_masking, cfg=cfg, mask_token_id=mask_token_id,
+      feature_map=feature_map, vocab_size=vocab_size,
+      special_token_ids=special_token_ids)

@@ -7,29 +7,31 @@ its contiguous slice of G // process_count rows. So the global batch does
 not depend on the number of processes, and every process knows it. Each
 element of the grain `MapDataset` is one per-process batch (a numpy dict), so
 an iterator's state is just the next step: `get_state()` / `set_state()`
-restore the stream exactly, with or without worker processes. Masks are keyed
-by (seed, epoch, the example's position in `columns`).
+restore the stream exactly, with or without worker processes. A task's
+batch transform (FLIP's masks) is keyed by (seed, epoch, the example's
+position in `columns`), so it is as reproducible as the order.
 
 Evaluation: all rows in order, batch b = rows [b*G, (b+1)*G), process p
 its slice; the last batch is padded (copies of row 0) with weight 0 and row_id
 -1, and every process yields the same number of batches.
 
-Batch contract (numpy):
-  ids int32 [B, F]; label float32 [B]; weight float32 [B]; row_id int32 [B]
-  with text: input_ids, attention_mask, token_field int32 [B, L]
-  with masking: mlm_input_ids, mlm_labels int32 [B, L]; mtm_ids int32 [B, F];
-    mtm_positions, mtm_labels int32 [B, M]; mtm_weight float32 [B, M].
+Batch contract (numpy): every column of the split, integers as int32 and
+floats as float32 (label float32 [B], row_id int32 [B]), plus weight float32
+[B]; then whatever the task's transform adds. FLIP's columns: ids int32
+[B, F]; input_ids, attention_mask, token_field int32 [B, L]; its masks add
+mlm_input_ids, mlm_labels [B, L], mtm_ids [B, F], mtm_positions,
+mtm_labels int32 [B, M] and mtm_weight float32 [B, M].
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import grain
 import numpy as np
 
-from flip_jax.data import masking as masking_lib
 
-TEXT_COLUMNS = ("input_ids", "attention_mask", "token_field")
+# Columns every split has (the rest are the task's: ids, text, ...).
+REQUIRED_COLUMNS = ("label", "row_id")
 
 
 def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:
@@ -60,23 +62,25 @@ def _local_batch(global_batch_size: int, process_count: int) -> int:
 
 
 class _Columns:
-  """Column arrays that pickle memory-mapped files by name (for workers)."""
+  """Column arrays that pickle memory-mapped files by name (for workers).
+
+  Every column is batched: integer columns as int32, float columns as
+  float32 (``label`` included); ``weight`` (1) is added.
+  """
 
   def __init__(self, columns: Mapping[str, np.ndarray]):
-    missing = [k for k in ("ids", "label", "row_id") if k not in columns]
+    missing = [k for k in REQUIRED_COLUMNS if k not in columns]
     if missing:
       raise ValueError(f"columns lack {missing}; have {sorted(columns)}")
-    self.names = [k for k in ("ids", "label", "row_id") + TEXT_COLUMNS
-                  if k in columns]
-    if 0 < sum(k in columns for k in TEXT_COLUMNS) < len(TEXT_COLUMNS):
-      raise ValueError(f"text columns need all of {TEXT_COLUMNS}")
+    self.names = sorted(columns)
     self.arrays = {k: columns[k] for k in self.names}
-    n = len(self.arrays["ids"])
+    n = len(self.arrays["label"])
     for k, a in self.arrays.items():
       if len(a) != n:
-        raise ValueError(f"column {k} has {len(a)} rows, ids has {n}")
+        raise ValueError(f"column {k} has {len(a)} rows, label has {n}")
+      if np.asarray(a[:0]).dtype.kind not in "iufb":
+        raise ValueError(f"column {k}: dtype {a.dtype} is not numeric")
     self.num_rows = n
-    self.has_text = "input_ids" in self.arrays
 
   def __getstate__(self):
     state = {}
@@ -87,23 +91,20 @@ class _Columns:
           fname, mmap_mode="r").shape == a.shape):
         fname = None
       state[k] = ("mmap", fname) if fname else ("array", np.asarray(a))
-    return {"names": self.names, "state": state, "num_rows": self.num_rows,
-            "has_text": self.has_text}
+    return {"names": self.names, "state": state, "num_rows": self.num_rows}
 
   def __setstate__(self, d):
     self.names, self.num_rows = d["names"], d["num_rows"]
-    self.has_text = d["has_text"]
     self.arrays = {k: (np.load(v, mmap_mode="r") if kind == "mmap" else v)
                    for k, (kind, v) in d["state"].items()}
 
   def gather(self, idx: np.ndarray) -> dict:
-    out = {"ids": np.asarray(self.arrays["ids"][idx], np.int32),
-           "label": np.asarray(self.arrays["label"][idx], np.float32),
-           "weight": np.ones(len(idx), np.float32),
-           "row_id": np.asarray(self.arrays["row_id"][idx], np.int32)}
-    if self.has_text:
-      for k in TEXT_COLUMNS:
-        out[k] = np.asarray(self.arrays[k][idx], np.int32)
+    out = {}
+    for k, a in self.arrays.items():
+      v = np.asarray(a[idx])
+      out[k] = v.astype(np.float32 if v.dtype.kind == "f" or k == "label"
+                        else np.int32)
+    out["weight"] = np.ones(len(idx), np.float32)
     return out
 
 
@@ -111,18 +112,13 @@ class _TrainBatch:
   """index (global step) -> this process's batch; picklable for workers."""
 
   def __init__(self, columns, *, global_batch_size, local_batch_size,
-               process_index, seed, masking, mask_token_id, feature_map,
-               vocab_size, special_token_ids):
+               process_index, seed, transform):
     self.columns = columns
     self.global_batch_size = global_batch_size
     self.local_batch_size = local_batch_size
     self.process_index = process_index
     self.seed = seed
-    self.masking = masking
-    self.mask_token_id = mask_token_id
-    self.feature_map = feature_map
-    self.vocab_size = vocab_size
-    self.special_token_ids = special_token_ids
+    self.transform = transform
     self.steps = steps_per_epoch(columns.num_rows, global_batch_size)
     self._perm = (None, None)
 
@@ -143,41 +139,33 @@ class _TrainBatch:
         self.process_index * self.local_batch_size)
     idx = self.permutation(epoch)[lo:lo + self.local_batch_size]
     batch = self.columns.gather(idx)
-    if self.masking is not None:
-      batch = masking_lib.apply_masking(
-          batch, self.masking, seed=self.seed, epoch=epoch,
-          # The example's position in `columns`: unique even when splits
-          # are concatenated (their row_ids restart at 0).
-          index=idx, mask_token_id=self.mask_token_id,
-          feature_map=self.feature_map, vocab_size=self.vocab_size,
-          special_token_ids=self.special_token_ids)
+    if self.transform is not None:
+      # The rows' positions in `columns`: unique even when splits are
+      # concatenated (their row_ids restart at 0).
+      batch = self.transform(batch, seed=self.seed, epoch=epoch, index=idx)
     return batch
 
 
 def train_iterator(columns: Mapping[str, np.ndarray], *,
                    global_batch_size: int, seed: int,
-                   masking: masking_lib.MaskingConfig | None = None,
+                   transform: Callable[..., dict] | None = None,
                    num_epochs: int | None = None,
                    process_index: int | None = None,
                    process_count: int | None = None, worker_count: int = 0,
-                   mask_token_id: int | None = None, feature_map=None,
-                   vocab_size: int | None = None, special_token_ids=None,
                    worker_buffer_size: int = 2, prefetch_buffer_size: int = 4):
   """A checkpointable iterator of per-process training batches.
 
   Args:
-    columns: split columns (ids, label, row_id [+ input_ids, attention_mask,
-      token_field]), e.g. from prepare.tokenize_dataset.
+    columns: split columns (``label``, ``row_id`` and the task's: ids,
+      input_ids ...), numeric arrays of equal length.
     global_batch_size: batch size over all processes.
-    seed: data-order and masking seed.
-    masking: MaskingConfig to add the pretraining keys, or None.
+    seed: data-order seed (also given to ``transform``).
+    transform: the task's host-side ``fn(batch, *, seed, epoch, index) ->
+      batch`` (FLIP's masks), keyed by the rows' positions ``index`` in
+      ``columns``; picklable when ``worker_count`` > 0. None = identity.
     num_epochs: epochs to yield; None = forever.
     process_index, process_count: default jax.process_index()/count().
     worker_count: grain worker processes (0 = in this process).
-    mask_token_id: the tokenizer's mask id (text masking).
-    feature_map: FeatureMap (id masking).
-    vocab_size: PLM vocabulary size (token MLM rule only).
-    special_token_ids: ids never masked by the token rule.
     worker_buffer_size: batches buffered per worker.
     prefetch_buffer_size: batches prefetched by a thread without workers.
 
@@ -192,13 +180,9 @@ def train_iterator(columns: Mapping[str, np.ndarray], *,
   if steps == 0:
     raise ValueError(f"{cols.num_rows} rows give no full batch of "
                      f"{global_batch_size}")
-  if masking is not None and feature_map is None:
-    raise ValueError("masking needs feature_map (MTM mask ids)")
   fn = _TrainBatch(cols, global_batch_size=global_batch_size,
                    local_batch_size=local, process_index=process_index,
-                   seed=seed, masking=masking, mask_token_id=mask_token_id,
-                   feature_map=feature_map, vocab_size=vocab_size,
-                   special_token_ids=special_token_ids)
+                   seed=seed, transform=transform)
   ds = grain.MapDataset.range(steps).repeat(num_epochs)
   ds = ds.map_with_index(fn)  # index = global step
   if worker_count > 0:
@@ -247,3 +231,26 @@ def eval_batches(columns: Mapping[str, np.ndarray], *,
     batch["weight"][real:] = 0.0
     batch["row_id"][real:] = -1
     yield batch
+
+
+def concat_columns(*parts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The columns every part has, concatenated; ``row_id`` renumbered."""
+  keys = [k for k in parts[0] if all(k in p for p in parts)]
+  out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
+  if "row_id" in out:
+    out["row_id"] = np.arange(len(out["row_id"]), dtype=np.int32)
+  return out
+
+
+def array_columns(cols: Mapping[str, Any],
+                  keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+  """The numeric columns the pipeline batches (drops raw text).
+
+  With ``keys``, only those (and the required ``label`` / ``row_id``).
+  """
+  out = {k: v for k, v in cols.items()
+         if isinstance(v, np.ndarray) and v.dtype.kind in "iufb"}
+  if keys is not None:
+    want = set(keys) | set(REQUIRED_COLUMNS)
+    out = {k: v for k, v in out.items() if k in want}
+  return out

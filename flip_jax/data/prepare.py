@@ -1,6 +1,7 @@
 """Raw files -> labelled, ordered, split, encoded and rendered columns (cached).
 
-  prepared = load_dataset(config.data, cache_root)
+  prepared = load_dataset(config.data,
+                          default_cache_root(config.data, workdir))
   columns = tokenize_dataset(prepared, "minilm-l6", config.data.max_length)
 
 Rules (recorded in feature_map.json and stats.json):
@@ -33,6 +34,28 @@ from flip_jax.data import tokenize as tokenize_lib
 PROCESSING_VERSION = 1
 BASE_COLUMNS = ("ids", "label", "row_id", "text", "spans", "timestamp")
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_field")
+# Folder name of the default cache root, beside the run's workdir.
+DEFAULT_CACHE_NAME = ".flip_jax_cache"
+
+
+def default_cache_root(data_cfg, workdir: str | os.PathLike) -> str:
+  """The processed-data cache root of a run: the one rule.
+
+  ``data_cfg.cache_dir`` when set, else ``<parent of workdir>/.flip_jax_cache``
+  (beside the workdir, so the runs of one folder, e.g. data preparation,
+  pretraining and finetuning, share one cache).
+
+  Args:
+    data_cfg: the `data` ConfigDict (experiments/configs/data.py).
+    workdir: the run directory.
+
+  Returns:
+    The cache root (as given when configured, else an absolute path).
+  """
+  if data_cfg.cache_dir:
+    return data_cfg.cache_dir
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)) or ".",
+                      DEFAULT_CACHE_NAME)
 
 
 @dataclasses.dataclass

@@ -11,9 +11,12 @@ placeholders are filled from the `CTRConfig`:
   {a}  AutoInt layer     (att_layers)
   {c}  CIN layer         (len(cin_layers))
 
-Both directions are derived from the same rows: `hook.to_torch` maps a Flax
-array to the torch layout and `hook.to_flax` inverts it exactly (pure
-transposes / reshapes), so export followed by import is bit-identical.
+Both directions are derived from the same rows: `hook.to_torch(a, cfg)` maps
+a Flax array to the torch layout and `hook.to_flax(a, cfg)` inverts it
+exactly (pure transposes / reshapes), so export followed by import is
+bit-identical. The hook type is `flip_jax.layout_hooks.Hook`, shared with
+the PLM table (`flip_jax.models.plm.hf_names`); CTR hooks need no config
+and are called with ``cfg=None``.
 
 Hooks:
   identity   tables, biases, raw parameter matrices, BatchNorm tensors
@@ -26,28 +29,28 @@ its PLM goes to a Hugging Face folder (`flip_jax.export.hf_export`) instead.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
+
+from flip_jax.layout_hooks import Hook
+from flip_jax.layout_hooks import IDENTITY
+from flip_jax.layout_hooks import TRANSPOSE
+# Also importable as ctr_mapping.flatten / unflatten (tests use them).
+from flip_jax.tree_paths import flatten
+from flip_jax.tree_paths import unflatten
 
 Array = np.ndarray
 Row = tuple[str, str, str]
 
 
-@dataclasses.dataclass(frozen=True)
-class Hook:
-  """A pair of exact inverse layout transforms."""
-  name: str
-  to_torch: Callable[[Array], Array]
-  to_flax: Callable[[Array], Array]
-
-
+# The hooks ignore the config (`cfg=None`): CTR layouts depend on no size.
 HOOKS: dict[str, Hook] = {
-    "identity": Hook("identity", lambda a: a, lambda a: a),
-    "transpose": Hook("transpose", lambda a: a.T, lambda a: a.T),
-    "conv1d": Hook("conv1d", lambda a: a.T[:, :, None], lambda a: a[:, :, 0].T),
+    "identity": IDENTITY,
+    "transpose": TRANSPOSE,
+    "conv1d": Hook("conv1d", lambda a, cfg=None: a.T[:, :, None],
+                   lambda a, cfg=None: a[:, :, 0].T),
 }
 
 _BN = (("scale", "params", "weight"), ("bias", "params", "bias"),
@@ -203,29 +206,6 @@ def finetune_rows(mode: str, cfg=None) -> list[tuple[str, str, Hook]]:
   return rows
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """Nested dict -> {'/'-joined path: leaf}."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """{'/'-joined path: leaf} -> nested dict."""
-  out: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = out
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return out
-
-
 def _host(v) -> Array:
   """Any array (jax, boxed, bf16) -> numpy, floats upcast to float32."""
   v = getattr(v, "value", v)            # flax LogicallyPartitioned box
@@ -263,7 +243,8 @@ def to_torch(rows, variables: Mapping[str, Any], *,
   out = {}
   for f, t, hook in rows:
     # np.require keeps 0-d scalars 0-d (ascontiguousarray would not).
-    out[t] = np.require(hook.to_torch(_host(flat[f])), requirements="C")
+    out[t] = np.require(hook.to_torch(_host(flat[f]), None),
+                        requirements="C")
     if t.endswith(".running_mean"):
       out[t[:-len("running_mean")] + "num_batches_tracked"] = np.zeros(
           (), np.int64)
@@ -300,5 +281,6 @@ def to_flax(rows, state_dict: Mapping[str, Any], *,
     v = sd[t]
     if hasattr(v, "detach"):            # a torch tensor
       v = v.detach().cpu().numpy()
-    flat[f] = np.require(hook.to_flax(np.asarray(v)), requirements="C")
+    flat[f] = np.require(hook.to_flax(np.asarray(v), None),
+                         requirements="C")
   return unflatten(flat)

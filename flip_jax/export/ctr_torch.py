@@ -12,7 +12,6 @@ last layer), `txt_head`, α and the biases, with the joint logit (FLIP.md 6.3)
 """
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Mapping
 
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from flip_jax import jsonio
 from flip_jax.export import ctr_mapping
 from flip_jax.export.torch_backbones import build_torch
 from flip_jax.models.ctr.config import CTRConfig
@@ -174,10 +174,7 @@ def read_export_config(path) -> dict[str, Any]:
   if not cfg_path.exists():
     raise FileNotFoundError(f"{path}: no {EXPORT_CONFIG} (not an "
                             "export_finetuned folder?)")
-  try:
-    meta = json.loads(cfg_path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
+  meta = jsonio.read_json(cfg_path)  # bad JSON: a ValueError naming it
   if meta.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{cfg_path}: format_version "
                      f"{meta.get('format_version')!r} != {FORMAT_VERSION}")

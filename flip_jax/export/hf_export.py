@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from flax import traverse_util
 
+from flip_jax import tree_paths
 from flip_jax.export import torch_mapping as tm
+from flip_jax.models.plm import hf_names
 from flip_jax.models.plm.config import PLMConfig
 from flip_jax.models.plm.heads import MLMHead
 from flip_jax.models.plm.hf_import import HEAD_INIT_SEED
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 def _flat_numpy(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Boxed/sharded/bf16 param tree -> flat '/' dict of float32 numpy."""
   params = jax.device_get(nn.meta.unbox(params))
-  flat = traverse_util.flatten_dict(dict(params), sep="/")
+  flat = tree_paths.flatten(dict(params))
   out = {}
   for k, v in flat.items():
     v = np.asarray(v)
@@ -87,19 +88,19 @@ def to_hf_tensors(config: PLMConfig, params, *, mlm_head_params=None,
   Returns:
     {HF key: float32 numpy array}.
   """
-  prefix = tm.BASE_PREFIX[config.model_type]
-  out = tm.flax_to_torch(config, _flat_numpy(params), tm.encoder_rows(config),
-                         prefix)
+  prefix = hf_names.BASE_PREFIX[config.model_type]
+  out = tm.flax_to_torch(config, _flat_numpy(params),
+                         hf_names.encoder_rows(config), prefix)
   if pooler is None:
     pooler = fresh_pooler(config)
-  for key in tm.POOLER_KEYS:
+  for key in hf_names.POOLER_KEYS:
     out[prefix + key] = np.ascontiguousarray(pooler[key], np.float32)
   if mlm_head_params is None:
     log.info("export: no MLM head given; writing a freshly initialised one"
              " (seed %d)", HEAD_INIT_SEED)
     mlm_head_params = fresh_head_params(config)
   out.update(tm.flax_to_torch(config, _flat_numpy(mlm_head_params),
-                              tm.head_rows(config)))
+                              hf_names.head_rows(config)))
   return out
 
 

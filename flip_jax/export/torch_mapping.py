@@ -1,163 +1,20 @@
-"""One declarative table between our PLM params and HF BERT/RoBERTa keys.
+"""Export side of the PLM <-> HF BERT/RoBERTa table: Flax params -> tensors.
 
-Each row is (flax path pattern, HF key pattern, hook). `{i}` stands for the
-layer index. Flax paths are relative to the `PLMEncoder` (or `MLMHead`) param
-dict; HF encoder keys are relative to the base model (`bert.` / `roberta.` is
-added or stripped by the caller). Both directions are derived from the same
-rows: `hook.to_torch` maps a Flax array to the HF tensor layout and
-`hook.to_flax` inverts it exactly (pure reshapes/transposes, so a round trip
-is bit-identical).
-
-Hooks (H hidden, N heads, D head width):
-  identity     embeddings, LayerNorm scale/bias, plain biases
-  transpose    Dense kernel (in, out) <-> torch Linear weight (out, in)
-  split_heads  q/k/v kernel (H, N, D) <-> weight (N*D, H)
-  heads_bias   q/k/v bias (N, D) <-> bias (N*D,)
-  merge_heads  attention output kernel (N, D, H) <-> weight (H, N*D)
+The name table itself (rows, hooks, `expand`, `encoder_rows`, `head_rows`,
+`normalize_hf_key`, prefixes and pooler / tied-decoder keys) lives in
+`flip_jax.models.plm.hf_names`, next to the importer that also uses it;
+this module holds only what the exporter needs on top of it.
 """
 from __future__ import annotations
 
-import dataclasses
-import re
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
+from flip_jax.layout_hooks import Hook
 from flip_jax.models.plm.config import PLMConfig
 
 Array = np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class Hook:
-  """A pair of exact inverse layout transforms."""
-  name: str
-  to_torch: Callable[[Array, PLMConfig], Array]
-  to_flax: Callable[[Array, PLMConfig], Array]
-
-
-def _heads(cfg: PLMConfig) -> tuple[int, int]:
-  return cfg.num_heads, cfg.head_dim
-
-
-HOOKS: dict[str, Hook] = {
-    "identity": Hook("identity", lambda a, c: a, lambda a, c: a),
-    "transpose": Hook("transpose", lambda a, c: a.T, lambda a, c: a.T),
-    "split_heads": Hook(
-        "split_heads",
-        lambda a, c: a.reshape(a.shape[0], -1).T,
-        lambda a, c: a.T.reshape(a.shape[1], *_heads(c))),
-    "heads_bias": Hook(
-        "heads_bias",
-        lambda a, c: a.reshape(-1),
-        lambda a, c: a.reshape(*_heads(c))),
-    "merge_heads": Hook(
-        "merge_heads",
-        lambda a, c: a.reshape(-1, a.shape[-1]).T,
-        lambda a, c: a.T.reshape(*_heads(c), a.shape[0])),
-}
-
-_LN = (("scale", "weight"), ("bias", "bias"))
-
-
-def _layer_norm(flax_prefix: str, hf_prefix: str):
-  return tuple((f"{flax_prefix}/{f}", f"{hf_prefix}.{t}", "identity")
-               for f, t in _LN)
-
-
-def _dense(flax_prefix: str, hf_prefix: str, kernel_hook="transpose",
-           bias_hook="identity"):
-  return ((f"{flax_prefix}/kernel", f"{hf_prefix}.weight", kernel_hook),
-          (f"{flax_prefix}/bias", f"{hf_prefix}.bias", bias_hook))
-
-
-_L = "encoder/layer_{i}"
-_HL = "encoder.layer.{i}"
-
-# Rows of the bare encoder (identical for BERT and RoBERTa).
-ENCODER_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("embeddings/word_embeddings/embedding",
-     "embeddings.word_embeddings.weight", "identity"),
-    ("embeddings/position_embeddings/embedding",
-     "embeddings.position_embeddings.weight", "identity"),
-    ("embeddings/token_type_embeddings/embedding",
-     "embeddings.token_type_embeddings.weight", "identity"),
-    *_layer_norm("embeddings/LayerNorm", "embeddings.LayerNorm"),
-    *_dense(f"{_L}/attention/query", f"{_HL}.attention.self.query",
-            "split_heads", "heads_bias"),
-    *_dense(f"{_L}/attention/key", f"{_HL}.attention.self.key",
-            "split_heads", "heads_bias"),
-    *_dense(f"{_L}/attention/value", f"{_HL}.attention.self.value",
-            "split_heads", "heads_bias"),
-    *_dense(f"{_L}/attention/output/dense", f"{_HL}.attention.output.dense",
-            "merge_heads"),
-    *_layer_norm(f"{_L}/attention/output/LayerNorm",
-                 f"{_HL}.attention.output.LayerNorm"),
-    *_dense(f"{_L}/intermediate/dense", f"{_HL}.intermediate.dense"),
-    *_dense(f"{_L}/output/dense", f"{_HL}.output.dense"),
-    *_layer_norm(f"{_L}/output/LayerNorm", f"{_HL}.output.LayerNorm"),
-)
-
-# Rows of the MLM head, per family; HF keys are absolute (no base prefix).
-MLM_HEAD_ROWS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "bert": (
-        *_dense("dense", "cls.predictions.transform.dense"),
-        *_layer_norm("LayerNorm", "cls.predictions.transform.LayerNorm"),
-        ("bias", "cls.predictions.bias", "identity"),
-    ),
-    "roberta": (
-        *_dense("dense", "lm_head.dense"),
-        *_layer_norm("LayerNorm", "lm_head.layer_norm"),
-        ("bias", "lm_head.bias", "identity"),
-    ),
-}
-
-# HF key prefix of the bare encoder inside task models, per family.
-BASE_PREFIX: dict[str, str] = {"bert": "bert.", "roberta": "roberta."}
-
-# Tensors HF stores for the tied decoder: the weight equals the word table and
-# the bias aliases the head bias above.
-TIED_DECODER_KEYS: dict[str, tuple[str, str]] = {
-    "bert": ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"),
-    "roberta": ("lm_head.decoder.weight", "lm_head.decoder.bias"),
-}
-
-# Encoder-relative keys that are legitimately ignored on import (reported).
-IGNORED_PATTERNS = (
-    re.compile(r"^pooler\."),
-    re.compile(r"(^|\.)position_ids$"),
-    re.compile(r"^embeddings\.token_type_ids$"),
-)
-
-# HF pooler (not used by FLIP: the sentence vector is the first token state,
-# FLIP.md section 4); exported so AutoModel loads without missing weights.
-POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
-
-
-def expand(rows, num_layers: int) -> list[tuple[str, str, Hook]]:
-  """Fills `{i}` for every layer; returns (flax path, HF key, hook) rows."""
-  out = []
-  for flax_pat, hf_pat, hook in rows:
-    if "{i}" in flax_pat:
-      for i in range(num_layers):
-        out.append((flax_pat.format(i=i), hf_pat.format(i=i), HOOKS[hook]))
-    else:
-      out.append((flax_pat, hf_pat, HOOKS[hook]))
-  return out
-
-
-def encoder_rows(cfg: PLMConfig) -> list[tuple[str, str, Hook]]:
-  return expand(ENCODER_ROWS, cfg.num_layers)
-
-
-def head_rows(cfg: PLMConfig) -> list[tuple[str, str, Hook]]:
-  return expand(MLM_HEAD_ROWS[cfg.model_type], 0)
-
-
-def normalize_hf_key(key: str) -> str:
-  """Old TF-converted checkpoints name LayerNorm params gamma/beta."""
-  key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
-  return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
 
 
 def flax_to_torch(cfg: PLMConfig, flat_params: Mapping[str, Array],
@@ -168,7 +25,7 @@ def flax_to_torch(cfg: PLMConfig, flat_params: Mapping[str, Array],
   Args:
     cfg: the model config (head counts for the reshaping hooks).
     flat_params: {'embeddings/word_embeddings/embedding': array, ...}.
-    rows: expanded rows (`encoder_rows` or `head_rows`).
+    rows: expanded rows (`hf_names.encoder_rows` or `hf_names.head_rows`).
     prefix: prepended to every HF key (e.g. 'bert.').
 
   Returns:

@@ -13,34 +13,18 @@ import numpy as np
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
-from flip_jax import metrics as metrics_lib
 from flip_jax import sharding
 from flip_jax.data import pipeline
 
-CTR_KEYS = ("ids",)
-TEXT_KEYS = ("input_ids", "attention_mask")
 
-
-def model_keys(mode: str) -> tuple[str, ...]:
-  return {"id": CTR_KEYS, "plm": TEXT_KEYS, "joint": CTR_KEYS + TEXT_KEYS}[mode]
-
-
-def make_predict_fn(model: nn.Module, mesh, rules,
+def make_predict_fn(predict: Callable, mesh, rules,
                     variable_shardings) -> Callable:
-  """jit(variables, batch) -> dict of probabilities (``prob``, per branch).
+  """jit(variables, batch) -> the task's named probabilities.
 
-  ``variables`` is ``{'params': ..., **model_state}`` (BatchNorm layers use
-  their running statistics); ``variable_shardings`` its shardings or None.
+  ``predict`` is ``task.predict``; ``variables`` is ``{'params': ...,
+  **model_state}`` (BatchNorm layers use their running statistics);
+  ``variable_shardings`` its shardings or None.
   """
-
-  def predict(variables, batch):
-    out = model.apply(variables, batch, deterministic=True)
-    probs = {"prob": jax.nn.sigmoid(out["logit"])}
-    for k in ("ctr/logit", "txt/logit"):
-      if k in out and "alpha" in out:
-        probs[k.split("/")[0] + "_prob"] = jax.nn.sigmoid(out[k])
-    return probs
-
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     return jax.jit(predict, in_shardings=(variable_shardings, None))
 
@@ -72,21 +56,9 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
   return {k: v[order] for k, v in cat.items()}
 
 
-def ctr_metrics(pred: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
-  """AUC / LogLoss of ``prob`` (and of each branch for the joint model)."""
-  y = pred["label"]
-  out = {f"{prefix}/auc": float(metrics_lib.auc(y, pred["prob"])),
-         f"{prefix}/logloss": float(metrics_lib.logloss(y, pred["prob"]))}
-  for branch in ("ctr", "txt"):
-    key = f"{branch}_prob"
-    if key in pred:
-      out[f"{prefix}/{branch}_auc"] = float(metrics_lib.auc(y, pred[key]))
-  return out
-
-
-def evaluate(predict_fn, variables, columns, *, keys, batch_size, mesh, rules,
-             prefix: str) -> dict[str, float]:
+def evaluate(predict_fn, variables, columns, *, task, keys, batch_size, mesh,
+             rules, prefix: str) -> dict[str, float]:
+  """The task's metrics (``task.eval_metrics``) over a whole split."""
   pred = predict_split(predict_fn, variables, columns, keys=keys,
                        batch_size=batch_size, mesh=mesh, rules=rules)
-  return ctr_metrics(pred, prefix)
-
+  return task.eval_metrics(pred, prefix)

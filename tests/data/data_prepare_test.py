@@ -163,3 +163,31 @@ def test_cache_key_follows_raw_files_and_config(tmp_path):
   c = prepare.load_dataset(cfg, str(tmp_path / "c"))
   assert c.cache_dir not in (a.cache_dir, b.cache_dir)
   assert c.stats["label_rule"] == "rating >= 5"
+
+
+def test_default_cache_root_is_one_rule(tmp_path):
+  cfg = data_config.get_data_config("synthetic")
+  assert cfg.cache_dir == ""
+  run = tmp_path / "runs" / "pretrain"
+  want = str(tmp_path / "runs" / ".flip_jax_cache")
+  assert prepare.default_cache_root(cfg, str(run)) == want
+  assert prepare.default_cache_root(cfg, run) == want        # PathLike
+  assert prepare.default_cache_root(cfg, str(run) + "/") == want
+  # Relative workdirs resolve against the current directory.
+  assert prepare.default_cache_root(cfg, "w") == os.path.join(
+      os.getcwd(), ".flip_jax_cache")
+  cfg.cache_dir = "some/cache"                               # as configured
+  assert prepare.default_cache_root(cfg, str(run)) == "some/cache"
+
+
+def test_dataset_names_come_from_the_reader_registry():
+  from flip_jax.data import sources  # pylint: disable=g-import-not-at-top
+  names = sources.dataset_names()
+  assert names == ("synthetic", "ml-1m", "ml-100k", "bookcrossing",
+                   "goodreads", "csv")
+  assert set(names) == set(sources.READERS)
+  assert data_config.DATASETS == names
+  for name in names:  # every name has a data config
+    assert data_config.get_data_config(name).dataset == name
+  from experiments.configs import common  # pylint: disable=g-import-not-at-top
+  assert not hasattr(common, "DATASETS")

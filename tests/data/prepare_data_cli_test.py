@@ -23,6 +23,9 @@ def test_run_writes_stats_and_feature_map(tmp_path, capsys):
             "truncated_rows"):
     assert on_disk[k] == stats[k], k
   assert on_disk["rows"] == 600 and on_disk["max_length"] == 40
+  # The default cache root: beside the workdir (prepare.default_cache_root).
+  assert on_disk["cache_dir"].startswith(
+      str(tmp_path.parent / ".flip_jax_cache") + os.sep)
   fm = json.loads((tmp_path / "feature_map.json").read_text())
   assert fm["num_fields"] == 8 and fm["split_sizes"]["train"] == 480
   out = capsys.readouterr().out

@@ -13,7 +13,6 @@ from absl.testing import flagsaver
 
 from experiments import export_torch
 from flip_jax.export import hf_export
-from flip_jax.export import torch_mapping as tm
 from flip_jax.models import plm
 
 torch.set_num_threads(1)
@@ -155,26 +154,6 @@ def test_export_is_atomic_and_accepts_boxed_bf16_params(tmp_path):
 def nn_unbox(tree):
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
   return nn.meta.unbox(tree)
-
-
-def test_mapping_hooks_are_exact_inverses():
-  cfg = plm.PLMConfig("bert", 50, 12, 1, 3, 20, 16)
-  rng = np.random.default_rng(0)
-  shapes = {"split_heads": (12, 3, 4), "heads_bias": (3, 4),
-            "merge_heads": (3, 4, 12), "transpose": (12, 20),
-            "identity": (5, 12)}
-  torch_shapes = {"split_heads": (12, 12), "heads_bias": (12,),
-                  "merge_heads": (12, 12), "transpose": (20, 12),
-                  "identity": (5, 12)}
-  for name, hook in tm.HOOKS.items():
-    x = rng.normal(size=shapes[name]).astype(np.float32)
-    t = hook.to_torch(x, cfg)
-    assert t.shape == torch_shapes[name], name
-    np.testing.assert_array_equal(hook.to_flax(t, cfg), x)
-  # The q kernel row of head h, unit d is torch output row h * D + d.
-  q = rng.normal(size=(12, 3, 4)).astype(np.float32)
-  np.testing.assert_array_equal(tm.HOOKS["split_heads"].to_torch(q, cfg)[6],
-                                q[:, 1, 2])
 
 
 def test_cli_round_trip_with_check(tmp_path):

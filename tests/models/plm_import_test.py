@@ -11,8 +11,8 @@ import transformers as hf
 from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
-from flip_jax.export import torch_mapping as tm
 from flip_jax.models import plm
+from flip_jax.models.plm import hf_names
 
 torch.set_num_threads(1)
 ATOL = 1e-4
@@ -100,7 +100,7 @@ def test_masked_lm_parity_with_prefixed_keys(tmp_path, model_type):
   np.testing.assert_allclose(got, want, atol=ATOL)
   # Asking for the encoder only reports the head as ignored, not unexpected.
   _, _, _, rep = plm.load_pretrained(folder, return_report=True)
-  head_keys = {k for _, k, _ in tm.head_rows(module.config)}
+  head_keys = {k for _, k, _ in hf_names.head_rows(module.config)}
   assert rep.unexpected == [] and head_keys <= set(rep.ignored)
   assert len(head_keys) == 5
 

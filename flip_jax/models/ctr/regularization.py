@@ -12,8 +12,9 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
-from flax import traverse_util
+
+# Re-exported as ctr.flat_params (experiments/train_ctr.py and tests use it).
+from flip_jax.tree_paths import flat_params
 
 L2_PRESETS: dict[str, dict[str, float]] = {
     "none": {},
@@ -32,11 +33,6 @@ L2_PRESETS: dict[str, dict[str, float]] = {
         r"(^|/)linear/table$": 1e-3,
     },
 }
-
-
-def flat_params(params: Any) -> dict[str, jax.Array]:
-  """Nested (possibly logically boxed) params -> {'a/b/c': array}."""
-  return traverse_util.flatten_dict(nn.meta.unbox(params), sep="/")
 
 
 def _compiled(coeffs: Mapping[str, float]):

@@ -11,7 +11,7 @@ to the encoder in any bigger model:
 
 HF names: BERT `cls.predictions.transform.{dense,LayerNorm}` +
 `cls.predictions.bias`; RoBERTa `lm_head.{dense,layer_norm}` + `lm_head.bias`.
-Ours are `dense`, `LayerNorm` and `bias` for both (export/torch_mapping.py).
+Ours are `dense`, `LayerNorm` and `bias` for both (models/plm/hf_names.py).
 """
 from __future__ import annotations
 

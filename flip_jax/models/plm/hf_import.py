@@ -3,7 +3,7 @@
 Reads `config.json` and the weights (`model.safetensors`, a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin` loaded with
 `torch.load(weights_only=True)`, which refuses arbitrary pickled objects),
-maps them with the table in `flip_jax/export/torch_mapping.py`, and reports
+maps them with the table in `flip_jax/models/plm/hf_names.py`, and reports
 what was loaded, ignored, unexpected or freshly initialised.
 
 Missing encoder weights are an error (a partly random encoder is never what a
@@ -13,7 +13,6 @@ fresh with a fixed seed and reported.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import re
@@ -22,10 +21,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 from flax import linen as nn
 
-from flip_jax.export import torch_mapping as tm
+from flip_jax import jsonio
+from flip_jax import tree_paths
+from flip_jax.models.plm import hf_names
 from flip_jax.models.plm.bert import PLMEncoder
 from flip_jax.models.plm.config import PLMConfig
 from flip_jax.models.plm.heads import MLMHead, PLMForMaskedLM
@@ -90,11 +90,7 @@ def read_config(path: pathlib.Path) -> PLMConfig:
   cfg_file = path / "config.json"
   if not cfg_file.is_file():
     raise FileNotFoundError(f"{path}: no config.json (not an HF checkpoint)")
-  try:
-    d = json.loads(cfg_file.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{cfg_file}: invalid JSON at line {e.lineno}: {e.msg}"
-                     ) from e
+  d = jsonio.read_json(cfg_file)  # bad JSON: a ValueError naming the file
   try:
     return PLMConfig.from_hf(d)
   except ValueError as e:
@@ -115,7 +111,7 @@ def read_weights(path: pathlib.Path) -> tuple[dict[str, np.ndarray], str]:
     from safetensors import numpy as st_np
     if st.is_file():
       return dict(st_np.load_file(st)), str(st)
-    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    shards = sorted(set(jsonio.read_json(index)["weight_map"].values()))
     out = {}
     for shard in shards:
       out.update(st_np.load_file(path / shard))
@@ -134,12 +130,12 @@ def _find_prefix(tensors: dict[str, np.ndarray], cfg: PLMConfig,
                  source: str) -> str:
   """The HF prefix ('bert.', 'roberta.' or '') of the encoder keys."""
   probe = "embeddings.word_embeddings.weight"
-  for prefix in (tm.BASE_PREFIX[cfg.model_type], *tm.BASE_PREFIX.values(),
-                 ""):
+  bases = hf_names.BASE_PREFIX
+  for prefix in (bases[cfg.model_type], *bases.values(), ""):
     if prefix + probe in tensors:
       return prefix
   raise ValueError(f"{source}: no '{probe}' under any prefix"
-                   f" {sorted(set(tm.BASE_PREFIX.values()))} or none; is this"
+                   f" {sorted(set(bases.values()))} or none; is this"
                    f" a {cfg.model_type} checkpoint?")
 
 
@@ -147,7 +143,7 @@ def _abstract_shapes(module: nn.Module, cfg: PLMConfig, **kw):
   ids = jnp.zeros((1, 2), jnp.int32)
   tree = jax.eval_shape(lambda: module.init(jax.random.key(0), ids, ids,
                                             **kw)["params"])
-  return traverse_util.flatten_dict(nn.meta.unbox(tree), sep="/")
+  return tree_paths.flat_params(tree)
 
 
 def _map(rows, tensors, prefix, cfg, shapes, used, dtype, source):
@@ -184,13 +180,13 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
     (encoder params, head params or None, ImportReport).
   """
   tensors, source = read_weights(path)
-  tensors = {tm.normalize_hf_key(k): v for k, v in tensors.items()}
+  tensors = {hf_names.normalize_hf_key(k): v for k, v in tensors.items()}
   prefix = _find_prefix(tensors, cfg, source)
   report = ImportReport(str(path), source, cfg.model_type, prefix)
   used: set[str] = set()
   enc_shapes = _abstract_shapes(PLMEncoder(cfg), cfg)
-  enc, missing = _map(tm.encoder_rows(cfg), tensors, prefix, cfg, enc_shapes,
-                      used, param_dtype, source)
+  enc, missing = _map(hf_names.encoder_rows(cfg), tensors, prefix, cfg,
+                      enc_shapes, used, param_dtype, source)
   if missing:
     raise ValueError(f"{source}: missing encoder weights {missing[:8]}"
                      f"{' ...' if len(missing) > 8 else ''}")
@@ -198,10 +194,10 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
   if with_mlm_head:
     head_shapes = {k[len("mlm_head/"):]: v for k, v in _abstract_shapes(
         PLMForMaskedLM(cfg), cfg).items() if k.startswith("mlm_head/")}
-    head, report.missing_head = _map(tm.head_rows(cfg), tensors, "", cfg,
+    head, report.missing_head = _map(hf_names.head_rows(cfg), tensors, "", cfg,
                                      head_shapes, used, param_dtype, source)
-    bias_key = tm.head_rows(cfg)[-1][1]
-    alias = tm.TIED_DECODER_KEYS[cfg.model_type][1]
+    bias_key = hf_names.head_rows(cfg)[-1][1]
+    alias = hf_names.TIED_DECODER_KEYS[cfg.model_type][1]
     if bias_key in report.missing_head and alias in tensors:
       head["bias"] = jnp.asarray(tensors[alias], param_dtype)
       report.missing_head.remove(bias_key)
@@ -211,28 +207,27 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
           jax.random.key(HEAD_INIT_SEED),
           jnp.zeros((1, cfg.hidden_size), param_dtype),
           jnp.zeros((cfg.vocab_size, cfg.hidden_size), param_dtype))
-      fresh = traverse_util.flatten_dict(nn.meta.unbox(fresh["params"]),
-                                         sep="/")
+      fresh = tree_paths.flat_params(fresh["params"])
       head = fresh  # a partial head is replaced entirely: never half-trained
       report.head_initialized = True
-    head = traverse_util.unflatten_dict(head, sep="/")
+    head = tree_paths.unflatten(head)
   _classify_leftovers(tensors, used, prefix, cfg, report, enc)
   report.loaded = len(used)
-  return traverse_util.unflatten_dict(enc, sep="/"), head, report
+  return tree_paths.unflatten(enc), head, report
 
 
 def _classify_leftovers(tensors, used, prefix, cfg, report, enc):
   """Sorts unused keys into truncated / ignored / unexpected."""
   word = np.asarray(enc["embeddings/word_embeddings/embedding"])
-  dec_w, dec_b = tm.TIED_DECODER_KEYS[cfg.model_type]
-  head_keys = {k for _, k, _ in tm.head_rows(cfg)}
+  dec_w, dec_b = hf_names.TIED_DECODER_KEYS[cfg.model_type]
+  head_keys = {k for _, k, _ in hf_names.head_rows(cfg)}
   layer_re = f"^{prefix}encoder\\.layer\\.(\\d+)\\."
   for key in sorted(set(tensors) - used):
     rel = key[len(prefix):] if prefix and key.startswith(prefix) else key
     m = re.match(layer_re, key)
     if m and int(m.group(1)) >= cfg.num_layers:
       report.truncated.append(key)
-    elif any(p.search(rel) for p in tm.IGNORED_PATTERNS):
+    elif any(p.search(rel) for p in hf_names.IGNORED_PATTERNS):
       report.ignored.append(key)
     elif key == dec_w and tensors[key].shape == word.shape and np.array_equal(
         tensors[key].astype(word.dtype), word):
@@ -241,9 +236,9 @@ def _classify_leftovers(tensors, used, prefix, cfg, report, enc):
       report.ignored.append(key)  # head present but not requested
     else:
       report.unexpected.append(key)
-  pooler = {k: tensors[prefix + k] for k in tm.POOLER_KEYS
+  pooler = {k: tensors[prefix + k] for k in hf_names.POOLER_KEYS
             if prefix + k in tensors}
-  report.pooler = pooler if len(pooler) == len(tm.POOLER_KEYS) else None
+  report.pooler = pooler if len(pooler) == len(hf_names.POOLER_KEYS) else None
 
 
 def load_tokenizer(path: pathlib.Path):

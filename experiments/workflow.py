@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 from absl import logging
 
-from flip_jax import checkpoint
+from flip_jax import jsonio
 
 STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
           "base_id", "base_plm", "export")
@@ -76,7 +76,7 @@ class StageLog:
                        "device": f"{jax.devices()[0].device_kind} "
                                  f"x{jax.device_count()}",
                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    checkpoint.write_json_atomic(self.path, self.data)
+    jsonio.write_json_atomic(self.path, self.data)
     return out
 
 
@@ -111,9 +111,8 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
             overrides: dict[str, str] | None = None) -> str:
   """Runs the selected stages and returns the printed results table."""
   # pylint: disable=g-import-not-at-top
-  from flip_jax import report
-  from flip_jax.train import finetune
-  from flip_jax.train import pretrain
+  from experiments import report
+  from experiments import train
   # pylint: enable=g-import-not-at-top
   overrides = overrides or {}
   stages = list(stages or STAGES)
@@ -139,9 +138,9 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
     done_file = os.path.join(pre_dir, "pretrain_done.json")
 
     def _pretrain():
-      last = pretrain.train_and_evaluate(cfg, pre_dir)
+      last = train.run(cfg, pre_dir)
       if jax.process_index() == 0:
-        checkpoint.write_json_atomic(done_file, last)
+        jsonio.write_json_atomic(done_file, last)
     log.run("pretrain", lambda: os.path.exists(done_file), _pretrain)
 
   for name, (mode, from_pre) in FINETUNE_STAGES.items():
@@ -154,16 +153,16 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
                            if not k.startswith("pretrain.")})
     log.run(name, lambda d=ft_dir: os.path.exists(
         os.path.join(d, "results.json")),
-            lambda c=cfg, d=ft_dir: finetune.train_and_evaluate(c, d))
+            lambda c=cfg, d=ft_dir: train.run(c, d))
 
   if "export" in stages:
     out = os.path.join(workdir, "export_joint")
 
     def _export():
-      from flip_jax.export import finetuned  # pylint: disable=g-import-not-at-top
+      from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
       diff = finetuned.export_finetuned(os.path.join(workdir, "flip_joint"),
                                         out, check=True)
-      checkpoint.write_json_atomic(os.path.join(out, "check.json"),
+      jsonio.write_json_atomic(os.path.join(out, "check.json"),
                                    {"max_abs_diff": float(diff)})
     log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),
             _export)
@@ -176,15 +175,15 @@ def _prepare(dataset, data_dir, cache_dir, workdir, preset, plm, ctr, seed,
   """Data preparation + stats (the same as experiments.prepare_data)."""
   # pylint: disable=g-import-not-at-top
   from flip_jax.data import prepare
-  from flip_jax.train import setup
   # pylint: enable=g-import-not-at-top
   cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
                         overrides)
   out = os.path.join(workdir, "data")
   os.makedirs(out, exist_ok=True)
-  prepared = prepare.load_dataset(cfg.data, setup.cache_root(cfg, workdir))
+  prepared = prepare.load_dataset(cfg.data,
+                                  prepare.default_cache_root(cfg.data, workdir))
   if jax.process_index() == 0:
     prepared.feature_map.save(os.path.join(out, "feature_map.json"))
-    checkpoint.write_json_atomic(os.path.join(out, "stats.json"),
+    jsonio.write_json_atomic(os.path.join(out, "stats.json"),
                                  prepared.stats)
   return prepared.stats

@@ -44,10 +44,10 @@ from flip_jax.data import prepare
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
-from flip_jax.models import finetune as ft_lib
+from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.models.ctr.config import CTRConfig
-from flip_jax.train import finetune as ft_train
+from flip_jax.methods.flip import finetune as ft_train
 
 log = logging.getLogger(__name__)
 

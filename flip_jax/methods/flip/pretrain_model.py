@@ -251,7 +251,6 @@ class FlipPretrainModel(nn.Module):
                                     normalize=cfg.icl_normalize)
       out["icl_loss"] = icl
       out["icl_acc"] = losses.icl_accuracy(logits)
-      total = total + cfg.icl_weight * icl
 
     # ---------------------------------------------------------------- MTM
     if cfg.mtm_enabled:
@@ -283,7 +282,6 @@ class FlipPretrainModel(nn.Module):
         mtm, acc = fn(h, emb, bias, target, noise, log_q, weight, denom)
       out["mtm_loss"] = mtm
       out["mtm_acc"] = acc
-      total = total + cfg.mtm_weight * mtm
 
     # ---------------------------------------------------------------- MLM
     if cfg.mlm_enabled:
@@ -302,9 +300,9 @@ class FlipPretrainModel(nn.Module):
           logits, labels, denominator=None if norms is None else norms["mlm"])
       out["mlm_loss"] = mlm
       out["mlm_masked_tokens"] = count.astype(jnp.float32)
-      total = total + cfg.mlm_weight * mlm
 
-    out["loss"] = total
+    # `total` holds the ICL surrogate in micro-batch mode (0 otherwise).
+    out["loss"] = total + total_loss(out, cfg)
     return out
 
   def _noise(self, num_slots: int, batch, consts) -> Array:
@@ -317,6 +315,12 @@ class FlipPretrainModel(nn.Module):
           rng, consts["log_q"], consts["field_offsets"], consts["field_sizes"],
           fields, cfg.mtm_num_negatives)
     return noise_lib.sample_noise(rng, consts["log_q"], shape)
+
+
+def total_loss(terms: dict[str, Array], cfg: FlipConfig) -> Array:
+  """The weighted sum of the loss terms present (the one place of weights)."""
+  return sum(getattr(cfg, f"{k}_weight") * terms[f"{k}_loss"]
+             for k in ("icl", "mtm", "mlm") if f"{k}_loss" in terms)
 
 
 def loss_norms(batch: dict[str, Array], cfg: FlipConfig) -> dict[str, Array]:

@@ -1,96 +1,25 @@
-"""Pieces shared by the pretraining and finetuning loops.
+"""Sharded train-state initialisation, derived once from logical axes.
 
-Sharded state initialisation (logical axes -> mesh shardings, derived once),
-PLM / backbone config freezing, and data loading for the FLIP phases.
+``sharded_state_init`` traces the model's init once (``eval_shape``), maps
+the params' logical axis names to mesh shardings (replicating a dimension
+that does not divide its mesh axis), shards the optimizer state like the
+params it mirrors, and returns a jitted initialiser plus the abstract state
+(an orbax restore target). ``put_subtree`` places host values (pretrained
+weights) into a sharded params tree.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from flax import linen as nn
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import sharding
-from flip_jax.models import ctr as ctr_lib
-from flip_jax.models import plm as plm_lib
 from flip_jax.train import state as state_lib
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-          "float16": jnp.float16}
-
-
-def mesh_and_rules(config):
-  mesh = sharding.make_mesh([tuple(a) for a in config.mesh])
-  rules = sharding.rules_from_config(config.logical_axis_rules)
-  logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape),
-               jax.device_count(), jax.process_count())
-  return mesh, rules
-
-
-def ctr_config(model_cfg, feature_map):
-  return ctr_lib.CTRConfig.from_config(
-      model_cfg.ctr, num_features=feature_map.num_features,
-      num_fields=feature_map.num_fields)
-
-
-def load_plm(model_cfg):
-  """(module, params, tokenizer) of the PLM the ``model.plm`` config names.
-
-  The one reading of ``model.plm`` (pretraining, finetuning, reloading a
-  finetuned run); settings a run's config.json may predate default here.
-  """
-  plm = model_cfg.plm
-  return plm_lib.load_pretrained(
-      plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
-      dropout=plm.dropout, remat=plm.get("remat", False),
-      attention=plm.get("attention", "xla"),
-      attention_dropout=plm.get("attention_dropout"))
-
-
-def cache_root(config, workdir: str) -> str:
-  """Processed-data cache: the config's cache_dir, else beside the workdir."""
-  if config.data.cache_dir:
-    return config.data.cache_dir
-  return os.path.join(os.path.dirname(os.path.abspath(workdir)) or ".",
-                      ".flip_jax_cache")
-
-
-def main_process_first(fn: Callable[[], Any], name: str) -> Any:
-  """Runs ``fn`` on process 0, then on the others (cache building).
-
-  The processed-data caches are written once; the other processes then
-  find them complete (on a shared filesystem) instead of racing to build
-  the same entry.
-  """
-  if jax.process_count() == 1:
-    return fn()
-  out = fn() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices(f"flip_jax:{name}")
-  if jax.process_index() != 0:
-    out = fn()
-  return out
-
-
-def concat_columns(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  keys = [k for k in parts[0] if all(k in p for p in parts)]
-  out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
-  if "row_id" in out:
-    out["row_id"] = np.arange(len(out["row_id"]), dtype=np.int32)
-  return out
-
-
-def array_columns(cols: dict[str, Any]) -> dict[str, np.ndarray]:
-  """Keeps the numeric columns the pipeline batches (drops raw text)."""
-  return {k: v for k, v in cols.items()
-          if isinstance(v, np.ndarray) and v.dtype.kind in "iufb"}
 
 
 def strip_boxes(tree):
@@ -205,14 +134,3 @@ def put_subtree(params, path: tuple[str, ...], value, shardings):
     cur = cur[p]
   cur[path[-1]] = placed
   return out
-
-
-def num_micro_batches(batch_size: int, micro_batch_size: int,
-                      field: str) -> int:
-  """batch_size / micro_batch_size, checked (0 or >= batch_size: 1)."""
-  if micro_batch_size <= 0 or micro_batch_size >= batch_size:
-    return 1
-  if batch_size % micro_batch_size:
-    raise ValueError(f"{field}.micro_batch_size={micro_batch_size} does not "
-                     f"divide {field}.batch_size={batch_size}")
-  return batch_size // micro_batch_size

@@ -1,0 +1,51 @@
+r"""The one training launcher: any task of ``flip_jax.methods.TASKS``.
+
+  python -m experiments.train --workdir runs/pre \
+    --config experiments/configs/flip_pretrain.py:dataset=synthetic
+  python -m experiments.train --workdir runs/ft \
+    --config experiments/configs/flip_finetune.py:dataset=synthetic,mode=joint \
+    --config.ckpt.init_from runs/pre
+  python -m experiments.train --workdir runs/dcnv2 \
+    --config experiments/configs/ctr.py:dataset=ml-1m,model=dcnv2 \
+    --config.data.data_dir ../shared/data/ml-1m
+
+``config.task`` names the task. Rerunning the same command on the same
+workdir resumes. Multi-host (TPU pod slice, several GPU hosts): add
+--jax_distributed on every process (or rely on the standard JAX coordinator
+environment variables); each process reads only its shard of the data.
+``experiments.pretrain``, ``experiments.finetune`` and
+``experiments.train_ctr`` are this launcher with another default config.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from experiments import launch
+
+_CONFIG = launch.flag(config_flags.DEFINE_config_file, "config", None,
+                      "Config file (with :variant).", lock_config=True)
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.",
+                       required=True)
+
+
+def run(config, workdir: str):
+  """Trains ``config.task`` in ``workdir``; returns its results / metrics."""
+  # pylint: disable=g-import-not-at-top
+  from flip_jax import methods
+  from flip_jax.train import loop
+  # pylint: enable=g-import-not-at-top
+  return loop.train_and_evaluate(config, workdir, methods.make_task(config))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required")
+  launch.init_runtime()
+  logging.info("done: %s", run(_CONFIG.value, _WORKDIR.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,49 @@
+"""What FLIP's tasks share: the PLM, the ID backbone's config, the data."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from flip_jax.data import prepare
+from flip_jax.models import ctr as ctr_lib
+from flip_jax.models import plm as plm_lib
+from flip_jax.train import runtime
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+          "float16": jnp.float16}
+CTR_KEYS = ("ids",)
+TEXT_KEYS = ("input_ids", "attention_mask")
+
+
+def ctr_config(model_cfg, feature_map) -> ctr_lib.CTRConfig:
+  """The frozen ID-backbone config of ``model.ctr`` for this data."""
+  return ctr_lib.CTRConfig.from_config(
+      model_cfg.ctr, num_features=feature_map.num_features,
+      num_fields=feature_map.num_fields)
+
+
+def load_plm(model_cfg):
+  """(module, params, tokenizer) of the PLM the ``model.plm`` config names.
+
+  The one reading of ``model.plm`` (pretraining, finetuning, reloading a
+  finetuned run).
+  """
+  plm = model_cfg.plm
+  return plm_lib.load_pretrained(
+      plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
+      dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
+      attention_dropout=plm.attention_dropout)
+
+
+def load_prepared(config, workdir: str):
+  """The processed data of ``config.data`` (built once per cache)."""
+  return runtime.main_process_first(
+      lambda: prepare.load_dataset(
+          config.data, prepare.default_cache_root(config.data, workdir)),
+      "data")
+
+
+def tokenized(config, prepared, tokenizer):
+  """Every split with its token columns (cached once per tokenizer)."""
+  return runtime.main_process_first(
+      lambda: prepare.tokenize_dataset(prepared, tokenizer,
+                                       config.data.max_length), "tokens")

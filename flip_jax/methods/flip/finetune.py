@@ -1,0 +1,236 @@
+"""FLIP finetuning for CTR as a task: FLIP_ID / FLIP_PLM / FLIP (joint).
+
+``finetune.mode``: ``id`` (the ID model), ``plm`` (the PLM, [CLS] -> linear)
+or ``joint`` (both, mixed by a learned alpha, with both branches' BCE as
+auxiliary terms). From a pretraining run (``ckpt.init_from``: the backbone
+and PLM architecture are then the pretraining run's) or, as baselines, from
+scratch with the PLM's public weights. Selected on valid AUC by the loop;
+``load_finetuned`` rebuilds a finished run for prediction and export.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+from absl import logging
+
+from flip_jax import jsonio
+from flip_jax import losses
+from flip_jax import checkpoint
+from flip_jax.data import features
+from flip_jax.data import pipeline
+from flip_jax.data import prepare
+from flip_jax.methods.flip import common
+from flip_jax.methods.flip import finetune_model as ft_lib
+from flip_jax.models import ctr as ctr_lib
+from flip_jax.train import config_compat
+from flip_jax.train import task as task_lib
+
+
+def model_keys(mode: str) -> tuple[str, ...]:
+  """Batch keys the model of ``mode`` reads."""
+  return {"id": common.CTR_KEYS, "plm": common.TEXT_KEYS,
+          "joint": common.CTR_KEYS + common.TEXT_KEYS}[mode]
+
+
+def resolve_model_config(config) -> mlc.ConfigDict:
+  """The model section; with init_from, the pretraining run's architecture."""
+  model = mlc.ConfigDict(config.model.to_dict())
+  if not config.ckpt.init_from:
+    return model
+  path = os.path.join(config.ckpt.init_from, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"ckpt.init_from={config.ckpt.init_from!r}: no config.json there; "
+        "is it a pretraining workdir?")
+  pre = config_compat.upgrade(jsonio.read_json(path))["model"]
+  for part in ("ctr", "plm"):
+    if pre[part] != model[part].to_dict():
+      logging.info("init_from: using the pretraining run's model.%s %s",
+                   part, pre[part])
+  return mlc.ConfigDict(pre)
+
+
+def build_model(mode_cfg, model_cfg, feature_map,
+                plm_config) -> ft_lib.FlipCtrModel:
+  """The finetuning model of ``finetune`` config ``mode_cfg``."""
+  return ft_lib.FlipCtrModel(ft_lib.FinetuneConfig(
+      mode=mode_cfg.mode,
+      ctr=(common.ctr_config(model_cfg, feature_map)
+           if mode_cfg.mode != "plm" else None),
+      plm=plm_config, alpha_init=mode_cfg.alpha_init,
+      alpha_param=mode_cfg.alpha_param,
+      dtype=common.DTYPES[model_cfg.dtype], plm_remat=model_cfg.plm.remat))
+
+
+def check_init_from_feature_map(init_from: str, feature_map) -> None:
+  """The pretraining run's feature map must be this data's."""
+  pre_fm = features.FeatureMap.load(os.path.join(init_from,
+                                                 "feature_map.json"))
+  if (pre_fm.num_features != feature_map.num_features
+      or list(pre_fm.field_names) != list(feature_map.field_names)):
+    raise ValueError(
+        "init_from: the pretraining run's feature_map.json differs from this "
+        "run's data (same dataset and data config needed)")
+
+
+class FlipFinetuneTask(task_lib.Task):
+  """Finetuning in one of the three modes, selected on valid AUC."""
+  name = "flip_finetune"
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.mode = config.finetune.mode
+    self.model_cfg = resolve_model_config(config)
+
+  # ------------------------------------------------------------------ data
+  def load_data(self, workdir):
+    config = self.config
+    prepared = common.load_prepared(config, workdir)
+    fm = prepared.feature_map
+    if config.ckpt.init_from:
+      check_init_from_feature_map(config.ckpt.init_from, fm)
+    extra = {"prepared": prepared}
+    if self.mode in ("plm", "joint"):
+      plm_module, plm_params, tokenizer = common.load_plm(self.model_cfg)
+      extra.update(plm_module=plm_module, plm_params=plm_params,
+                   tokenizer=tokenizer)
+      splits = common.tokenized(config, prepared, tokenizer)
+    else:
+      splits = prepared.splits
+    keys = model_keys(self.mode)
+    splits = {k: pipeline.array_columns(v, keys) for k, v in splits.items()}
+    return task_lib.TaskData(
+        train=splits["train"],
+        eval_splits={k: v for k, v in splits.items() if k != "train"},
+        feature_map=fm, extra=extra)
+
+  def train_keys(self, data):
+    return model_keys(self.mode) + ("label", "weight")
+
+  def eval_keys(self, data):
+    return model_keys(self.mode)
+
+  # ----------------------------------------------------------------- model
+  def build_model(self, data):
+    plm_module = data.extra.get("plm_module")
+    self.model = build_model(self.config.finetune, self.model_cfg,
+                             data.feature_map,
+                             plm_module.config if plm_module else None)
+    return self.model
+
+  def example_batch(self, data, n):
+    return {k: np.asarray(data.train[k][:n]) for k in model_keys(self.mode)}
+
+  def init_variables(self, rng, example, consts):
+    return self.model.init({"params": rng, "dropout": rng}, example)
+
+  def post_init(self, params, model_state, put, data):
+    if self.mode in ("plm", "joint"):
+      params = put(params, ("plm",), data.extra["plm_params"])
+    return params, model_state
+
+  def describe_init(self):
+    if self.mode in ("plm", "joint"):
+      return f"scratch; PLM from public weights {self.model_cfg.plm.name}"
+    return "scratch"
+
+  # ------------------------------------------------------------------ loss
+  def loss_norms(self, batch):
+    if self.config.loss.reduction != "mean":
+      return jnp.ones((), jnp.float32)
+    return losses.weight_denominator(batch["weight"])
+
+  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
+    """BCE of the prediction (+ both branches' BCE for joint).
+
+    norms=None: the configured reduction over ``batch``; otherwise its share
+    of the global batch's loss (the sum over its rows divided by ``norms``).
+    """
+    cfg = self.config.loss
+    out, model_state = task_lib.apply_train(
+        self.model, params, model_state, batch, deterministic=False,
+        rngs=rngs)
+    y, w = batch["label"], batch["weight"]
+    red = cfg.reduction if norms is None else "sum"
+    scale = 1.0 if norms is None else 1.0 / norms
+    bce = scale * losses.bce_with_logits(out["logit"], y, w, reduction=red)
+    total, metrics = bce, {"bce": bce}
+    if self.mode == "joint":
+      aux = scale * (
+          losses.bce_with_logits(out["ctr/logit"], y, w, reduction=red)
+          + losses.bce_with_logits(out["txt/logit"], y, w, reduction=red))
+      total = total + cfg.aux_weight * aux
+    return total, (metrics, model_state)
+
+  def param_loss(self, params):
+    cfg = self.config.loss
+    if cfg.l2 <= 0:
+      return None, {}
+    l2 = ctr_lib.l2_penalty(params, {r: cfg.l2 for r in cfg.l2_regex})
+    return l2, {"l2": l2}
+
+  def step_metrics(self, params, model_state, metrics):
+    if self.mode == "joint":
+      metrics["alpha"] = self.model.apply({"params": params, **model_state},
+                                          method="alpha")
+    return metrics
+
+  # ------------------------------------------------------------ evaluation
+  def predict(self, variables, batch):
+    out = self.model.apply(variables, batch, deterministic=True)
+    probs = {"prob": jax.nn.sigmoid(out["logit"])}
+    if self.mode == "joint":
+      probs["ctr_prob"] = jax.nn.sigmoid(out["ctr/logit"])
+      probs["txt_prob"] = jax.nn.sigmoid(out["txt/logit"])
+    return probs
+
+  def results(self, variables):
+    out = {"mode": self.mode}
+    if self.mode == "joint":
+      out["alpha"] = float(jax.device_get(variables["params"]["alpha"]))
+    return out
+
+
+def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
+  """Rebuilds a finetuned model and its best params from a workdir.
+
+  Args:
+    workdir: a finetuning run directory (config.json, best/ checkpoint).
+    data_overrides: data config fields to replace (e.g. dataset, data_dir).
+
+  Returns:
+    (config, model, variables (host numpy ``{'params': ...}``, plus
+    ``batch_stats`` for a BatchNorm backbone), tokenizer or None, prepared).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no config.json (not a finetune run?)")
+  config = mlc.ConfigDict(config_compat.upgrade(jsonio.read_json(path)))
+  for k, v in (data_overrides or {}).items():
+    config.data[k] = v
+  model_cfg = resolve_model_config(config)
+  prepared = prepare.load_dataset(
+      config.data, prepare.default_cache_root(config.data, workdir))
+  saved_fm = features.FeatureMap.load(os.path.join(workdir, "feature_map.json"))
+  if saved_fm.num_features != prepared.feature_map.num_features:
+    raise ValueError(f"{workdir}: feature map of the data differs from the "
+                     "run's feature_map.json")
+  tokenizer = plm_config = None
+  if config.finetune.mode in ("plm", "joint"):
+    plm_module, _, tokenizer = common.load_plm(model_cfg)
+    plm_config = plm_module.config
+  model = build_model(config.finetune, model_cfg, prepared.feature_map,
+                      plm_config)
+  best_dir = os.path.join(workdir, "best")
+  best_ckpt = checkpoint.Checkpointer(best_dir, max_to_keep=1,
+                                      save_interval_steps=1, async_save=False)
+  step = best_ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
+  variables = checkpoint.restore_variables(best_dir, step=step)
+  best_ckpt.close()
+  return config, model, variables, tokenizer, prepared
