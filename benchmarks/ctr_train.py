@@ -1,9 +1,9 @@
 """From-scratch CTR baselines on real data: quality and training throughput.
 
-Trains each backbone with `experiments.train_ctr.train_and_evaluate` (the
-same code path as the launcher) for several seeds and prints valid / test
-AUC and LogLoss as mean +- std, plus steady-state training examples/s
-(chunks whose compile time is excluded) and the device.
+Trains each backbone with the `ctr` task on the shared loop (the same code
+path as `experiments.train_ctr`) for several seeds and prints valid / test
+AUC and LogLoss as mean +- std, plus training examples/s (the median of
+the run's logged intervals, compile excluded) and the device.
 
   python -m benchmarks.ctr_train --data_dir=../shared/data/ml-1m \
     --out_dir=runs/bench_ctr --models=dcnv2,deepfm,autoint \
@@ -30,7 +30,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from experiments import train_ctr
+from experiments import launch
 from experiments.configs import ctr as ctr_configs
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/ml-1m",
@@ -52,7 +52,7 @@ COLUMNS = ("valid/auc", "valid/logloss", "test/auc", "test/logloss",
            "examples_per_sec", "best_step")
 
 
-def run_one(model: str, seed: int) -> dict:
+def _config(model: str, seed: int = 2012):
   cfg = ctr_configs.get_config(
       f"dataset={_DATASET.value},model={model},recipe={_RECIPE.value}")
   cfg.seed = seed
@@ -60,51 +60,71 @@ def run_one(model: str, seed: int) -> dict:
   cfg.data.cache_dir = _CACHE_DIR.value or os.path.join(_OUT_DIR.value,
                                                         "data_cache")
   if _EPOCHS.value:
-    cfg.train.epochs = _EPOCHS.value
+    cfg.train.num_epochs = _EPOCHS.value
+  return cfg
+
+
+def run_one(model: str, seed: int) -> dict:
   workdir = os.path.join(_OUT_DIR.value,
                          f"{_DATASET.value}_{model}_{_RECIPE.value}_s{seed}")
-  return train_ctr.train_and_evaluate(cfg, workdir)
+  return launch.run(_config(model, seed), workdir)
 
 
 def throughput(model: str) -> tuple[float, float]:
-  """Steady-state examples/s of the jitted training chunk on the real data.
+  """Steady-state examples/s of the shared jitted train step (ctr task).
+
+  The batches come from the shared input pipeline and are placed on the
+  devices before timing, so this is the step alone (the loop's figure,
+  ``examples_per_sec`` in results.json, includes the pipeline).
 
   Returns:
-    (median, max) over 5 timed chunks of `--throughput_steps` steps.
+    (median, max) over 5 timed runs of `--throughput_steps` steps.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from flip_jax import sharding  # pylint: disable=g-import-not-at-top
-  from flip_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  from flip_jax.models import ctr  # pylint: disable=g-import-not-at-top
-  cfg = ctr_configs.get_config(
-      f"dataset={_DATASET.value},model={model},recipe={_RECIPE.value}")
-  cfg.data.data_dir = _DATA_DIR.value
-  prepared = prepare.load_dataset(
-      cfg.data, _CACHE_DIR.value or os.path.join(_OUT_DIR.value, "data_cache"))
-  fmap, train = prepared.feature_map, prepared.splits["train"]
-  mesh = sharding.make_mesh([tuple(a) for a in cfg.mesh])
-  rules = sharding.rules_from_config(cfg.logical_axis_rules)
-  net = ctr.CTRClassifier(ctr.CTRConfig.from_config(
-      cfg.model.ctr, fmap.num_features, fmap.num_fields))
-  tx = optax.adam(cfg.optim.lr)
-  state = train_ctr.init_state(net, tx, mesh, rules, fmap.num_fields,
-                               jax.random.key(0), jax.random.key(1))
-  chunk = jax.jit(train_ctr.make_train_chunk(
-      net, tx, ctr.preset(cfg.optim.l2_preset), cfg.optim.loss_reduction,
-      sharding.batch_sharding(mesh, rules)), donate_argnums=(0,))
+  # pylint: disable=g-import-not-at-top
+  import functools
+  from flax import linen as nn
+  from flip_jax import optim
+  from flip_jax import sharding
+  from flip_jax.data import pipeline
+  from flip_jax.methods import ctr as ctr_task
+  from flip_jax.train import init as init_lib
+  from flip_jax.train import runtime
+  from flip_jax.train import state as state_lib
+  from flip_jax.train import steps
+  # pylint: enable=g-import-not-at-top
+  cfg = _config(model)
+  task = ctr_task.CtrTask(cfg)
+  data = task.load_data(_OUT_DIR.value)
+  task.build_model(data)
+  mesh, rules = runtime.mesh_and_rules(cfg)
+  tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
+  example = task.example_batch(data, jax.device_count())
+  init = init_lib.sharded_state_init(
+      lambda r: task.init_variables(r, example, {}),
+      lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
+      tx, mesh, rules)
+  keys = task.train_keys(data)
   bsz, k = cfg.train.batch_size, _THROUGHPUT.value
-  ids, labels = jnp.asarray(train["ids"]), jnp.asarray(train["label"])
-  perm = jax.random.permutation(jax.random.key(0), ids.shape[0])
-  idx = perm[:k * bsz].reshape(k, bsz)
-  state, out = chunk(state, ids, labels, idx)
-  out.block_until_ready()
-  rates = []
-  for _ in range(5):
-    t0 = time.perf_counter()
-    state, out = chunk(state, ids, labels, idx)
-    out.block_until_ready()
-    rates.append(k * bsz / (time.perf_counter() - t0))
+  it = pipeline.train_iterator(data.train, global_batch_size=bsz, seed=0)
+  batch_sh = {key: sharding.batch_sharding(mesh, rules, 2 if key == "ids"
+                                           else 1) for key in keys}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = init.init(state_lib.new_key(0))
+    batches = [sharding.global_batch({key: b[key] for key in keys}, mesh,
+                                     rules, batch_sh)
+               for b in (next(it) for _ in range(k))]
+    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx),
+                   donate_argnums=0)
+    state, m = step(state, batches[0], {})
+    jax.block_until_ready(m)
+    rates = []
+    for _ in range(5):
+      t0 = time.perf_counter()
+      for b in batches:
+        state, m = step(state, b, {})
+      jax.block_until_ready(m)
+      rates.append(k * bsz / (time.perf_counter() - t0))
+  it.close()
   return float(np.median(rates)), float(np.max(rates))
 
 

@@ -29,15 +29,15 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
         count_only: bool = False) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
-  import ml_collections as mlc
   import numpy as np
   from flax import linen as nn
   from flip_jax import optim
   from flip_jax.models import ctr as ctr_lib
-  from flip_jax.models import finetune as ft_lib
+  from flip_jax.methods.flip import finetune
+  from flip_jax.methods.flip import finetune_model as ft_lib
   from flip_jax.models import plm as plm_lib
-  from flip_jax.train import finetune
   from flip_jax.train import state as state_lib
+  from flip_jax.train import steps as steps_lib
   from experiments.configs import flip_finetune
   # pylint: enable=g-import-not-at-top
   name = mode
@@ -68,12 +68,12 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
     params["plm"] = plm_params
   tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
   state = state_lib.create_train_state(params, tx, rng)
-  ft_cfg = mlc.ConfigDict(cfg.finetune.to_dict())
+  task = finetune.FlipFinetuneTask(cfg)
+  task.model = model
   res = step_timing.measure(
-      lambda mb: functools.partial(finetune.train_step, model=model, tx=tx,
-                                   cfg=ft_cfg, micro_batches=mb,
-                                   rng_impl=impl),
-      micro_batches, state, (b,), steps, trace_dir, count_only)
+      lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
+                                   micro_batches=mb, rng_impl=impl),
+      micro_batches, state, (b, {}), steps, trace_dir, count_only)
   res["mode"] = name
   if not count_only:
     res.pop("metrics")

@@ -56,7 +56,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   from flax import linen as nn
   from flip_jax import noise as noise_lib
   from flip_jax.models import ctr as ctr_lib
-  from flip_jax.models import flip as flip_lib
+  from flip_jax.methods.flip import pretrain as flip_task
+  from flip_jax.methods.flip import pretrain_model as flip_lib
   from flip_jax.models import plm as plm_lib
   from flip_jax.train import state as state_lib
   from flip_jax.train import steps as steps_lib
@@ -105,8 +106,10 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
                                      "noise": rng}, b, consts)["params"])
   params["plm"] = plm_params
   state = state_lib.create_train_state(params, tx, rng)
+  task = flip_task.FlipPretrainTask(None)
+  task.model = model
   res = step_timing.measure(
-      lambda mb: functools.partial(steps_lib.pretrain_step, model=model, tx=tx,
+      lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
                                    micro_batches=mb, rng_impl=impl),
       micro_batches, state, (b, consts), steps, trace_dir, count_only)
   res["form"] = name

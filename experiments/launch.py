@@ -52,3 +52,15 @@ def init_runtime() -> None:
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+
+
+def run(config, workdir: str):
+  """Trains ``config.task`` in ``workdir`` on the shared loop.
+
+  Returns the task's results (evaluated tasks) or its last metrics.
+  """
+  # pylint: disable=g-import-not-at-top
+  from flip_jax import methods
+  from flip_jax.train import loop
+  # pylint: enable=g-import-not-at-top
+  return loop.train_and_evaluate(config, workdir, methods.make_task(config))

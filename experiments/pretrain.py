@@ -16,7 +16,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import launch
-from experiments import train
 
 _CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", "experiments/configs/flip_pretrain.py",
@@ -28,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  logging.info("done: %s", train.run(_CONFIG.value, _WORKDIR.value))
+  logging.info("done: %s", launch.run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

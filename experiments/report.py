@@ -3,13 +3,18 @@
 Reads only files the stages wrote (``results.json``, ``metrics.jsonl``,
 ``stages.json``, ``export_joint/check.json``) so it can be rerun at any time:
 
-  python -c "from flip_jax import report; print(report.write_report('runs/demo'))"
+  python -c "from experiments import report; print(report.write_report('runs/demo'))"
+
+Writes ``results.md``, ``report.md`` / ``report.html`` (with PNG plots) and
+``summary.json`` (the table and the claims' verdicts, for scripts).
 """
 from __future__ import annotations
 
 import html
 import json
 import os
+
+from flip_jax import jsonio
 
 ROWS = (("base_id", "ID model from scratch"),
         ("base_plm", "PLM only (public weights)"),
@@ -54,23 +59,52 @@ def results_table(workdir: str) -> tuple[str, list[dict]]:
   return "\n".join(lines), rows
 
 
-def claims(rows: list[dict]) -> list[str]:
-  """The paper's claims, checked on these numbers (stated plainly)."""
+# (better row, worse row, the claim in words): FLIP's headline claims.
+CLAIMS = (
+    ("flip_joint", "base_id", "FLIP (joint) beats the ID model from scratch"),
+    ("flip_joint", "base_plm", "FLIP (joint) beats the PLM-only model"),
+    ("flip_id", "base_id", "FLIP_ID beats the ID model from scratch (same "
+     "inference cost)"),
+    ("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model"),
+)
+
+
+def claim_verdicts(rows: list[dict]) -> list[dict]:
+  """Each claim both of whose rows ran: test AUCs, difference, verdict."""
   by = {r["stage"]: r for r in rows}
   out = []
-
-  def cmp(a, b, text):
+  for a, b, text in CLAIMS:
     if a in by and b in by:
       da = by[a]["test/auc"] - by[b]["test/auc"]
-      out.append(f"- {text}: {'holds' if da > 0 else 'does NOT hold'} "
-                 f"(test AUC {by[a]['test/auc']:.4f} vs {by[b]['test/auc']:.4f},"
-                 f" {da:+.4f})")
-  cmp("flip_joint", "base_id", "FLIP (joint) beats the ID model from scratch")
-  cmp("flip_joint", "base_plm", "FLIP (joint) beats the PLM-only model")
-  cmp("flip_id", "base_id", "FLIP_ID beats the ID model from scratch (same "
-      "inference cost)")
-  cmp("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model")
+      out.append({"claim": text, "holds": bool(da > 0),
+                  "test/auc": [by[a]["test/auc"], by[b]["test/auc"]],
+                  "test/auc_diff": da})
   return out
+
+
+def claims(rows: list[dict]) -> list[str]:
+  """The paper's claims, checked on these numbers (stated plainly)."""
+  return [f"- {c['claim']}: {'holds' if c['holds'] else 'does NOT hold'} "
+          f"(test AUC {c['test/auc'][0]:.4f} vs {c['test/auc'][1]:.4f}, "
+          f"{c['test/auc_diff']:+.4f})" for c in claim_verdicts(rows)]
+
+
+def summary(workdir: str, rows: list[dict]) -> dict:
+  """``summary.json``: one entry per trained model (keyed by the report's
+  row name) and the claims with their verdicts, for scripts."""
+  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
+  models = {}
+  for r in rows:
+    entry = {k: r[k] for k in ("test/auc", "test/logloss", "valid/auc",
+                               "valid/logloss", "best_step", "alpha")
+             if k in r}
+    entry["stage"] = r["stage"]
+    entry["wall_sec"] = stages.get(r["stage"], {}).get("wall_sec")
+    models[r["name"]] = entry
+  return {"models": models, "claims": [{"claim": c["claim"],
+                                        "holds": c["holds"],
+                                        "test/auc_diff": c["test/auc_diff"]}
+                                       for c in claim_verdicts(rows)]}
 
 
 def plots(workdir: str) -> list[tuple[str, str]]:
@@ -154,6 +188,8 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   for title, fname in made:
     md += [f"## {title}", "", f"![{title}]({fname})", ""]
   text = "\n".join(md)
+  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"),
+                           summary(workdir, rows))
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(table + "\n")
   with open(os.path.join(workdir, "report.md"), "w") as f:

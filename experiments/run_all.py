@@ -39,8 +39,10 @@ _SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")
 _STAGES = launch.flag(flags.DEFINE_list, "stages", None, "Subset of stages to run "
                             "(default: all).")
 _SET = launch.flag(flags.DEFINE_multi_string, 
-    "set", [], "Extra config override for every stage, key=value "
-    "(e.g. --set=data.max_length=48).")
+    "set", [], "Config override, key=value in ml_collections' --config.<key> "
+    "syntax, for every stage whose config has the key's section (e.g. "
+    "--set=data.max_length=48, --set=train.max_steps=20); prefix "
+    "'pretrain:' or 'finetune:' to scope it (--set=pretrain:train.max_steps=5).")
 
 
 def main(argv):

@@ -29,22 +29,13 @@ _WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.",
                        required=True)
 
 
-def run(config, workdir: str):
-  """Trains ``config.task`` in ``workdir``; returns its results / metrics."""
-  # pylint: disable=g-import-not-at-top
-  from flip_jax import methods
-  from flip_jax.train import loop
-  # pylint: enable=g-import-not-at-top
-  return loop.train_and_evaluate(config, workdir, methods.make_task(config))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError("--config is required")
   launch.init_runtime()
-  logging.info("done: %s", run(_CONFIG.value, _WORKDIR.value))
+  logging.info("done: %s", launch.run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

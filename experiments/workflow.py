@@ -8,7 +8,6 @@ the report.
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 import time
@@ -16,9 +15,11 @@ from typing import Any, Callable
 
 import jax
 from absl import logging
+from ml_collections.config_flags import config_flags
 
 from flip_jax import jsonio
 
+PHASES = ("pretrain", "finetune")
 STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
           "base_id", "base_plm", "export")
 
@@ -30,17 +31,16 @@ FINETUNE_STAGES = {
 }
 
 
-def _parse_value(text: str, current: Any) -> Any:
-  if isinstance(current, bool):
-    return text.lower() in ("1", "true", "yes")
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def apply_overrides(config, overrides: dict[str, str]):
-  """Dotted key=value overrides on a ConfigDict, typed by the current value."""
+  """Dotted ``key=value`` overrides on a ConfigDict.
+
+  The same syntax and typing as ml_collections' ``--config.<key>=<value>``
+  flags: the value is parsed by its literal parser (``true``/``false``,
+  numbers, lists, tuples, ``None``; anything else a string) and assigned
+  type-safely (an int field refuses a string, ...). An unknown key is an
+  error naming it.
+  """
+  parser = config_flags._LiteralParser()  # pylint: disable=protected-access
   for key, text in overrides.items():
     node = config
     parts = key.split(".")
@@ -50,7 +50,10 @@ def apply_overrides(config, overrides: dict[str, str]):
       node = node[p]
     if parts[-1] not in node:
       raise KeyError(f"override {key!r}: no field {parts[-1]!r}")
-    node[parts[-1]] = _parse_value(text, node[parts[-1]])
+    try:
+      node[parts[-1]] = parser.parse(text)
+    except TypeError as e:
+      raise TypeError(f"override {key}={text!r}: {e}") from e
   return config
 
 
@@ -91,7 +94,35 @@ def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
   cfg.data.data_dir = data_dir
   cfg.data.cache_dir = cache_dir
   cfg.seed = seed
-  return apply_overrides(cfg, overrides)
+  return apply_overrides(cfg, stage_overrides(cfg, overrides, "pretrain"))
+
+
+def stage_overrides(cfg, overrides: dict[str, str], phase: str
+                    ) -> dict[str, str]:
+  """The overrides of one phase ('pretrain' or 'finetune').
+
+  ``<phase>:key`` applies to that phase only; a plain ``key`` to every
+  phase whose config has its top-level section (``train.*`` to both,
+  ``pretrain.*`` to pretraining, ``loss.*`` / ``finetune.*`` to finetuning).
+  """
+  out = {}
+  for key, value in overrides.items():
+    scope, _, bare = key.rpartition(":")
+    if scope and scope not in PHASES:
+      raise KeyError(f"override {key!r}: scope {scope!r} is not one of "
+                     f"{PHASES}")
+    if scope == phase or (not scope and bare.split(".")[0] in cfg):
+      out[bare] = value
+  return out
+
+
+def check_overrides(overrides: dict[str, str], configs) -> None:
+  """Every override must name a field of some phase's config."""
+  for key in overrides:
+    bare = key.rpartition(":")[2]
+    if not any(bare.split(".")[0] in c for c in configs):
+      raise KeyError(f"override {key!r}: no stage's config has a section "
+                     f"{bare.split('.')[0]!r}")
 
 
 def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
@@ -103,7 +134,7 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
   cfg.data.cache_dir = cache_dir
   cfg.seed = seed
   cfg.ckpt.init_from = init_from
-  return apply_overrides(cfg, overrides)
+  return apply_overrides(cfg, stage_overrides(cfg, overrides, "finetune"))
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
@@ -112,7 +143,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   """Runs the selected stages and returns the printed results table."""
   # pylint: disable=g-import-not-at-top
   from experiments import report
-  from experiments import train
+  from experiments import launch
   # pylint: enable=g-import-not-at-top
   overrides = overrides or {}
   stages = list(stages or STAGES)
@@ -121,7 +152,12 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
   os.makedirs(workdir, exist_ok=True)
   log = StageLog(workdir)
-  data_overrides = {k: v for k, v in overrides.items() if k.startswith("data.")}
+  check_overrides(overrides, [
+      pretrain_config(dataset, data_dir, "", ctr, plm, preset, seed, {}),
+      finetune_config(dataset, data_dir, "", ctr, plm, preset, seed, "joint",
+                      "", {})])
+  data_overrides = {k: v for k, v in overrides.items()
+                    if k.rpartition(":")[2].startswith("data.")}
   pre_dir = os.path.join(workdir, "pretrain")
   # One processed-data cache for every stage of the run.
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
@@ -138,7 +174,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
     done_file = os.path.join(pre_dir, "pretrain_done.json")
 
     def _pretrain():
-      last = train.run(cfg, pre_dir)
+      last = launch.run(cfg, pre_dir)
       if jax.process_index() == 0:
         jsonio.write_json_atomic(done_file, last)
     log.run("pretrain", lambda: os.path.exists(done_file), _pretrain)
@@ -148,12 +184,10 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
       continue
     ft_dir = os.path.join(workdir, name)
     cfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
-                          seed, mode, pre_dir if from_pre else "",
-                          {k: v for k, v in overrides.items()
-                           if not k.startswith("pretrain.")})
+                          seed, mode, pre_dir if from_pre else "", overrides)
     log.run(name, lambda d=ft_dir: os.path.exists(
         os.path.join(d, "results.json")),
-            lambda c=cfg, d=ft_dir: train.run(c, d))
+            lambda c=cfg, d=ft_dir: launch.run(c, d))
 
   if "export" in stages:
     out = os.path.join(workdir, "export_joint")
@@ -163,7 +197,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
       diff = finetuned.export_finetuned(os.path.join(workdir, "flip_joint"),
                                         out, check=True)
       jsonio.write_json_atomic(os.path.join(out, "check.json"),
-                                   {"max_abs_diff": float(diff)})
+                               {"max_abs_diff": float(diff)})
     log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),
             _export)
 

@@ -32,6 +32,8 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from flip_jax.tree_paths import path_str
+
 # Default: pure data parallelism over ("data", "fsdp"); parameters replicated
 # unless a rule maps them. Order matters: first matching rule wins.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
@@ -172,18 +174,6 @@ class Fallback:
             f"(size {self.axis_size})")
 
 
-def _path_str(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
 def _divisible(shardings, abstract_tree, mesh: Mesh):
   """(shardings with non-dividing dims replicated, list of Fallback)."""
   fallbacks: list[Fallback] = []
@@ -204,7 +194,7 @@ def _divisible(shardings, abstract_tree, mesh: Mesh):
         new.append(ax)
       else:
         new.append(None)
-        fallbacks.append(Fallback(_path_str(path), shape, i, axes, size))
+        fallbacks.append(Fallback(path_str(path), shape, i, axes, size))
     return NamedSharding(mesh, P(*new))
 
   out = jax.tree_util.tree_map_with_path(fix, shardings,

@@ -19,6 +19,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import sharding
+from flip_jax import tree_paths
 from flip_jax.train import state as state_lib
 
 
@@ -26,11 +27,6 @@ def strip_boxes(tree):
   """Removes logical-partitioning boxes without applying any constraint."""
   return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x,
                       tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-
-
-def _dict_keys(path) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", ""))) for k in path
-          if hasattr(k, "key") or hasattr(k, "name")]
 
 
 def opt_state_shardings(opt_state, params, param_shardings, default):
@@ -42,11 +38,11 @@ def opt_state_shardings(opt_state, params, param_shardings, default):
   """
   flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
   flat_s = jax.tree.leaves(param_shardings)
-  table = {"/".join(_dict_keys(path)): (leaf.shape, sh)
+  table = {"/".join(tree_paths.dict_keys(path)): (leaf.shape, sh)
            for (path, leaf), sh in zip(flat_p, flat_s)}
 
   def pick(path, leaf):
-    keys = _dict_keys(path)
+    keys = tree_paths.dict_keys(path)
     for i in range(len(keys)):
       hit = table.get("/".join(keys[i:]))
       if hit is not None and hit[0] == getattr(leaf, "shape", None):

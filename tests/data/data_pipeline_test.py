@@ -68,9 +68,9 @@ def test_process_shards_form_the_global_batch(data):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_state_restore_is_exact(data, workers):
   cols, fm = data
-  kw = dict(global_batch_size=8, seed=11, masking=masking.MaskingConfig(
-      text_mask_ratio=.34, ctr_mask_ratio=.34), mask_token_id=7,
-            feature_map=fm, process_index=0, process_count=1,
+  kw = dict(global_batch_size=8, seed=11, transform=masking.masking_transform(
+      masking.MaskingConfig(text_mask_ratio=.34, ctr_mask_ratio=.34),
+      mask_token_id=7, feature_map=fm), process_index=0, process_count=1,
             worker_count=workers)
   it = pipeline.train_iterator(cols, **kw)
   _take(it, 15)  # crosses the epoch boundary (12 steps per epoch)
@@ -92,11 +92,13 @@ def test_state_restore_is_exact(data, workers):
 def test_masks_are_per_example_not_per_batch(data):
   cols, fm = data
   m = masking.MaskingConfig(text_mask_ratio=.34, ctr_mask_ratio=.34)
-  a = pipeline.train_iterator(cols, global_batch_size=10, seed=1, masking=m,
-                              mask_token_id=7, feature_map=fm,
+  a = pipeline.train_iterator(cols, global_batch_size=10, seed=1,
+                              transform=masking.masking_transform(
+                                  m, mask_token_id=7, feature_map=fm),
                               process_index=0, process_count=1)
-  b = pipeline.train_iterator(cols, global_batch_size=20, seed=1, masking=m,
-                              mask_token_id=7, feature_map=fm,
+  b = pipeline.train_iterator(cols, global_batch_size=20, seed=1,
+                              transform=masking.masking_transform(
+                                  m, mask_token_id=7, feature_map=fm),
                               process_index=0, process_count=1)
   x, y = next(a), next(b)
   # Same epoch permutation: a's first batch is the first half of b's.
@@ -131,8 +133,10 @@ def test_orbax_checkpoint_of_the_iterator(data, tmp_path):
   import grain  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   cols, fm = data
-  kw = dict(global_batch_size=8, seed=2, masking=masking.MaskingConfig(),
-            mask_token_id=7, feature_map=fm, process_index=0,
+  kw = dict(global_batch_size=8, seed=2,
+            transform=masking.masking_transform(
+                masking.MaskingConfig(), mask_token_id=7, feature_map=fm),
+            process_index=0,
             process_count=1)
   it = pipeline.train_iterator(cols, **kw)
   _take(it, 5)

@@ -12,10 +12,11 @@ import pytest
 
 from experiments.configs import flip_pretrain
 from flip_jax import checkpoint
-from flip_jax.train import pretrain
+from flip_jax import methods
+from flip_jax.train import loop
 from flip_jax.train import steps
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 
 
 def tiny_overrides(plm_dir, cache_dir) -> dict:
@@ -26,21 +27,31 @@ def tiny_overrides(plm_dir, cache_dir) -> dict:
       "data.cache_dir": str(cache_dir), "data.max_length": 40,
       "data.synthetic.num_users": 80, "data.synthetic.num_movies": 60,
       "data.synthetic.num_ratings": 1600,
-      "pretrain.batch_size": 16, "pretrain.proj_dim": 16,
+      "train.batch_size": 16, "pretrain.proj_dim": 16,
       "pretrain.mtm.field_dim": 8,
       "optim.lr": 3e-3, "log_every_steps": 2, "ckpt.async_save": False,
   }
 
 
-def make_config(plm_dir, cache_dir, **extra):
-  cfg = flip_pretrain.get_config("dataset=synthetic,preset=tiny")
-  for key, value in {**tiny_overrides(plm_dir, cache_dir), **extra}.items():
+def set_fields(cfg, values):
+  """Sets dotted config fields ('train.max_steps') in place; returns cfg."""
+  for key, value in values.items():
     node = cfg
     *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
     node[leaf] = value
   return cfg
+
+
+def make_config(plm_dir, cache_dir, **extra):
+  cfg = flip_pretrain.get_config("dataset=synthetic,preset=tiny")
+  return set_fields(cfg, {**tiny_overrides(plm_dir, cache_dir), **extra})
+
+
+def train(cfg, workdir):
+  """The shared loop on the task ``cfg.task`` names."""
+  return loop.train_and_evaluate(cfg, str(workdir), methods.make_task(cfg))
 
 
 def read_metrics(workdir):
@@ -61,9 +72,9 @@ def cache_dir(tmp_path_factory):
 
 def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
   full = tmp_path / "full"
-  cfg = make_config(tiny_bert_dir, cache_dir, total_steps=20,
-                    **{"ckpt.every_steps": 10})
-  pretrain.train_and_evaluate(cfg, str(full))
+  cfg = make_config(tiny_bert_dir, cache_dir,
+                    **{"train.max_steps": 20, "ckpt.every_steps": 10})
+  train(cfg, full)
   recs = read_metrics(full)
   assert recs[-1]["step"] == 20
   for key in ("train/mlm_loss", "train/mtm_loss", "train/icl_loss"):
@@ -76,12 +87,10 @@ def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
 
   # Interrupted after step 10, then the same command again: identical params.
   part = tmp_path / "part"
-  pretrain.train_and_evaluate(
-      make_config(tiny_bert_dir, cache_dir, total_steps=10,
-                  **{"ckpt.every_steps": 10}), str(part))
-  pretrain.train_and_evaluate(
-      make_config(tiny_bert_dir, cache_dir, total_steps=20,
-                  **{"ckpt.every_steps": 10}), str(part))
+  train(make_config(tiny_bert_dir, cache_dir,
+                    **{"train.max_steps": 10, "ckpt.every_steps": 10}), part)
+  train(make_config(tiny_bert_dir, cache_dir,
+                    **{"train.max_steps": 20, "ckpt.every_steps": 10}), part)
   s1, p1 = final_params(full)
   s2, p2 = final_params(part)
   assert s1 == s2 == 20
@@ -93,7 +102,7 @@ def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
 
 def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(
     tiny_bert_dir, cache_dir, tmp_path, monkeypatch):
-  real_step = steps.pretrain_step
+  real_step = steps.train_step
 
   def poisoned(state, batch, consts, **kw):
     new_state, metrics = real_step(state, batch, consts, **kw)
@@ -102,11 +111,12 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(
                                                 metrics["train/mtm_loss"])
     return new_state, metrics
 
-  monkeypatch.setattr(steps, "pretrain_step", poisoned)
-  cfg = make_config(tiny_bert_dir, cache_dir, total_steps=12,
-                    **{"ckpt.every_steps": 4, "log_every_steps": 4})
+  monkeypatch.setattr(steps, "train_step", poisoned)
+  cfg = make_config(tiny_bert_dir, cache_dir,
+                    **{"train.max_steps": 12, "ckpt.every_steps": 4,
+                       "log_every_steps": 4})
   with pytest.raises(FloatingPointError, match=r"step 6.*mtm_loss"):
-    pretrain.train_and_evaluate(cfg, str(tmp_path))
+    train(cfg, tmp_path)
   step, params = final_params(tmp_path)
   assert step == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
@@ -131,10 +141,10 @@ def _launch(args, devices, env_extra=None):
 
 def _flags(plm_dir, cache_dir, workdir):
   flags = ["--config=experiments/configs/flip_pretrain.py:dataset=synthetic,"
-           "preset=tiny", f"--workdir={workdir}", "--config.total_steps=3",
+           "preset=tiny", f"--workdir={workdir}", "--config.train.max_steps=3",
            "--config.ckpt.every_steps=3",
            # Both runs accumulate 2 micro-batches (ICL by cached gradients).
-           "--config.pretrain.micro_batch_size=8"]
+           "--config.train.micro_batch_size=8"]
   for key, value in tiny_overrides(plm_dir, cache_dir).items():
     flags.append(f"--config.{key}={value}")
   return flags

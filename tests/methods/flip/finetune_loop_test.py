@@ -10,26 +10,16 @@ import pytest
 
 from experiments.configs import flip_finetune
 from flip_jax import checkpoint
-from flip_jax.train import finetune
-from flip_jax.train import pretrain
 
-from tests.train import pretrain_loop_test as ptest  # pylint: disable=g-bad-import-order
+from tests.methods.flip import pretrain_loop_test as ptest  # pylint: disable=g-bad-import-order
 
 FT_OVERRIDES = {
-    "finetune.batch_size": 32, "finetune.eval_batch_size": 64,
-    "finetune.eval_every_steps": 10, "finetune.max_steps": 30,
+    "train.batch_size": 32, "train.eval_batch_size": 64,
+    "train.eval_every_steps": 10, "train.max_steps": 30,
     "log_every_steps": 5,
 }
 
-
-def set_fields(cfg, values):
-  for key, value in values.items():
-    node = cfg
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+set_fields = ptest.set_fields
 
 
 def ft_config(plm_dir, cache_dir, mode, init_from="", **extra):
@@ -49,9 +39,9 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pre_dir(tiny_bert_dir, cache_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("pre")
-  cfg = ptest.make_config(tiny_bert_dir, cache_dir, total_steps=4,
-                          **{"ckpt.every_steps": 4})
-  pretrain.train_and_evaluate(cfg, str(workdir))
+  cfg = ptest.make_config(tiny_bert_dir, cache_dir,
+                          **{"train.max_steps": 4, "ckpt.every_steps": 4})
+  ptest.train(cfg, workdir)
   return workdir
 
 
@@ -61,10 +51,10 @@ def runs(tiny_bert_dir, cache_dir, pre_dir, tmp_path_factory):
   out = {}
   for mode in ("id", "plm", "joint"):
     workdir = tmp_path_factory.mktemp(f"ft_{mode}")
-    extra = ({"finetune.num_epochs": 2} if mode == "id"
-             else {"finetune.max_steps": 20})
+    extra = ({"train.num_epochs": 2} if mode == "id"
+             else {"train.max_steps": 20})
     cfg = ft_config(tiny_bert_dir, cache_dir, mode, str(pre_dir), **extra)
-    out[mode] = (workdir, cfg, finetune.train_and_evaluate(cfg, str(workdir)))
+    out[mode] = (workdir, cfg, ptest.train(cfg, workdir))
   return out
 
 
@@ -107,12 +97,12 @@ def test_modes_train_select_on_valid_and_write_results(runs, mode):
 def test_resume_mid_finetune_equals_uninterrupted(
     tiny_bert_dir, cache_dir, pre_dir, runs, tmp_path):
   _, _, full = runs["joint"]
-  finetune.train_and_evaluate(
+  ptest.train(
       ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                **{"finetune.max_steps": 10}), str(tmp_path))
-  part = finetune.train_and_evaluate(
+                **{"train.max_steps": 10}), tmp_path)
+  part = ptest.train(
       ft_config(tiny_bert_dir, cache_dir, "joint", str(pre_dir),
-                **{"finetune.max_steps": 20}), str(tmp_path))
+                **{"train.max_steps": 20}), tmp_path)
   assert part["init_rule"].startswith("resume")
   for key in ("valid/auc", "test/auc", "test/logloss", "alpha", "best_step"):
     assert part[key] == full[key], key
