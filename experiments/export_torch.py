@@ -23,9 +23,16 @@ encoder and PyTorch on a padded batch.
 
 `export_plm(config, params, tokenizer, out, ...)` is the library entry point
 (e.g. for exporting trained runs from a workdir).
+
+`--out` must be a new path, an empty folder or an earlier export (it holds
+`flip_jax_export.json`, written into every export); a file, a folder of
+other files, the run's `--workdir` (or a folder inside it) and the `--plm`
+folder are refused before anything is loaded. Errors print one line
+(`error: ...`, exit 1); `--verbosity=1` adds the traceback.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -148,6 +155,12 @@ def main(argv):
     if _PLM.value or not _OUT.value:
       raise app.UsageError("--workdir needs --out and excludes --plm")
     from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
+    if not os.path.isdir(_WORKDIR.value):
+      raise FileNotFoundError(f"--workdir {_WORKDIR.value}: not a folder "
+                              "(expected a finetuning run)")
+    # Before anything is loaded: --out must be new, empty or an earlier
+    # export, and not the run's workdir (hf_export.check_destination).
+    finetuned.check_destination(_OUT.value, _WORKDIR.value)
     diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
                                       check=_CHECK.value,
                                       num_rows=_NUM_ROWS.value)
@@ -158,6 +171,10 @@ def main(argv):
   if not _PLM.value or not _OUT.value:
     raise app.UsageError("--plm and --out are required (or --workdir and "
                          "--out)")
+  source = os.path.expanduser(_PLM.value)
+  hf_export.check_destination(
+      _OUT.value, protect={"the --plm folder": source if os.path.isdir(
+          source) else None})
   module, params, tokenizer, report = plm.load_pretrained(
       _PLM.value, num_layers=_NUM_LAYERS.value, with_mlm_head=True,
       return_report=True)
@@ -183,4 +200,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -1,8 +1,16 @@
-"""Runtime set-up shared by every absl main: multi-host init and logging."""
+"""Runtime set-up shared by every absl main: multi-host init, logging, and
+`run_main`, which turns expected errors into one `error: ...` line.
+"""
+import functools
 import logging as logging_std
 import os
+import sys
+import traceback
+from typing import Any, Callable
+import zlib
 
 import jax
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -54,13 +62,198 @@ def init_runtime() -> None:
                jax.devices()[0].platform)
 
 
+# Files of which a local PLM folder needs one to have a tokenizer (the set
+# flip_jax.models.plm.hf_import reads).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
+def _get(config, *keys):
+  for k in keys:
+    try:
+      config = config[k]
+    except (KeyError, TypeError, AttributeError):
+      return None
+  return config
+
+
+def uses_plm(config) -> bool:
+  """Whether a run of `config` reads text through the PLM's tokenizer."""
+  task = _get(config, "task")
+  return task == "flip_pretrain" or (
+      task == "flip_finetune" and _get(config, "finetune", "mode") in (
+          "plm", "joint"))
+
+
+def check_plm_folder(config) -> None:
+  """A local `model.plm.name` folder must hold tokenizer files.
+
+  Without them the PLM loads with tokenizer=None and the run fails much
+  later (or a tokenizer is built from nothing); this says so before any
+  work. Short names ('minilm-l6') are left to the PLM registry.
+
+  Raises:
+    FileNotFoundError: naming the folder, the field and the files looked for.
+  """
+  name = _get(config, "model", "plm", "name")
+  if not uses_plm(config) or not isinstance(name, str):
+    return
+  path = os.path.expanduser(name)
+  if not os.path.isdir(path):
+    return
+  if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    raise FileNotFoundError(
+        f"model.plm.name {name}: the folder has no tokenizer files (one of "
+        f"{', '.join(TOKENIZER_FILES)}); copy the checkpoint's tokenizer "
+        "into it")
+
+
 def run(config, workdir: str):
   """Trains ``config.task`` in ``workdir`` on the shared loop.
 
   Returns the task's results (evaluated tasks) or its last metrics.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a folder")
+  check_plm_folder(config)
   # pylint: disable=g-import-not-at-top
   from flip_jax import methods
   from flip_jax.train import loop
   # pylint: enable=g-import-not-at-top
   return loop.train_and_evaluate(config, workdir, methods.make_task(config))
+
+
+# ---------------------------------------------------------------------------
+# One clear line for expected errors (BUILD.md "Reliability policies").
+
+# Set to 1 (or run with --verbosity=1) to see the traceback of an expected
+# error as well.
+TRACEBACK_ENV = "FLIP_JAX_TRACEBACK"
+
+# Errors a user can cause and fix: bad or missing data, files and configs
+# (flip_jax's DataError, JSONFileError, ConfigMismatchError ... are
+# ValueErrors), truncated files, numbers out of range, a missing package.
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, EOFError, OverflowError,
+                   FloatingPointError, ImportError, zlib.error)
+# Expected errors of other libraries or of modules too heavy to import here,
+# matched by class name anywhere in the exception's MRO.
+EXPECTED_ERROR_NAMES = frozenset({
+    "SafetensorError",      # safetensors: truncated / corrupt file
+    "WorkdirBusyError",     # flip_jax.train.workdir: another live run
+    "ExportCheckError",     # flip_jax.methods.flip.export: parity failed
+    "DecodeError",          # protobuf / tokenizers file errors
+})
+
+
+def is_expected(e: BaseException) -> bool:
+  """True for errors reported as one line (see EXPECTED_ERRORS)."""
+  return isinstance(e, EXPECTED_ERRORS) or any(
+      c.__name__ in EXPECTED_ERROR_NAMES for c in type(e).__mro__)
+
+
+def _file_in_traceback(e: BaseException) -> str | None:
+  """The innermost existing file named by a local of the failing frames.
+
+  For library errors whose message names no file (a truncated safetensors
+  or gzip file): the reader's own `path` / `filename` argument says which.
+  """
+  tb, frames = e.__traceback__, []
+  while tb is not None:
+    frames.append(tb.tb_frame)
+    tb = tb.tb_next
+  for frame in reversed(frames):
+    for value in list(frame.f_locals.values()):
+      if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+      if (isinstance(value, str) and 0 < len(value) < 4096
+          and ("/" in value or "." in value)):
+        try:
+          if os.path.isfile(value):
+            return value
+        except (OSError, ValueError):
+          continue
+  return None
+
+
+def error_message(e: BaseException) -> str:
+  """One line naming what failed: the message, its type, and the file."""
+  if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(
+      e.args[0], str):
+    msg = e.args[0]
+  else:
+    msg = str(e)
+  msg = " ".join(line.strip() for line in msg.splitlines() if line.strip())
+  module = type(e).__module__ or ""
+  if not msg:
+    msg = type(e).__name__
+  elif not module.startswith(("flip_jax", "experiments")) and not isinstance(
+      e, (ValueError, KeyError, OSError, ImportError)):
+    msg = f"{type(e).__name__}: {msg}"  # EOFError, SafetensorError ...
+  filename = getattr(e, "filename", None)
+  if isinstance(filename, (str, os.PathLike)) and os.fspath(filename) in msg:
+    filename = None
+  if filename is None and os.sep not in msg:
+    filename = _file_in_traceback(e)
+  if filename is not None and os.fspath(filename) not in msg:
+    msg += f" (file {os.fspath(filename)})"
+  return msg
+
+
+def _show_traceback() -> bool:
+  if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+    return True
+  try:
+    return flags.FLAGS["verbosity"].value >= 1
+  except (KeyError, flags.Error):
+    return False
+
+
+def report_and_exit(e: BaseException) -> None:
+  """Prints `error: <one line>` to stderr and exits with status 1.
+
+  With --verbosity>=1 or FLIP_JAX_TRACEBACK=1 the traceback comes first.
+  Otherwise stderr is closed to the rest of the process's life after the
+  message (interpreter and library shutdown noise, e.g. 'Exception ignored'
+  lines or C++ log lines, would bury it); stdout is flushed as usual.
+  """
+  verbose = _show_traceback()
+  if verbose:
+    traceback.print_exception(type(e), e, e.__traceback__)
+  try:
+    logging.flush()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {error_message(e)}\n")
+  sys.stderr.flush()
+  if not verbose:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+  raise SystemExit(1)
+
+
+def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+  """`main` with expected errors turned into `report_and_exit`."""
+
+  @functools.wraps(main)
+  def wrapper(argv):
+    try:
+      return main(argv)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, app.UsageError) or not is_expected(e):
+        raise
+      report_and_exit(e)
+
+  return wrapper
+
+
+def run_main(main: Callable[[list[str]], Any]) -> None:
+  """`absl.app.run(main)` with one-line reports of expected errors.
+
+  Every launcher's ``__main__`` calls this: an expected error (see
+  `is_expected`) prints ``error: <message naming the file or field>`` to
+  stderr and exits with status 1, the traceback only with --verbosity=1
+  or FLIP_JAX_TRACEBACK=1. Usage errors keep absl's usage message; other
+  exceptions (bugs) keep their traceback.
+  """
+  app.run(guarded(main))

@@ -6,8 +6,14 @@ r"""Scores a split with a finetuned model (its best-valid checkpoint).
 Writes one row per example: row_id, label, prob (and, for the joint model,
 ctr_prob / txt_prob of the two branches). Batched and sharded like
 evaluation.
+
+The arguments are checked before anything is loaded (--workdir a run folder
+with config.json; --out a .csv or .parquet file path that is not a folder);
+the file is written atomically (a temporary file in the same folder, renamed
+at the end, removed on failure). Errors print one `error: ...` line (exit 1).
 """
 import os
+import tempfile
 
 from absl import app
 from absl import flags
@@ -28,15 +34,74 @@ _OUT = launch.flag(flags.DEFINE_string, "out", None, "Output .parquet or .csv fi
 _BATCH = launch.flag(flags.DEFINE_integer, "batch_size", 256, "Global batch size.")
 
 
+def check_args(workdir: str, out: str, batch_size: int) -> str:
+  """Validates the arguments before any work; returns the output format.
+
+  Raises:
+    NotADirectoryError / FileNotFoundError / ValueError: naming the flag.
+  """
+  if not os.path.isdir(workdir):
+    if os.path.exists(workdir):
+      raise NotADirectoryError(f"--workdir {workdir} is a file, not a "
+                               "finetuning run folder")
+    raise FileNotFoundError(f"--workdir {workdir} does not exist")
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a "
+                            "finetuning run?)")
+  from flip_jax import jsonio  # pylint: disable=g-import-not-at-top
+  launch.check_plm_folder(jsonio.read_json(os.path.join(workdir,
+                                                        "config.json")))
+  if batch_size <= 0:
+    raise ValueError(f"--batch_size {batch_size} must be positive")
+  if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):
+    raise IsADirectoryError(f"--out {out} is a folder; give a file path "
+                            "ending in .parquet or .csv")
+  if not out.endswith((".csv", ".parquet")):
+    raise ValueError(f"--out {out}: the file name must end in .parquet or "
+                     ".csv")
+  parent = os.path.dirname(os.path.abspath(out))
+  probe = parent
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise NotADirectoryError(f"--out {out}: {probe} is a file, not a folder")
+  if not os.access(probe, os.W_OK):
+    raise PermissionError(f"--out {out}: folder {probe} is not writable")
+  return "csv" if out.endswith(".csv") else "parquet"
+
+
+def write_table_atomic(table, out: str, fmt: str) -> None:
+  """Writes `table` to `out` via a temporary file in the same folder."""
+  # pylint: disable=g-import-not-at-top
+  import pyarrow.csv as pacsv
+  import pyarrow.parquet as pq
+  # pylint: enable=g-import-not-at-top
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.",
+                             suffix=".tmp", dir=parent)
+  os.close(fd)
+  try:
+    if fmt == "csv":
+      pacsv.write_csv(table, tmp)
+    else:
+      pq.write_table(table, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  fmt = check_args(_WORKDIR.value, _OUT.value, _BATCH.value)
   launch.init_runtime()
   # pylint: disable=g-import-not-at-top
   import jax
   import pyarrow as pa
-  import pyarrow.csv as pacsv
-  import pyarrow.parquet as pq
   from flip_jax import methods
   from flip_jax.data import pipeline
   from flip_jax.data import prepare
@@ -66,18 +131,11 @@ def main(argv):
                                 rules=rules)
   metrics = task.eval_metrics(pred, _SPLIT.value)
   if jax.process_index() == 0:
-    table = pa.table({k: pred[k] for k in pred})
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    tmp = _OUT.value + ".tmp"
-    if _OUT.value.endswith(".csv"):
-      pacsv.write_csv(table, tmp)
-    else:
-      pq.write_table(table, tmp)
-    os.replace(tmp, _OUT.value)
+    write_table_atomic(pa.table({k: pred[k] for k in pred}), _OUT.value, fmt)
   logging.info("wrote %d rows to %s; %s", len(pred["prob"]), _OUT.value, metrics)
   print(f"{_SPLIT.value}: {len(pred['prob'])} rows, " + ", ".join(
       f"{k}={v:.4f}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

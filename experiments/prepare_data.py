@@ -12,12 +12,15 @@ Writes <workdir>/stats.json and <workdir>/feature_map.json, keeps the
 processed cache under config.cache_dir (default
 `prepare.default_cache_root`: <parent of workdir>/.flip_jax_cache) and
 prints the statistics and a few prompts with the value spans in brackets.
+stats.json has a `warnings` entry (kind -> count) for suspicious input
+(duplicate rows or ids, UTF-8 in a latin-1 file, ignored extra files), also
+logged as warnings. Bad data stops with one `error: <file>:<line>: ...` line
+and exit status 1.
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -28,7 +31,6 @@ from experiments import launch
 
 from experiments.configs import data as data_config
 from flip_jax.data import prepare
-from flip_jax.data import rawio
 from flip_jax.data import sources
 from flip_jax.data import textify
 
@@ -83,7 +85,8 @@ def run(cfg, workdir: str) -> dict:
   prepared.feature_map.save(os.path.join(workdir, "feature_map.json"))
   keys = ("rows", "train_rows", "valid_rows", "test_rows", "num_fields",
           "field_names", "vocab_sizes", "num_features", "positive_rate",
-          "max_text_tokens", "truncated_rows", "row_order", "label_rule")
+          "max_text_tokens", "truncated_rows", "row_order", "label_rule",
+          "warnings")
   print(f"dataset {data.dataset} (protocol {data.protocol})")
   for k in keys:
     print(f"  {k:16s} {stats.get(k)}")
@@ -100,14 +103,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise NotADirectoryError(f"--workdir {_WORKDIR.value} is a file, not a "
+                             "folder")
   cfg = _resolve_config()
   logging.info("config:\n%s", cfg)
-  try:
-    run(cfg, _WORKDIR.value)
-  except rawio.DataError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  # A data error (DataError, naming file:line) and every other expected
+  # error is printed as one `error: ...` line with exit status 1
+  # (launch.run_main).
+  run(cfg, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

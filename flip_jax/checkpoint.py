@@ -48,6 +48,13 @@ STATE = "state"
 DATA_ITER = "data_iter"
 
 
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be saved, or no saved one can be restored."""
+
+
 def _handlers(state_handler) -> dict[str, Any]:
   return {STATE: state_handler,
           DATA_ITER: grain.checkpoint.CheckpointHandler()}
@@ -108,11 +115,33 @@ class Checkpointer:
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iter is not None:
       items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
-    saved = self._mgr.save(int(step), args=ocp.args.Composite(**items),
-                           force=force)
+    self._probe_writable(step)
+    try:
+      saved = self._mgr.save(int(step), args=ocp.args.Composite(**items),
+                             force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"saving checkpoint step {step} to "
+                            f"{self.directory} failed: {e}") from e
     if saved:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
     return saved
+
+  def _probe_writable(self, step) -> None:
+    """Fails fast (one message, path and OS error) where a save cannot
+    write: a read-only or full filesystem would otherwise surface late,
+    buried in the async writer's tracebacks."""
+    probe = os.path.join(self.directory, f".write_probe.{os.getpid()}")
+    try:
+      with open(probe, "wb") as f:
+        f.write(b"0" * 4096)
+        f.flush()
+        os.fsync(f.fileno())
+      os.remove(probe)
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot save checkpoint step {step}: {self.directory} is not "
+          f"writable ({e.strerror or e}); the last saved step "
+          f"{self.latest_step()} is intact") from e
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint step, or None."""
@@ -156,9 +185,60 @@ class Checkpointer:
     logging.info("checkpoint: restored step %d from %s", step, self.directory)
     return restored[STATE]
 
+  def restore_latest_good(self, abstract_state, data_iter=None):
+    """Restores the newest checkpoint that is intact; (state, step).
+
+    A checkpoint that fails to restore (truncated or missing files) or
+    restores with non-finite params is damaged: it is moved, whole, to
+    ``<workdir>/damaged_checkpoints/<step>`` (never deleted), a warning names
+    it and the reason, and the previous one is tried. Raises CheckpointError
+    when none is usable.
+    """
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        state = self.restore(step, abstract_state, data_iter=data_iter)
+        bad = non_finite_leaves(getattr(state, "params", state))
+        if bad:
+          raise CheckpointError(f"non-finite values in {', '.join(bad[:5])}")
+        if damaged:
+          logging.warning("checkpoint: resumed from step %d; damaged "
+                          "checkpoints moved to %s: %s", step,
+                          self._damaged_dir(), "; ".join(damaged))
+        return state, step
+      except (CheckpointError, ValueError, OSError, KeyError) as e:
+        if isinstance(e, ValueError) and "shape" in str(e):
+          raise  # another model's checkpoint: not damage
+        reason = str(e).splitlines()[0][:300]
+        logging.warning("checkpoint %s/%d is damaged (%s); trying the "
+                        "previous one", self.directory, step, reason)
+        self._set_aside(step)
+        damaged.append(f"step {step}: {reason}")
+    raise CheckpointError(
+        f"no usable checkpoint in {self.directory}"
+        + (f"; damaged ones were moved to {self._damaged_dir()}: "
+           + "; ".join(damaged) if damaged else ""))
+
+  def _damaged_dir(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+
+  def _set_aside(self, step: int) -> None:
+    os.makedirs(self._damaged_dir(), exist_ok=True)
+    dest = os.path.join(self._damaged_dir(), str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(self._damaged_dir(), f"{step}.{n}")
+      n += 1
+    os.replace(os.path.join(self.directory, str(step)), dest)
+    self._mgr.reload()
+
   def wait_until_finished(self) -> None:
     """Blocks until a pending async save is committed."""
-    self._mgr.wait_until_finished()
+    try:
+      self._mgr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"saving a checkpoint to {self.directory} "
+                            f"failed: {e}") from e
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""
@@ -170,6 +250,16 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def non_finite_leaves(tree) -> list[str]:
+  """Paths of the floating-point leaves holding NaN or Inf."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating) and not bool(
+        jax.numpy.isfinite(leaf).all()):
+      out.append(path_str(path))
+  return out
 
 
 def abstract_like(tree):

@@ -3,7 +3,11 @@
 BookCrossing: `BX-Book-Ratings.csv`, `BX-Users.csv`, `BX-Books.csv`
 (`;`-separated, double-quoted, latin-1). The release's BX-Books.csv has
 malformed lines (unescaped quotes, wrong field counts); those are skipped with
-a counted warning naming file and line. The other two files must be clean.
+a counted warning naming file and line. The other two files must be clean:
+exact field counts, User-IDs positive integers, ratings whole numbers in
+0..10 (an error names file:line). A repeated user or ISBN row: the first
+wins, counted as a warning (`RawTable.info['warnings']`), as are repeated
+(user, ISBN) rating rows (kept) and UTF-8 text in these latin-1 files.
 Ratings join their user and book rows; ratings whose user or book has no
 metadata row are dropped (counted in `info`). No timestamp.
 
@@ -11,7 +15,10 @@ GoodReads: `goodreads_interactions*.json.gz` plus `goodreads_books*.json.gz`
 (and, when present, `goodreads_book_genres_initial.json.gz` and
 `goodreads_book_authors.json.gz`). The 15 fields of FLIP.md 2.2 are produced as
 far as the metadata has them: a field whose source is absent from every book
-record is left out (recorded in `info['missing_fields']`).
+record is left out (recorded in `info['missing_fields']`). Ratings must be
+whole numbers in 0..5 and dates after 1970 (an error names file:line); a
+repeated book_id (the first record wins) and repeated (user, book) ratings
+(kept) are counted warnings.
 """
 from __future__ import annotations
 
@@ -52,21 +59,39 @@ def load_bookcrossing(data_dir: str, drop_zero_ratings: bool
   """
   r_path, u_path, b_path = rawio.require_files(
       data_dir, ["BX-Book-Ratings.csv", "BX-Users.csv", "BX-Books.csv"])
-  ratings, _ = rawio.quoted_csv(r_path, BX_RATINGS_HEADER, strict=True)
-  users, _ = rawio.quoted_csv(u_path, BX_USERS_HEADER, strict=True)
-  books, skipped = rawio.quoted_csv(b_path, BX_BOOKS_HEADER, strict=False)
-  user_rows = {u[0].strip(): u for u in users}
-  book_rows = {b[0].strip().upper(): b for b in books}
+  info: dict = {}
+  ratings, _ = rawio.quoted_csv(r_path, BX_RATINGS_HEADER, strict=True,
+                                info=info)
+  users, _ = rawio.quoted_csv(u_path, BX_USERS_HEADER, strict=True,
+                              info=info)
+  books, skipped = rawio.quoted_csv(b_path, BX_BOOKS_HEADER, strict=False,
+                                    info=info)
+  for line, u in zip(users.lines, users):
+    _check_user_id(u_path, line, u[0])
+  # A repeated id: the first row wins (as in the MovieLens readers).
+  rawio.warn_duplicate_ids(info, u_path, "user", users,
+                           lambda u: u[0].strip(), users.lines)
+  rawio.warn_duplicate_ids(info, b_path, "book", books,
+                           lambda b: b[0].strip().upper(), books.lines)
+  user_rows, book_rows = {}, {}
+  for u in users:
+    user_rows.setdefault(u[0].strip(), u)
+  for b in books:
+    book_rows.setdefault(b[0].strip().upper(), b)
   cols = [[] for _ in BX_FIELDS]
   rating, dropped_meta, dropped_zero = [], 0, 0
-  for i, (uid, isbn, score) in enumerate(ratings, start=2):
+  pairs = []
+  for i, (uid, isbn, score) in zip(ratings.lines, ratings):
+    _check_user_id(r_path, i, uid)
     try:
       s = float(score)
     except ValueError:
       raise rawio.DataError(f"{r_path}:{i}: rating {score!r} is not a number"
                             ) from None
-    if not 0 <= s <= 10:
-      raise rawio.DataError(f"{r_path}:{i}: rating {s} outside 0..10")
+    if not (0 <= s <= 10 and s == int(s)):
+      raise rawio.DataError(f"{r_path}:{i}: rating {score!r} outside 0..10 "
+                            "(whole numbers)")
+    pairs.append((uid.strip(), isbn.strip().upper()))
     if drop_zero_ratings and s == 0:
       dropped_zero += 1
       continue
@@ -86,14 +111,31 @@ def load_bookcrossing(data_dir: str, drop_zero_ratings: bool
     for c, v in zip(cols, row):
       c.append(v)
     rating.append(s)
+  _warn_duplicate_pairs(info, r_path, pairs, "(User-ID, ISBN)")
   keys = [rawio.obj(c) for c in cols]
+  info.update({"skipped_malformed_lines": {os.path.basename(b_path): skipped},
+               "dropped_missing_metadata": dropped_meta,
+               "dropped_zero_ratings": dropped_zero})
   return rawio.RawTable(
       name="bookcrossing", field_names=BX_FIELDS, display_names=BX_DISPLAY,
       keys=keys, values=[k.copy() for k in keys],
-      rating=np.asarray(rating, np.float64), timestamp=None,
-      info={"skipped_malformed_lines": {os.path.basename(b_path): skipped},
-            "dropped_missing_metadata": dropped_meta,
-            "dropped_zero_ratings": dropped_zero})
+      rating=np.asarray(rating, np.float64), timestamp=None, info=info)
+
+
+def _check_user_id(path: str, line: int, uid: str) -> None:
+  """BookCrossing User-IDs are positive integers (the release's README)."""
+  u = uid.strip()
+  if not (u.isascii() and u.isdigit() and int(u) > 0):
+    raise rawio.DataError(f"{path}:{line}: User-ID {uid!r} is not a positive "
+                          "integer")
+
+
+def _warn_duplicate_pairs(info: dict, path: str, pairs: list, what: str
+                          ) -> None:
+  """Rating rows repeating an earlier (user, item) pair (kept, counted)."""
+  if pairs:
+    _, codes = rawio.factorize([f"{u}\x00{b}" for u, b in pairs])
+    rawio.warn_duplicate_pairs(info, path, codes, what=what)
 
 
 # GoodReads: (field, display name, source) in FLIP.md 2.2 order.
@@ -137,10 +179,14 @@ def _parse_time(path, lineno, rec) -> int | None:
     v = rec.get(key)
     if v:
       try:
-        return int(datetime.datetime.strptime(v, _DATE_FORMAT).timestamp())
-      except ValueError:
+        t = int(datetime.datetime.strptime(v, _DATE_FORMAT).timestamp())
+      except (ValueError, TypeError):
         raise rawio.DataError(f"{path}:{lineno}: {key} {v!r} does not match "
                               f"{_DATE_FORMAT!r}") from None
+      if t <= 0:
+        raise rawio.DataError(f"{path}:{lineno}: {key} {v!r} is not after "
+                              "1970 (timestamps must be positive)")
+      return t
   return None
 
 
@@ -159,12 +205,31 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
   books_path = _gr_file(data_dir, "goodreads_books*.json*", True)
   genres_path = _gr_file(data_dir, "goodreads_book_genres*.json*", False)
   authors_path = _gr_file(data_dir, "goodreads_book_authors*.json*", False)
+  info: dict = {}
   books, seen_keys = {}, set()
-  for _, rec in rawio.iter_json_lines(books_path):
+  repeated, differing, example = 0, 0, None
+  for lineno, rec in rawio.iter_json_lines(books_path):
+    if rec.get("book_id") in ("", None):
+      raise rawio.DataError(f"{books_path}:{lineno}: record has no book_id")
     seen_keys.update(k for k, v in rec.items() if v not in ("", None, []))
     authors = rec.get("authors") or []
     rec["author_id"] = str(authors[0].get("author_id", "")) if authors else ""
-    books[str(rec.get("book_id"))] = rec
+    bid = str(rec.get("book_id"))
+    if bid in books:  # the first record wins
+      repeated += 1
+      if books[bid][0] != rec:
+        differing += 1
+        example = example or (bid, books[bid][1], lineno)
+    else:
+      books[bid] = (rec, lineno)
+  if repeated:
+    rawio.warn(info, "duplicate_book_ids", repeated,
+               f"{books_path}: {repeated} record(s) repeat an earlier "
+               f"book_id, {differing} of them with different content (the "
+               "first record wins)" + (
+                   f"; e.g. book_id {example[0]} at lines {example[1]} and "
+                   f"{example[2]}" if example else ""))
+  books = {k: v[0] for k, v in books.items()}
   genres = {}
   if genres_path:
     for _, rec in rawio.iter_json_lines(genres_path):
@@ -186,6 +251,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
       present.append((name, display, source))
   cols = [[] for _ in present]
   rating, times, dropped_meta, dropped_zero = [], [], 0, 0
+  pairs = []
   for lineno, rec in rawio.iter_json_lines(inter_path):
     try:
       s = float(rec["rating"])
@@ -193,6 +259,13 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
     except (KeyError, TypeError, ValueError):
       raise rawio.DataError(f"{inter_path}:{lineno}: needs user_id, book_id "
                             "and a numeric rating") from None
+    if not (0 <= s <= 5 and s == int(s)):
+      raise rawio.DataError(f"{inter_path}:{lineno}: rating {rec['rating']!r}"
+                            " outside 0..5 (whole numbers)")
+    if rec["user_id"] in ("", None) or rec["book_id"] in ("", None):
+      raise rawio.DataError(f"{inter_path}:{lineno}: empty user_id or "
+                            "book_id")
+    pairs.append((uid, bid))
     if drop_zero_ratings and s == 0:
       dropped_zero += 1
       continue
@@ -214,6 +287,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
                else _clean(str(v) if v is not None else ""))
     rating.append(s)
     times.append(_parse_time(inter_path, lineno, rec))
+  _warn_duplicate_pairs(info, inter_path, pairs, "(user_id, book_id)")
   keys = [rawio.obj(c) for c in cols]
   has_time = bool(times) and all(t is not None for t in times)
   return rawio.RawTable(
@@ -222,6 +296,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
       values=[k.copy() for k in keys],
       rating=np.asarray(rating, np.float64),
       timestamp=np.asarray(times, np.int64) if has_time else None,
-      info={"missing_fields": [f[0] for f in GR_FIELDS if f not in present],
+      info={**info,
+            "missing_fields": [f[0] for f in GR_FIELDS if f not in present],
             "dropped_missing_metadata": dropped_meta,
             "dropped_zero_ratings": dropped_zero})

@@ -39,9 +39,17 @@ def age_bucket(age: int) -> int:
   return 1
 
 
+# Documented value ranges (GroupLens READMEs): whole-star ratings 1..5,
+# positive ids, timestamps in seconds since the epoch (positive).
+RATING_MIN, RATING_MAX = 1, 5
+
+
 def _join(path: str, what: str, ids: np.ndarray, table_ids: np.ndarray
           ) -> np.ndarray:
-  """Row positions of `ids` in `table_ids`; unknown ids are an error."""
+  """Row positions of `ids` in `table_ids` (the first row of a repeated id);
+
+  unknown ids are an error naming the ratings file and line.
+  """
   order = np.argsort(table_ids, kind="stable")
   sorted_ids = table_ids[order]
   pos = np.searchsorted(sorted_ids, ids)
@@ -49,14 +57,31 @@ def _join(path: str, what: str, ids: np.ndarray, table_ids: np.ndarray
   bad = sorted_ids[pos] != ids
   if bad.any():
     i = int(np.flatnonzero(bad)[0])
-    raise rawio.DataError(f"{path}: data row {i + 1}: {what} {ids[i]} is not "
-                          f"in the {what} table")
+    raise rawio.DataError(f"{path}:{i + 1}: {what} {ids[i]} is not in the "
+                          f"{what} table ({int(bad.sum())} such row(s))")
   return order[pos]
 
 
-def _assemble(name, users, movies, ratings, ratings_path):
+def check_ratings(path: str, ratings: np.ndarray, info: dict) -> None:
+  """Ranges of `user::movie::rating::timestamp` rows, plus duplicate pairs.
+
+  Raises:
+    DataError: an id <= 0, a rating outside 1..5 or a timestamp <= 0,
+      naming file:line (row i is line i + 1, see `rawio.numeric_table`).
+  """
+  rawio.check_range(path, ratings[:, 0], "user id", lo=1)
+  rawio.check_range(path, ratings[:, 1], "movie id", lo=1)
+  rawio.check_range(path, ratings[:, 2], "rating", lo=RATING_MIN,
+                    hi=RATING_MAX)
+  rawio.check_range(path, ratings[:, 3], "timestamp", lo=1)
+  pair = ratings[:, 0] * (int(ratings[:, 1].max()) + 1) + ratings[:, 1]
+  rawio.warn_duplicate_pairs(info, path, pair, ratings, "(user, movie)")
+
+
+def _assemble(name, users, movies, ratings, ratings_path, info):
   """Joins per-user and per-movie columns onto the ratings."""
   (u_id, u_cols), (m_id, m_cols) = users, movies
+  check_ratings(ratings_path, ratings, info)
   ui = _join(ratings_path, "user", ratings[:, 0], u_id)
   mi = _join(ratings_path, "movie", ratings[:, 1], m_id)
   keys, values = [], []
@@ -66,12 +91,25 @@ def _assemble(name, users, movies, ratings, ratings_path):
   for col_keys, col_values in m_cols:
     keys.append(col_keys[mi])
     values.append(col_values[mi])
+  info["ratings_file"] = ratings_path
   return rawio.RawTable(
       name=name, field_names=FIELD_NAMES, display_names=DISPLAY_NAMES,
       keys=keys, values=values,
       rating=ratings[:, 2].astype(np.float64),
       timestamp=ratings[:, 3].astype(np.int64),
-      info={"ratings_file": ratings_path})
+      info=info)
+
+
+def _find(data_dir, candidates, info, kind, prefix_glob=None):
+  """`rawio.find_file`, warning about files of the same kind left unread."""
+  ignored = []
+  path = rawio.find_file(data_dir, candidates, prefix_glob=prefix_glob,
+                         ignored=ignored)
+  if ignored:
+    rawio.warn(info, f"ignored_{kind}_files", len(ignored),
+               f"{data_dir}: reading {path}; also present and ignored: "
+               f"{', '.join(ignored)}")
+  return path
 
 
 def load_ml1m(data_dir: str) -> rawio.RawTable:
@@ -83,19 +121,23 @@ def load_ml1m(data_dir: str) -> rawio.RawTable:
   Returns:
     The RawTable with the 8 MovieLens fields, in ratings-file order.
   """
-  users_path = rawio.find_file(data_dir, ["users.dat", "users.dat.gz"])
-  movies_path = rawio.find_file(data_dir, ["movies.dat", "movies.dat.gz"])
-  ratings_path = rawio.find_file(data_dir, ["ratings.dat", "ratings.dat.gz"],
-                                 prefix_glob="ratings*.dat")
-  users = rawio.split_lines(users_path, "::", 5)
-  u_id = rawio.parse_ints(users_path, users, 0, "UserID")
+  info: dict = {}
+  users_path = _find(data_dir, ["users.dat", "users.dat.gz"], info, "users")
+  movies_path = _find(data_dir, ["movies.dat", "movies.dat.gz"], info,
+                      "movies")
+  ratings_path = _find(data_dir, ["ratings.dat", "ratings.dat.gz"], info,
+                       "ratings", prefix_glob="ratings*.dat")
+  users = rawio.split_lines(users_path, "::", 5, info=info)
+  u_id = rawio.parse_ints(users_path, users, 0, "UserID", lo=1)
   ages = rawio.parse_ints(users_path, users, 2, "Age")
   occs = rawio.parse_ints(users_path, users, 3, "Occupation")
   genders = [u[1] for u in users]
-  for i, (g, a, o) in enumerate(zip(genders, ages, occs), start=1):
+  for line, g, a, o in zip(users.lines, genders, ages, occs):
     if g not in GENDER_WORDS or int(a) not in AGE_WORDS or not 0 <= o <= 20:
-      raise rawio.DataError(f"{users_path}:{i}: unknown gender/age/occupation "
-                            f"code {g!r}/{a}/{o}")
+      raise rawio.DataError(f"{users_path}:{line}: unknown gender/age/"
+                            f"occupation code {g!r}/{a}/{o}")
+  rawio.warn_duplicate_ids(info, users_path, "user", users, lambda u: u[0],
+                           users.lines)
   u_cols = [
       (rawio.obj(u[0] for u in users), rawio.obj(u[0] for u in users)),
       (rawio.obj(genders), rawio.obj(GENDER_WORDS[g] for g in genders)),
@@ -104,8 +146,10 @@ def load_ml1m(data_dir: str) -> rawio.RawTable:
        rawio.obj(OCCUPATION_WORDS[o] for o in occs)),
       (rawio.obj(u[4] for u in users), rawio.obj(u[4] for u in users)),
   ]
-  movies = rawio.split_lines(movies_path, "::", 3)
-  m_id = rawio.parse_ints(movies_path, movies, 0, "MovieID")
+  movies = rawio.split_lines(movies_path, "::", 3, info=info)
+  m_id = rawio.parse_ints(movies_path, movies, 0, "MovieID", lo=1)
+  rawio.warn_duplicate_ids(info, movies_path, "movie", movies,
+                           lambda m: m[0], movies.lines)
   genre = [m[2].split("|")[0] for m in movies]
   m_cols = [
       (rawio.obj(m[0] for m in movies), rawio.obj(m[0] for m in movies)),
@@ -114,7 +158,7 @@ def load_ml1m(data_dir: str) -> rawio.RawTable:
   ]
   ratings = rawio.numeric_table(ratings_path, "::", 4)
   table = _assemble("ml-1m", (u_id, u_cols), (m_id, m_cols), ratings,
-                    ratings_path)
+                    ratings_path, info)
   table.info.update(num_users=len(users), num_movies=len(movies))
   return table
 
@@ -126,15 +170,18 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
   code too); occupation strings are used as they are; genre is the first
   genre flag set (or 'unknown').
   """
+  info: dict = {}
   data_path, user_path, item_path = rawio.require_files(
       data_dir, ["u.data", "u.user", "u.item"])
-  users = rawio.split_lines(user_path, "|", 5)
-  u_id = rawio.parse_ints(user_path, users, 0, "user id")
-  ages = rawio.parse_ints(user_path, users, 1, "age")
+  users = rawio.split_lines(user_path, "|", 5, info=info)
+  u_id = rawio.parse_ints(user_path, users, 0, "user id", lo=1)
+  ages = rawio.parse_ints(user_path, users, 1, "age", lo=1)
   buckets = [age_bucket(int(a)) for a in ages]
-  for i, u in enumerate(users, start=1):
+  for line, u in zip(users.lines, users):
     if u[2] not in GENDER_WORDS:
-      raise rawio.DataError(f"{user_path}:{i}: unknown gender {u[2]!r}")
+      raise rawio.DataError(f"{user_path}:{line}: unknown gender {u[2]!r}")
+  rawio.warn_duplicate_ids(info, user_path, "user", users, lambda u: u[0],
+                           users.lines)
   u_cols = [
       (rawio.obj(u[0] for u in users), rawio.obj(u[0] for u in users)),
       (rawio.obj(u[2] for u in users),
@@ -144,13 +191,15 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
       (rawio.obj(u[3] for u in users), rawio.obj(u[3] for u in users)),
       (rawio.obj(u[4] for u in users), rawio.obj(u[4] for u in users)),
   ]
-  items = rawio.split_lines(item_path, "|", 24)
-  m_id = rawio.parse_ints(item_path, items, 0, "movie id")
+  items = rawio.split_lines(item_path, "|", 24, info=info)
+  m_id = rawio.parse_ints(item_path, items, 0, "movie id", lo=1)
+  rawio.warn_duplicate_ids(info, item_path, "movie", items, lambda m: m[0],
+                           items.lines)
   genre = []
-  for i, it in enumerate(items, start=1):
+  for line, it in zip(items.lines, items):
     flags = it[5:]
     if any(f not in ("0", "1") for f in flags):
-      raise rawio.DataError(f"{item_path}:{i}: genre flags must be 0/1")
+      raise rawio.DataError(f"{item_path}:{line}: genre flags must be 0/1")
     genre.append(ML100K_GENRES[flags.index("1")] if "1" in flags
                  else "unknown")
   m_cols = [
@@ -160,6 +209,6 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
   ]
   ratings = rawio.numeric_table(data_path, "\t", 4)
   table = _assemble("ml-100k", (u_id, u_cols), (m_id, m_cols), ratings,
-                    data_path)
+                    data_path, info)
   table.info.update(num_users=len(users), num_movies=len(items))
   return table

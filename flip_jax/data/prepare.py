@@ -190,6 +190,9 @@ def _build(data_cfg, data_dir: str, cache_dir: str) -> None:
            "num_features": fmap.num_features,
            "positive_rate": float(label.mean()),
            "row_order": order_rule, **label_info,
+           # Suspicious input (kind -> count; rawio.warn, BUILD.md
+           # "Reliability policies"); the messages are in raw_info.
+           "warnings": dict(raw.info.get("warnings", {})),
            "raw_info": raw.info}
   with cache.atomic_dir(cache_dir) as tmp:
     for name, (lo, hi) in bounds.items():
@@ -242,10 +245,15 @@ def load_dataset(data_cfg, cache_root: str) -> PreparedData:
   manifest = cache.read_json(os.path.join(cache_dir, "manifest.json"))
   splits = {s: cache.load_columns(cache_dir, s, BASE_COLUMNS)
             for s in manifest["splits"]}
+  stats = cache.read_json(os.path.join(cache_dir, "stats.json"))
+  if stats.get("warnings"):
+    logging.warning("data: %s input had suspicious rows %s (details: "
+                    "raw_info.warning_messages in %s)", data_cfg.dataset,
+                    stats["warnings"], os.path.join(cache_dir, "stats.json"))
   return PreparedData(
       feature_map=features.FeatureMap.load(cache_dir),
       splits=splits,
-      stats=cache.read_json(os.path.join(cache_dir, "stats.json")),
+      stats=stats,
       cache_dir=cache_dir)
 
 

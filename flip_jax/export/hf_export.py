@@ -15,7 +15,12 @@ weights:
 * Floating tensors are stored as float32 (bf16 params are upcast exactly).
 
 The write is atomic: everything goes to a temporary sibling folder that is
-renamed onto `out_dir` at the end; an existing `out_dir` is replaced.
+renamed onto `out_dir` at the end. Every export holds `EXPORT_MARKER`
+(`flip_jax_export.json`); an existing `out_dir` is replaced only when it is
+an earlier export (it has the marker) or an empty folder. Anything else (a
+file, a folder of other files, a protected folder such as the run's own
+workdir) is refused with `ExportDestinationError` before any work
+(`check_destination`), so an export never deletes what it did not write.
 """
 from __future__ import annotations
 
@@ -104,8 +109,95 @@ def to_hf_tensors(config: PLMConfig, params, *, mlm_head_params=None,
   return out
 
 
-def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
-  """Moves a finished temp folder into place (an existing one is replaced)."""
+# Written into every export folder; `replace_dir` replaces only folders
+# that hold it (or empty ones).
+EXPORT_MARKER = "flip_jax_export.json"
+_MARKER_FORMAT = "flip_jax_export"
+
+
+class ExportDestinationError(ValueError):
+  """An export destination that must not be replaced; names the path."""
+
+
+def write_marker(folder: pathlib.Path, kind: str) -> None:
+  """Marks `folder` as a flip_jax export of `kind` (see EXPORT_MARKER)."""
+  (pathlib.Path(folder) / EXPORT_MARKER).write_text(json.dumps(
+      {"format": _MARKER_FORMAT, "kind": kind, "version": 1}, indent=2)
+                                                    + "\n")
+
+
+def is_export(folder) -> bool:
+  """True when `folder` holds a flip_jax export marker."""
+  marker = pathlib.Path(folder) / EXPORT_MARKER
+  if not marker.is_file():
+    return False
+  try:
+    return json.loads(marker.read_text()).get("format") == _MARKER_FORMAT
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def check_destination(out_dir, *, protect: Mapping[str, Any] | None = None,
+                      legacy=None) -> pathlib.Path:
+  """Checks that an export may be written to (and replace) `out_dir`.
+
+  Allowed: a path that does not exist yet (its parent folders are created),
+  an empty folder, or an earlier export (`is_export`, or `legacy(path)`
+  for exports written before the marker existed).
+
+  Args:
+    out_dir: the destination.
+    protect: {description: folder} that the destination must neither be,
+      lie inside nor contain (e.g. {"the run's --workdir": workdir}).
+    legacy: optional predicate recognising older exports without marker.
+
+  Returns:
+    The resolved destination path.
+
+  Raises:
+    ExportDestinationError: naming the destination and the reason.
+  """
+  if out_dir is None or not str(out_dir).strip():
+    raise ExportDestinationError("export: the destination (--out) is empty")
+  out = pathlib.Path(out_dir).expanduser().resolve()
+  for what, folder in (protect or {}).items():
+    if folder is None:
+      continue
+    folder = pathlib.Path(folder).expanduser().resolve()
+    if out == folder or folder in out.parents:
+      where = "" if out == folder else "inside "
+      raise ExportDestinationError(
+          f"export: refusing --out {out}: it is {where}{what} {folder}; "
+          "choose a folder outside it")
+    if out in folder.parents:
+      raise ExportDestinationError(
+          f"export: refusing --out {out}: it contains {what} {folder}")
+  for parent in out.parents:
+    if parent.exists() and not parent.is_dir():
+      raise ExportDestinationError(
+          f"export: refusing --out {out}: {parent} is a file, not a folder")
+  if out.exists() or out.is_symlink():
+    if not out.is_dir():
+      raise ExportDestinationError(
+          f"export: refusing --out {out}: it is a file, not an export folder")
+    if any(out.iterdir()) and not (is_export(out) or (legacy and legacy(out))):
+      listing = sorted(p.name for p in out.iterdir())
+      raise ExportDestinationError(
+          f"export: refusing to replace {out}: it is not an earlier export "
+          f"(no {EXPORT_MARKER}) and holds {listing[:8]}"
+          f"{' ...' if len(listing) > 8 else ''}; choose a new or empty "
+          "folder")
+  return out
+
+
+def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path, *,
+                legacy=None) -> None:
+  """Moves a finished temp folder into place.
+
+  An existing `out_dir` is replaced only if `check_destination` allows it
+  (an earlier export or an empty folder); otherwise ExportDestinationError.
+  """
+  check_destination(out_dir, legacy=legacy)
   old = None
   if out_dir.exists():
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -122,16 +214,20 @@ def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,
   Args:
     config: encoder config.
     params: PLMEncoder params.
-    out_dir: destination folder (replaced atomically if it exists).
+    out_dir: destination folder: new, empty, or an earlier export (then
+      replaced atomically); anything else is refused (`check_destination`).
     tokenizer: optional HF tokenizer, saved with `save_pretrained`.
     mlm_head_params: optional MLMHead params; a fresh head is written if None.
     pooler: optional HF pooler tensors to keep; fresh if None.
 
   Returns:
     The destination path.
+
+  Raises:
+    ExportDestinationError: `out_dir` may not be replaced (before any work).
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  out_dir = pathlib.Path(out_dir).expanduser().resolve()
+  out_dir = check_destination(out_dir)
   tensors = to_hf_tensors(config, params, mlm_head_params=mlm_head_params,
                           pooler=pooler)
   out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +240,7 @@ def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,
     (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp))
+    write_marker(tmp, "hf_plm")
     os.chmod(tmp, 0o755)
     replace_dir(tmp, out_dir)
   except BaseException:

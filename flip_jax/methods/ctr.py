@@ -18,6 +18,7 @@ from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import runtime
 from flip_jax.train import task as task_lib
+from flip_jax.train import validate
 
 KEYS = ("ids",)
 
@@ -45,6 +46,17 @@ def check_split(name: str, cols, num_features: int, num_fields: int):
 class CtrTask(task_lib.Task):
   """The ID model alone, from scratch."""
   name = "ctr"
+
+  def config_errors(self):
+    errors: list[str] = []
+    c = self.config
+    validate.one_of(errors, "loss.reduction", c.loss.reduction,
+                    ("sum", "mean"))
+    validate.one_of(errors, "loss.l2_preset", c.loss.l2_preset,
+                    tuple(ctr_lib.L2_PRESETS))
+    validate.one_of(errors, "model.ctr.name", c.model.ctr.name,
+                    tuple(ctr_lib.CTR_MODELS))
+    return errors
 
   def load_data(self, workdir):
     config = self.config

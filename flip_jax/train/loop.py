@@ -17,6 +17,11 @@ this file knows no method name.
   stopping after ``patience`` evaluations without a better valid AUC;
   checkpoints every ``ckpt.every_steps`` (-1 = at evaluations only), at
   every evaluation and at the last step.
+* Safety: the config is validated before any work; process 0 holds the
+  workdir's lock; a rerun whose config redefines the run is refused before
+  anything is written (``train.workdir``); a damaged latest checkpoint is set
+  aside and the previous one resumed; SIGTERM (preemption) saves a
+  checkpoint at the next step and stops (``train.preemption``).
 * Writes ``config.json``, ``feature_map.json``, ``metrics.jsonl`` + TensorBoard,
   ``early_stopping.json`` and ``results.json`` (evaluated tasks).
 """
@@ -41,9 +46,12 @@ from flip_jax.data import pipeline
 from flip_jax.train import evaluate as eval_lib
 from flip_jax.train import init as init_lib
 from flip_jax.train import logging as log_lib
+from flip_jax.train import preemption
 from flip_jax.train import runtime
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
+from flip_jax.train import validate
+from flip_jax.train import workdir as workdir_lib
 
 TRACKER = "early_stopping.json"
 RESULTS = "results.json"
@@ -130,7 +138,22 @@ def train_and_evaluate(config, workdir: str, task) -> dict[str, Any]:
   ``results.json``, which is returned. A task without (pretraining) returns
   the metrics logged last.
   """
+  validate.validate(config, task)  # before any work
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a folder")
   os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  lock = workdir_lib.WorkdirLock(workdir).acquire() if is_main else None
+  try:
+    workdir_lib.check_rerun(config, workdir)
+    with preemption.Watcher() as watcher:
+      return _train_and_evaluate(config, workdir, task, watcher)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config, workdir, task, watcher):
   is_main = jax.process_index() == 0
   t = config.train
 
@@ -186,8 +209,9 @@ def train_and_evaluate(config, workdir: str, task) -> dict[str, Any]:
   latest = ckpt.latest_step()
   tracker = {"best_auc": -1.0, "best_step": 0, "bad_evals": 0, "done": False}
   if latest is not None:
+    state, latest = ckpt.restore_latest_good(init.abstract,
+                                             data_iter=data_iter)
     init_rule = f"resume from step {latest}"
-    state = ckpt.restore(latest, init.abstract, data_iter=data_iter)
     tracker = _load_tracker(workdir, latest) or tracker
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -251,6 +275,14 @@ def train_and_evaluate(config, workdir: str, task) -> dict[str, Any]:
         t_last, step_last = time.perf_counter(), step + 1
       history.append(metrics)
       step += 1
+      if watcher.preempted(step):
+        ckpt.save(step, state, data_iter=data_iter, force=True)
+        ckpt.wait_until_finished()
+        ckpt.close()
+        writer.close()
+        raise preemption.Preempted(
+            f"preempted at step {step}: checkpoint saved in {workdir}; rerun "
+            "the same command to resume")
       is_last = step == total_steps
       is_eval = evaluated and (step % eval_every == 0 or is_last)
       is_log = step % config.log_every_steps == 0 or is_last

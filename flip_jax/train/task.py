@@ -75,6 +75,11 @@ class Task:
     self.config = config
     self.model: nn.Module | None = None
 
+  def config_errors(self) -> list[str]:
+    """Problems with the task's own config fields, one line each (checked
+    with the shared ones before any work; see ``train.validate``)."""
+    return []
+
   # ------------------------------------------------------------------ data
   def load_data(self, workdir: str) -> TaskData:
     raise NotImplementedError

@@ -7,6 +7,7 @@ from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import runtime
+from flip_jax.train import validate
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
@@ -47,3 +48,14 @@ def tokenized(config, prepared, tokenizer):
   return runtime.main_process_first(
       lambda: prepare.tokenize_dataset(prepared, tokenizer,
                                        config.data.max_length), "tokens")
+
+
+def model_errors(model_cfg) -> list[str]:
+  """Problems with ``model.*`` (dtype, PLM attention, the backbone)."""
+  errors: list[str] = []
+  validate.one_of(errors, "model.dtype", model_cfg.dtype, tuple(DTYPES))
+  validate.one_of(errors, "model.plm.attention", model_cfg.plm.attention,
+                  ("xla", "fused"))
+  validate.one_of(errors, "model.ctr.name", model_cfg.ctr.name,
+                  tuple(ctr_lib.CTR_MODELS))
+  return errors

@@ -10,6 +10,7 @@ Folder layout written by `export_model` / `export_finetuned`:
   feature_map.json       the run's full feature map (raw value -> global id)
   plm/                   Hugging Face folder of the finetuned PLM (modes plm
                          and joint), written by `hf_export.export_hf`
+  flip_jax_export.json   the export marker (`hf_export.EXPORT_MARKER`)
 
 `flip_jax.export.ctr_torch.FlipCtrTorch.from_pretrained(folder)` rebuilds the
 model in PyTorch; `load_export(folder)` imports it back into Flax (bit-identical
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # Largest |p_torch - p_flax| accepted by the parity check (float32).
 CHECK_ATOL = 1e-5
+
+
+class ExportCheckError(RuntimeError):
+  """The export's parity check failed (a RuntimeError, as before)."""
 
 
 def _fm_summary(feature_map) -> dict[str, Any] | None:
@@ -120,6 +125,27 @@ def export_config(ft_cfg, params, *, feature_map=None, max_length=None,
   }
 
 
+# Everything an export folder written before the marker existed could hold
+# (check.json: run_all's parity record).
+_LEGACY_ENTRIES = frozenset({ctr_torch.EXPORT_CONFIG, ctr_torch.CTR_WEIGHTS,
+                             "feature_map.json", ctr_torch.PLM_DIR,
+                             "check.json"})
+
+
+def is_legacy_export(folder) -> bool:
+  """A finetuned export without marker: flip_ctr.json and only export files."""
+  folder = pathlib.Path(folder)
+  names = {p.name for p in folder.iterdir()}
+  return ctr_torch.EXPORT_CONFIG in names and names <= _LEGACY_ENTRIES
+
+
+def check_destination(out_dir, workdir=None) -> pathlib.Path:
+  """`hf_export.check_destination` for a finetuned export of `workdir`."""
+  return hf_export.check_destination(
+      out_dir, protect={"the run's --workdir": workdir},
+      legacy=is_legacy_export)
+
+
 def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
                  tokenizer=None, feature_map=None, max_length=None,
                  source=None) -> pathlib.Path:
@@ -129,7 +155,8 @@ def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
     ft_cfg: the `FinetuneConfig` of `FlipCtrModel`.
     variables: ``{'params': ..., ['batch_stats': ...]}`` (nested dicts;
       numpy, jax or boxed leaves).
-    out_dir: destination folder (replaced atomically if it exists).
+    out_dir: destination folder: new, empty or an earlier export (replaced
+      atomically); anything else raises ExportDestinationError first.
     tokenizer: the PLM's HF tokenizer, saved into ``plm/`` when given.
     feature_map: the run's `FeatureMap` (summary + feature_map.json).
     max_length: text length L of the run (recorded).
@@ -140,14 +167,15 @@ def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
 
   Raises:
     KeyError: variables that do not match the model's mapping rows.
+    hf_export.ExportDestinationError: `out_dir` may not be replaced.
   """
+  out_dir = check_destination(out_dir)
   mode = ft_cfg.mode
   params = _params_of(variables)
   rows = ctr_mapping.finetune_rows(mode, ft_cfg.ctr)
   tensors = ctr_mapping.to_torch(rows, variables, ignore=r"^params/plm/")
   meta = export_config(ft_cfg, params, feature_map=feature_map,
                        max_length=max_length, source=source)
-  out_dir = pathlib.Path(out_dir).expanduser().resolve()
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
                                       dir=out_dir.parent))
@@ -161,11 +189,12 @@ def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
       feature_map.save(str(tmp / "feature_map.json"))
     (tmp / ctr_torch.EXPORT_CONFIG).write_text(
         json.dumps(meta, indent=2) + "\n")
+    hf_export.write_marker(tmp, "flip_ctr")
     # mkdtemp / safetensors create owner-only entries; make them readable.
     for f in tmp.rglob("*"):
       os.chmod(f, 0o755 if f.is_dir() else 0o644)
     os.chmod(tmp, 0o755)
-    hf_export.replace_dir(tmp, out_dir)
+    hf_export.replace_dir(tmp, out_dir, legacy=is_legacy_export)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -287,8 +316,12 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
     NaN when `check` is False.
 
   Raises:
-    RuntimeError: the check exceeds `CHECK_ATOL`.
+    ExportCheckError: (a RuntimeError) the check exceeds `CHECK_ATOL`.
+    hf_export.ExportDestinationError: `out_dir` is a file, a folder that is
+      not an earlier export, or the run's workdir (or inside/around it);
+      checked before anything is loaded.
   """
+  check_destination(out_dir, workdir)
   config, model, variables, tokenizer, prepared = ft_train.load_finetuned(
       os.fspath(workdir))
   ft_cfg = model.config
@@ -319,6 +352,6 @@ def export_finetuned(workdir, out_dir, *, check: bool = False,
         + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items() if k != "max")
         + ")")
   if not diffs["max"] <= CHECK_ATOL:
-    raise RuntimeError(f"export check FAILED for {folder}: max |p_torch - "
+    raise ExportCheckError(f"export check FAILED for {folder}: max |p_torch - "
                        f"p_flax| = {diffs['max']:.3e} > {CHECK_ATOL}")
   return diffs["max"]

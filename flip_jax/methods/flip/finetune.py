@@ -28,6 +28,7 @@ from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import config_compat
 from flip_jax.train import task as task_lib
+from flip_jax.train import validate
 
 
 def model_keys(mode: str) -> tuple[str, ...]:
@@ -85,6 +86,16 @@ class FlipFinetuneTask(task_lib.Task):
     super().__init__(config)
     self.mode = config.finetune.mode
     self.model_cfg = resolve_model_config(config)
+
+  def config_errors(self):
+    errors = common.model_errors(self.model_cfg)
+    validate.one_of(errors, "finetune.mode", self.mode, ft_lib.MODES)
+    validate.one_of(errors, "finetune.alpha_param",
+                    self.config.finetune.alpha_param, ("raw", "sigmoid"))
+    validate.one_of(errors, "loss.reduction", self.config.loss.reduction,
+                    ("sum", "mean"))
+    validate.positive(errors, "loss.l2", self.config.loss.l2, zero_ok=True)
+    return errors
 
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):

@@ -23,6 +23,7 @@ from flip_jax.methods.flip import common
 from flip_jax.methods.flip import pretrain_model as flip_lib
 from flip_jax.train import microbatch
 from flip_jax.train import task as task_lib
+from flip_jax.train import validate
 
 # Batch keys the pretraining model reads; everything else stays on the host.
 PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
@@ -90,6 +91,25 @@ class FlipPretrainTask(task_lib.Task):
   """FLIP pretraining (no evaluation splits: trains, checkpoints, stops)."""
   name = "flip_pretrain"
   rng_streams = ("dropout", "noise")
+
+  def config_errors(self):
+    p, errors = self.config.pretrain, common.model_errors(self.config.model)
+    validate.one_of(errors, "pretrain.mtm.loss", p.mtm.loss,
+                    ("nce", "sampled", "full"))
+    validate.one_of(errors, "pretrain.mtm.noise", p.mtm.noise,
+                    ("global", "per_field"))
+    validate.one_of(errors, "data.mlm_rule", self.config.data.mlm_rule,
+                    ("field", "token"))
+    for name in ("icl", "mtm", "mlm"):
+      validate.positive(errors, f"pretrain.{name}.weight",
+                        p[name].weight, zero_ok=True)
+    if not (p.icl.enabled or p.mtm.enabled or p.mlm.enabled):
+      errors.append("pretrain.{icl,mtm,mlm}.enabled: at least one loss must "
+                    "be enabled")
+    validate.positive(errors, "pretrain.icl.temperature", p.icl.temperature)
+    validate.positive(errors, "pretrain.mtm.num_negatives",
+                      p.mtm.num_negatives)
+    return errors
 
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):

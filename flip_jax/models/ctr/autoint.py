@@ -75,8 +75,8 @@ class AutoInt(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return cfg.input_dim + cfg.dnn_hidden[-1]
 
-  def encode(self, ids, *, deterministic=True):
-    emb = self.embed(ids)                                     # [B, F, e]
+  def encode(self, ids, *, deterministic=True, extra=None):
+    emb = self.embed(ids, extra)                              # [B, F, e]
     x = emb
     for layer in self.att:
       x = layer(x)

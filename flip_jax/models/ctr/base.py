@@ -12,6 +12,12 @@ creates the encoder params only (``embedding`` + interaction/DNN); the
 ``linear`` table and the ``head`` appear only through `logit`/`__call__`.
 Subclasses define `setup_encoder`, `encode` and `rep_dim_of`, and may
 override `rep_logit` when their logit is not ``w . r`` (FM, DeepFM).
+
+Extra fields: a method may give ``cfg.num_extra_fields`` dense field
+embeddings ``extra`` [B, F_x, e] (SRP4CTR's query outputs); `embed`
+appends them to the looked-up fields, so every interaction sees F + F_x
+fields. They have no linear (first-order) term. Without them (the
+default, ``num_extra_fields`` 0) nothing changes.
 """
 from __future__ import annotations
 
@@ -55,8 +61,9 @@ class CTRModel(nn.Module):
   def setup_encoder(self) -> None:
     """Defines the interaction / DNN submodules."""
 
-  def encode(self, ids: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    """ids [B, F] -> representation r [B, D_r]."""
+  def encode(self, ids: jax.Array, *, deterministic: bool = True,
+             extra: jax.Array | None = None) -> jax.Array:
+    """ids [B, F] (+ extra [B, F_x, e]) -> representation r [B, D_r]."""
     raise NotImplementedError
 
   @classmethod
@@ -78,10 +85,18 @@ class CTRModel(nn.Module):
   def rep_dim(self) -> int:
     return self.rep_dim_of(self.cfg)
 
-  def embed(self, ids: jax.Array) -> jax.Array:
-    """Checked lookup: ids [B, F] -> field embeddings [B, F, e]."""
+  def embed(self, ids: jax.Array, extra: jax.Array | None = None
+            ) -> jax.Array:
+    """Checked lookup: ids [B, F] (+ extra) -> [B, F (+ F_x), e]."""
     embedding.check_ids(ids, self.cfg.num_fields)
-    return self.embedding(ids)
+    emb = self.embedding(ids)
+    want = (ids.shape[0], self.cfg.num_extra_fields, self.cfg.embed_dim)
+    if extra is None and not self.cfg.num_extra_fields:
+      return emb
+    if extra is None or tuple(extra.shape) != want:
+      raise ValueError(f"ctr extra fields: expected shape {want}, got "
+                       f"{None if extra is None else tuple(extra.shape)}")
+    return jnp.concatenate([emb, extra.astype(emb.dtype)], axis=1)
 
   def linear_logit(self, ids: jax.Array) -> jax.Array:
     """First-order logit [B] (zeros for models without a linear part)."""
@@ -93,8 +108,8 @@ class CTRModel(nn.Module):
     """z = linear_logit + w . r, without the output bias -> [B]."""
     return self(ids, deterministic=deterministic)["ctr/logit"]
 
-  def __call__(self, ids: jax.Array, *,
-               deterministic: bool = True) -> dict[str, jax.Array]:
-    rep = self.encode(ids, deterministic=deterministic)
+  def __call__(self, ids: jax.Array, *, deterministic: bool = True,
+               extra: jax.Array | None = None) -> dict[str, jax.Array]:
+    rep = self.encode(ids, deterministic=deterministic, extra=extra)
     z = self.linear_logit(ids) + self.rep_logit(rep).astype(jnp.float32)
     return {"ctr/rep": rep, "ctr/logit": z}

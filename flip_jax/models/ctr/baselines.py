@@ -39,8 +39,8 @@ class _DeepOnly(CTRModel):
   def features(self, emb: jax.Array) -> jax.Array:
     return emb.reshape(emb.shape[0], -1)
 
-  def encode(self, ids, *, deterministic=True):
-    return self.dnn(self.features(self.embed(ids)),
+  def encode(self, ids, *, deterministic=True, extra=None):
+    return self.dnn(self.features(self.embed(ids, extra)),
                     deterministic=deterministic)
 
 
@@ -117,8 +117,8 @@ class XDeepFM(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return cin_dim(cfg) + cfg.dnn_hidden[-1]
 
-  def encode(self, ids, *, deterministic=True):
-    emb = self.embed(ids)
+  def encode(self, ids, *, deterministic=True, extra=None):
+    emb = self.embed(ids, extra)
     deep = self.dnn(emb.reshape(ids.shape[0], -1), deterministic=deterministic)
     return jnp.concatenate([self.cin(emb).astype(deep.dtype), deep], axis=-1)
 
@@ -160,6 +160,6 @@ class AFN(_DeepOnly):
     super().setup_encoder()
     self.ltl = LogTransformLayer(self.cfg.afn_ltl_hidden, self.cfg.afn_use_bn)
 
-  def encode(self, ids, *, deterministic=True):
-    x = self.ltl(self.embed(ids), deterministic=deterministic)
+  def encode(self, ids, *, deterministic=True, extra=None):
+    x = self.ltl(self.embed(ids, extra), deterministic=deterministic)
     return self.dnn(x, deterministic=deterministic)

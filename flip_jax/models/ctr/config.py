@@ -14,8 +14,9 @@ import jax.numpy as jnp
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
 
-# Fields supplied by the data (feature map), never by the model config.
-_DATA_FIELDS = ("num_features", "num_fields")
+# Fields supplied by the data (feature map) or the method, never by the
+# model config.
+_DATA_FIELDS = ("num_features", "num_fields", "num_extra_fields")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,8 @@ class CTRConfig:
     afn_ltl_hidden: AFN logarithmic neurons.
     afn_use_bn: AFN BatchNorm around the log transformation.
     afm_attention_factor: AFM attention width.
+    num_extra_fields: F_x dense fields a method appends to the id fields
+      (``extra`` of `CTRModel`; SRP4CTR's queries); 0 = none.
   """
   name: str
   num_features: int
@@ -73,6 +76,7 @@ class CTRConfig:
   afn_ltl_hidden: int = 256
   afn_use_bn: bool = True
   afm_attention_factor: int = 8
+  num_extra_fields: int = 0
 
   @property
   def uses_batch_norm(self) -> bool:
@@ -87,6 +91,9 @@ class CTRConfig:
       problems.append(f"num_features={self.num_features} must be > 0")
     if self.num_fields <= 0:
       problems.append(f"num_fields={self.num_fields} must be > 0")
+    if self.num_extra_fields < 0:
+      problems.append(f"num_extra_fields={self.num_extra_fields} must be "
+                      ">= 0")
     if self.embed_dim <= 0:
       problems.append(f"embed_dim={self.embed_dim} must be > 0")
     if not self.dnn_hidden or min(self.dnn_hidden) <= 0:
@@ -112,18 +119,19 @@ class CTRConfig:
 
   @property
   def input_dim(self) -> int:
-    """D = F * e, width of the concatenated field embeddings x0."""
-    return self.num_fields * self.embed_dim
+    """D = (F + F_x) * e, width of the concatenated field embeddings x0."""
+    return (self.num_fields + self.num_extra_fields) * self.embed_dim
 
   @classmethod
   def from_config(cls, cd: Mapping[str, Any], num_features: int,
-                  num_fields: int) -> "CTRConfig":
+                  num_fields: int, num_extra_fields: int = 0) -> "CTRConfig":
     """Freezes ``config.model.ctr`` (a ConfigDict or mapping).
 
     Args:
       cd: the model section; every key must be a `CTRConfig` field.
       num_features: N from the feature map.
       num_fields: F from the feature map.
+      num_extra_fields: F_x dense fields the method appends (default none).
 
     Returns:
       The frozen config.
@@ -147,7 +155,7 @@ class CTRConfig:
       if key in values:
         values[key] = tuple(values[key])
     return cls(num_features=int(num_features), num_fields=int(num_fields),
-               **values)
+               num_extra_fields=int(num_extra_fields), **values)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

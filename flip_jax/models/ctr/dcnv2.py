@@ -127,8 +127,8 @@ class DCNv2(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return cfg.input_dim + cfg.dnn_hidden[-1]
 
-  def encode(self, ids, *, deterministic=True):
-    x0 = self.embed(ids).reshape(ids.shape[0], -1)            # [B, D]
+  def encode(self, ids, *, deterministic=True, extra=None):
+    x0 = self.embed(ids, extra).reshape(ids.shape[0], -1)            # [B, D]
     deep = self.dnn(x0, deterministic=deterministic)
     return jnp.concatenate([self.cross(x0), deep], axis=-1)
 

@@ -55,8 +55,8 @@ class FM(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return cfg.embed_dim
 
-  def encode(self, ids, *, deterministic=True):
-    return fm_vector(self.embed(ids))
+  def encode(self, ids, *, deterministic=True, extra=None):
+    return fm_vector(self.embed(ids, extra))
 
   def rep_logit(self, rep):
     return rep.sum(axis=-1)
@@ -73,8 +73,8 @@ class DeepFM(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return 1 + cfg.dnn_hidden[-1]
 
-  def encode(self, ids, *, deterministic=True):
-    emb = self.embed(ids)                                     # [B, F, e]
+  def encode(self, ids, *, deterministic=True, extra=None):
+    emb = self.embed(ids, extra)                              # [B, F, e]
     fm = fm_vector(emb).sum(axis=-1, keepdims=True)           # [B, 1]
     deep = self.dnn(emb.reshape(ids.shape[0], -1), deterministic=deterministic)
     return jnp.concatenate([fm.astype(deep.dtype), deep], axis=-1)
@@ -131,5 +131,5 @@ class AFM(CTRModel):
   def rep_dim_of(cls, cfg: CTRConfig) -> int:
     return cfg.embed_dim
 
-  def encode(self, ids, *, deterministic=True):
-    return self.attention(self.embed(ids), deterministic=deterministic)
+  def encode(self, ids, *, deterministic=True, extra=None):
+    return self.attention(self.embed(ids, extra), deterministic=deterministic)

@@ -15,6 +15,18 @@ Every parameter carries logical axis names (flip_jax/sharding.py) so the rules
 table can shard `vocab`, `heads` and `mlp` over a tensor-parallel mesh axis.
 `dtype` is the compute dtype; `param_dtype` the storage dtype. Softmax and
 LayerNorm statistics always run in float32.
+
+Optional inputs of `PLMEncoder` (ClickPrompt, CLICKPROMPT_SRP4CTR.md A4/A5);
+none of them adds a parameter, and without them the encoder is unchanged:
+
+* ``prefix``: per-layer (key, value) prefixes, each [B, heads, K, head_dim],
+  prepended to the layer's text keys and values (not projected, no
+  LayerNorm, no dropout); the padding bias gets K always-visible slots.
+* ``position_offset``: shifts the text's position ids by K (what HF does
+  with a K-long attention cache); text length + offset must fit the table.
+* ``prompt_embeds``: [B, K, H] vectors prepended to the word embeddings
+  (input-layer prompts); they take positions and are always visible.
+* ``output_hidden_states``: also return every layer's output.
 """
 from __future__ import annotations
 
@@ -60,27 +72,32 @@ def layer_norm(cfg: PLMConfig, dtype: Dtype, param_dtype: Dtype,
       bias_init=zeros_init(("embed",)), name=name)
 
 
-def position_ids_from_mask(attention_mask: jax.Array, cfg: PLMConfig
-                           ) -> jax.Array:
+def position_ids_from_mask(attention_mask: jax.Array, cfg: PLMConfig,
+                           offset: int = 0) -> jax.Array:
   """Absolute position ids for each token.
 
-  BERT: 0..L-1. RoBERTa: positions of real tokens count from pad_token_id + 1
-  and every padded slot gets pad_token_id, i.e.
-  cumsum(mask) * mask + pad_token_id (HF derives the same from input_ids !=
-  pad; deriving it from the mask keeps it right for any pad id).
+  BERT: offset..offset+L-1. RoBERTa: positions of real tokens count from
+  pad_token_id + 1 + offset and every padded slot gets pad_token_id, i.e.
+  (cumsum(mask) + offset) * mask + pad_token_id (HF derives the same from
+  input_ids != pad, with offset = its cache length; deriving it from the
+  mask keeps it right for any pad id).
 
   Args:
     attention_mask: [B, L] 1 on real tokens, 0 on padding.
     cfg: the encoder config.
+    offset: static shift of the positions (the K prefix slots).
 
   Returns:
     int32 [B, L] position ids.
   """
   mask = attention_mask.astype(jnp.int32)
   if cfg.model_type == "roberta":
+    if offset:
+      return (jnp.cumsum(mask, axis=-1) + offset) * mask + cfg.pad_token_id
     return jnp.cumsum(mask, axis=-1) * mask + cfg.pad_token_id
   length = attention_mask.shape[-1]
-  return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), mask.shape)
+  return jnp.broadcast_to(jnp.arange(offset, offset + length,
+                                     dtype=jnp.int32), mask.shape)
 
 
 def max_length(cfg: PLMConfig) -> int:
@@ -125,10 +142,25 @@ class Embeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids, attention_mask, token_type_ids, *,
-               deterministic: bool):
-    positions = position_ids_from_mask(attention_mask, self.config)
+               deterministic: bool, position_offset: int = 0,
+               prompt_embeds=None):
+    """Embeds ids [B, L]; with ``prompt_embeds`` [B, K, H] in front."""
+    words = _lookup(self.word_embeddings.embedding, input_ids)
+    if prompt_embeds is not None:
+      # Input-layer prompts: always-visible slots with their own positions
+      # (HF's inputs_embeds path) and token type 0.
+      k = prompt_embeds.shape[1]
+      words = jnp.concatenate([prompt_embeds.astype(words.dtype), words], 1)
+      attention_mask = jnp.concatenate(
+          [jnp.ones((attention_mask.shape[0], k), attention_mask.dtype),
+           attention_mask], axis=1)
+      token_type_ids = jnp.concatenate(
+          [jnp.zeros((token_type_ids.shape[0], k), token_type_ids.dtype),
+           token_type_ids], axis=1)
+    positions = position_ids_from_mask(attention_mask, self.config,
+                                       position_offset)
     tt_table = self.token_type_embeddings.embedding
-    x = (_lookup(self.word_embeddings.embedding, input_ids)
+    x = (words
          + _lookup(self.position_embeddings.embedding, positions)
          + jnp.einsum("blt,th->blh",
                       jax.nn.one_hot(token_type_ids, tt_table.shape[0],
@@ -205,7 +237,7 @@ class SelfAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, bias, *, deterministic: bool):
+  def __call__(self, x, bias, *, deterministic: bool, prefix=None):
     cfg = self.config
 
     def proj(name):
@@ -218,6 +250,11 @@ class SelfAttention(nn.Module):
     q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
     k = nn.with_logical_constraint(proj("key"), spec)
     v = nn.with_logical_constraint(proj("value"), spec)
+    if prefix is not None:
+      # [B, N, K, D] -> [B, K, N, D], in front of the text keys / values.
+      kp, vp = (jnp.swapaxes(t, 1, 2).astype(k.dtype) for t in prefix)
+      k = nn.with_logical_constraint(jnp.concatenate([kp, k], axis=1), spec)
+      v = nn.with_logical_constraint(jnp.concatenate([vp, v], axis=1), spec)
     if cfg.attention_impl == "fused":
       if not deterministic and cfg.attention_dropout > 0:
         raise ValueError(
@@ -265,10 +302,10 @@ class TransformerLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool = True):
+  def __call__(self, x, bias, deterministic: bool = True, prefix=None):
     cfg = self.config
     x = SelfAttention(cfg, self.dtype, self.param_dtype, name="attention")(
-        x, bias, deterministic=deterministic)
+        x, bias, deterministic=deterministic, prefix=prefix)
     h = Intermediate(cfg, self.dtype, self.param_dtype,
                      name="intermediate")(x)
     return SubLayerOutput(cfg, (cfg.intermediate_size,), ("mlp", "embed"),
@@ -285,13 +322,26 @@ class Encoder(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, *, deterministic: bool):
+  def __call__(self, x, bias, *, deterministic: bool, prefix=None,
+               output_hidden_states: bool = False):
+    """x [B, L, H] -> the last layer's output (and every layer's, in order).
+
+    ``prefix``: None or one (key, value) pair per layer.
+    """
     # Argument 0 is the module itself, so `deterministic` is static arg 3.
     layer_cls = (nn.remat(TransformerLayer, static_argnums=(3,))
                  if self.remat else TransformerLayer)
+    hidden = [x]
     for i in range(self.config.num_layers):
-      x = layer_cls(self.config, self.dtype, self.param_dtype,
-                    name=f"layer_{i}")(x, bias, deterministic)
+      layer = layer_cls(self.config, self.dtype, self.param_dtype,
+                        name=f"layer_{i}")
+      if prefix is None:
+        x = layer(x, bias, deterministic)
+      else:
+        x = layer(x, bias, deterministic, prefix[i])
+      hidden.append(x)
+    if output_hidden_states:
+      return x, tuple(hidden)
     return x
 
 
@@ -305,6 +355,24 @@ def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
   neg = jnp.asarray(jnp.finfo(dtype).min, jnp.float32)
   keep = attention_mask.astype(bool)[:, None, None, :]
   return jnp.where(keep, jnp.float32(0.0), neg)
+
+
+def _check_prefix(prefix, cfg: PLMConfig, batch: int):
+  """Validates per-layer prefixes; None for no prefix (or K = 0)."""
+  if prefix is None:
+    return None
+  prefix = tuple(tuple(pair) for pair in prefix)
+  if len(prefix) != cfg.num_layers or any(len(p) != 2 for p in prefix):
+    raise ValueError(f"PLMEncoder: prefix must hold one (key, value) pair "
+                     f"per layer ({cfg.num_layers})")
+  k = prefix[0][0].shape[2] if prefix[0][0].ndim == 4 else -1
+  want = (batch, cfg.num_heads, k, cfg.head_dim)
+  for pair in prefix:
+    for t in pair:
+      if tuple(t.shape) != want or k < 0:
+        raise ValueError(f"PLMEncoder: prefix tensors must be [batch, heads,"
+                         f" K, head_dim] = {want}, got {tuple(t.shape)}")
+  return prefix if k else None
 
 
 class PLMEncoder(nn.Module):
@@ -329,7 +397,9 @@ class PLMEncoder(nn.Module):
                            self.remat)
 
   def __call__(self, input_ids, attention_mask, token_type_ids=None, *,
-               deterministic: bool = True) -> dict[str, jax.Array]:
+               deterministic: bool = True, prefix=None,
+               position_offset: int = 0, prompt_embeds=None,
+               output_hidden_states: bool = False) -> dict[str, jax.Array]:
     """Encodes a padded batch.
 
     Args:
@@ -337,26 +407,59 @@ class PLMEncoder(nn.Module):
       attention_mask: [B, L] 1 on real tokens, 0 on padding.
       token_type_ids: optional int [B, L]; zeros when None.
       deterministic: disables dropout when True.
+      prefix: None, or one (key, value) pair per layer, each
+        [B, num_heads, K, head_dim], prepended to that layer's text keys and
+        values (always visible). K = 0 is the same as None.
+      position_offset: static shift of the text's position ids (K, as HF
+        shifts them after a K-long cache); length + offset must fit.
+      prompt_embeds: None or [B, K, H] input-layer prompts prepended to the
+        word embeddings; the outputs then have K + L positions.
+      output_hidden_states: also return 'hidden_states', the embedding
+        output and every layer's output (HF order).
 
     Returns:
-      {'last_hidden_state': [B, L, H], 'cls': [B, H]} in the compute dtype.
+      {'last_hidden_state': [B, L, H], 'cls': [B, H]} in the compute dtype
+      (+ 'hidden_states', a tuple of num_layers + 1 such arrays).
     """
+    cfg = self.config
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(
           f"PLMEncoder: input_ids {input_ids.shape} and attention_mask"
           f" {attention_mask.shape} must both be [batch, length]")
-    if input_ids.shape[1] > max_length(self.config):
+    prefix = _check_prefix(prefix, cfg, input_ids.shape[0])
+    extra = 0 if prompt_embeds is None else prompt_embeds.shape[1]
+    if input_ids.shape[1] + position_offset + extra > max_length(cfg):
+      what = (f"length {input_ids.shape[1]}" if not position_offset + extra
+              else f"length {input_ids.shape[1]} + {position_offset + extra}"
+              " prompt positions")
       raise ValueError(
-          f"PLMEncoder: length {input_ids.shape[1]} exceeds the"
-          f" {max_length(self.config)} positions this"
-          f" {self.config.model_type} checkpoint supports")
+          f"PLMEncoder: {what} exceeds the {max_length(cfg)} positions this"
+          f" {cfg.model_type} checkpoint supports")
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    x = self.embeddings(input_ids, attention_mask, token_type_ids,
-                        deterministic=deterministic)
-    x = self.encoder(x, attention_bias(attention_mask, self.dtype),
-                     deterministic=deterministic)
-    return {"last_hidden_state": x, "cls": x[:, 0]}
+    if prompt_embeds is not None:
+      if prompt_embeds.shape != (input_ids.shape[0], extra, cfg.hidden_size):
+        raise ValueError(f"PLMEncoder: prompt_embeds {prompt_embeds.shape} "
+                         f"must be [batch, K, {cfg.hidden_size}]")
+      attention_mask = jnp.concatenate(
+          [jnp.ones((input_ids.shape[0], extra), attention_mask.dtype),
+           attention_mask], axis=1)
+    x = self.embeddings(input_ids, attention_mask[:, extra:], token_type_ids,
+                        deterministic=deterministic,
+                        position_offset=position_offset,
+                        prompt_embeds=prompt_embeds)
+    key_mask = attention_mask
+    if prefix is not None:
+      key_mask = jnp.concatenate(
+          [jnp.ones(prefix[0][0].shape[:1] + prefix[0][0].shape[2:3],
+                    attention_mask.dtype), attention_mask], axis=1)
+    out = self.encoder(x, attention_bias(key_mask, self.dtype),
+                       deterministic=deterministic, prefix=prefix,
+                       output_hidden_states=output_hidden_states)
+    if output_hidden_states:
+      x, hidden = out
+      return {"last_hidden_state": x, "cls": x[:, 0], "hidden_states": hidden}
+    return {"last_hidden_state": out, "cls": out[:, 0]}
 
   def word_embedding_matrix(self) -> jax.Array:
     """The [V, H] word table; pass it to `MLMHead` for the tied decoder."""

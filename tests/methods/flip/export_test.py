@@ -25,13 +25,15 @@ from experiments import export_torch
 from experiments.configs import flip_finetune
 from flip_jax import metrics
 from flip_jax.data import prepare
+from flip_jax import methods
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
-from flip_jax.export import finetuned
+from flip_jax.methods.flip import export as finetuned
+from flip_jax.methods.flip import finetune as ft_train
+from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr
-from flip_jax.models import finetune as ft_lib
 from flip_jax.models import plm as plm_lib
-from flip_jax.train import finetune as ft_train
+from flip_jax.train import loop
 
 torch.set_num_threads(1)
 
@@ -204,8 +206,9 @@ def _joint_run(tiny_bert_dir, root):
   cfg.model.ctr.update(embed_dim=8, dnn_hidden=(16, 8), low_rank=4)
   cfg.data.cache_dir = str(root / "cache")
   cfg.data.synthetic.update(num_users=30, num_movies=20, num_ratings=300)
-  cfg.finetune.update(max_steps=2, eval_every_steps=2)
-  results = ft_train.train_and_evaluate(cfg, str(root / "wd"))
+  cfg.train.update(max_steps=2, eval_every_steps=2)
+  results = loop.train_and_evaluate(cfg, str(root / "wd"),
+                                    methods.make_task(cfg))
   return root / "wd", results
 
 
