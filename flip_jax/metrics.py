@@ -82,9 +82,10 @@ def logloss(labels, probs, mask=None, eps: float = LOGLOSS_EPS) -> float:
 
 
 def gauc(labels, scores, groups, mask=None) -> float:
-  """Group AUC: per-group AUC weighted by group size.
+  """Group AUC: per-group AUC weighted by group size (impressions).
 
-  Groups with a single class are skipped (their AUC is undefined).
+  Groups with a single class are skipped (their AUC is undefined); see
+  ``gauc_stats`` for how many.
 
   Args:
     labels: 0/1 array.
@@ -101,19 +102,36 @@ def gauc(labels, scores, groups, mask=None) -> float:
     g = g[np.asarray(mask, bool).reshape(-1)]
   if g.shape != y.shape:
     raise ValueError(f"gauc: groups {g.shape} vs labels {y.shape}")
+  value, _, _ = _gauc(y, s, g)
+  return value
+
+
+def _gauc(y, s, g) -> tuple[float, int, int]:
   order = np.argsort(g, kind="mergesort")
   g, y, s = g[order], y[order], s[order]
   starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
   ends = np.r_[starts[1:], g.size]
-  total, weight = 0.0, 0.0
+  total, weight, used = 0.0, 0.0, 0
   for a, b in zip(starts, ends):
     yy = y[a:b]
     if 0 < yy.sum() < yy.size:
       total += (b - a) * auc(yy, s[a:b])
       weight += b - a
+      used += 1
   if weight == 0:
     raise ValueError("gauc: no group has both classes")
-  return float(total / weight)
+  return float(total / weight), used, len(starts) - used
+
+
+def gauc_stats(labels, scores, groups) -> dict[str, float]:
+  """gAUC with the number of groups used and of one-class groups excluded."""
+  y, s = _prepare(labels, scores, None, "gauc")
+  g = np.asarray(groups).reshape(-1)
+  if g.shape != y.shape:
+    raise ValueError(f"gauc: groups {g.shape} vs labels {y.shape}")
+  value, used, excluded = _gauc(y, s, g)
+  return {"gauc": value, "gauc_groups": used,
+          "gauc_excluded_groups": excluded}
 
 
 def rela_impr(auc_model: float, auc_base: float) -> float:

@@ -78,3 +78,32 @@ def test_rela_impr_and_binary_metrics():
     metrics.rela_impr(0.7, 0.5)
   out = metrics.binary_metrics([0, 1, 1], [0.2, 0.7, 0.6], prefix="valid/")
   assert out["valid/auc"] == 1.0 and out["valid/num_examples"] == 3
+
+
+def test_gauc_stats_against_a_direct_computation():
+  """Impression-weighted mean of per-user AUCs (pairs counted directly);
+  users with one class only are excluded and counted."""
+  rs = np.random.RandomState(3)
+  groups = rs.randint(0, 30, 600)
+  labels = (rs.rand(600) < 0.4).astype(np.float32)
+  labels[groups == 7] = 1.0  # one-class users: excluded
+  labels[groups == 11] = 0.0
+  scores = rs.rand(600) + 0.3 * labels
+  total = weight = 0.0
+  used = excluded = 0
+  for g in np.unique(groups):
+    y, s = labels[groups == g], scores[groups == g]
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+      excluded += 1
+      continue
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (
+        pos[:, None] == neg[None, :]).sum()
+    total += len(y) * pairs / (len(pos) * len(neg))
+    weight += len(y)
+    used += 1
+  got = metrics.gauc_stats(labels, scores, groups)
+  assert excluded >= 2
+  np.testing.assert_allclose(got["gauc"], total / weight, rtol=1e-12)
+  assert (got["gauc_groups"], got["gauc_excluded_groups"]) == (used, excluded)
+  assert got["gauc"] != metrics.auc(labels, scores)

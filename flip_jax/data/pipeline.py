@@ -254,3 +254,14 @@ def array_columns(cols: Mapping[str, Any],
     want = set(keys) | set(REQUIRED_COLUMNS)
     out = {k: v for k, v in out.items() if k in want}
   return out
+
+
+def with_user_group(cols: Mapping[str, np.ndarray], field_names,
+                    field: str = "user_id") -> dict[str, np.ndarray]:
+  """Adds ``group``: the row's id in the ``field`` column of ``ids`` (the
+  user, for user-grouped AUC); unchanged where there is no such field."""
+  out = dict(cols)
+  names = list(field_names)
+  if "ids" in out and field in names:
+    out["group"] = np.asarray(out["ids"][:, names.index(field)], np.int32)
+  return out

@@ -108,6 +108,9 @@ def load_csv(data_dir: str, spec) -> rawio.RawTable:
   def at(i: int) -> str:
     return f"{path}:{lines[i]}" if where == "line" else f"{path}: row {i + 1}"
 
+  def shown(v) -> str:
+    return repr(v.item() if isinstance(v, np.generic) else v)
+
   fields = list(spec.fields)
   if not fields:
     raise rawio.DataError("csv source: data.csv.fields lists no columns")
@@ -129,7 +132,8 @@ def load_csv(data_dir: str, spec) -> rawio.RawTable:
   bad = np.flatnonzero(~np.isfinite(rating))
   if len(bad):
     raise rawio.DataError(f"{at(bad[0])}: {target} "
-                          f"{frame[target].iloc[bad[0]]!r} is not a number")
+                          f"{shown(frame[target].iloc[bad[0]])} is not a "
+                          "number")
   if spec.label_column and not np.isin(rating, (0.0, 1.0)).all():
     i = int(np.flatnonzero(~np.isin(rating, (0.0, 1.0)))[0])
     raise rawio.DataError(f"{at(i)}: label {rating[i]} is not 0/1")
@@ -141,14 +145,15 @@ def load_csv(data_dir: str, spec) -> rawio.RawTable:
       ts = pd.to_datetime(col, errors="coerce", utc=True)
       if ts.isna().any():
         i = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise rawio.DataError(f"{at(i)}: timestamp {col.iloc[i]!r} is "
+        raise rawio.DataError(f"{at(i)}: timestamp {shown(col.iloc[i])} is "
                               "neither a number nor a date")
       ts = ts.astype("int64") // 10**9
     values = ts.to_numpy(np.float64)
     bad = np.flatnonzero(~(values > 0) | (values >= 2.0**63))
     if len(bad):
-      raise rawio.DataError(f"{at(bad[0])}: timestamp {col.iloc[bad[0]]!r} "
-                            "is not a positive time (seconds since 1970)")
+      raise rawio.DataError(f"{at(bad[0])}: timestamp "
+                            f"{shown(col.iloc[bad[0]])} is not a positive "
+                            "time (seconds since 1970)")
     timestamp = ts.to_numpy(np.int64)
   keys = [rawio.obj(" ".join(str(v).split()) or "unknown"
                     for v in frame[c].tolist()) for c in fields]

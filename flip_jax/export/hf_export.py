@@ -241,6 +241,9 @@ def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp))
     write_marker(tmp, "hf_plm")
+    # mkdtemp / safetensors create owner-only entries; make them readable.
+    for f in tmp.rglob("*"):
+      os.chmod(f, 0o755 if f.is_dir() else 0o644)
     os.chmod(tmp, 0o755)
     replace_dir(tmp, out_dir)
   except BaseException:

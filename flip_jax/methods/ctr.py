@@ -71,7 +71,8 @@ class CtrTask(task_lib.Task):
                          f"{config.data.protocol!r}); the ctr task needs it")
       check_split(split, prepared.splits[split], fm.num_features,
                   fm.num_fields)
-    splits = {k: pipeline.array_columns(v, KEYS)
+    splits = {k: pipeline.array_columns(
+        pipeline.with_user_group(v, fm.field_names), KEYS + ("group",))
               for k, v in prepared.splits.items()}
     return task_lib.TaskData(
         train=splits["train"],

@@ -40,8 +40,8 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
       batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules,
                                     shardings)
       pred = predict_fn(variables, batch)
-      extra = {"label": local["label"], "weight": local["weight"],
-               "row_id": local["row_id"]}
+      extra = {k: local[k] for k in ("label", "weight", "row_id", "group")
+               if k in local}
       if jax.process_count() > 1:
         pred = multihost_utils.process_allgather(pred, tiled=True)
         extra = multihost_utils.process_allgather(extra, tiled=True)

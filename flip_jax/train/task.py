@@ -38,6 +38,8 @@ from flip_jax.train import microbatch
 from flip_jax.train import state as state_lib
 
 Columns = Mapping[str, np.ndarray]
+# Optional column of every split: the row's user, for user-grouped AUC.
+GROUP = "group"
 # (params, path tuple, host value) -> params with the value placed, sharded.
 Placer = Callable[[Any, tuple[str, ...], Any], Any]
 
@@ -214,7 +216,8 @@ class Task:
 
   def eval_metrics(self, pred: Mapping[str, np.ndarray],
                    prefix: str) -> dict[str, float]:
-    """AUC / LogLoss of ``prob``, and AUC of every other ``<name>_prob``."""
+    """AUC / LogLoss of ``prob``, AUC of every other ``<name>_prob``, and
+    gAUC over the split's ``group`` column (its user) where it has one."""
     y = pred["label"]
     out = {f"{prefix}/auc": float(metrics_lib.auc(y, pred["prob"])),
            f"{prefix}/logloss": float(metrics_lib.logloss(y, pred["prob"]))}
@@ -222,6 +225,10 @@ class Task:
       if key.endswith("_prob"):
         out[f"{prefix}/{key[:-len('_prob')]}_auc"] = float(
             metrics_lib.auc(y, pred[key]))
+    if GROUP in pred:  # user-grouped AUC (impression-weighted)
+      for k, v in metrics_lib.gauc_stats(y, pred["prob"],
+                                         pred[GROUP]).items():
+        out[f"{prefix}/{k}"] = v
     return out
 
   def results(self, variables) -> dict[str, Any]:

@@ -113,7 +113,9 @@ class FlipFinetuneTask(task_lib.Task):
     else:
       splits = prepared.splits
     keys = model_keys(self.mode)
-    splits = {k: pipeline.array_columns(v, keys) for k, v in splits.items()}
+    splits = {k: pipeline.array_columns(
+        pipeline.with_user_group(v, fm.field_names), keys + ("group",))
+              for k, v in splits.items()}
     return task_lib.TaskData(
         train=splits["train"],
         eval_splits={k: v for k, v in splits.items() if k != "train"},

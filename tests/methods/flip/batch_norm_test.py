@@ -17,96 +17,32 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.configs import flip_pretrain
 from flip_jax import checkpoint
-from flip_jax import noise as noise_lib
 from flip_jax.methods.flip import export as finetuned
 from flip_jax.methods.flip import finetune
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.methods.flip import pretrain
 from flip_jax.methods.flip import pretrain_model as flip_lib
-from flip_jax.models import ctr as ctr_lib
-from flip_jax.models import plm as plm_lib
 from flip_jax.train import loop
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
 
 from tests.methods.flip import finetune_loop_test as ftest  # pylint: disable=g-bad-import-order
+from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
 from tests.methods.flip import pretrain_loop_test as ptest  # pylint: disable=g-bad-import-order
-
-# A tiny random FLIP model and batch (as the pretraining step tests use).
-F, FIELD_SIZE, V, L, B = 4, 15, 50, 12, 8
-N = F * FIELD_SIZE
-MASK_TOKEN = 3
-
-
-def tiny_config(**overrides) -> flip_lib.FlipConfig:
-  ctr_cfg = ctr_lib.CTRConfig(name="dcnv2", num_features=N, num_fields=F,
-                              embed_dim=8, dnn_hidden=(16, 8), low_rank=4,
-                              num_experts=2)
-  plm_cfg = plm_lib.PLMConfig(
-      model_type="bert", vocab_size=V, hidden_size=16, num_layers=2,
-      num_heads=2, intermediate_size=32, max_position_embeddings=32,
-      type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
-      hidden_dropout=0.1, attention_dropout=0.1)
-  kw = dict(ctr=ctr_cfg, plm=plm_cfg, num_features=N, num_fields=F,
-            proj_dim=8, mlm_max_masked=6, mtm_num_negatives=5, mtm_field_dim=8)
-  kw.update(overrides)
-  return flip_lib.FlipConfig(**kw)
-
-
-def random_batch(seed: int = 0, batch: int = B) -> dict[str, np.ndarray]:
-  rs = np.random.RandomState(seed)
-  offsets = np.arange(F) * FIELD_SIZE
-  ids = offsets + rs.randint(2, FIELD_SIZE, size=(batch, F))
-  pos = rs.randint(0, F, size=(batch, 1))
-  labels = np.take_along_axis(ids, pos, 1)
-  mtm_ids = ids.copy()
-  np.put_along_axis(mtm_ids, pos, offsets[pos] + 1, 1)
-  lengths = rs.randint(6, L + 1, size=batch)
-  attn = (np.arange(L)[None] < lengths[:, None]).astype(np.int32)
-  input_ids = np.where(attn > 0, rs.randint(5, V, size=(batch, L)), 0)
-  mlm_ids, mlm_labels = input_ids.copy(), np.full((batch, L), -100)
-  for i in range(batch):
-    for j in rs.choice(np.arange(1, lengths[i] - 1), 2, replace=False):
-      mlm_labels[i, j] = input_ids[i, j]
-      mlm_ids[i, j] = MASK_TOKEN
-  return {
-      "ids": ids.astype(np.int32), "input_ids": input_ids.astype(np.int32),
-      "attention_mask": attn, "mtm_ids": mtm_ids.astype(np.int32),
-      "mtm_positions": pos.astype(np.int32),
-      "mtm_labels": labels.astype(np.int32),
-      "mtm_weight": np.ones((batch, 1), np.float32),
-      "mlm_input_ids": mlm_ids.astype(np.int32),
-      "mlm_labels": mlm_labels.astype(np.int32),
-  }
-
-
-def consts() -> dict[str, np.ndarray]:
-  counts = np.random.RandomState(1).randint(1, 50, size=N).astype(np.float64)
-  counts[np.arange(F) * FIELD_SIZE] = 0      # OOV
-  counts[np.arange(F) * FIELD_SIZE + 1] = 0  # MASK
-  return {"log_q": np.asarray(noise_lib.noise_log_probs(counts), np.float32),
-          "field_offsets": (np.arange(F) * FIELD_SIZE).astype(np.int32),
-          "field_sizes": np.full(F, FIELD_SIZE, np.int32)}
 
 
 def _bn_model(**ctr_kw):
-  base = tiny_config()
+  base = fst.tiny_config()
   ctr_cfg = dataclasses.replace(base.ctr, **ctr_kw)
   assert ctr_cfg.uses_batch_norm
-  return flip_lib.FlipPretrainModel(tiny_config(ctr=ctr_cfg))
-
-
-def _task(model):
-  """The pretraining task around an already built model (no data)."""
-  task = pretrain.FlipPretrainTask(mlc.ConfigDict())
-  task.model = model
-  return task
+  return flip_lib.FlipPretrainModel(fst.tiny_config(ctr=ctr_cfg))
 
 
 def _state(model, batch, tx):
   variables = model.init({"params": jax.random.PRNGKey(0),
                           "dropout": jax.random.PRNGKey(1),
-                          "noise": jax.random.PRNGKey(2)}, batch, consts())
+                          "noise": jax.random.PRNGKey(2)}, batch,
+                         fst.consts())
   params, rest = state_lib.split_variables(
       jax.tree.map(lambda x: getattr(x, "value", x), variables,
                    is_leaf=lambda x: hasattr(x, "value")))
@@ -118,15 +54,15 @@ def test_micro_batched_pretrain_step_updates_running_statistics():
   # The whole-batch step runs in the AFN end-to-end test below.
   micro_batches = 2
   model = _bn_model(name="afn", afn_ltl_hidden=6)
-  batch = random_batch()
+  batch = fst.random_batch()
   tx = optax.adamw(1e-2)
   state = _state(model, batch, tx)
   before = jax.tree.map(np.asarray, state.model_state)
-  step = jax.jit(functools.partial(steps.train_step, task=_task(model), tx=tx,
-                                   micro_batches=micro_batches))
+  step = jax.jit(functools.partial(steps.train_step, task=fst.task_for(model),
+                                   tx=tx, micro_batches=micro_batches))
   first = None
   for _ in range(8):
-    state, m = step(state, batch, consts())
+    state, m = step(state, batch, fst.consts())
     first = first if first is not None else float(m["train/loss"])
   assert np.isfinite(float(m["train/loss"])) and float(m["train/loss"]) < first
   after = jax.tree.map(np.asarray, state.model_state)
@@ -137,24 +73,24 @@ def test_micro_batched_pretrain_step_updates_running_statistics():
       b = b[k.key]
     assert np.isfinite(a).all() and not np.allclose(a, b), path
   # Evaluation-mode passes use the running statistics and change nothing.
-  out = model.apply(state.variables, batch, consts(), deterministic=True,
+  out = model.apply(state.variables, batch, fst.consts(), deterministic=True,
                     rngs={"noise": jax.random.PRNGKey(0)})
   assert np.isfinite(float(out["loss"]))
 
 
 def test_one_micro_batch_equals_the_whole_batch_statistics():
   model = _bn_model(dnn_use_bn=True)
-  batch = random_batch()
+  batch = fst.random_batch()
   tx = optax.sgd(0.0)
   state = _state(model, batch, tx)
   rngs = steps.step_rngs(state.rng, state.step)
   folded = {k: jax.random.fold_in(v, 0) for k, v in rngs.items()}
   # cached_icl_grads folds the micro-batch index into the keys.
   want = state_lib.apply_train(model, state.params, state.model_state, batch,
-                               consts(), deterministic=False,
+                               fst.consts(), deterministic=False,
                                rngs=folded)[1]
-  _, _, got = pretrain.cached_icl_grads(model, state.params, batch, consts(),
-                                        rngs, num=1,
+  _, _, got = pretrain.cached_icl_grads(model, state.params, batch,
+                                        fst.consts(), rngs, num=1,
                                         model_state=state.model_state)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6), got, want)
@@ -162,7 +98,7 @@ def test_one_micro_batch_equals_the_whole_batch_statistics():
 
 def test_init_from_carries_the_backbone_statistics(tmp_path):
   model = _bn_model(dnn_use_bn=True)
-  batch = random_batch()
+  batch = fst.random_batch()
   tx = optax.adamw(1e-2)
   state = _state(model, batch, tx)
   stats = jax.tree.map(lambda x: x + 0.5, state.model_state)

@@ -23,11 +23,12 @@ from flax import linen as nn
 
 from experiments import export_torch
 from experiments.configs import flip_finetune
+from flip_jax import methods
 from flip_jax import metrics
 from flip_jax.data import prepare
-from flip_jax import methods
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
+from flip_jax.export import hf_export
 from flip_jax.methods.flip import export as finetuned
 from flip_jax.methods.flip import finetune as ft_train
 from flip_jax.methods.flip import finetune_model as ft_lib
@@ -180,8 +181,17 @@ def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
   plm_config, plm_params, tokenizer = tiny_plm
   ft_cfg = _model("id", plm_config)
   params = _random_variables(ft_cfg, _batch(tokenizer), plm_params)
+  # A folder that is not an earlier export is refused and left as it was.
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "stale.txt").write_text("old")
+  with pytest.raises(hf_export.ExportDestinationError,
+                     match="not an earlier export"):
+    finetuned.export_model(ft_cfg, params, other)
+  assert [p.name for p in other.iterdir()] == ["stale.txt"]
+  # An earlier export is replaced as a whole (its stray files go too).
   out = tmp_path / "export"
-  out.mkdir()
+  finetuned.export_model(ft_cfg, params, out)
   (out / "stale.txt").write_text("old")
   finetuned.export_model(ft_cfg, params, out)
   assert not (out / "stale.txt").exists()
@@ -191,7 +201,7 @@ def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
     finetuned.export_model(ft_cfg, bad, out)
   # The failed export left the previous folder intact and no temp dirs.
   assert (out / ctr_torch.CTR_WEIGHTS).exists()
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "other"]
   (out / ctr_torch.EXPORT_CONFIG).write_text("{not json")
   with pytest.raises(ValueError, match="flip_ctr.json: invalid JSON"):
     ctr_torch.FlipCtrTorch.from_pretrained(out)

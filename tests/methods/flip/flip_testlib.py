@@ -211,13 +211,15 @@ class ConfigTask:
 
 
 def config_task(config=None, *, batch_size: int = B, num_rows: int = 32,
-                seed: int = 0) -> ConfigTask:
+                seed: int = 0, params=None) -> ConfigTask:
   """``FlipPretrainTask(config)`` on in-memory data: model, batch, params.
 
   The model comes from ``task.build_model`` (``flip_config`` and the MLM
   head size of ``mlm_max_masked``), the batch from ``task.example_batch``
   (the pipeline with the task's masking transform), the constants from
-  ``task.consts`` and the params from ``task.init_variables``.
+  ``task.consts`` and the params from ``task.init_variables`` (or
+  ``params``: the options under test do not change the params' tree, and an
+  init is a compile).
   """
   config = base_config() if config is None else config
   data = task_lib.TaskData(
@@ -229,10 +231,12 @@ def config_task(config=None, *, batch_size: int = B, num_rows: int = 32,
   task.build_model(data)
   batch = task.example_batch(data, batch_size)
   c = task.consts(data)
-  variables = jax.jit(functools.partial(task.init_variables, example=batch,
-                                        consts=c))(jax.random.PRNGKey(seed))
-  params, model_state = state_lib.split_variables(nn.meta.unbox(variables))
-  assert not model_state
+  if params is None:
+    variables = jax.jit(functools.partial(
+        task.init_variables, example=batch, consts=c))(
+            jax.random.PRNGKey(seed))
+    params, model_state = state_lib.split_variables(nn.meta.unbox(variables))
+    assert not model_state
   return ConfigTask(task, data, batch, c, params)
 
 
@@ -248,11 +252,14 @@ def one_step(ct: ConfigTask, tx=None, micro_batches: int = 1, seed: int = 0):
 
 
 def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
-              tx=None, return_metrics=False):
+              tx=None, details=False):
   """``num_steps`` sharded train steps as the loop jits them.
 
   Returns:
-    (losses per step, host params, state shardings[, metrics per step]).
+    (losses per step, host params after the steps, state shardings); with
+    ``details`` a dict with those (``losses``, ``params``, ``shardings``)
+    and ``init_params`` (host params before the first step) and
+    ``metrics`` (host metrics per step).
   """
   cfg = cfg or tiny_config()
   model = flip_lib.FlipPretrainModel(cfg)
@@ -269,6 +276,7 @@ def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
       mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = si.init(jax.random.PRNGKey(0))
+    init_params = jax.device_get(state.params)
     batch_sh = {k: sharding.batch_sharding(mesh, rules, v.ndim)
                 for k, v in batch.items()}
     const_sh = {k: sharding.replicated(mesh) for k in c}
@@ -284,5 +292,8 @@ def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
       state, metrics = step(state, gb, gc)
       history.append(jax.device_get(metrics))
       losses.append(float(metrics["train/loss"]))
-  out = (losses, jax.device_get(state.params), si.shardings)
-  return out + (history,) if return_metrics else out
+  params = jax.device_get(state.params)
+  if not details:
+    return losses, params, si.shardings
+  return {"losses": losses, "params": params, "shardings": si.shardings,
+          "init_params": init_params, "metrics": history}
