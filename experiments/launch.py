@@ -14,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from flip_jax.data import tokenize as tokenize_lib
+
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False,
     "Call jax.distributed.initialize() (multi-host runs). Arguments come from "
@@ -64,7 +66,7 @@ def init_runtime() -> None:
 
 # Files of which a local PLM folder needs one to have a tokenizer (the set
 # flip_jax.models.plm.hf_import reads).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+TOKENIZER_FILES = tokenize_lib.TOKENIZER_FILES
 
 
 def _get(config, *keys):
@@ -94,15 +96,25 @@ def check_plm_folder(config) -> None:
   Raises:
     FileNotFoundError: naming the folder, the field and the files looked for.
   """
-  name = _get(config, "model", "plm", "name")
-  if not uses_plm(config) or not isinstance(name, str):
+  if uses_plm(config):
+    check_tokenizer_folder(_get(config, "model", "plm", "name"),
+                           "model.plm.name")
+
+
+def check_tokenizer_folder(name, field: str) -> None:
+  """A local folder named by `field` must hold tokenizer files.
+
+  Raises:
+    FileNotFoundError: naming the field, the folder and the files.
+  """
+  if not isinstance(name, str):
     return
   path = os.path.expanduser(name)
   if not os.path.isdir(path):
     return
   if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
     raise FileNotFoundError(
-        f"model.plm.name {name}: the folder has no tokenizer files (one of "
+        f"{field} {name}: the folder has no tokenizer files (one of "
         f"{', '.join(TOKENIZER_FILES)}); copy the checkpoint's tokenizer "
         "into it")
 
@@ -150,16 +162,31 @@ def is_expected(e: BaseException) -> bool:
       c.__name__ in EXPECTED_ERROR_NAMES for c in type(e).__mro__)
 
 
-def _file_in_traceback(e: BaseException) -> str | None:
-  """The innermost existing file named by a local of the failing frames.
+_OWN_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 d) + os.sep for d in ("flip_jax", "experiments"))
 
-  For library errors whose message names no file (a truncated safetensors
-  or gzip file): the reader's own `path` / `filename` argument says which.
-  """
+
+def _frames(e: BaseException) -> list:
   tb, frames = e.__traceback__, []
   while tb is not None:
     frames.append(tb.tb_frame)
     tb = tb.tb_next
+  return frames
+
+
+def _file_in_traceback(e: BaseException) -> str | None:
+  """The file a library error was reading, when its message names none.
+
+  Only for errors raised inside a library (a truncated safetensors file,
+  a corrupt gzip stream): flip_jax's own messages name their files. The
+  innermost frame with a local naming an existing file is taken (the
+  reader's own `path` / `filename` argument).
+  """
+  frames = _frames(e)
+  if not frames or os.path.abspath(frames[-1].f_code.co_filename).startswith(
+      _OWN_CODE):
+    return None
   for frame in reversed(frames):
     for value in list(frame.f_locals.values()):
       if isinstance(value, os.PathLike):
@@ -179,6 +206,8 @@ def error_message(e: BaseException) -> str:
   if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(
       e.args[0], str):
     msg = e.args[0]
+    if " " not in msg.strip():  # a bare key: say what it is
+      msg = (f"KeyError: {msg!r} (a missing key; --verbosity=1 shows where)")
   else:
     msg = str(e)
   msg = " ".join(line.strip() for line in msg.splitlines() if line.strip())
@@ -207,13 +236,15 @@ def _show_traceback() -> bool:
     return False
 
 
-def report_and_exit(e: BaseException) -> None:
+def report_and_exit(e: BaseException, *, silence_after: bool = False
+                    ) -> None:
   """Prints `error: <one line>` to stderr and exits with status 1.
 
   With --verbosity>=1 or FLIP_JAX_TRACEBACK=1 the traceback comes first.
-  Otherwise stderr is closed to the rest of the process's life after the
-  message (interpreter and library shutdown noise, e.g. 'Exception ignored'
-  lines or C++ log lines, would bury it); stdout is flushed as usual.
+  Otherwise, with `silence_after` (the process's own main, `run_main`),
+  file descriptor 2 goes to /dev/null after the message, so interpreter
+  and library shutdown noise ('Exception ignored' lines, C++ log lines)
+  cannot bury it; stdout is flushed as usual.
   """
   verbose = _show_traceback()
   if verbose:
@@ -225,14 +256,15 @@ def report_and_exit(e: BaseException) -> None:
   sys.stdout.flush()
   sys.stderr.write(f"error: {error_message(e)}\n")
   sys.stderr.flush()
-  if not verbose:
+  if silence_after and not verbose:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
   raise SystemExit(1)
 
 
-def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+def guarded(main: Callable[[list[str]], Any], *,
+            silence_after: bool = False) -> Callable[[list[str]], Any]:
   """`main` with expected errors turned into `report_and_exit`."""
 
   @functools.wraps(main)
@@ -242,7 +274,7 @@ def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     except Exception as e:  # pylint: disable=broad-except
       if isinstance(e, app.UsageError) or not is_expected(e):
         raise
-      report_and_exit(e)
+      report_and_exit(e, silence_after=silence_after)
 
   return wrapper
 
@@ -256,4 +288,4 @@ def run_main(main: Callable[[list[str]], Any]) -> None:
   or FLIP_JAX_TRACEBACK=1. Usage errors keep absl's usage message; other
   exceptions (bugs) keep their traceback.
   """
-  app.run(guarded(main))
+  app.run(guarded(main, silence_after=True))

@@ -19,7 +19,6 @@ and exit status 1.
 """
 from __future__ import annotations
 
-import json
 import os
 
 from absl import app
@@ -30,6 +29,7 @@ from ml_collections import config_flags
 from experiments import launch
 
 from experiments.configs import data as data_config
+from flip_jax import jsonio
 from flip_jax.data import prepare
 from flip_jax.data import sources
 from flip_jax.data import textify
@@ -42,6 +42,14 @@ _WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "output directory")
 _CONFIG = launch.flag(config_flags.DEFINE_config_file, 
     "config", os.path.join(os.path.dirname(__file__), "configs", "data.py"),
     "data config file", lock_config=True)
+_SEQUENCES = launch.flag(
+    flags.DEFINE_bool, "sequences", False, "also write the behaviour-"
+    "sequence samples (SRP4CTR) to --out: one row per rating with its "
+    "history (flip_jax.data.sequences.write_dataset_samples)")
+_OUT = launch.flag(flags.DEFINE_string, "out", None,
+                   "parquet file written by --sequences")
+_SEQ_LEN = launch.flag(flags.DEFINE_integer, "sequence_length", 200,
+                       "--sequences: the last <= N items of a history")
 
 
 
@@ -80,8 +88,7 @@ def run(cfg, workdir: str) -> dict:
                truncated_fields=text["truncated_fields"],
                max_length=data.max_length, tokenizer=data.tokenizer,
                cache_dir=prepared.cache_dir)
-  with open(os.path.join(workdir, "stats.json"), "w", encoding="utf-8") as f:
-    json.dump(stats, f, indent=1, ensure_ascii=False)
+  jsonio.write_json_atomic(os.path.join(workdir, "stats.json"), stats)
   prepared.feature_map.save(os.path.join(workdir, "feature_map.json"))
   keys = ("rows", "train_rows", "valid_rows", "test_rows", "num_fields",
           "field_names", "vocab_sizes", "num_features", "positive_rate",
@@ -107,11 +114,19 @@ def main(argv):
     raise NotADirectoryError(f"--workdir {_WORKDIR.value} is a file, not a "
                              "folder")
   cfg = _resolve_config()
+  launch.check_tokenizer_folder(cfg.tokenizer, "config.tokenizer")
   logging.info("config:\n%s", cfg)
   # A data error (DataError, naming file:line) and every other expected
   # error is printed as one `error: ...` line with exit status 1
   # (launch.run_main).
+  if _SEQUENCES.value and not _OUT.value:
+    raise app.UsageError("--sequences needs --out=<file.parquet>")
   run(cfg, _WORKDIR.value)
+  if _SEQUENCES.value:
+    from flip_jax.data import sequences  # pylint: disable=g-import-not-at-top
+    n = sequences.write_dataset_samples(cfg, _WORKDIR.value, _OUT.value,
+                                        _SEQ_LEN.value)
+    print(f"wrote {n} sequence samples to {_OUT.value}")
 
 
 if __name__ == "__main__":

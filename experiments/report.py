@@ -11,8 +11,15 @@ Writes ``results.md``, ``report.md`` / ``report.html`` (with PNG plots) and
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
+import re
+
+import numpy as np
+
+from flip_jax import metrics as metrics_lib
+from flip_jax.train import config_compat
 
 from flip_jax import jsonio
 
@@ -37,25 +44,86 @@ def _read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def results_table(workdir: str) -> tuple[str, list[dict]]:
-  """Markdown table of the finetuning stages (test AUC / LogLoss)."""
-  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
-  rows, lines = [], []
-  lines.append("| model | test AUC | test LogLoss | valid AUC | best step "
-               "| alpha | wall s |")
-  lines.append("|---|---|---|---|---|---|---|")
+METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc")
+
+
+def seed_dirs(workdir: str) -> list[tuple[int | None, str]]:
+  """(seed, folder) of each seed's stages: ``seed<N>/`` folders of a
+  multi-seed run, else the workdir itself (seed None)."""
+  subs = sorted((int(d[4:]), os.path.join(workdir, d))
+                for d in (os.listdir(workdir) if os.path.isdir(workdir)
+                          else []) if re.fullmatch(r"seed\d+", d))
+  return subs or [(None, workdir)]
+
+
+def collect(workdir: str) -> list[dict]:
+  """One row per trained model: its per-seed results and their mean / std."""
+  rows = []
   for key, name in ROWS:
-    res = _read_json(os.path.join(workdir, key, "results.json"))
-    if res is None:
+    per, seeds, walls = [], [], []
+    for seed, folder in seed_dirs(workdir):
+      res = _read_json(os.path.join(folder, key, "results.json"))
+      if res is None:
+        continue
+      stages = _read_json(os.path.join(folder, "stages.json")) or {}
+      per.append(res)
+      seeds.append(res.get("seed", seed))
+      walls.append(stages.get(key, {}).get("wall_sec"))
+    if not per:
       continue
-    res = dict(res, stage=key, name=name)
-    rows.append(res)
-    alpha = f"{res['alpha']:.3f}" if "alpha" in res else ""
-    wall = stages.get(key, {}).get("wall_sec")
+    row = {"stage": key, "name": name, "seeds": seeds, "per_seed": per,
+           "wall_sec": walls}
+    for m in METRICS:
+      vals = [r[m] for r in per if m in r]
+      if vals:
+        row[m] = {"values": vals, "mean": float(np.mean(vals)),
+                  "std": float(np.std(vals, ddof=1)) if len(vals) > 1
+                  else 0.0}
+    rows.append(row)
+  base = {r["stage"]: r for r in rows}.get("base_id")
+  for r in rows:  # RelaImpr over the ID model from scratch, seed by seed
+    if base is not None and r["stage"] != "base_id":
+      pairs = _paired(r, base, "test/auc")
+      vals = [metrics_lib.rela_impr(a, b) for a, b in pairs if b > 0.5]
+      if vals:
+        r["rela_impr"] = {"values": vals, "mean": float(np.mean(vals))}
+  return rows
+
+
+def _paired(a: dict, b: dict, metric: str) -> list[tuple[float, float]]:
+  """(a, b) values of ``metric`` on the seeds both rows ran."""
+  bv = dict(zip(b["seeds"], (r[metric] for r in b["per_seed"])))
+  return [(r[metric], bv[s]) for s, r in zip(a["seeds"], a["per_seed"])
+          if s in bv]
+
+
+def _fmt(stat: dict | None, digits: int = 4) -> str:
+  if stat is None:
+    return ""
+  if len(stat["values"]) == 1:
+    return f"{stat['mean']:.{digits}f}"
+  return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def results_table(workdir: str) -> tuple[str, list[dict]]:
+  """Markdown table of the finetuned models (mean ± std over seeds)."""
+  rows = collect(workdir)
+  lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
+           "valid AUC | best step | alpha | wall s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    per = r["per_seed"]
+    alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
+    walls = [w for w in r["wall_sec"] if w is not None]
+    ri = r.get("rela_impr")
+    ri_s = "" if ri is None else f"{100 * ri['mean']:+.2f}%"
     lines.append(
-        f"| {name} | {res['test/auc']:.4f} | {res['test/logloss']:.4f} | "
-        f"{res['valid/auc']:.4f} | {res['best_step']} | {alpha} | "
-        f"{'' if wall is None else f'{wall:.0f}'} |")
+        f"| {r['name']} | {_fmt(r.get('test/auc'))} | "
+        f"{_fmt(r.get('test/gauc'))} | {_fmt(r.get('test/logloss'))} | "
+        f"{ri_s} | "
+        f"{_fmt(r.get('valid/auc'))} | "
+        f"{'/'.join(str(x['best_step']) for x in per)} | {alpha} | "
+        f"{'' if not walls else f'{np.mean(walls):.0f}'} |")
   return "\n".join(lines), rows
 
 
@@ -69,46 +137,85 @@ CLAIMS = (
 )
 
 
-def claim_verdicts(rows: list[dict]) -> list[dict]:
-  """Each claim both of whose rows ran: test AUCs, difference, verdict."""
+def sign_flip_p(diffs: list[float]) -> float:
+  """Exact two-sided p of a paired sign-flip (randomization) test."""
+  d = np.asarray(diffs, np.float64)
+  observed = abs(d.mean())
+  signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+  return float(np.mean(np.abs((signs * d).mean(axis=1)) >= observed - 1e-15))
+
+
+def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
+  """Each claim both of whose rows ran, decided on per-seed paired test-AUC
+  differences: holds when positive on every seed, does NOT hold when the
+  mean is not positive, mixed otherwise."""
   by = {r["stage"]: r for r in rows}
   out = []
-  for a, b, text in CLAIMS:
-    if a in by and b in by:
-      da = by[a]["test/auc"] - by[b]["test/auc"]
-      out.append({"claim": text, "holds": bool(da > 0),
-                  "test/auc": [by[a]["test/auc"], by[b]["test/auc"]],
-                  "test/auc_diff": da})
+  for a, b, text in claims:
+    if a not in by or b not in by:
+      continue
+    pairs = _paired(by[a], by[b], "test/auc")
+    if not pairs:
+      continue
+    diffs = [x - y for x, y in pairs]
+    mean = float(np.mean(diffs))
+    positive = sum(d > 0 for d in diffs)
+    verdict = ("holds" if positive == len(diffs) else
+               "does NOT hold" if mean <= 0 else "mixed")
+    out.append({"claim": text, "holds": verdict == "holds",
+                "verdict": verdict, "test/auc_diffs": diffs,
+                "test/auc_diff": mean, "seeds_positive": positive,
+                "num_seeds": len(diffs),
+                "p_sign_flip": sign_flip_p(diffs) if len(diffs) > 1 else None,
+                "test/auc": [by[a]["test/auc"]["mean"],
+                             by[b]["test/auc"]["mean"]]})
   return out
 
 
-def claims(rows: list[dict]) -> list[str]:
+def claims(rows: list[dict], claim_list=CLAIMS) -> list[str]:
   """The paper's claims, checked on these numbers (stated plainly)."""
-  return [f"- {c['claim']}: {'holds' if c['holds'] else 'does NOT hold'} "
-          f"(test AUC {c['test/auc'][0]:.4f} vs {c['test/auc'][1]:.4f}, "
-          f"{c['test/auc_diff']:+.4f})" for c in claim_verdicts(rows)]
+  out = []
+  for c in claim_verdicts(rows, claim_list):
+    line = (f"- {c['claim']}: {c['verdict']} (test AUC {c['test/auc'][0]:.4f}"
+            f" vs {c['test/auc'][1]:.4f}, {c['test/auc_diff']:+.4f}")
+    if c["num_seeds"] > 1:
+      line += (f" mean over {c['num_seeds']} seeds, positive on "
+               f"{c['seeds_positive']}, per seed "
+               + ", ".join(f"{d:+.4f}" for d in c["test/auc_diffs"])
+               + f", sign-flip p = {c['p_sign_flip']:.3f}")
+    out.append(line + ")")
+  return out
 
 
-def summary(workdir: str, rows: list[dict]) -> dict:
+def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
   """``summary.json``: one entry per trained model (keyed by the report's
-  row name) and the claims with their verdicts, for scripts."""
-  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
+  row name, each metric with its per-seed values, mean and std) and the
+  claims with their per-seed differences and verdicts, for scripts."""
+  del workdir
   models = {}
   for r in rows:
-    entry = {k: r[k] for k in ("test/auc", "test/logloss", "valid/auc",
-                               "valid/logloss", "best_step", "alpha")
-             if k in r}
-    entry["stage"] = r["stage"]
-    entry["wall_sec"] = stages.get(r["stage"], {}).get("wall_sec")
+    entry = {"stage": r["stage"], "seeds": r["seeds"],
+             "wall_sec": r["wall_sec"],
+             "best_step": [x["best_step"] for x in r["per_seed"]]}
+    # Each metric's mean (scalars, for quick scripts), then per seed.
+    entry.update({m: r[m]["mean"] for m in METRICS if m in r})
+    entry["per_seed"] = {m: r[m] for m in METRICS + ("rela_impr",) if m in r}
     models[r["name"]] = entry
-  return {"models": models, "claims": [{"claim": c["claim"],
-                                        "holds": c["holds"],
-                                        "test/auc_diff": c["test/auc_diff"]}
-                                       for c in claim_verdicts(rows)]}
+  return {"models": models, "claims": claim_verdicts(rows, claim_list)}
+
+
+def _batch_size(folder: str) -> int:
+  cfg = _read_json(os.path.join(folder, "config.json"))
+  return config_compat.upgrade(cfg)["train"]["batch_size"] if cfg else 1
 
 
 def plots(workdir: str) -> list[tuple[str, str]]:
-  """Writes the PNG plots; returns (title, file name) pairs."""
+  """Writes the PNG plots (of the first seed); returns (title, file) pairs.
+
+  Training curves are drawn against training examples seen (the models'
+  batches differ, 32 to 1,024), not steps.
+  """
+  out_dir, workdir = workdir, seed_dirs(workdir)[0][1]
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -125,24 +232,27 @@ def plots(workdir: str) -> list[tuple[str, str]]:
     ax.set_title("FLIP pretraining losses")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "pretrain_losses.png"), dpi=100)
+    fig.savefig(os.path.join(out_dir, "pretrain_losses.png"), dpi=100)
     plt.close(fig)
     made.append(("Pretraining losses", "pretrain_losses.png"))
   fig, ax = plt.subplots(figsize=(6, 3.5))
   any_auc = False
   for key, name in ROWS:
     recs = _read_jsonl(os.path.join(workdir, key, "metrics.jsonl"))
-    pts = [(r["step"], r["valid/auc"]) for r in recs if "valid/auc" in r]
+    bs = _batch_size(os.path.join(workdir, key))
+    pts = [(r["step"] * bs, r["valid/auc"]) for r in recs
+           if "valid/auc" in r]
     if pts:
       any_auc = True
       ax.plot(*zip(*pts), marker="o", label=name)
   if any_auc:
-    ax.set_xlabel("finetuning step")
+    ax.set_xlabel("training examples")
+    ax.set_xscale("log")
     ax.set_ylabel("valid AUC")
     ax.set_title("Validation AUC during finetuning")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "valid_auc.png"), dpi=100)
+    fig.savefig(os.path.join(out_dir, "valid_auc.png"), dpi=100)
     made.append(("Validation AUC per finetuning mode", "valid_auc.png"))
   plt.close(fig)
   recs = _read_jsonl(os.path.join(workdir, "flip_joint", "metrics.jsonl"))
@@ -154,7 +264,7 @@ def plots(workdir: str) -> list[tuple[str, str]]:
     ax.set_ylabel("alpha")
     ax.set_title("Learned mixing weight alpha (FLIP joint)")
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "alpha.png"), dpi=100)
+    fig.savefig(os.path.join(out_dir, "alpha.png"), dpi=100)
     plt.close(fig)
     made.append(("Learned alpha", "alpha.png"))
   return made
@@ -163,8 +273,9 @@ def plots(workdir: str) -> list[tuple[str, str]]:
 def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """Writes results.md, report.md and report.html; returns the table."""
   table, rows = results_table(workdir)
-  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
-  check = _read_json(os.path.join(workdir, "export_joint", "check.json"))
+  first = seed_dirs(workdir)[0][1]
+  stages = _read_json(os.path.join(first, "stages.json")) or {}
+  check = _read_json(os.path.join(first, "export_joint", "check.json"))
   made = plots(workdir)
   md = [f"# FLIP run report: {dataset or os.path.basename(workdir)}", ""]
   if preset:
@@ -174,7 +285,10 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   cl = claims(rows)
   if cl:
     md += ["## The paper's claims on this run", ""] + cl + [""]
-  md += ["## Stages", "", "| stage | device | wall s |", "|---|---|---|"]
+  seeds = [s for s, _ in seed_dirs(workdir) if s is not None]
+  md += ["## Stages" + (f" (seed {seeds[0]} of {len(seeds)})" if seeds
+                        else ""), "", "| stage | device | wall s |",
+         "|---|---|---|"]
   order = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
            "base_id", "base_plm", "export")
   for name, info in sorted(stages.items(),

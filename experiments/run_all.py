@@ -36,6 +36,9 @@ _PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-sm
 _PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6", "PLM short name or HF folder.")
 _CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
 _SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")
+_SEEDS = launch.flag(flags.DEFINE_list, "seeds", None, "Train every model "
+                     "once per seed (e.g. 2012,2013,2014): mean ± std and "
+                     "paired claims; default: --seed alone.")
 _STAGES = launch.flag(flags.DEFINE_list, "stages", None, "Subset of stages to run "
                             "(default: all).")
 _SET = launch.flag(flags.DEFINE_multi_string, 
@@ -60,7 +63,8 @@ def main(argv):
       dataset=_DATASET.value, data_dir=_DATA_DIR.value,
       workdir=os.path.abspath(_WORKDIR.value), preset=_PRESET.value,
       plm=_PLM.value, ctr=_CTR.value, seed=_SEED.value,
-      stages=_STAGES.value, overrides=overrides)
+      stages=_STAGES.value, overrides=overrides,
+      seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
   print(summary)
   logging.info("report: %s", os.path.join(_WORKDIR.value, "report.md"))
 

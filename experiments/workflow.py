@@ -139,35 +139,58 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
             plm: str, ctr: str, seed: int, stages=None,
-            overrides: dict[str, str] | None = None) -> str:
-  """Runs the selected stages and returns the printed results table."""
+            overrides: dict[str, str] | None = None,
+            seeds: list[int] | None = None) -> str:
+  """Runs the selected stages and returns the printed results table.
+
+  With several ``seeds`` every model is trained once per seed, each seed's
+  stages in ``<workdir>/seed<N>/`` (data prepared once); the report shows
+  mean ± std and decides each claim on the per-seed paired differences.
+  One seed keeps the stages directly in the workdir.
+  """
   # pylint: disable=g-import-not-at-top
   from experiments import report
-  from experiments import launch
   # pylint: enable=g-import-not-at-top
   overrides = overrides or {}
   stages = list(stages or STAGES)
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  seeds = list(seeds or [seed])
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds {seeds}: each seed once")
   os.makedirs(workdir, exist_ok=True)
-  log = StageLog(workdir)
   check_overrides(overrides, [
-      pretrain_config(dataset, data_dir, "", ctr, plm, preset, seed, {}),
-      finetune_config(dataset, data_dir, "", ctr, plm, preset, seed, "joint",
-                      "", {})])
+      pretrain_config(dataset, data_dir, "", ctr, plm, preset, seeds[0], {}),
+      finetune_config(dataset, data_dir, "", ctr, plm, preset, seeds[0],
+                      "joint", "", {})])
   data_overrides = {k: v for k, v in overrides.items()
                     if k.rpartition(":")[2].startswith("data.")}
-  pre_dir = os.path.join(workdir, "pretrain")
-  # One processed-data cache for every stage of the run.
+  # One processed-data cache for every stage and seed of the run.
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
-
   if "prepare" in stages:
-    log.run("prepare", lambda: os.path.exists(
-        os.path.join(workdir, "data", "stats.json")),
-            lambda: _prepare(dataset, data_dir, cache_dir, workdir, preset,
-                             plm, ctr, seed, data_overrides))
+    StageLog(workdir).run(
+        "prepare", lambda: os.path.exists(
+            os.path.join(workdir, "data", "stats.json")),
+        lambda: _prepare(dataset, data_dir, cache_dir, workdir, preset,
+                         plm, ctr, seeds[0], data_overrides))
+  for s in seeds:
+    folder = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{s}")
+    _run_seed(folder, stages, s, dataset=dataset, data_dir=data_dir,
+              cache_dir=cache_dir, preset=preset, plm=plm, ctr=ctr,
+              overrides=overrides)
+  return report.write_report(workdir, dataset=dataset, preset=preset)
 
+
+def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
+              plm, ctr, overrides) -> None:
+  """The training and export stages of one seed in ``folder``."""
+  # pylint: disable=g-import-not-at-top
+  from experiments import launch
+  # pylint: enable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  log = StageLog(folder)
+  pre_dir = os.path.join(folder, "pretrain")
   if "pretrain" in stages:
     cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
                           seed, overrides)
@@ -182,7 +205,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   for name, (mode, from_pre) in FINETUNE_STAGES.items():
     if name not in stages:
       continue
-    ft_dir = os.path.join(workdir, name)
+    ft_dir = os.path.join(folder, name)
     cfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
                           seed, mode, pre_dir if from_pre else "", overrides)
     log.run(name, lambda d=ft_dir: os.path.exists(
@@ -190,18 +213,16 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
             lambda c=cfg, d=ft_dir: launch.run(c, d))
 
   if "export" in stages:
-    out = os.path.join(workdir, "export_joint")
+    out = os.path.join(folder, "export_joint")
 
     def _export():
       from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
-      diff = finetuned.export_finetuned(os.path.join(workdir, "flip_joint"),
+      diff = finetuned.export_finetuned(os.path.join(folder, "flip_joint"),
                                         out, check=True)
       jsonio.write_json_atomic(os.path.join(out, "check.json"),
                                {"max_abs_diff": float(diff)})
     log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),
             _export)
-
-  return report.write_report(workdir, dataset=dataset, preset=preset)
 
 
 def _prepare(dataset, data_dir, cache_dir, workdir, preset, plm, ctr, seed,

@@ -31,7 +31,7 @@ from flip_jax.data import textify
 from flip_jax.data import tokenize as tokenize_lib
 
 # Bump when the processing changes, so old caches are not reused.
-PROCESSING_VERSION = 1
+PROCESSING_VERSION = 2  # 2: rows field-count and range checked
 BASE_COLUMNS = ("ids", "label", "row_id", "text", "spans", "timestamp")
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_field")
 # Folder name of the default cache root, beside the run's workdir.

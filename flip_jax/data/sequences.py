@@ -38,6 +38,7 @@ import numpy as np
 
 from flip_jax.data import cache
 from flip_jax.data import features
+from flip_jax.data import prepare
 from flip_jax.data import rawio
 
 SEQ_VERSION = 1
@@ -46,6 +47,8 @@ MASK = features.MASK
 FEEDBACK_NEG, FEEDBACK_POS = 2, 3
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 _SPLIT_COLUMNS = ("hist_begin", "hist_end", "target")
+# The item field of a dataset (default 'movie_id', the MovieLens one).
+ITEM_FIELDS = {"goodreads": "book_id"}
 TIE_RULE = ("history = the user's events with timestamp < the sample's "
             "(same-timestamp events, the target included, are excluded)")
 
@@ -70,11 +73,6 @@ class SequenceSpec:
                        "come first")
     if len(set(self.attributes)) != len(self.attributes):
       raise ValueError(f"sequence.attributes {self.attributes}: duplicates")
-
-  @classmethod
-  def from_config(cls, seq_cfg) -> "SequenceSpec":
-    return cls(seq_cfg.user_field, seq_cfg.item_field,
-               tuple(seq_cfg.attributes))
 
   @property
   def item_attributes(self) -> tuple[int, ...]:
@@ -226,8 +224,8 @@ class SequenceStore:
 def _ranges(n: np.ndarray) -> np.ndarray:
   """concat(arange(k) for k in n)."""
   n = np.asarray(n, np.int64)
-  starts = np.repeat(np.cumsum(n) - n, n)
-  return np.arange(int(n.sum()), dtype=np.int64) - starts
+  return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(
+      np.cumsum(n) - n, n)
 
 
 def build_store(prepared, spec: SequenceSpec) -> SequenceStore:
@@ -332,8 +330,7 @@ class WindowTransform:
   """Pipeline transform: adds ``hist`` / ``hist_mask`` (picklable)."""
 
   def __init__(self, tokens: np.ndarray, length: int):
-    self.tokens = tokens
-    self.length = length
+    self.tokens, self.length = tokens, length
 
   def __call__(self, batch, *, seed=None, epoch=None, index=None):
     del seed, epoch, index
@@ -428,3 +425,13 @@ def write_samples(prepared, spec: SequenceSpec, out: str, length: int
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   pq.write_table(table, out)
   return table.num_rows
+
+
+def write_dataset_samples(data_cfg, workdir: str, out: str, length: int
+                          ) -> int:
+  """`write_samples` of a data config (``prepare_data --sequences``)."""
+  prepared = prepare.load_dataset(
+      data_cfg, prepare.default_cache_root(data_cfg, workdir))
+  spec = SequenceSpec("user_id", ITEM_FIELDS.get(data_cfg.dataset,
+                                                 "movie_id"), ("item",))
+  return write_samples(prepared, spec, out, length)

@@ -31,6 +31,11 @@ MINILM_NAMES = ("minilm-l6", "all-minilm-l6-v2")
 _VERIFY_ROWS = 256
 
 
+# Any of these makes a folder a tokenizer's.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name_or_path: str):
   """Loads a Hugging Face fast tokenizer from a local folder (no network).
 
@@ -55,6 +60,11 @@ def load_tokenizer(name_or_path: str):
     if not os.path.isdir(path):
       raise ValueError(f"tokenizer {name_or_path!r}: not a known name "
                        f"({', '.join(MINILM_NAMES)}) and not a local folder")
+  if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    # transformers would build an empty tokenizer (every word [UNK]).
+    raise FileNotFoundError(
+        f"tokenizer folder {path}: no tokenizer files (one of "
+        f"{', '.join(TOKENIZER_FILES)})")
   import transformers  # pylint: disable=g-import-not-at-top
   if os.path.isfile(os.path.join(path, "tokenizer.json")):
     # The generic fast class reads tokenizer.json + tokenizer_config.json

@@ -6,13 +6,21 @@ method adds its folder and one line here.
 from __future__ import annotations
 
 from flip_jax.methods import ctr
+from flip_jax.methods.clickprompt import finetune as clickprompt_finetune
+from flip_jax.methods.clickprompt import pretrain as clickprompt_pretrain
 from flip_jax.methods.flip import finetune as flip_finetune
 from flip_jax.methods.flip import pretrain as flip_pretrain
+from flip_jax.methods.srp4ctr import finetune as srp4ctr_finetune
+from flip_jax.methods.srp4ctr import pretrain as srp4ctr_pretrain
 
 TASKS = {
     "ctr": ctr.CtrTask,
     "flip_pretrain": flip_pretrain.FlipPretrainTask,
     "flip_finetune": flip_finetune.FlipFinetuneTask,
+    "srp4ctr_pretrain": srp4ctr_pretrain.Srp4ctrPretrainTask,
+    "srp4ctr": srp4ctr_finetune.Srp4ctrTask,
+    "clickprompt_pretrain": clickprompt_pretrain.ClickPromptPretrainTask,
+    "clickprompt_finetune": clickprompt_finetune.ClickPromptFinetuneTask,
 }
 
 

@@ -44,7 +44,7 @@ def test_cli_errors_and_overrides(tmp_path):
   assert "known datasets: synthetic, ml-1m, ml-100k" in bad.stderr
   missing = _cli("--dataset=ml-100k", f"--data_dir={tmp_path}",
                  f"--workdir={tmp_path / 'w'}", "--config.max_length=50")
-  assert missing.returncode == 2
+  assert missing.returncode == 1
   assert "missing u.data, u.user, u.item" in missing.stderr
   ok = _cli("--dataset=synthetic", f"--workdir={tmp_path / 'ok'}",
             "--config.synthetic.num_ratings=500",

@@ -132,11 +132,11 @@ def test_export_is_atomic_and_accepts_boxed_bf16_params(tmp_path):
   boxed = plm.PLMEncoder(cfg, param_dtype=jnp.bfloat16).init(
       jax.random.key(0), ids, ids + 1)["params"]
   dest = tmp_path / "dest"
-  dest.mkdir()
-  (dest / "stale.txt").write_text("old export")
   hf_export.export_hf(cfg, boxed, dest)
-  assert sorted(p.name for p in dest.iterdir()) == ["config.json",
-                                                   "model.safetensors"]
+  (dest / "stale.txt").write_text("left in an earlier export")
+  hf_export.export_hf(cfg, boxed, dest)  # replaces its own earlier export
+  assert sorted(p.name for p in dest.iterdir()) == [
+      "config.json", "flip_jax_export.json", "model.safetensors"]
   assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # no temp dirs left
   model = load_clean(hf.AutoModelForMaskedLM, dest)
   assert model.config.num_hidden_layers == 1

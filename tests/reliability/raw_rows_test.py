@@ -152,12 +152,13 @@ def test_fast_and_line_parsers_agree():
   rng = np.random.default_rng(0)
   table = rng.integers(1, 10**10, (50, 4))
   text = "\n".join("::".join(map(str, r)) for r in table) + "\n\n"
-  fast = rawio._numeric_fast(text.encode(), "::", 4, "latin-1")  # pylint: disable=protected-access
-  np.testing.assert_array_equal(fast, table)
+  fast = rawio._numeric_fast  # pylint: disable=protected-access
+  np.testing.assert_array_equal(fast(text.encode(), "::", 4, "latin-1"),
+                                table)
   # Anything unusual is left to the line parser (None), never misread.
   for bad in ("1::2::3\n4::5::6::7::8\n", "1::2::::4\n", "1::2::3::4\n\n5::6"
               "::7::8\n", "1::2::3:: 4\n", "1::2::3::1234567890123456\n"):
-    assert rawio._numeric_fast(bad.encode(), "::", 4, "latin-1") is None, bad  # pylint: disable=protected-access
+    assert fast(bad.encode(), "::", 4, "latin-1") is None, bad
 
 
 def _csv_cfg(tmp_path, text, **kw):

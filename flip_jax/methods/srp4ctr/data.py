@@ -36,7 +36,9 @@ CTR_COLUMNS = ("ids", "label", "row_id", "hist_begin", "hist_end", "target")
 
 def load_store(config, workdir: str):
   """(prepared data, sequence store) of a run (each built once, cached)."""
-  spec = sequences.SequenceSpec.from_config(config.sequence)
+  s = config.sequence
+  spec = sequences.SequenceSpec(s.user_field, s.item_field,
+                                tuple(s.attributes))
 
   def build():
     prepared = prepare.load_dataset(

@@ -4,8 +4,8 @@ transformer.
 
 Param names inside a layer (shared by the torch twin, ``torch_model.py``):
 
-  query, key, value   DenseGeneral d -> (heads, d_h), kernels [d, H, d_h]
-  out                 DenseGeneral (heads, d_h) -> d, kernel [H, d_h, d]
+  query, key, value   d -> (heads, d_h), kernels [d, H, d_h], bias [H, d_h]
+  out                 (heads, d_h) -> d, kernel [H, d_h, d], bias [d]
   ln_attn             LayerNorm after the attention residual
   ffn_in, ffn_out     Dense d -> mlp -> d
   ln_ffn              LayerNorm after the feed-forward residual
@@ -99,11 +99,34 @@ def layer_norm(name: str) -> nn.LayerNorm:
       bias_init=_zeros(("embed",)))
 
 
-def _heads(cfg: BlockConfig, name: str) -> nn.DenseGeneral:
-  return nn.DenseGeneral(
-      (cfg.heads, cfg.head_dim), dtype=cfg.jnp_dtype, name=name,
-      kernel_init=_kernel(cfg.init_std, ("embed", "heads", "kv")),
-      bias_init=_zeros(("heads", "kv")))
+class HeadsDense(nn.Module):
+  """x [..., d] -> [..., H, d_h] (``to_heads``) or back (``from_heads``).
+
+  Kernels keep their multi-axis shape, so each axis has its logical name.
+  """
+  cfg: BlockConfig
+  to_heads: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    hd = (cfg.heads, cfg.head_dim)
+    if self.to_heads:
+      shape, names, out = (cfg.hidden,) + hd, ("embed", "heads", "kv"), hd
+      eq, bias_names = "...d,dhk->...hk", ("heads", "kv")
+    else:
+      shape, names, out = hd + (cfg.hidden,), ("heads", "kv", "embed"), (
+          cfg.hidden,)
+      eq, bias_names = "...hk,hkd->...d", ("embed",)
+    kernel = self.param("kernel", _kernel(cfg.init_std, names), shape,
+                        jnp.float32)
+    bias = self.param("bias", _zeros(bias_names), out, jnp.float32)
+    dt = cfg.jnp_dtype
+    return jnp.einsum(eq, x.astype(dt), kernel.astype(dt)) + bias.astype(dt)
+
+
+def _heads(cfg: BlockConfig, name: str) -> HeadsDense:
+  return HeadsDense(cfg, True, name=name)
 
 
 def attend(q, k, v, mask, *, drop=None, deterministic: bool = True):
@@ -138,10 +161,7 @@ class CrossLayer(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.query = _heads(cfg, "query")
-    self.out = nn.DenseGeneral(
-        cfg.hidden, axis=(-2, -1), dtype=cfg.jnp_dtype, name="out",
-        kernel_init=_kernel(cfg.init_std, ("heads", "kv", "embed")),
-        bias_init=_zeros(("embed",)))
+    self.out = HeadsDense(cfg, False, name="out")
     self.ln_attn = layer_norm("ln_attn")
     self.ffn_in = dense(cfg.mlp, cfg, ("embed", "mlp"), "ffn_in")
     self.ffn_out = dense(cfg.hidden, cfg, ("mlp", "embed"), "ffn_out")

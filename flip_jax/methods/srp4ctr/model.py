@@ -185,6 +185,15 @@ class Srp4ctrModel(nn.Module):
                    extra=extra)
     return (out["ctr/logit"] + self.out_bias).reshape(u, c)
 
+  def interest(self, batch):
+    """The uni cross-attention's output t_L [B, d] (before the projection;
+    for tests and inspection)."""
+    user = self.user_side(batch)
+    t = self.seq.embed.target(batch["target"][:, None])
+    for layer, (k, v) in zip(self.cross, user["kv"]):
+      t = layer(t, k, v, user["mask"])
+    return t[:, 0]
+
   def __call__(self, batch, *, deterministic: bool = True):
     """One candidate per row: {'logit' [B]}."""
     user = self.user_side(batch, deterministic=deterministic)

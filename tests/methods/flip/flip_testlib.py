@@ -20,6 +20,7 @@ import types
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import linen as nn
 
 from experiments.configs import flip_pretrain as flip_pretrain_config
@@ -39,6 +40,12 @@ N = F * FIELD_SIZE
 MASK_TOKEN = 3
 PAD, CLS, SEP = 0, 1, 2
 SPECIAL_IDS = (PAD, CLS, SEP, MASK_TOKEN)
+
+MESH_ONE = [("data", 1), ("fsdp", 1), ("tensor", 1)]
+MESH_EIGHT_MIXED = [("data", 2), ("fsdp", 2), ("tensor", 2)]
+MESH_EIGHT_DATA = [("data", 8), ("fsdp", 1), ("tensor", 1)]
+needs_8_devices = pytest.mark.skipif(jax.device_count() < 8,
+                                     reason="needs 8 (fake) devices")
 
 # The metric keys of every pretraining step with the three losses on.
 STEP_KEYS = frozenset({
@@ -130,12 +137,37 @@ def consts() -> dict[str, np.ndarray]:
   return flip_lib.make_consts(feature_map())
 
 
+def init_boxed(model, batch, seed=0, c=None):
+  """``model.init(...)['params']`` (boxed), not jitted (for eval_shape)."""
+  c = consts() if c is None else c
+  rng = jax.random.PRNGKey(seed)
+  return model.init({"params": rng, "dropout": rng, "noise": rng}, batch,
+                    c)["params"]
+
+
 def init(model, batch, seed=0, c=None):
   """Unboxed params of ``model`` (init jitted: many small ops otherwise)."""
   c = consts() if c is None else c
   fn = jax.jit(lambda rng: model.init(
       {"params": rng, "dropout": rng, "noise": rng}, batch, c)["params"])
   return nn.meta.unbox(fn(jax.random.PRNGKey(seed)))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(model, static_kwargs):
+  kw = dict(static_kwargs)
+  return jax.jit(lambda p, b, c, rngs: model.apply({"params": p}, b, c,
+                                                   rngs=rngs, **kw))
+
+
+def apply(model, params, batch, c, *, rngs, **kwargs):
+  """``model.apply({'params': params}, batch, c, rngs=rngs, **kwargs)``.
+
+  Jitted once per (model, kwargs): one compile instead of an eager
+  op-by-op first pass, and none for a second batch of the same shapes.
+  """
+  return _jitted_apply(model, tuple(sorted(kwargs.items())))(
+      params, batch, c, rngs)
 
 
 def base_config(preset: str = "tiny"):

@@ -5,8 +5,11 @@ The sharded step (8 fake devices == 1 device) is in pretrain_sharded_test.py,
 the pretraining options through ``steps.train_step`` in
 pretrain_options_test.py; the fixtures in flip_testlib.py.
 """
+import functools
+
 import jax
 import numpy as np
+from flax import linen as nn
 
 from flip_jax.methods.flip import pretrain_model as flip_lib
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
@@ -14,16 +17,40 @@ from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-impo
 B = fst.B
 
 
+@functools.lru_cache(maxsize=None)
+def full_params():
+  """Params of the model with every loss (one init for the whole file).
+
+  Loss weights and the fast / official switches do not change the params;
+  a model with fewer losses has a subset of them (same names, shapes and
+  init values: linen derives each submodule's init key from its name).
+  """
+  return fst.init(flip_lib.FlipPretrainModel(fst.tiny_config()),
+                  fst.random_batch())
+
+
+def subset_params(model, batch):
+  """``model``'s params: its init's tree (traced, not compiled), filled with
+  the values of ``full_params``."""
+  c = fst.consts()
+  shapes = jax.eval_shape(
+      lambda: nn.meta.unbox(fst.init_boxed(model, batch, c=c)))
+  params = {k: full_params()[k] for k in shapes}
+  assert (jax.tree.map(lambda x: (x.shape, x.dtype), shapes)
+          == jax.tree.map(lambda x: (x.shape, x.dtype), params))
+  return shapes, params
+
+
 def test_fast_and_official_forms_agree():
   batch = fst.random_batch()
   fast = flip_lib.FlipPretrainModel(fst.tiny_config())
   official = flip_lib.FlipPretrainModel(
       fst.tiny_config(share_unmasked_pass=False, mlm_masked_only=False))
-  params = fst.init(official, batch)
+  params = full_params()
   rngs = {"noise": jax.random.PRNGKey(7)}
   c = fst.consts()
-  a = fast.apply({"params": params}, batch, c, rngs=rngs)
-  b = official.apply({"params": params}, batch, c, rngs=rngs)
+  a = fst.apply(fast, params, batch, c, rngs=rngs)
+  b = fst.apply(official, params, batch, c, rngs=rngs)
   for k in ("icl_loss", "mtm_loss", "mlm_loss", "loss"):
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
   assert float(a["mlm_masked_tokens"]) == 2 * B
@@ -36,8 +63,8 @@ def test_total_is_weighted_sum_and_disabled_losses_skip_params():
   c = fst.consts()
   model = flip_lib.FlipPretrainModel(fst.tiny_config(icl_weight=0.5,
                                                      mtm_weight=2.0))
-  params = fst.init(model, batch)
-  out = model.apply({"params": params}, batch, c,
+  params = full_params()
+  out = fst.apply(model, params, batch, c,
                     rngs={"noise": jax.random.PRNGKey(0)})
   expect = 0.5 * out["icl_loss"] + 2.0 * out["mtm_loss"] + out["mlm_loss"]
   np.testing.assert_allclose(out["loss"], expect, rtol=1e-6)
@@ -48,14 +75,14 @@ def test_total_is_weighted_sum_and_disabled_losses_skip_params():
   assert set(params) == {"ctr", "plm", "ctr_proj", "txt_proj", "mtm_head",
                          "nce", "mlm_head"}
   no_icl = flip_lib.FlipPretrainModel(fst.tiny_config(icl_enabled=False))
-  p2 = fst.init(no_icl, batch)
+  p2 = subset_params(no_icl, batch)[1]
   assert "ctr_proj" not in p2 and "txt_proj" not in p2
-  out2 = no_icl.apply({"params": p2}, batch, c,
+  out2 = fst.apply(no_icl, p2, batch, c,
                       rngs={"noise": jax.random.PRNGKey(0)})
   assert "icl_loss" not in out2
   only_mlm = flip_lib.FlipPretrainModel(
       fst.tiny_config(icl_enabled=False, mtm_enabled=False))
-  p3 = fst.init(only_mlm, batch)
+  p3 = subset_params(only_mlm, batch)[0]
   assert set(p3) == {"ctr", "plm", "mlm_head"}
   # The pretraining backbone never creates the finetuning-only tables.
   assert "linear" not in p3["ctr"] and "head" not in p3["ctr"]
@@ -67,13 +94,13 @@ def test_mtm_attention_ignores_padding():
   c = fst.consts()
   model = flip_lib.FlipPretrainModel(
       fst.tiny_config(icl_enabled=False, mlm_enabled=False))
-  params = fst.init(model, batch)
+  params = subset_params(model, batch)[1]
   other = dict(batch)
   other["input_ids"] = np.where(batch["attention_mask"] > 0,
                                 batch["input_ids"], 7).astype(np.int32)
   rngs = {"noise": jax.random.PRNGKey(3)}
-  a = model.apply({"params": params}, batch, c, rngs=rngs)
-  b = model.apply({"params": params}, other, c, rngs=rngs)
+  a = fst.apply(model, params, batch, c, rngs=rngs)
+  b = fst.apply(model, params, other, c, rngs=rngs)
   np.testing.assert_allclose(a["mtm_loss"], b["mtm_loss"], rtol=1e-6)
 
 

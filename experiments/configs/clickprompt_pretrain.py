@@ -1,0 +1,155 @@
+"""ClickPrompt PA-MLM pretraining (CLICKPROMPT_SRP4CTR.md A6).
+
+  # embedded synthetic data, CPU-sized preset:
+  python -m experiments.train --workdir runs/cp_pre_syn \
+    --config experiments/configs/clickprompt_pretrain.py:dataset=synthetic
+
+  # MovieLens-1M, full-rank DCNv2 + a local RoBERTa-base folder, the
+  # official sizes (batch 1024, lr 5e-5 / 1e-3, 20 epochs, K = 10):
+  python -m experiments.train --workdir runs/cp_pre_ml1m \
+    --config experiments/configs/clickprompt_pretrain.py:dataset=ml-1m,preset=full,plm=/models/roberta-base \
+    --config.data.data_dir ../shared/data/ml-1m
+
+  # the official bias/LayerNorm learning-rate quirk (spec A8, an ablation):
+    --config.optim.reproduce_bias_ln_lr_quirk=True
+
+Rerunning the same command on the same workdir resumes.
+"""
+import ml_collections as mlc
+
+from experiments.configs import common
+from experiments.configs import ctr as ctr_configs
+from experiments.configs import data as data_configs
+from experiments.configs import flip_pretrain
+
+PRESETS = ("tiny", "cpu-small", "full")
+
+# The official DCNv2 sizes (spec A3, utils.get_ctr_model_param): embedding,
+# DNN width, DNN layers, cross layers. Datasets the code has no entry for
+# take ML-1M's.
+DCNV2_SIZES = {"ml-1m": (32, 256, 6, 6), "bookcrossing": (32, 256, 6, 6),
+               "goodreads": (16, 512, 6, 6), "amazon-toys": (16, 256, 3, 3)}
+
+
+def model_config(dataset: str, ctr: str, plm: str, preset: str
+                 ) -> mlc.ConfigDict:
+  """ID backbone (ClickPrompt's full-rank DCNv2) and PLM; shared with
+  finetuning."""
+  m = flip_pretrain.model_config(ctr, plm, preset)
+  embed, hidden, layers, cross = DCNV2_SIZES.get(dataset,
+                                                 DCNV2_SIZES["ml-1m"])
+  if preset != "full":  # CPU presets: the same shape, fewer layers
+    hidden, layers, cross = 64, 2, 2
+  m.ctr = ctr_configs.model_config(ctr)
+  m.ctr.update(embed_dim=embed, dnn_hidden=(hidden,) * layers,
+               cross_layers=cross, dropout=0.0,
+               # ClickPrompt's DCNv2 is the full-rank CrossNetV2 (spec A3).
+               cross_type="full")
+  return m
+
+
+def clickprompt_config() -> mlc.ConfigDict:
+  """``config.clickprompt``: the method's fields (shared with finetuning)."""
+  return mlc.ConfigDict(dict(
+      # K prompts per layer: the code default 10 (the paper tunes 1/3/5/7).
+      num_prompt=10,
+      # Pretraining prompts: 'prefix' (layer-wise key/value prefixes, the
+      # method) or 'prompt' (input-layer prompts, the ablation).
+      fusion="prefix",
+      # Finetuning fields (read by the finetuning config's modes).
+      prompt_usage="no",
+      pooler="cls",
+      alpha=dict(
+          # α·l_CTR + (1-α)·l_PLM (paper); False = l_CTR + l_PLM (code).
+          weighted=True, learnable=True, init=0.5),
+      # Text positions start after the K prefix slots, as HF does after a
+      # K-long cache (spec A5; for BERT-type PLMs [assumed]). False = the
+      # prefix takes no positions.
+      shift_positions=True,
+      # LM decoder: an untied copy of the word table (official: a separate
+      # RobertaLMHead loaded from the checkpoint); True = tied.
+      lm_tied=False,
+      # Compute dtype of the generators (their kernels are float32 always).
+      generator_dtype="float32",
+      # 'xavier': the official weight_init (Xavier-normal weights, zero
+      # biases) for the CTR model on fresh runs; 'zoo': the zoo's own init.
+      ctr_init="xavier",
+  ))
+
+
+def optim_config(*, ctr_lr: float, plm_lr: float, weight_decay: float,
+                 warmup_steps: int, epochs_ref) -> mlc.ConfigDict:
+  """AdamW with ClickPrompt's groups (spec A8); shared with finetuning."""
+  o = mlc.ConfigDict()
+  o.name = "adamw"
+  # The 'ctr' group: CTR model, generator, ctr_head, alpha (and anything
+  # no group below matches).
+  o.lr = ctr_lr
+  # Named groups (regex, lr); the task turns them into param_groups for the
+  # modes that have such params. lr 0 freezes the group.
+  o.groups = mlc.ConfigDict({"plm": {
+      "regex": r"^(plm|lm_head|nlp_head)/|^lm_decoder$", "lr": plm_lr}})
+  o.weight_decay = weight_decay
+  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+  # Biases and LayerNorms take no decay, at their owner group's lr.
+  o.decay_mask = "no_bias_norm"
+  # The official optimizer gives every bias / LayerNorm lr 1e-3 (AdamW's
+  # default: the group has no lr). An ablation only.
+  o.reproduce_bias_ln_lr_quirk = False
+  o.quirk_lr = 1e-3
+  o.grad_clip = None
+  # Extra (regex, lr[, name]) groups; the task appends o.groups after them.
+  o.param_groups = []
+  o.freeze = []
+  # Official: cosine or linear with warm-up ratio {0, 0.05, 0.1}; a ratio
+  # needs the loop's total step count, so warm-up is given in steps here.
+  o.schedule = mlc.ConfigDict({"name": "cosine", "epochs": epochs_ref,
+                               "warmup_steps": warmup_steps})
+  return o
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
+                         plm="minilm-l6", preset="cpu-small")
+  if arg.preset not in PRESETS:
+    raise ValueError(f"preset {arg.preset!r}: expected one of {PRESETS}")
+  cfg = mlc.ConfigDict()
+  cfg.task = "clickprompt_pretrain"
+  # The official default seed (utils.py).
+  cfg.seed = 42
+  cfg.prng_impl = common.PRNG_IMPL
+  cfg.data = flip_pretrain.apply_data_preset(
+      data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
+  # Official RoBERTa texts run to <= 512 tokens; ours to data.max_length
+  # (+ K prefix positions must fit the table: checked at start-up).
+  cfg.model = model_config(arg.dataset, arg.ctr, arg.plm, arg.preset)
+  cfg.clickprompt = clickprompt_config()
+
+  p = cfg.pretrain = mlc.ConfigDict()
+  # 15 % of the real, non-special tokens; 80 % mask, 10 % random, 10 % kept.
+  p.masking = mlc.ConfigDict({"prob": 0.15, "mask_frac": 0.8,
+                              "random_frac": 0.1})
+  # LM head on at most this many masked positions per row (more are
+  # counted in train/mlm_dropped); -1 = 2 x prob x data.max_length.
+  p.max_masked = -1
+
+  cfg.train = common.train_config(
+      # Official: 1024 (16 per device x accumulation).
+      batch_size={"tiny": 16, "cpu-small": 32, "full": 1024}[arg.preset],
+      num_epochs={"tiny": 1, "cpu-small": 1, "full": 20}[arg.preset],
+      max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
+                 else 300, "full": -1}[arg.preset],
+      micro_batch_size=0)
+  cfg.optim = optim_config(
+      ctr_lr=1e-3,
+      # Official 5e-5; the short presets take bigger steps.
+      plm_lr={"tiny": 1e-3, "cpu-small": 3e-4, "full": 5e-5}[arg.preset],
+      weight_decay=0.0, warmup_steps=0,
+      epochs_ref=cfg.train.get_ref("num_epochs"))
+  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
+  cfg.ckpt = common.ckpt_config(
+      every_steps={"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
+      keep=3, async_save=True)
+  cfg.mesh = common.mesh_config()
+  cfg.logical_axis_rules = common.logical_axis_rules()
+  return cfg

@@ -1,0 +1,205 @@
+"""ClickPrompt finetuning for CTR as a task (CLICKPROMPT_SRP4CTR.md A7).
+
+``finetune.mode`` (``model.FINETUNE_MODES``): ``prefix_add`` (with the PLM:
+layer-wise prompts, α-mixed logits), ``ctr_only`` (without the PLM: the
+PA-MLM backbone plus a fresh head, the plain model's inference cost), and
+the baselines / ablations ``add`` (no prompts), ``nlp_only`` (the PLM
+alone), ``prompt_add`` (input-layer prompts), ``prefix`` / ``prompt`` (no
+CTR logit). From a PA-MLM run (``ckpt.init_from``: the backbone, PLM, K and
+position rule are then that run's) or from scratch with the PLM's public
+weights. Loss: mean BCE of the fused logit. Selected on valid AUC by the
+loop, the test split evaluated once; ``load_finetuned`` rebuilds a
+finished run for export.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+from absl import logging
+
+from flip_jax import checkpoint
+from flip_jax import jsonio
+from flip_jax import losses
+from flip_jax.data import features
+from flip_jax.data import pipeline
+from flip_jax.data import prepare
+from flip_jax.methods.clickprompt import common
+from flip_jax.methods.clickprompt import model as model_lib
+from flip_jax.methods.flip import finetune as flip_finetune
+from flip_jax.train import task as task_lib
+from flip_jax.train import validate
+
+
+def model_keys(mode: str) -> tuple[str, ...]:
+  """Batch keys the model of ``mode`` reads."""
+  uses_q, uses_plm = model_lib.MODES[mode][:2]
+  return (("ids",) if uses_q else ()) + (
+      ("input_ids", "attention_mask") if uses_plm else ())
+
+
+def build_model(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
+                max_length: int) -> model_lib.ClickPromptModel:
+  cp = common.freeze(mode, model_cfg, cp_cfg, feature_map, plm_config)
+  common.check_positions(cp, max_length)
+  return model_lib.ClickPromptModel(cp)
+
+
+class ClickPromptFinetuneTask(task_lib.Task):
+  """Finetuning in one of the modes, selected on valid AUC."""
+  name = "clickprompt_finetune"
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.mode = config.finetune.mode
+    self.model_cfg, self.cp_cfg = common.resolve_sections(config)
+    if self.mode in model_lib.FINETUNE_MODES:
+      common.resolve_optimizer(config, self.mode)
+
+  def config_errors(self):
+    errors = common.config_errors(self.config, self.mode)
+    validate.one_of(errors, "loss.reduction", self.config.loss.reduction,
+                    ("sum", "mean"))
+    return errors
+
+  @property
+  def uses_plm(self) -> bool:
+    return model_lib.MODES[self.mode][1]
+
+  # ------------------------------------------------------------------ data
+  def load_data(self, workdir):
+    config = self.config
+    prepared = common.load_prepared(config, workdir)
+    fm = prepared.feature_map
+    if config.ckpt.init_from:
+      flip_finetune.check_init_from_feature_map(config.ckpt.init_from, fm)
+    extra = {"prepared": prepared}
+    splits = prepared.splits
+    if self.uses_plm:
+      module, params, tokenizer, _ = common.load_plm(self.model_cfg)
+      extra.update(plm_config=module.config, plm_params=params,
+                   tokenizer=tokenizer)
+      splits = common.tokenized(config, prepared, tokenizer)
+    keys = model_keys(self.mode)
+    splits = {k: pipeline.array_columns(v, keys) for k, v in splits.items()}
+    return task_lib.TaskData(
+        train=splits["train"],
+        eval_splits={k: v for k, v in splits.items() if k != "train"},
+        feature_map=fm, extra=extra)
+
+  def train_keys(self, data):
+    return model_keys(self.mode) + ("label", "weight")
+
+  def eval_keys(self, data):
+    return model_keys(self.mode)
+
+  # ----------------------------------------------------------------- model
+  def build_model(self, data):
+    self.model = build_model(self.mode, self.model_cfg, self.cp_cfg,
+                             data.feature_map, data.extra.get("plm_config"),
+                             self.config.data.max_length)
+    return self.model
+
+  def example_batch(self, data, n):
+    return {k: np.asarray(data.train[k][:n]) for k in model_keys(self.mode)}
+
+  def init_variables(self, rng, example, consts):
+    return self.model.init({"params": rng, "dropout": rng}, example)
+
+  def post_init(self, params, model_state, put, data):
+    if self.uses_plm:
+      params = put(params, ("plm",), data.extra["plm_params"])
+    if "ctr" in params and self.cp_cfg.ctr_init == "xavier":
+      tree, kept = common.xavier_reinit(params["ctr"], self.config.seed)
+      params = put(params, ("ctr",), tree)
+      if kept:
+        logging.info("xavier init: kept the zoo init of %s", kept)
+    common.log_sizes(params, self.model.config)
+    return params, model_state
+
+  def describe_init(self):
+    plm = (f"; PLM from public weights {self.model_cfg.plm.name}"
+           if self.uses_plm else "")
+    return f"scratch ({self.cp_cfg.ctr_init} CTR init){plm}"
+
+  # ------------------------------------------------------------------ loss
+  def loss_norms(self, batch):
+    if self.config.loss.reduction != "mean":
+      return jnp.ones((), jnp.float32)
+    return losses.weight_denominator(batch["weight"])
+
+  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
+    """BCE of the fused logit (the official loss; no auxiliary terms)."""
+    out, model_state = task_lib.apply_train(
+        self.model, params, model_state, batch, deterministic=False,
+        rngs=rngs)
+    red = self.config.loss.reduction if norms is None else "sum"
+    scale = 1.0 if norms is None else 1.0 / norms
+    bce = scale * losses.bce_with_logits(out["logit"], batch["label"],
+                                         batch["weight"], reduction=red)
+    return bce, ({"bce": bce}, model_state)
+
+  def step_metrics(self, params, model_state, metrics):
+    if "alpha" in params:
+      metrics["alpha"] = params["alpha"]
+    return metrics
+
+  # ------------------------------------------------------------ evaluation
+  def predict(self, variables, batch):
+    out = self.model.apply(variables, batch, deterministic=True)
+    probs = {"prob": jax.nn.sigmoid(out["logit"])}
+    if "ctr/logit" in out and "txt/logit" in out:
+      probs["ctr_prob"] = jax.nn.sigmoid(out["ctr/logit"])
+      probs["txt_prob"] = jax.nn.sigmoid(out["txt/logit"])
+    return probs
+
+  def results(self, variables):
+    cp = self.model.config
+    out = {"mode": self.mode, "num_prompt": cp.num_prompt,
+           "prompt_usage": cp.prompt_usage, "pooler": cp.pooler}
+    if "alpha" in variables["params"]:
+      out["alpha"] = float(jax.device_get(variables["params"]["alpha"]))
+    return out
+
+
+def load_finetuned(workdir: str):
+  """Rebuilds a finetuned ClickPrompt model and its best variables.
+
+  Returns:
+    (config, model, variables (host numpy), tokenizer or None, prepared).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no config.json (not a finetune run?)")
+  config = mlc.ConfigDict(jsonio.read_json(path))
+  if config.task != ClickPromptFinetuneTask.name:
+    raise ValueError(f"{workdir}: a {config.task!r} run, not "
+                     f"{ClickPromptFinetuneTask.name}")
+  model_cfg, cp_cfg = common.resolve_sections(config)
+  prepared = prepare.load_dataset(
+      config.data, prepare.default_cache_root(config.data, workdir))
+  saved_fm = features.FeatureMap.load(os.path.join(workdir, "feature_map.json"))
+  if saved_fm.num_features != prepared.feature_map.num_features:
+    raise ValueError(f"{workdir}: feature map of the data differs from the "
+                     "run's feature_map.json")
+  mode = config.finetune.mode
+  tokenizer = plm_config = None
+  if model_lib.MODES[mode][1]:
+    module, _, tokenizer, _ = common.load_plm(model_cfg)
+    plm_config = module.config
+  model = build_model(mode, model_cfg, cp_cfg, prepared.feature_map,
+                      plm_config, config.data.max_length)
+  best_dir = os.path.join(workdir, "best")
+  best = checkpoint.Checkpointer(best_dir, max_to_keep=1,
+                                 save_interval_steps=1, async_save=False)
+  step = best.latest_step()
+  best.close()
+  if step is None:
+    raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
+  variables = checkpoint.restore_variables(best_dir, step=step)
+  logging.info("load_finetuned(%s): mode %s, best step %d", workdir, mode,
+               step)
+  return config, model, variables, tokenizer, prepared
