@@ -65,12 +65,12 @@ class CtrTask(task_lib.Task):
             config.data, prepare.default_cache_root(config.data, workdir)),
         "data")
     fm = prepared.feature_map
-    for split in ("train", "valid", "test"):
+    for split in ("train", "test"):
       if split not in prepared.splits:
         raise ValueError(f"data: split {split!r} missing (protocol "
                          f"{config.data.protocol!r}); the ctr task needs it")
-      check_split(split, prepared.splits[split], fm.num_features,
-                  fm.num_fields)
+    for split, cols in prepared.splits.items():
+      check_split(split, cols, fm.num_features, fm.num_fields)
     splits = {k: pipeline.array_columns(
         pipeline.with_user_group(v, fm.field_names), KEYS + ("group",))
               for k, v in prepared.splits.items()}

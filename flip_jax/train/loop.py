@@ -163,7 +163,14 @@ def _train_and_evaluate(config, workdir, task, watcher):
   # ------------------------------------------------------------------ data
   data = task.load_data(workdir)
   fm = data.feature_map
-  evaluated = "valid" in data.eval_splits
+  # Model selection on valid; a protocol without one (FLIP's 'official'
+  # 90/10) selects on test, and its results say so.
+  select = ("valid" if "valid" in data.eval_splits else
+            "test" if "test" in data.eval_splits else None)
+  evaluated = select is not None
+  if select == "test":
+    logging.warning("no valid split: selecting on test (results tagged "
+                    "selection=test)")
   sched = schedule(config, len(data.train["label"]))
   total_steps, eval_every = sched["total_steps"], sched["eval_every"]
   data_iter = pipeline.train_iterator(
@@ -300,10 +307,10 @@ def _train_and_evaluate(config, workdir, task, watcher):
       scalars["compile_sec"] = compile_s
       t_last, step_last = now, step
       if is_eval:
-        scalars.update(evaluate(state.variables, data.eval_splits["valid"],
-                                prefix="valid"))
-        if scalars["valid/auc"] > tracker["best_auc"]:
-          tracker.update(best_auc=scalars["valid/auc"], best_step=step,
+        scalars.update(evaluate(state.variables, data.eval_splits[select],
+                                prefix=select))
+        if scalars[f"{select}/auc"] > tracker["best_auc"]:
+          tracker.update(best_auc=scalars[f"{select}/auc"], best_step=step,
                          bad_evals=0)
           best_ckpt.save(step, state.variables, force=True)
         else:
@@ -337,7 +344,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
              "init_rule": init_rule, "best_step": tracker["best_step"],
              "steps": step, "device": jax.devices()[0].device_kind,
              "seed": config.seed}
-  results.update(evaluate(best, data.eval_splits["valid"], prefix="valid"))
+  results["selection"] = select
+  if "valid" in data.eval_splits:
+    results.update(evaluate(best, data.eval_splits["valid"], prefix="valid"))
   if "test" in data.eval_splits:
     results.update(evaluate(best, data.eval_splits["test"], prefix="test"))
   results.update(task.results(best))

@@ -68,14 +68,29 @@ def build_model(mode_cfg, model_cfg, feature_map,
 
 
 def check_init_from_feature_map(init_from: str, feature_map) -> None:
-  """The pretraining run's feature map must be this data's."""
-  pre_fm = features.FeatureMap.load(os.path.join(init_from,
-                                                 "feature_map.json"))
-  if (pre_fm.num_features != feature_map.num_features
-      or list(pre_fm.field_names) != list(feature_map.field_names)):
+  """The pretraining run's feature map must be this data's, id for id.
+
+  Equal sizes are not enough (another subsample or split can give the same
+  number of features with other ids): the field names, the vocabularies'
+  sizes and the digest of the feature counts must all agree, so that no id
+  silently maps to another embedding row.
+  """
+  path = os.path.join(init_from, "feature_map.json")
+  pre_fm = features.FeatureMap.load(path)
+  diffs = []
+  if list(pre_fm.field_names) != list(feature_map.field_names):
+    diffs.append(f"fields {list(pre_fm.field_names)} vs "
+                 f"{list(feature_map.field_names)}")
+  elif list(pre_fm.vocab_sizes) != list(feature_map.vocab_sizes):
+    diffs.append(f"vocabulary sizes {list(pre_fm.vocab_sizes)} vs "
+                 f"{list(feature_map.vocab_sizes)}")
+  elif (features.counts_hash(pre_fm.counts)
+        != features.counts_hash(feature_map.counts)):
+    diffs.append("the feature-count digests differ (other rows counted)")
+  if diffs:
     raise ValueError(
-        "init_from: the pretraining run's feature_map.json differs from this "
-        "run's data (same dataset and data config needed)")
+        f"init_from: {path} does not match this run's data ({diffs[0]}); "
+        "finetune on the dataset and data config the run was pretrained on")
 
 
 class FlipFinetuneTask(task_lib.Task):

@@ -19,9 +19,9 @@ from tests.methods.clickprompt import cp_testlib as lib
 
 
 def _q(model, params, ids):
-  return np.asarray(model.apply({"params": params}, ids,
-                                method=lambda m, x: m.ctr.encode(x)),
-                    np.float64)
+  fn = jax.jit(lambda p: model.apply({"params": p}, ids,
+                                     method=lambda m, x: m.ctr.encode(x)))
+  return np.asarray(fn(params), np.float64)
 
 
 def _np_prefix(params, q, cfg):
@@ -67,8 +67,8 @@ def test_pa_mlm_loss_matches_numpy(model_type, tied):
   np.testing.assert_allclose(out["mlm_loss"], want, rtol=1e-5)
   assert out["mlm_masked_tokens"] == sel.sum() and out["mlm_dropped"] == 0
   # Gradients reach the CTR embeddings and the generator (the alignment).
-  grads = jax.grad(lambda p: model.apply({"params": p}, batch,
-                                         method="pa_mlm")["loss"])(params)
+  grads = jax.jit(jax.grad(lambda p: model.apply(
+      {"params": p}, batch, method="pa_mlm")["loss"]))(params)
   for part in ("ctr", "prompt_generator"):
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(
         grads[part])) > 0
@@ -85,8 +85,8 @@ def test_alpha_mix_and_plain_sum():
   out = fwd(params)
   np.testing.assert_allclose(out["logit"], 0.2 * out["ctr/logit"]
                              + 0.8 * out["txt/logit"], rtol=1e-6)
-  d_alpha = jax.grad(lambda a: model.apply(
-      {"params": dict(params, alpha=a)}, batch)["logit"].sum())(
+  d_alpha = jax.jit(jax.grad(lambda a: model.apply(
+      {"params": dict(params, alpha=a)}, batch)["logit"].sum()))(
           jnp.float32(0.2))
   np.testing.assert_allclose(d_alpha, np.sum(out["ctr/logit"]
                                              - out["txt/logit"]), rtol=1e-5)
@@ -94,13 +94,13 @@ def test_alpha_mix_and_plain_sum():
                                                    weighted_add=False))
   p2 = lib.init(plain, batch)
   assert "alpha" not in p2
-  o2 = plain.apply({"params": p2}, batch)
+  o2 = jax.jit(plain.apply)({"params": p2}, batch)
   np.testing.assert_allclose(o2["logit"], o2["ctr/logit"] + o2["txt/logit"])
   fixed = model_lib.ClickPromptModel(lib.cp_config(
       "add", alpha_learnable=False, alpha_init=0.3))
   p3 = lib.init(fixed, batch)
   assert "alpha" not in p3
-  o3 = fixed.apply({"params": p3}, batch)
+  o3 = jax.jit(fixed.apply)({"params": p3}, batch)
   np.testing.assert_allclose(o3["logit"], 0.3 * o3["ctr/logit"]
                              + 0.7 * o3["txt/logit"], rtol=1e-6)
 
@@ -136,7 +136,7 @@ def test_prompt_usage_reads_the_prompts(usage):
   assert params["ctr_head"]["kernel"].shape == (feats.shape[1], 1)
   want = feats @ params["ctr_head"]["kernel"][:, 0] + params["ctr_head"][
       "bias"][0]
-  out = model.apply({"params": params}, batch)
+  out = jax.jit(model.apply)({"params": params}, batch)
   np.testing.assert_allclose(out["ctr/logit"], want, rtol=1e-4, atol=1e-5)
 
 
