@@ -86,6 +86,8 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   ckpt = c.setdefault("ckpt", {})
   for k, v in _CKPT_DEFAULTS.items():
     ckpt.setdefault(k, copy.deepcopy(v))
+  if isinstance(c.get("data"), dict) and c["task"] != "ctr":
+    c["data"].setdefault("pad_to", "max_length")  # before 'longest' existed
   c.setdefault("prng_impl", "threefry2x32")
   c.setdefault("log_every_steps", 50)
   plm = c.get("model", {}).get("plm")

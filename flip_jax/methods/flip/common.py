@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
+from absl import logging
 
 from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
@@ -44,10 +46,27 @@ def load_prepared(config, workdir: str):
 
 
 def tokenized(config, prepared, tokenizer):
-  """Every split with its token columns (cached once per tokenizer)."""
-  return runtime.main_process_first(
+  """Every split with its token columns (cached once per tokenizer).
+
+  With ``data.pad_to='longest'`` the token columns are cut to the longest
+  prompt of all splits (never below it, so nothing is truncated that
+  ``max_length`` kept): the same length in every split and step, so one
+  compiled shape.
+  """
+  splits = runtime.main_process_first(
       lambda: prepare.tokenize_dataset(prepared, tokenizer,
                                        config.data.max_length), "tokens")
+  if config.data.pad_to == "max_length":
+    return splits
+  longest = max(int(np.asarray(cols["attention_mask"]).sum(axis=1).max())
+                for cols in splits.values() if len(cols["attention_mask"]))
+  if longest >= config.data.max_length:
+    return splits
+  logging.info("token columns cut from %d to the longest prompt, %d",
+               config.data.max_length, longest)
+  return {name: {k: (v[:, :longest] if k in prepare.TOKEN_COLUMNS else v)
+                 for k, v in cols.items()}
+          for name, cols in splits.items()}
 
 
 def model_errors(model_cfg) -> list[str]:
@@ -58,4 +77,13 @@ def model_errors(model_cfg) -> list[str]:
                   ("xla", "fused"))
   validate.one_of(errors, "model.ctr.name", model_cfg.ctr.name,
                   tuple(ctr_lib.CTR_MODELS))
+  return errors
+
+
+def data_errors(data_cfg) -> list[str]:
+  """Problems with the ``data.*`` fields FLIP's tasks read."""
+  errors: list[str] = []
+  validate.one_of(errors, "data.pad_to", data_cfg.pad_to,
+                  ("longest", "max_length"))
+  validate.positive(errors, "data.max_length", data_cfg.max_length)
   return errors

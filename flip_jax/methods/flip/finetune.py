@@ -103,7 +103,8 @@ class FlipFinetuneTask(task_lib.Task):
     self.model_cfg = resolve_model_config(config)
 
   def config_errors(self):
-    errors = common.model_errors(self.model_cfg)
+    errors = common.model_errors(self.model_cfg) + common.data_errors(
+        self.config.data)
     validate.one_of(errors, "finetune.mode", self.mode, ft_lib.MODES)
     validate.one_of(errors, "finetune.alpha_param",
                     self.config.finetune.alpha_param, ("raw", "sigmoid"))

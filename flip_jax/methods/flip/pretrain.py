@@ -58,7 +58,7 @@ def mlm_max_masked(config, columns, num_fields: int) -> int:
   else:
     max_masked = max(1, int(np.ceil(1.5 * config.data.token_mask_prob
                                     * config.data.max_length)))
-  max_masked = min(max_masked, config.data.max_length)
+  max_masked = min(max_masked, np.shape(columns["input_ids"])[1])
   logging.info("MLM head on at most %d masked positions per row", max_masked)
   return max_masked
 
@@ -93,7 +93,9 @@ class FlipPretrainTask(task_lib.Task):
   rng_streams = ("dropout", "noise")
 
   def config_errors(self):
-    p, errors = self.config.pretrain, common.model_errors(self.config.model)
+    p = self.config.pretrain
+    errors = (common.model_errors(self.config.model)
+              + common.data_errors(self.config.data))
     validate.one_of(errors, "pretrain.mtm.loss", p.mtm.loss,
                     ("nce", "sampled", "full"))
     validate.one_of(errors, "pretrain.mtm.noise", p.mtm.noise,
