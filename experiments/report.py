@@ -313,3 +313,20 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
     f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
   return table + ("\n" + "\n".join(cl) if cl else "")
 
+
+
+def write_comparison(workdir: str, methods) -> str:
+  """``comparison.md``: every model of every method's ``summary.json`` on
+  the same split, one table (test AUC / gAUC / LogLoss)."""
+  lines = ["| method | model | test AUC | test gAUC | test LogLoss |",
+           "|---|---|---|---|---|"]
+  for m in methods:
+    summ = _read_json(os.path.join(workdir, m, "summary.json")) or {}
+    for name, e in summ.get("models", {}).items():
+      cells = [f"{e[k]:.4f}" if isinstance(e.get(k), float) else ""
+               for k in ("test/auc", "test/gauc", "test/logloss")]
+      lines.append(f"| {m} | {name} | " + " | ".join(cells) + " |")
+  table = "\n".join(lines)
+  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write("# Methods compared on one split\n\n" + table + "\n")
+  return table

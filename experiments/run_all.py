@@ -26,6 +26,15 @@ from absl import logging
 
 from experiments import launch
 
+# Method -> the module whose run_all(...) runs its stages and report.
+METHODS = {"flip": "experiments.workflow",
+           "clickprompt": "experiments.clickprompt_workflow",
+           "srp4ctr": "experiments.srp4ctr_workflow"}
+
+_METHOD = launch.flag(flags.DEFINE_list, "method", ["flip"],
+                      f"Method(s): {', '.join(METHODS)}; several run one "
+                      "after the other in <workdir>/<method>/ and add a "
+                      "comparison table (comparison.md).")
 _DATASET = launch.flag(flags.DEFINE_string, "dataset", "synthetic", "Dataset name.")
 _DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "", "Raw data folder (not for "
                                 "synthetic).")
@@ -48,25 +57,47 @@ _SET = launch.flag(flags.DEFINE_multi_string,
     "'pretrain:' or 'finetune:' to scope it (--set=pretrain:train.max_steps=5).")
 
 
+def run_method(method: str, workdir: str, **kwargs) -> str:
+  """Runs one method's run_all with the arguments it takes."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  if method not in METHODS:
+    raise app.UsageError(f"--method {method!r}: expected one of "
+                         f"{', '.join(METHODS)}")
+  fn = importlib.import_module(METHODS[method]).run_all
+  params = inspect.signature(fn).parameters
+  if kwargs.get("seeds") and "seeds" not in params:
+    raise app.UsageError(f"--seeds is not supported by --method={method}")
+  return fn(workdir=workdir, **{k: v for k, v in kwargs.items()
+                                if k in params})
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  from experiments import workflow  # pylint: disable=g-import-not-at-top
+  from experiments import report  # pylint: disable=g-import-not-at-top
   overrides = {}
   for item in _SET.value:
     if "=" not in item:
       raise app.UsageError(f"--set {item!r}: expected key=value")
     k, v = item.split("=", 1)
     overrides[k] = v
-  summary = workflow.run_all(
-      dataset=_DATASET.value, data_dir=_DATA_DIR.value,
-      workdir=os.path.abspath(_WORKDIR.value), preset=_PRESET.value,
+  workdir = os.path.abspath(_WORKDIR.value)
+  kwargs = dict(
+      dataset=_DATASET.value, data_dir=_DATA_DIR.value, preset=_PRESET.value,
       plm=_PLM.value, ctr=_CTR.value, seed=_SEED.value,
       stages=_STAGES.value, overrides=overrides,
       seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
-  print(summary)
-  logging.info("report: %s", os.path.join(_WORKDIR.value, "report.md"))
+  methods = list(_METHOD.value)
+  if len(methods) == 1:
+    print(run_method(methods[0], workdir, **kwargs))
+    logging.info("report: %s", os.path.join(workdir, "report.md"))
+    return
+  for m in methods:
+    print(f"## {m}\n" + run_method(m, os.path.join(workdir, m), **kwargs))
+  print(report.write_comparison(workdir, methods))
+  logging.info("comparison: %s", os.path.join(workdir, "comparison.md"))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@ Layout (STYLE.md 5): ``{workdir}/checkpoints/{step}/state/`` (the whole
 `TrainState` pytree) and ``{workdir}/checkpoints/{step}/data_iter/`` (the
 grain iterator position, one JSON file per process), written by ONE orbax
 `CheckpointManager`. Per run, ``config.json``, ``feature_map.json`` and
-``best.json`` are written with `flip_jax.jsonio.write_json_atomic`
-(re-exported here as `write_json_atomic`).
+``results.json`` are written with `flip_jax.jsonio.write_json_atomic`.
 
 Init priority (which rule fires is logged by the trainer):
 
@@ -15,21 +14,21 @@ Init priority (which rule fires is logged by the trainer):
   2. Else ``ckpt.init_from``: a pretraining workdir (optionally a step, else
      its latest). Params (`restore_params`) and BatchNorm statistics
      (`restore_model_state`) only, merged into freshly initialised ones
-     with the keep/drop regexes (`merge_init`); the
+     with the keep/drop regexes (`flip_jax.init_merge.merge_init`); the
      optimiser, step and data order start fresh. First start only.
   3. Else initialise everything from scratch.
 
 Atomicity: orbax writes each step into a temporary directory and renames it
 once every item is complete, so a crash or SIGKILL mid-save leaves the
 previous step as the latest visible checkpoint. Leftover temporary
-directories are removed when the next `Checkpointer` opens the workdir.
+directories are removed when the next `Checkpointer` opens the workdir. A
+checkpoint that is damaged anyway (truncated files, NaN params) is set
+aside on resume and the previous one used (`restore_latest_good`).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-from typing import Any, Sequence
+from typing import Any
 
 import grain
 import jax
@@ -37,10 +36,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-# write_json_atomic is re-exported (callers use checkpoint.write_json_atomic);
-# new code imports it from flip_jax.jsonio.
-from flip_jax.jsonio import write_json_atomic  # pylint: disable=unused-import
-from flip_jax.tree_paths import param_paths
 from flip_jax.tree_paths import path_str
 
 CHECKPOINT_DIR = "checkpoints"
@@ -377,105 +372,6 @@ def _restore_entry(workdir, key: str | None, *, step: int | None,
   logging.info("%s: loaded %s of step %d from %s", what, key or "the state",
                step, directory)
   return out[STATE] if key is None else out[STATE][key]
-
-
-@dataclasses.dataclass
-class InitReport:
-  """What `merge_init` did, by '/'-joined path."""
-  taken: list[str]
-  reinitialised: list[str]   # not kept or dropped: fresh values
-  missing_allowed: list[str]  # kept, absent from the checkpoint, allowed
-  dropped: list[str]  # checkpoint params matching a drop regex
-
-  def summary(self) -> str:
-    return (f"taken {len(self.taken)}, re-initialised "
-            f"{len(self.reinitialised) + len(self.missing_allowed)} "
-            f"({len(self.missing_allowed)} allowed-missing), dropped "
-            f"{len(self.dropped)} from the checkpoint")
-
-
-def _regexes(patterns: Sequence[str], name: str) -> list[re.Pattern]:
-  if isinstance(patterns, str):
-    raise TypeError(f"merge_init: {name} must be a list of regexes, not a "
-                    f"string ({patterns!r})")
-  out = []
-  for p in patterns:
-    try:
-      out.append(re.compile(p))
-    except re.error as e:
-      raise ValueError(f"merge_init: bad {name} regex {p!r}: {e}") from e
-  return out
-
-
-def merge_init(fresh, loaded, *, keep: Sequence[str], drop: Sequence[str],
-               allow_missing: Sequence[str] = (),
-               return_report: bool = False):
-  """Params-only transfer from another run; strict (STYLE.md 5).
-
-  A fresh param whose path matches a `keep` regex and no `drop` regex is
-  taken from `loaded`; every other fresh param keeps its fresh value.
-
-  Args:
-    fresh: freshly initialised params (defines the output structure).
-    loaded: params of the source run (e.g. from `restore_params`).
-    keep: regexes (re.search on '/'-joined paths) of params to take.
-    drop: regexes of params never taken; checkpoint params matching them
-      may stay unused.
-    allow_missing: regexes of kept params that may be absent from the
-      checkpoint (created only at finetuning); they stay fresh.
-    return_report: also return the `InitReport`.
-
-  Returns:
-    Params with the structure of `fresh` (and the report if asked).
-
-  Raises:
-    ValueError: a kept param is missing (and not allowed) or has another
-      shape/dtype kind; or checkpoint params are neither used nor dropped.
-  """
-  keep_rx = _regexes(keep, "keep")
-  drop_rx = _regexes(drop, "drop")
-  allow_rx = _regexes(allow_missing, "allow_missing")
-  match = lambda rxs, p: any(rx.search(p) for rx in rxs)
-  src = param_paths(loaded)
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(fresh)
-  report = InitReport([], [], [], [])
-  out, used = [], set()
-  for path, value in leaves:
-    p = path_str(path)
-    if not match(keep_rx, p) or match(drop_rx, p):
-      report.reinitialised.append(p)
-      out.append(value)
-      continue
-    if p not in src:
-      if match(allow_rx, p):
-        report.missing_allowed.append(p)
-        out.append(value)
-        continue
-      raise ValueError(f"init_from: kept param {p!r} is not in the "
-                       "checkpoint (add it to drop or allow_missing)")
-    got = np.asarray(src[p])
-    if got.shape != tuple(np.shape(value)):
-      raise ValueError(f"init_from: param {p!r} has shape {got.shape} in the "
-                       f"checkpoint but {tuple(np.shape(value))} here")
-    want = np.dtype(getattr(value, "dtype", got.dtype))
-    if got.dtype != want:
-      if not (np.issubdtype(got.dtype, np.inexact)
-              and np.issubdtype(want, np.inexact)):
-        raise ValueError(f"init_from: param {p!r} has dtype {got.dtype} in "
-                         f"the checkpoint but {want} here")
-      got = got.astype(want)
-    out.append(got)
-    used.add(p)
-    report.taken.append(p)
-  report.dropped = [p for p in src if p not in used and match(drop_rx, p)]
-  leftovers = [p for p in src if p not in used and not match(drop_rx, p)]
-  if leftovers:
-    raise ValueError(
-        f"init_from: {len(leftovers)} checkpoint params are neither used nor "
-        f"dropped, e.g. {leftovers[:5]} (add a drop regex or a keep regex)")
-  logging.info("init_from: %s", report.summary())
-  params = jax.tree_util.tree_unflatten(treedef, out)
-  return (params, report) if return_report else params
 
 
 def init_rule(checkpointer: Checkpointer, init_from: str | None) -> str:

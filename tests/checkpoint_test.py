@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import checkpoint
+from flip_jax import init_merge
 from flip_jax import optim
 from flip_jax import sharding
 from flip_jax.train import state as state_lib
@@ -261,7 +262,7 @@ DROP = [r"^(mlm_head|mtm_head|ctr_proj|txt_proj|nce)/"]
 
 
 def test_merge_init_keep_drop_allow_missing():
-  params, report = checkpoint.merge_init(
+  params, report = init_merge.merge_init(
       _ft_params(), _pre_params(), keep=KEEP, drop=DROP,
       allow_missing=[r"^ctr/linear/"], return_report=True)
   np.testing.assert_array_equal(params["ctr"]["emb"], 1.0)
@@ -280,7 +281,7 @@ def test_merge_init_keep_drop_allow_missing():
 
 
 def test_merge_init_drop_overrides_keep():
-  params = checkpoint.merge_init(
+  params = init_merge.merge_init(
       _ft_params(), _pre_params(), keep=KEEP,
       drop=DROP + [r"^plm/"], allow_missing=[r"^ctr/linear/"])
   np.testing.assert_array_equal(params["plm"]["layer_0"]["kernel"], 0.0)
@@ -290,7 +291,7 @@ def test_merge_init_drop_overrides_keep():
 def test_merge_init_missing_kept_param_fails():
   with pytest.raises(ValueError, match=r"kept param 'ctr/linear/kernel' is "
                      "not in the checkpoint"):
-    checkpoint.merge_init(_ft_params(), _pre_params(), keep=KEEP, drop=DROP)
+    init_merge.merge_init(_ft_params(), _pre_params(), keep=KEEP, drop=DROP)
 
 
 def test_merge_init_wrong_shape_fails():
@@ -298,7 +299,7 @@ def test_merge_init_wrong_shape_fails():
   pre["ctr"]["emb"] = np.zeros((11, 4), np.float32)
   with pytest.raises(ValueError, match=r"'ctr/emb' has shape \(11, 4\) in "
                      r"the checkpoint but \(10, 4\) here"):
-    checkpoint.merge_init(_ft_params(), pre, keep=KEEP, drop=DROP,
+    init_merge.merge_init(_ft_params(), pre, keep=KEEP, drop=DROP,
                           allow_missing=[r"^ctr/linear/"])
 
 
@@ -307,23 +308,23 @@ def test_merge_init_unused_checkpoint_params_fail():
   for i in range(7):
     pre[f"extra_{i}"] = {"w": np.zeros((1,), np.float32)}
   with pytest.raises(ValueError) as e:
-    checkpoint.merge_init(_ft_params(), pre, keep=KEEP, drop=DROP,
+    init_merge.merge_init(_ft_params(), pre, keep=KEEP, drop=DROP,
                           allow_missing=[r"^ctr/linear/"])
   msg = str(e.value)
   assert "7 checkpoint params are neither used nor dropped" in msg
   assert "extra_0/w" in msg and "extra_4/w" in msg and "extra_5/w" not in msg
   # Not kept (only ctr) and not dropped: the unused plm params are an error.
   with pytest.raises(ValueError, match="plm/layer_0/kernel"):
-    checkpoint.merge_init(_ft_params(), _pre_params(), keep=[r"^ctr/"],
+    init_merge.merge_init(_ft_params(), _pre_params(), keep=[r"^ctr/"],
                           drop=DROP, allow_missing=[r"^ctr/linear/"])
 
 
 def test_merge_init_bad_regex_and_string():
   with pytest.raises(ValueError, match="bad drop regex"):
-    checkpoint.merge_init(_ft_params(), _pre_params(), keep=KEEP,
+    init_merge.merge_init(_ft_params(), _pre_params(), keep=KEEP,
                           drop=["(unclosed"])
   with pytest.raises(TypeError, match="list of regexes"):
-    checkpoint.merge_init(_ft_params(), _pre_params(), keep="^ctr/",
+    init_merge.merge_init(_ft_params(), _pre_params(), keep="^ctr/",
                           drop=DROP)
 
 
@@ -350,7 +351,7 @@ def test_restore_params_from_workdir(tmp_path):
   # End to end: finetune params from the pretraining workdir.
   fresh = jax.tree.map(jnp.zeros_like, st.params)
   fresh["ctr"]["head"] = {"kernel": jnp.zeros((4, 1))}
-  merged = checkpoint.merge_init(fresh, latest, keep=[".*"], drop=[],
+  merged = init_merge.merge_init(fresh, latest, keep=[".*"], drop=[],
                                  allow_missing=[r"^ctr/head/"])
   np.testing.assert_array_equal(merged["plm"]["w"], st2.params["plm"]["w"])
 

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flip_jax import checkpoint
 from flip_jax import jsonio
 
 
@@ -69,6 +68,3 @@ def test_read_json_errors_name_the_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="missing.json"):
     jsonio.read_json(tmp_path / "missing.json")
 
-
-def test_checkpoint_reexports_write_json_atomic():
-  assert checkpoint.write_json_atomic is jsonio.write_json_atomic

@@ -39,6 +39,7 @@ from absl import logging
 from flax import linen as nn
 
 from flip_jax import checkpoint
+from flip_jax import init_merge
 from flip_jax import jsonio
 from flip_jax import optim
 from flip_jax import sharding
@@ -101,7 +102,7 @@ def _init_from(ckpt_cfg, params, model_state, shardings):
                  allow_missing=list(ckpt_cfg.allow_missing_regex))
 
   def merge(fresh, loaded, tree_shardings):
-    merged = checkpoint.merge_init(jax.device_get(fresh), loaded, **regexes)
+    merged = init_merge.merge_init(jax.device_get(fresh), loaded, **regexes)
     for top in merged:
       fresh = init_lib.put_subtree(fresh, (top,), merged[top], tree_shardings)
     return fresh
