@@ -235,6 +235,14 @@ def _train_and_evaluate(config, workdir, task, watcher):
       params, model_state = task.post_init(params, model_state, put, data)
     state = state.replace(params=params, model_state=model_state)
   logging.info("init rule: %s", init_rule)
+  results_path = os.path.join(workdir, RESULTS)
+  finished = int(jax.device_get(state.step)) >= total_steps or tracker["done"]
+  if evaluated and finished and os.path.exists(results_path):
+    logging.info("%s: the run is finished; its results.json is returned",
+                 workdir)
+    ckpt.close()
+    best_ckpt.close()
+    return jsonio.read_json(results_path)
   if is_main:
     log_lib.log_startup(config, mesh, state.params)
 
@@ -354,7 +362,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   results["examples_per_sec"] = median_throughput(workdir)
   results["compile_sec"] = compile_s
   if is_main:
-    jsonio.write_json_atomic(os.path.join(workdir, RESULTS), results)
+    jsonio.write_json_atomic(results_path, results)
   ckpt.close()
   best_ckpt.close()
   logging.info("results: %s", results)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(900)
@@ -17,7 +17,10 @@ def test_run_all_tiny_produces_every_output(tiny_bert_dir, tmp_path):
              JAX_DISABLE_MOST_OPTIMIZATIONS="true")
   env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "experiments.run_all", "--dataset=synthetic",
-         f"--workdir={workdir}", "--preset=tiny", f"--plm={tiny_bert_dir}"]
+         f"--workdir={workdir}", "--preset=tiny", f"--plm={tiny_bert_dir}",
+         # An override in the shared config names, scoped to finetuning
+         # (evaluation batch only: the results do not depend on it).
+         "--set=finetune:train.eval_batch_size=128"]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                         text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -30,6 +33,10 @@ def test_run_all_tiny_produces_every_output(tiny_bert_dir, tmp_path):
   # The planted data carries signal in both views: clearly above chance.
   assert joint["test/auc"] > 0.6, joint
   assert (workdir / "pretrain" / "metrics.jsonl").exists()
+  for stage, want in (("flip_joint", 128), ("base_id", 128),
+                      ("pretrain", 512)):
+    with open(workdir / stage / "config.json") as f:
+      assert json.load(f)["train"]["eval_batch_size"] == want, stage
   with open(workdir / "export_joint" / "check.json") as f:
     assert json.load(f)["max_abs_diff"] < 1e-5
   report = (workdir / "report.md").read_text()

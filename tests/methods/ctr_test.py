@@ -105,11 +105,6 @@ def test_rerun_on_the_finished_workdir_does_not_train(dcnv2_run):
     assert again[key] == res[key], key
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: flip_jax/train/loop.py train_and_evaluate re-evaluates a "
-    "finished workdir and rewrites results.json with init_rule 'resume from "
-    "step N' and compile_sec None instead of reporting the stored results "
-    "(the old experiments/train_ctr.py returned results.json unchanged)"))
 def test_rerun_on_the_finished_workdir_reports_the_stored_results(dcnv2_run):
   workdir, config, res = dcnv2_run
   again = launch.run(config, workdir)
