@@ -13,14 +13,6 @@ from flip_jax.methods.flip import finetune_model as ft_lib
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
 
 
-def _assert_close(out_a, g_a, out_b, g_b, keys, rtol=2e-5, atol=1e-6):
-  for k in keys:
-    np.testing.assert_allclose(out_a[k], out_b[k], rtol=rtol, atol=atol,
-                               err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      a, b, rtol=1e-4, atol=1e-6), g_a, g_b)
-
-
 @pytest.mark.parametrize("reduction,l2", [("mean", 1e-3), ("sum", 0.0)])
 def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
   cfg = fst.no_dropout_config()
@@ -50,4 +42,4 @@ def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
   m1, g1, _ = grads(1, params)
   m4, g4, _ = grads(4, params)
   assert set(m1) == set(m4)
-  _assert_close(m1, g1, m4, g4, sorted(m1))
+  fst.assert_close(m1, g1, m4, g4, sorted(m1))

@@ -13,52 +13,28 @@ from flip_jax.train import steps
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
 
 
-def _whole_batch(model, params, batch, c, rngs):
-  """Loss terms and grads of the whole batch in one pass (jitted)."""
-  def loss_fn(p):
-    out = model.apply({"params": p}, batch, c, deterministic=False, rngs=rngs)
-    return out["loss"], out
-  (_, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
-  return out, grads
-
-
-def _assert_close(out_a, g_a, out_b, g_b, keys, rtol=2e-5, atol=1e-6):
-  for k in keys:
-    np.testing.assert_allclose(out_a[k], out_b[k], rtol=rtol, atol=atol,
-                               err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      a, b, rtol=1e-4, atol=1e-6), g_a, g_b)
-
-
-@functools.lru_cache(maxsize=None)
-def _params():
-  """One init for the file: the forms and dropout rates share the params."""
-  return fst.init(flip_lib.FlipPretrainModel(fst.tiny_config()),
-                  fst.random_batch(batch=8))
-
-
 def test_cached_views_draw_the_same_dropout_as_the_rerun():
   # With dropout on and one micro-batch, the cached-gradient path must give
   # the whole-batch gradient under the same keys: any mismatch between the
   # dropout of the cached views and of the rerun would show in the ICL grads.
   batch = fst.random_batch(batch=8)
   model = flip_lib.FlipPretrainModel(fst.tiny_config(mtm_loss="full"))
-  params = _params()
+  params = fst.tiny_params()
   c = fst.consts()
   rngs = {"dropout": jax.random.PRNGKey(1), "noise": jax.random.PRNGKey(2)}
   folded = {k: jax.random.fold_in(v, 0) for k, v in rngs.items()}
-  out1, g1 = _whole_batch(model, params, batch, c, folded)
+  out1, g1 = fst.whole_batch_grads(model, params, batch, c, folded)
   outm, gm, _ = jax.jit(functools.partial(
       pretrain.cached_icl_grads, model, num=1))(params, batch, c, rngs)
-  _assert_close(out1, g1, outm, gm, ("loss", "icl_loss", "mtm_loss",
-                                     "mlm_loss"))
+  fst.assert_close(out1, g1, outm, gm, ("loss", "icl_loss", "mtm_loss",
+                                        "mlm_loss"))
 
 
 def test_micro_batched_step_trains():
   batch = fst.random_batch(batch=8)
   model = flip_lib.FlipPretrainModel(fst.tiny_config())
   task = fst.task_for(model)
-  params = _params()
+  params = fst.tiny_params()
   tx = optax.adamw(1e-2)
   state = state_lib.create_train_state(params, tx, jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,

@@ -170,6 +170,34 @@ def apply(model, params, batch, c, *, rngs, **kwargs):
       params, batch, c, rngs)
 
 
+@functools.lru_cache(maxsize=None)
+def tiny_params():
+  """Params of ``tiny_config()`` (init once per process; read-only).
+
+  Loss weights, dropout rates, the MTM loss / noise and the fast / official
+  switches do not change the params.
+  """
+  return init(flip_lib.FlipPretrainModel(tiny_config()), random_batch())
+
+
+def whole_batch_grads(model, params, batch, c, rngs):
+  """Loss terms and grads of the whole batch in one pass (jitted)."""
+  def loss_fn(p):
+    out = model.apply({"params": p}, batch, c, deterministic=False, rngs=rngs)
+    return out["loss"], out
+  (_, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+  return out, grads
+
+
+def assert_close(out_a, g_a, out_b, g_b, keys, rtol=2e-5, atol=1e-6):
+  """Metrics ``keys`` to (rtol, atol); grads to (1e-4, 1e-6)."""
+  for k in keys:
+    np.testing.assert_allclose(out_a[k], out_b[k], rtol=rtol, atol=atol,
+                               err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-6), g_a, g_b)
+
+
 def base_config(preset: str = "tiny"):
   """The real pretraining config with the tiny fixture's sizes."""
   cfg = flip_pretrain_config.get_config(f"dataset=synthetic,preset={preset}")
@@ -180,6 +208,23 @@ def base_config(preset: str = "tiny"):
   cfg.pretrain.mtm.num_negatives = 5
   cfg.pretrain.mtm.field_dim = 8
   return cfg
+
+
+def with_options(config=None, **options):
+  """``base_config()`` with dotted options set: ``{'pretrain.mtm.loss': ..}``.
+
+  Keyword names use ``__`` for the dots (``pretrain__mtm__loss='full'``).
+  """
+  config = base_config() if config is None else config
+  for name, value in options.items():
+    *parents, leaf = name.split("__")
+    node = config
+    for part in parents:
+      node = node[part]
+    if leaf not in node:
+      raise KeyError(f"{name}: no such config field")
+    node[leaf] = value
+  return config
 
 
 def task_for(model, config=None) -> pretrain.FlipPretrainTask:
@@ -272,6 +317,12 @@ def config_task(config=None, *, batch_size: int = B, num_rows: int = 32,
   return ConfigTask(task, data, batch, c, params)
 
 
+@functools.lru_cache(maxsize=None)
+def config_task_params():
+  """Params of ``config_task()`` (default config; once per process)."""
+  return config_task().params
+
+
 def one_step(ct: ConfigTask, tx=None, micro_batches: int = 1, seed: int = 0):
   """One jitted ``steps.train_step`` of a ConfigTask: (state, host metrics)."""
   tx = tx or optax.adamw(1e-2)
@@ -281,6 +332,34 @@ def one_step(ct: ConfigTask, tx=None, micro_batches: int = 1, seed: int = 0):
                                    micro_batches=micro_batches))
   state, metrics = step(state, ct.batch, ct.consts)
   return state, jax.device_get(metrics)
+
+
+def step_with_options(**options):
+  """One SGD ``train_step`` of ``config_task`` with ``with_options(**options)``.
+
+  The params are ``config_task_params()``: the pretraining options do not
+  change the params' tree (a missing param would fail the apply).
+
+  Returns:
+    (the ConfigTask, host metrics of the step).
+  """
+  ct = config_task(with_options(**options), params=config_task_params())
+  assert not ct.task.config_errors()
+  state, metrics = one_step(ct, tx=optax.sgd(0.1))
+  assert int(state.step) == 1
+  return ct, metrics
+
+
+def assert_finite_step(metrics, keys):
+  """The step's metrics are exactly ``keys``, all finite, accuracies in
+  [0, 1], and the gradient is not zero."""
+  assert set(metrics) == set(keys)
+  for k, v in metrics.items():
+    assert np.isfinite(v), (k, v)
+  for k in ("train/mtm_acc", "train/icl_acc"):
+    if k in metrics:
+      assert 0.0 <= metrics[k] <= 1.0, (k, metrics[k])
+  assert metrics["train/grad_norm"] > 0
 
 
 def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
@@ -329,3 +408,42 @@ def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
     return losses, params, si.shardings
   return {"losses": losses, "params": params, "shardings": si.shardings,
           "init_params": init_params, "metrics": history}
+
+
+# ------------------------------------------- micro-batch == whole batch
+FORMS = {"fast": {},
+         "official": dict(share_unmasked_pass=False, mlm_masked_only=False)}
+
+
+def padded_batch():
+  """``random_batch(batch=8)`` with a padding MTM slot and a row with no MLM
+  label (the micro-batches' shares must use the global denominators)."""
+  batch = random_batch(batch=8)
+  batch["mtm_weight"][3] = 0.0        # a padding slot: weighted means
+  batch["mlm_labels"][5] = -100       # a row with nothing masked
+  return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _whole_batch_of_form(form):
+  """The whole batch's terms and grads, once per form (num 2 and 4 share)."""
+  model = flip_lib.FlipPretrainModel(no_dropout_config(**FORMS[form]))
+  rngs = {"dropout": jax.random.PRNGKey(1), "noise": jax.random.PRNGKey(2)}
+  return whole_batch_grads(model, tiny_params(), padded_batch(),
+                           consts(), rngs)
+
+
+def check_micro_batched_equals_whole_batch_without_dropout(num, form):
+  """``cached_icl_grads`` over ``num`` micro-batches == the whole batch."""
+  kw = FORMS[form]
+  batch = padded_batch()
+  model = flip_lib.FlipPretrainModel(no_dropout_config(**kw))
+  params = tiny_params()
+  c = consts()
+  rngs = {"dropout": jax.random.PRNGKey(1), "noise": jax.random.PRNGKey(2)}
+  out1, g1 = _whole_batch_of_form(form)
+  outm, gm, _ = jax.jit(functools.partial(
+      pretrain.cached_icl_grads, model, num=num))(params, batch, c, rngs)
+  assert_close(out1, g1, outm, gm, ("loss", "icl_loss", "icl_acc",
+                                    "mtm_loss", "mtm_acc", "mlm_loss",
+                                    "mlm_masked_tokens"))

@@ -1,4 +1,5 @@
-"""Sharded and micro-batched FLIP pretraining step == one device, whole batch."""
+"""The sharded, micro-batched FLIP pretraining step == one device's whole
+batch step."""
 import jax
 import numpy as np
 import optax
@@ -14,8 +15,8 @@ def test_sharded_micro_batched_step_equals_single_device_whole_batch():
   # into weight moves of order lr.
   tx = optax.sgd(0.5)
   l1, p1, _ = fst.run_steps(fst.MESH_ONE, batch, cfg=cfg, tx=tx)
-  l8, p8, _ = fst.run_steps(fst.MESH_EIGHT_MIXED, batch, cfg=cfg, micro_batches=2,
-                            tx=tx)
+  l8, p8, _ = fst.run_steps(fst.MESH_EIGHT_MIXED, batch, cfg=cfg,
+                            micro_batches=2, tx=tx)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-6), p1, p8)

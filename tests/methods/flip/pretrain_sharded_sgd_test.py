@@ -10,7 +10,7 @@ from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-impo
 def test_data_parallel_sgd_step_equals_single_device():
   """One SGD update on 8 data-parallel devices == on one device.
 
-  Adam (above) divides the update by the gradient's own scale, so a
+  Adam (pretrain_sharded_test.py) divides the update by the gradient's own scale, so a
   constant factor on the sharded gradient (a mean over devices taken as a
   sum, a loss mean over the local instead of the global batch ...) would
   leave its params unchanged. Plain SGD moves the params by lr * grad:
@@ -20,8 +20,10 @@ def test_data_parallel_sgd_step_equals_single_device():
   """
   batch = fst.random_batch(batch=8)
   tx = optax.sgd(0.5)
-  one = fst.run_steps(fst.MESH_ONE, batch, num_steps=1, tx=tx, details=True)
-  eight = fst.run_steps(fst.MESH_EIGHT_DATA, batch, num_steps=1, tx=tx, details=True)
+  one = fst.run_steps(fst.MESH_ONE, batch, num_steps=1, tx=tx,
+                      details=True)
+  eight = fst.run_steps(fst.MESH_EIGHT_DATA, batch, num_steps=1, tx=tx,
+                        details=True)
   # Same init on both meshes (the comparison starts from equal params).
   jax.tree.map(np.testing.assert_array_equal, one["init_params"],
                eight["init_params"])

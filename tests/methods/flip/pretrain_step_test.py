@@ -5,8 +5,6 @@ The sharded step (8 fake devices == 1 device) is in pretrain_sharded_test.py,
 the pretraining options through ``steps.train_step`` in
 pretrain_options_test.py; the fixtures in flip_testlib.py.
 """
-import functools
-
 import jax
 import numpy as np
 from flax import linen as nn
@@ -17,25 +15,13 @@ from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-impo
 B = fst.B
 
 
-@functools.lru_cache(maxsize=None)
-def full_params():
-  """Params of the model with every loss (one init for the whole file).
-
-  Loss weights and the fast / official switches do not change the params;
-  a model with fewer losses has a subset of them (same names, shapes and
-  init values: linen derives each submodule's init key from its name).
-  """
-  return fst.init(flip_lib.FlipPretrainModel(fst.tiny_config()),
-                  fst.random_batch())
-
-
 def subset_params(model, batch):
   """``model``'s params: its init's tree (traced, not compiled), filled with
   the values of ``full_params``."""
   c = fst.consts()
   shapes = jax.eval_shape(
       lambda: nn.meta.unbox(fst.init_boxed(model, batch, c=c)))
-  params = {k: full_params()[k] for k in shapes}
+  params = {k: fst.tiny_params()[k] for k in shapes}
   assert (jax.tree.map(lambda x: (x.shape, x.dtype), shapes)
           == jax.tree.map(lambda x: (x.shape, x.dtype), params))
   return shapes, params
@@ -46,7 +32,7 @@ def test_fast_and_official_forms_agree():
   fast = flip_lib.FlipPretrainModel(fst.tiny_config())
   official = flip_lib.FlipPretrainModel(
       fst.tiny_config(share_unmasked_pass=False, mlm_masked_only=False))
-  params = full_params()
+  params = fst.tiny_params()
   rngs = {"noise": jax.random.PRNGKey(7)}
   c = fst.consts()
   a = fst.apply(fast, params, batch, c, rngs=rngs)
@@ -63,7 +49,7 @@ def test_total_is_weighted_sum_and_disabled_losses_skip_params():
   c = fst.consts()
   model = flip_lib.FlipPretrainModel(fst.tiny_config(icl_weight=0.5,
                                                      mtm_weight=2.0))
-  params = full_params()
+  params = fst.tiny_params()
   out = fst.apply(model, params, batch, c,
                     rngs={"noise": jax.random.PRNGKey(0)})
   expect = 0.5 * out["icl_loss"] + 2.0 * out["mtm_loss"] + out["mlm_loss"]
