@@ -161,9 +161,20 @@ def main(argv):
     # Before anything is loaded: --out must be new, empty or an earlier
     # export, and not the run's workdir (hf_export.check_destination).
     finetuned.check_destination(_OUT.value, _WORKDIR.value)
-    diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
-                                      check=_CHECK.value,
-                                      num_rows=_NUM_ROWS.value)
+    # pylint: disable=g-import-not-at-top
+    from flip_jax import jsonio
+    from flip_jax import methods
+    from flip_jax.train import config_compat
+    # pylint: enable=g-import-not-at-top
+    task = config_compat.upgrade(jsonio.read_json(
+        os.path.join(_WORKDIR.value, "config.json")))["task"]
+    if task == "flip_finetune":
+      diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
+                                        check=_CHECK.value,
+                                        num_rows=_NUM_ROWS.value)
+    else:
+      diff = methods.exporter(task)(_WORKDIR.value, _OUT.value,
+                                    check=_CHECK.value)
     print(f"exported finetuned model of {_WORKDIR.value} to {_OUT.value}"
           + (f"; check max |p_torch - p_flax| {diff:.3e}" if _CHECK.value
              else ""))

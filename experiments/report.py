@@ -27,22 +27,29 @@ ROWS = (("base_id", "ID model from scratch"),
         ("base_plm", "PLM only (public weights)"),
         ("flip_id", "FLIP_ID"),
         ("flip_plm", "FLIP_PLM"),
-        ("flip_joint", "FLIP (joint)"))
+        ("flip_joint", "FLIP (joint)"),
+        ("base_joint", "joint from public weights (no pretraining)"),
+        ("flip_joint_no_mlm", "FLIP (joint) pretrained without MLM"),
+        ("flip_joint_no_mtm", "FLIP (joint) pretrained without MTM"),
+        ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
 
 
-def _read_json(path):
+def read_json(path):
   if not os.path.exists(path):
     return None
   with open(path) as f:
     return json.load(f)
 
 
-def _read_jsonl(path):
+def read_jsonl(path):
   if not os.path.exists(path):
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
+
+# Transitional names (experiments/clickprompt_workflow.py still uses them).
+_read_json, _read_jsonl = read_json, read_jsonl
 
 METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc")
 
@@ -56,16 +63,23 @@ def seed_dirs(workdir: str) -> list[tuple[int | None, str]]:
   return subs or [(None, workdir)]
 
 
-def collect(workdir: str) -> list[dict]:
-  """One row per trained model: its per-seed results and their mean / std."""
+def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
+            ) -> list[dict]:
+  """One row per trained model: its per-seed results and their mean / std.
+
+  Args:
+    workdir: the run (or its ``seed<N>/`` folders).
+    rows_spec: (stage folder, row name) pairs, in table order.
+    base: the stage RelaImpr is computed over (None: none).
+  """
   rows = []
-  for key, name in ROWS:
+  for key, name in rows_spec:
     per, seeds, walls = [], [], []
     for seed, folder in seed_dirs(workdir):
-      res = _read_json(os.path.join(folder, key, "results.json"))
+      res = read_json(os.path.join(folder, key, "results.json"))
       if res is None:
         continue
-      stages = _read_json(os.path.join(folder, "stages.json")) or {}
+      stages = read_json(os.path.join(folder, "stages.json")) or {}
       per.append(res)
       seeds.append(res.get("seed", seed))
       walls.append(stages.get(key, {}).get("wall_sec"))
@@ -80,7 +94,7 @@ def collect(workdir: str) -> list[dict]:
                   "std": float(np.std(vals, ddof=1)) if len(vals) > 1
                   else 0.0}
     rows.append(row)
-  base = {r["stage"]: r for r in rows}.get("base_id")
+  base = {r["stage"]: r for r in rows}.get(base) if base else None
   for r in rows:  # RelaImpr over the ID model from scratch, seed by seed
     if base is not None and r["stage"] != "base_id":
       pairs = _paired(r, base, "test/auc")
@@ -97,7 +111,7 @@ def _paired(a: dict, b: dict, metric: str) -> list[tuple[float, float]]:
           if s in bv]
 
 
-def _fmt(stat: dict | None, digits: int = 4) -> str:
+def fmt(stat: dict | None, digits: int = 4) -> str:
   if stat is None:
     return ""
   if len(stat["values"]) == 1:
@@ -118,10 +132,10 @@ def results_table(workdir: str) -> tuple[str, list[dict]]:
     ri = r.get("rela_impr")
     ri_s = "" if ri is None else f"{100 * ri['mean']:+.2f}%"
     lines.append(
-        f"| {r['name']} | {_fmt(r.get('test/auc'))} | "
-        f"{_fmt(r.get('test/gauc'))} | {_fmt(r.get('test/logloss'))} | "
+        f"| {r['name']} | {fmt(r.get('test/auc'))} | "
+        f"{fmt(r.get('test/gauc'))} | {fmt(r.get('test/logloss'))} | "
         f"{ri_s} | "
-        f"{_fmt(r.get('valid/auc'))} | "
+        f"{fmt(r.get('valid/auc'))} | "
         f"{'/'.join(str(x['best_step']) for x in per)} | {alpha} | "
         f"{'' if not walls else f'{np.mean(walls):.0f}'} |")
   return "\n".join(lines), rows
@@ -134,6 +148,14 @@ CLAIMS = (
     ("flip_id", "base_id", "FLIP_ID beats the ID model from scratch (same "
      "inference cost)"),
     ("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model"),
+    ("flip_joint", "base_joint", "FLIP pretraining helps the joint model "
+     "(beats the same model from public weights)"),
+    ("flip_joint", "flip_joint_no_mlm", "MLM helps (FLIP joint beats "
+     "pretraining without MLM)"),
+    ("flip_joint", "flip_joint_no_mtm", "MTM helps (FLIP joint beats "
+     "pretraining without MTM)"),
+    ("flip_joint", "flip_joint_no_icl", "ICL helps (FLIP joint beats "
+     "pretraining without ICL)"),
 )
 
 
@@ -205,7 +227,7 @@ def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
 
 
 def _batch_size(folder: str) -> int:
-  cfg = _read_json(os.path.join(folder, "config.json"))
+  cfg = read_json(os.path.join(folder, "config.json"))
   return config_compat.upgrade(cfg)["train"]["batch_size"] if cfg else 1
 
 
@@ -220,7 +242,7 @@ def plots(workdir: str) -> list[tuple[str, str]]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   made = []
-  pre = _read_jsonl(os.path.join(workdir, "pretrain", "metrics.jsonl"))
+  pre = read_jsonl(os.path.join(workdir, "pretrain", "metrics.jsonl"))
   if pre:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for key in ("train/mlm_loss", "train/mtm_loss", "train/icl_loss"):
@@ -238,7 +260,7 @@ def plots(workdir: str) -> list[tuple[str, str]]:
   fig, ax = plt.subplots(figsize=(6, 3.5))
   any_auc = False
   for key, name in ROWS:
-    recs = _read_jsonl(os.path.join(workdir, key, "metrics.jsonl"))
+    recs = read_jsonl(os.path.join(workdir, key, "metrics.jsonl"))
     bs = _batch_size(os.path.join(workdir, key))
     pts = [(r["step"] * bs, r["valid/auc"]) for r in recs
            if "valid/auc" in r]
@@ -255,7 +277,7 @@ def plots(workdir: str) -> list[tuple[str, str]]:
     fig.savefig(os.path.join(out_dir, "valid_auc.png"), dpi=100)
     made.append(("Validation AUC per finetuning mode", "valid_auc.png"))
   plt.close(fig)
-  recs = _read_jsonl(os.path.join(workdir, "flip_joint", "metrics.jsonl"))
+  recs = read_jsonl(os.path.join(workdir, "flip_joint", "metrics.jsonl"))
   pts = [(r["step"], r["train/alpha"]) for r in recs if "train/alpha" in r]
   if pts:
     fig, ax = plt.subplots(figsize=(6, 3.0))
@@ -274,8 +296,8 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """Writes results.md, report.md and report.html; returns the table."""
   table, rows = results_table(workdir)
   first = seed_dirs(workdir)[0][1]
-  stages = _read_json(os.path.join(first, "stages.json")) or {}
-  check = _read_json(os.path.join(first, "export_joint", "check.json"))
+  stages = read_json(os.path.join(first, "stages.json")) or {}
+  check = read_json(os.path.join(first, "export_joint", "check.json"))
   made = plots(workdir)
   md = [f"# FLIP run report: {dataset or os.path.basename(workdir)}", ""]
   if preset:
@@ -321,7 +343,7 @@ def write_comparison(workdir: str, methods) -> str:
   lines = ["| method | model | test AUC | test gAUC | test LogLoss |",
            "|---|---|---|---|---|"]
   for m in methods:
-    summ = _read_json(os.path.join(workdir, m, "summary.json")) or {}
+    summ = read_json(os.path.join(workdir, m, "summary.json")) or {}
     for name, e in summ.get("models", {}).items():
       cells = [f"{e[k]:.4f}" if isinstance(e.get(k), float) else ""
                for k in ("test/auc", "test/gauc", "test/logloss")]

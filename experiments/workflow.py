@@ -20,14 +20,21 @@ from ml_collections.config_flags import config_flags
 from flip_jax import jsonio
 
 PHASES = ("pretrain", "finetune")
-STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
-          "base_id", "base_plm", "export")
+# The default run: the paper's headline table.
+DEFAULT_STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
+                  "base_id", "base_plm", "export")
+# Ablations (opt-in with --stages): each pretrains without one loss, then
+# finetunes the joint model from it; base_joint is the joint model from
+# the public weights (no pretraining).
+ABLATIONS = {"no_mlm": "mlm", "no_mtm": "mtm", "no_icl": "icl"}
+STAGES = DEFAULT_STAGES + tuple(f"ablate_{a}" for a in ABLATIONS) + (
+    "base_joint",)
 
 # Finetuning stages: (mode, from the pretraining run?)
 FINETUNE_STAGES = {
     "flip_id": ("id", True), "flip_plm": ("plm", True),
     "flip_joint": ("joint", True), "base_id": ("id", False),
-    "base_plm": ("plm", False),
+    "base_plm": ("plm", False), "base_joint": ("joint", False),
 }
 
 
@@ -152,7 +159,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   from experiments import report
   # pylint: enable=g-import-not-at-top
   overrides = overrides or {}
-  stages = list(stages or STAGES)
+  stages = list(stages or DEFAULT_STAGES)
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
@@ -211,6 +218,28 @@ def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
     log.run(name, lambda d=ft_dir: os.path.exists(
         os.path.join(d, "results.json")),
             lambda c=cfg, d=ft_dir: launch.run(c, d))
+
+  for abl, loss in ABLATIONS.items():
+    if f"ablate_{abl}" not in stages:
+      continue
+    abl_pre = os.path.join(folder, f"pretrain_{abl}")
+    scoped = {**overrides, f"pretrain:pretrain.{loss}.enabled": "false"}
+    pcfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                           seed, scoped)
+    done = os.path.join(abl_pre, "pretrain_done.json")
+
+    def _abl_pretrain(c=pcfg, d=abl_pre, f=done):
+      last = launch.run(c, d)
+      if jax.process_index() == 0:
+        jsonio.write_json_atomic(f, last)
+    log.run(f"pretrain_{abl}", lambda f=done: os.path.exists(f),
+            _abl_pretrain)
+    ft_dir = os.path.join(folder, f"flip_joint_{abl}")
+    fcfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                           seed, "joint", abl_pre, overrides)
+    log.run(f"flip_joint_{abl}", lambda d=ft_dir: os.path.exists(
+        os.path.join(d, "results.json")),
+            lambda c=fcfg, d=ft_dir: launch.run(c, d))
 
   if "export" in stages:
     out = os.path.join(folder, "export_joint")

@@ -54,7 +54,8 @@ def clickprompt_config() -> mlc.ConfigDict:
       # K prompts per layer: the code default 10 (the paper tunes 1/3/5/7).
       num_prompt=10,
       # Pretraining prompts: 'prefix' (layer-wise key/value prefixes, the
-      # method) or 'prompt' (input-layer prompts, the ablation).
+      # method), 'prompt' (input-layer prompts, the ablation) or 'none'
+      # (the PLM's plain MLM, no CTR model: the official nlp_only MLM).
       fusion="prefix",
       # Finetuning fields (read by the finetuning config's modes).
       prompt_usage="no",

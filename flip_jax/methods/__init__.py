@@ -24,6 +24,24 @@ TASKS = {
 }
 
 
+# Task -> "module:function(workdir, out, *, check) -> max |p_torch - p_flax|"
+# exporting a finished run of it to PyTorch (experiments.export_torch).
+EXPORTERS = {
+    "flip_finetune": "flip_jax.methods.flip.export:export_finetuned",
+    "srp4ctr": "flip_jax.methods.srp4ctr.export:export_srp4ctr",
+}
+
+
+def exporter(task: str):
+  """The export function of ``task`` (see EXPORTERS)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  if task not in EXPORTERS:
+    raise ValueError(f"task {task!r} has no PyTorch export; exportable: "
+                     f"{sorted(EXPORTERS)}")
+  module, fn = EXPORTERS[task].split(":")
+  return getattr(importlib.import_module(module), fn)
+
+
 def make_task(config):
   """The task ``config.task`` names, built on ``config``."""
   if config.task not in TASKS:

@@ -47,6 +47,7 @@ def freeze(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
     max_masked: the MLM head's masked positions per row (pretraining).
   """
   uses_q, uses_plm = model_lib.MODES[mode][:2]
+  uses_q = uses_q and not (mode == "pretrain" and cp_cfg.fusion == "none")
   return model_lib.ClickPromptConfig(
       mode=mode, ctr=ctr_config(model_cfg, feature_map) if uses_q else None,
       plm=plm_config if uses_plm else None, num_prompt=cp_cfg.num_prompt,
@@ -197,6 +198,9 @@ def log_sizes(params, cp: model_lib.ClickPromptConfig) -> dict[str, int]:
   for k, v in sorted(sizes.items()):
     logging.info("params %-18s %12d", k, v)
   if "prompt_generator" in sizes:
-    logging.info("prompt generator: %.1fM parameters (K=%d)",
-                 sizes["prompt_generator"] / 1e6, cp.num_prompt)
+    out = int(sum(np.size(x) for x in jax.tree.leaves(
+        params["prompt_generator"]["out"])))
+    logging.info("prompt generator: %.1fM parameters (K=%d; its output "
+                 "layer %.1fM)", sizes["prompt_generator"] / 1e6,
+                 cp.num_prompt, out / 1e6)
   return sizes

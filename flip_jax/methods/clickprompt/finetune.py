@@ -121,9 +121,12 @@ class ClickPromptFinetuneTask(task_lib.Task):
     return params, model_state
 
   def describe_init(self):
-    plm = (f"; PLM from public weights {self.model_cfg.plm.name}"
-           if self.uses_plm else "")
-    return f"scratch ({self.cp_cfg.ctr_init} CTR init){plm}"
+    parts = []
+    if model_lib.MODES[self.mode][0]:
+      parts.append(f"CTR model from scratch ({self.cp_cfg.ctr_init} init)")
+    if self.uses_plm:
+      parts.append(f"PLM from public weights {self.model_cfg.plm.name}")
+    return "; ".join(parts)
 
   # ------------------------------------------------------------------ loss
   def loss_norms(self, batch):

@@ -4,7 +4,9 @@ One linen module, ``ClickPromptModel``, whose ``config.mode`` picks the parts
 (CLICKPROMPT_SRP4CTR.md A4-A7):
 
   mode        CTR q  PLM  prompts          CTR logit  PLM logit
-  pretrain     yes   yes  fusion (prefix)     -       LM head (PA-MLM)
+  pretrain     yes   yes  fusion (prefix)     -       LM head (PA-MLM;
+                                                      fusion 'none': the
+                                                      PLM's plain MLM)
   prefix_add   yes   yes  layer prefixes     yes        yes
   prefix       yes   yes  layer prefixes      -         yes
   prompt_add   yes   yes  input prompts      yes        yes
@@ -29,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -51,7 +52,7 @@ MODES = {
 }
 FINETUNE_MODES = tuple(m for m in MODES if m != "pretrain")
 PROMPT_USAGES = ("no", "avg", "cat")
-FUSIONS = ("prefix", "prompt")
+FUSIONS = ("prefix", "prompt", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ class ClickPromptConfig:
   ctr: Any = None                 # ctr_lib.CTRConfig (modes using q)
   plm: Any = None                 # plm_lib.PLMConfig (modes using the PLM)
   num_prompt: int = 10
-  fusion: str = "prefix"          # pretraining's prompt kind
+  fusion: str = "prefix"          # pretraining's prompts (none: plain MLM)
   prompt_usage: str = "no"
   pooler: str = "cls"
   weighted_add: bool = True
@@ -79,6 +80,7 @@ class ClickPromptConfig:
       raise ValueError(f"clickprompt mode {self.mode!r}: expected one of "
                        f"{list(MODES)}")
     uses_q, uses_plm, kind, ctr_logit, _ = MODES[self.mode]
+    uses_q = self.uses_q
     if uses_q and self.ctr is None:
       raise ValueError(f"mode {self.mode!r} needs a CTR backbone config")
     if uses_plm and self.plm is None:
@@ -96,9 +98,17 @@ class ClickPromptConfig:
       raise ValueError(f"num_prompt={self.num_prompt}: prompts need K >= 1")
 
   @property
+  def uses_q(self) -> bool:
+    """Whether the CTR model runs (not in nlp_only or plain MLM)."""
+    return MODES[self.mode][0] and not (self.mode == "pretrain"
+                                        and self.fusion == "none")
+
+  @property
   def prompt_kind(self) -> str | None:
     kind = MODES[self.mode][2]
-    return self.fusion if kind == "fusion" else kind
+    if kind == "fusion":
+      return None if self.fusion == "none" else self.fusion
+    return kind
 
   @property
   def prompt_positions(self) -> int:
@@ -115,9 +125,9 @@ class ClickPromptModel(nn.Module):
 
   def setup(self):
     cfg = self.config
-    uses_q, uses_plm, _, ctr_logit, plm_logit = MODES[cfg.mode]
+    _, uses_plm, _, ctr_logit, plm_logit = MODES[cfg.mode]
     kind = cfg.prompt_kind
-    if uses_q:
+    if cfg.uses_q:
       self.ctr = ctr_lib.build(cfg.ctr)
     if uses_plm:
       self.plm = plm_lib.PLMEncoder(cfg.plm, dtype=cfg.dtype,
@@ -186,7 +196,8 @@ class ClickPromptModel(nn.Module):
       {'loss', 'mlm_loss', 'mlm_acc', 'mlm_masked_tokens', 'mlm_dropped'}.
     """
     cfg = self.config
-    q = self.ctr.encode(batch["ids"], deterministic=deterministic)
+    q = (self.ctr.encode(batch["ids"], deterministic=deterministic)
+         if cfg.uses_q else None)
     out, mask, _ = self._encode_text(batch["mlm_input_ids"],
                                      batch["attention_mask"], q,
                                      deterministic=deterministic, hidden=False)

@@ -123,7 +123,7 @@ class ClickPromptPretrainTask(task_lib.Task):
     if "lm_decoder" in params:  # the untied decoder starts as a word-table copy
       params = put(params, ("lm_decoder",), np.asarray(
           pre["encoder"]["embeddings"]["word_embeddings"]["embedding"]))
-    if self.config.clickprompt.ctr_init == "xavier":
+    if "ctr" in params and self.config.clickprompt.ctr_init == "xavier":
       tree, kept = common.xavier_reinit(params["ctr"], self.config.seed)
       params = put(params, ("ctr",), tree)
       if kept:
@@ -142,6 +142,11 @@ class ClickPromptPretrainTask(task_lib.Task):
     per_row = jnp.sum(batch["mlm_labels"] != -100, axis=1, dtype=jnp.int32)
     per_row = jnp.minimum(per_row, self.model.config.mlm_max_masked)
     return jnp.maximum(jnp.sum(per_row), 1).astype(jnp.float32)
+
+  def step_metrics(self, params, model_state, metrics):
+    # Logged (and reported by the workflow): 1 when the LM head started fresh.
+    metrics["lm_head_fresh"] = jnp.float32(self.head_fresh)
+    return metrics
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
     out, model_state = task_lib.apply_train(

@@ -24,6 +24,7 @@ import numpy as np
 
 from flip_jax import noise
 from flip_jax.data import masking
+from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.data import sequences
 from flip_jax.methods.srp4ctr import fgbert
@@ -67,11 +68,12 @@ def seq_config(config, store: sequences.SequenceStore) -> fgbert.SeqConfig:
 
 def ctr_columns(prepared, store, split: str, *, lazy_windows: int = 0
                 ) -> dict:
-  """A split's CTR columns; with ``lazy_windows`` = L, + lazy hist/mask."""
-  cols = {"ids": prepared.splits[split]["ids"],
-          "label": prepared.splits[split]["label"],
-          "row_id": prepared.splits[split]["row_id"],
-          **store.splits[split]}
+  """A split's CTR columns (+ ``group``, the user id feature, for gAUC as
+  every task has it); with ``lazy_windows`` = L, + lazy hist / hist_mask."""
+  cols = pipeline.with_user_group(
+      {k: prepared.splits[split][k] for k in ("ids", "label", "row_id")},
+      prepared.feature_map.field_names)
+  cols.update(store.splits[split])
   if lazy_windows:
     for part in ("hist", "hist_mask"):
       cols[part] = sequences.WindowColumn(

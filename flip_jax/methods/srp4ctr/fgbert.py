@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 

@@ -116,7 +116,7 @@ class Srp4ctrTask(task_lib.Task):
           or list(saved.field_names) != list(fm.field_names)):
         raise ValueError("srp4ctr.pretrained: the pretraining run's "
                          "feature_map.json differs from this run's data")
-    for split in ("train", "valid", "test"):
+    for split in ("train", "test"):
       if split not in prepared.splits:
         raise ValueError(f"data: split {split!r} missing (protocol "
                          f"{cfg.data.protocol!r}); srp4ctr needs it")
@@ -124,13 +124,13 @@ class Srp4ctrTask(task_lib.Task):
     splits = {s: data_lib.ctr_columns(prepared, store, s,
                                       lazy_windows=0 if s == "train"
                                       else length)
-              for s in ("train", "valid", "test")}
+              for s in prepared.splits}
     logging.info("srp4ctr: %s, %d users, %d events, windows of %d",
                  sequences.TIE_RULE, store.num_users, len(store.tokens),
                  length)
     return task_lib.TaskData(
         train=splits["train"],
-        eval_splits={"valid": splits["valid"], "test": splits["test"]},
+        eval_splits={k: v for k, v in splits.items() if k != "train"},
         feature_map=fm, extra={"store": store})
 
   def batch_transform(self, data):

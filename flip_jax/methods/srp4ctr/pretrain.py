@@ -9,7 +9,6 @@ term is a mean over the global batch's masked slots).
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -129,12 +128,3 @@ class Srp4ctrPretrainTask(task_lib.Task):
     loss = out.pop("loss")
     return loss, (out, model_state)
 
-
-def masked_metrics(model, params, batch, consts, rng) -> dict:
-  """The pretraining metrics of a batch without dropout (tests, reports)."""
-  return model.apply({"params": params}, batch, consts, deterministic=True,
-                     rngs={"noise": rng})
-
-
-def host_metrics(out) -> dict[str, float]:
-  return {k: float(v) for k, v in jax.device_get(out).items()}

@@ -1,5 +1,6 @@
 """SRP4CTR model: shared-K/V cross-attention vs a transcription, folding
 (1 user x C candidates == C rows), the variants' params."""
+import dataclasses
 import functools
 
 import jax
@@ -86,3 +87,18 @@ def test_model_config_checks_the_extra_fields():
   cfg = lib.model_config()
   with pytest.raises(ValueError, match="num_extra_fields"):
     model_lib.ModelConfig(ctr=ctr_lib.CTRConfig("dcnv2", 50, 4), seq=cfg.seq)
+
+
+def test_bfloat16_matmuls_stay_close_to_float32():
+  cfg = lib.model_config(layers_=1)
+  bf = dataclasses.replace(cfg, seq=lib.seq_config(layers_=1,
+                                                   dtype="bfloat16"),
+                           ctr=dataclasses.replace(cfg.ctr,
+                                                   dtype="bfloat16"))
+  batch = lib.random_batch()
+  params = lib.init(model_lib.Srp4ctrModel(cfg), batch)
+  f32, b16 = (jax.jit(model_lib.Srp4ctrModel(c).apply)({"params": params},
+                                                       batch)["logit"]
+              for c in (cfg, bf))
+  assert b16.dtype == jnp.float32
+  np.testing.assert_allclose(b16, f32, atol=0.05)

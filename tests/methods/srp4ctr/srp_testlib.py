@@ -25,14 +25,15 @@ ITEM_ATTRS = (0, 1, 2)
 L, F, N_FEAT, B = 12, 4, 50, 8
 
 
-def seq_config(dropout: float = 0.0, layers_: int = 2) -> fgbert.SeqConfig:
+def seq_config(dropout: float = 0.0, layers_: int = 2,
+               dtype: str = "float32") -> fgbert.SeqConfig:
   blk = layers.BlockConfig(hidden=16, heads=2, mlp=32, dropout=dropout,
-                           attention_dropout=dropout)
+                           attention_dropout=dropout, dtype=dtype)
   return fgbert.SeqConfig(blk, layers_, ATTRS, VOCAB, ITEM_ATTRS, L)
 
 
 def model_config(sequence="fgbert", cross=True, queries=4, dropout=0.0,
-                 ctr="dcnv2") -> model_lib.ModelConfig:
+                 ctr="dcnv2", layers_=2) -> model_lib.ModelConfig:
   queries = queries if sequence == "fgbert" else 0
   fx = model_lib.extra_fields(types.SimpleNamespace(
       sequence=sequence, cross_attention=cross, num_queries=queries))
@@ -40,7 +41,8 @@ def model_config(sequence="fgbert", cross=True, queries=4, dropout=0.0,
       ctr=ctr_lib.CTRConfig(ctr, N_FEAT, F, embed_dim=8, dnn_hidden=(16,),
                             low_rank=4, num_experts=2, num_extra_fields=fx,
                             dropout=dropout),
-      seq=seq_config(dropout), sequence=sequence, cross_attention=cross,
+      seq=seq_config(dropout, layers_), sequence=sequence,
+      cross_attention=cross,
       num_queries=queries)
 
 
@@ -122,3 +124,44 @@ def np_cross(params, batch, num_layers):
   for l, (k, v) in enumerate(kvs):
     t = np_layer(t, k, v, batch["hist_mask"], p[f"cross_{l}"])
   return t[:, 0]
+
+
+# ------------------------------------------------------- loop-level runs
+def set_fields(cfg, values: dict):
+  """Sets dotted config fields ('train.max_steps') in place; returns cfg."""
+  for key, value in values.items():
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def tiny_overrides(cache_dir) -> dict:
+  """Tiny synthetic data and sizes for loop runs."""
+  return {"data.cache_dir": str(cache_dir), "sequence.max_length": 8,
+          "sequence.pretrain_stride": 8, "model.seq.hidden": 8,
+          "model.seq.mlp": 16, "model.seq.layers": 1,
+          "data.synthetic.num_users": 40, "data.synthetic.num_movies": 30,
+          "data.synthetic.num_ratings": 600, "ckpt.async_save": False}
+
+
+def train(cfg, workdir):
+  # pylint: disable=g-import-not-at-top
+  from flip_jax import methods
+  from flip_jax.train import loop
+  return loop.train_and_evaluate(cfg, str(workdir), methods.make_task(cfg))
+
+
+def read_metrics(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(f"{workdir}/metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir):
+  from flip_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  step = checkpoint.Checkpointer(str(workdir), max_to_keep=None,
+                                 save_interval_steps=1).latest_step()
+  return step, checkpoint.restore_params(str(workdir), step=step)

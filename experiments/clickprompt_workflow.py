@@ -1,0 +1,313 @@
+"""ClickPrompt's end-to-end workflow (``run_all --method=clickprompt``).
+
+Stages, each in its own sub-workdir, each resumable (a finished stage is
+skipped; an interrupted training stage resumes from its checkpoint), timed
+in ``stages.json`` (``experiments.workflow.StageLog``):
+
+  prepare          data preparation and statistics          <workdir>/data
+  pretrain         PA-MLM                                   <workdir>/pretrain
+  base_id          the full-rank DCNv2 from scratch (ctr_only, no PA-MLM)
+  nlp_only         the PLM alone (public weights)
+  add              DCNv2 + PLM logits, no prompts ("w/o Prompt")
+  prompt_add       input-layer prompts, no PA-MLM
+  prefix_add_nopt  layer-wise prompts without PA-MLM ("w/o Pretrain")
+  ctr_only         ClickPrompt without the PLM (from PA-MLM)
+  prefix_add       ClickPrompt with the PLM (from PA-MLM)
+  export           ctr_only and prefix_add to PyTorch with the parity check
+                   (export_ctr_only/ and export_prefix_add/, each check.json)
+
+Then ``results.md``, ``report.md`` / ``report.html`` (plots) and
+``summary.json`` with the spec's claims (A11) as holds / does NOT hold.
+Overrides: ``key=value`` for every stage whose config has the section,
+``pretrain:key`` / ``finetune:key`` for one phase (``workflow.stage_overrides``).
+"""
+from __future__ import annotations
+
+import html
+import os
+
+import jax
+import numpy as np
+
+from experiments import workflow
+from experiments.report import _read_json  # pylint: disable=protected-access
+from experiments.report import _read_jsonl  # pylint: disable=protected-access
+from flip_jax import jsonio
+
+STAGES = ("prepare", "pretrain", "base_id", "nlp_only", "add", "prompt_add",
+          "prefix_add_nopt", "ctr_only", "prefix_add", "export")
+# stage -> (finetuning mode, from the PA-MLM run?)
+FINETUNE_STAGES = {
+    "base_id": ("ctr_only", False), "nlp_only": ("nlp_only", False),
+    "add": ("add", False), "prompt_add": ("prompt_add", False),
+    "prefix_add_nopt": ("prefix_add", False),
+    "ctr_only": ("ctr_only", True), "prefix_add": ("prefix_add", True),
+}
+ROWS = (("base_id", "DCNv2 (full-rank) from scratch"),
+        ("nlp_only", "PLM only (nlp_only)"),
+        ("add", "DCNv2 + PLM, no prompts (add)"),
+        ("prompt_add", "input-layer prompts, no PA-MLM (prompt_add)"),
+        ("prefix_add_nopt", "ClickPrompt without PA-MLM"),
+        ("ctr_only", "ClickPrompt w/o PLM (ctr_only)"),
+        ("prefix_add", "ClickPrompt with PLM (prefix_add)"))
+# (better, worse, claim, must?) of spec A11.
+CLAIMS = (
+    ("ctr_only", "base_id", "ClickPrompt without PLM beats the same DCNv2 "
+     "from scratch (same inference cost)", True),
+    ("prefix_add", "base_id", "ClickPrompt with PLM beats DCNv2 from scratch",
+     True),
+    ("prefix_add", "nlp_only", "ClickPrompt with PLM beats the PLM-only model",
+     True),
+    ("prefix_add", "add", "ClickPrompt with PLM beats add (no prompts)",
+     False),
+    ("prefix_add", "prefix_add_nopt", "ClickPrompt with PLM beats prefix_add "
+     "without PA-MLM", False),
+    ("prefix_add_nopt", "prompt_add", "layer-wise prompts beat input-layer "
+     "prompts (both without PA-MLM)", False),
+)
+# A gain of about 0.001 AUC counts as significant (spec A10/A11).
+MARGIN = 0.001
+EXPORTS = ("ctr_only", "prefix_add")
+
+
+def _arg(dataset, ctr, plm, preset):
+  return f"dataset={dataset},ctr={ctr},plm={plm},preset={preset}"
+
+
+def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
+                    overrides):
+  from experiments.configs import clickprompt_pretrain  # pylint: disable=g-import-not-at-top
+  cfg = clickprompt_pretrain.get_config(_arg(dataset, ctr, plm, preset))
+  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
+  return workflow.apply_overrides(
+      cfg, workflow.stage_overrides(cfg, overrides, "pretrain"))
+
+
+def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
+                    mode, init_from, overrides):
+  from experiments.configs import clickprompt_finetune  # pylint: disable=g-import-not-at-top
+  cfg = clickprompt_finetune.get_config(_arg(dataset, ctr, plm, preset)
+                                        + f",mode={mode}")
+  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
+  cfg.ckpt.init_from = init_from
+  return workflow.apply_overrides(
+      cfg, workflow.stage_overrides(cfg, overrides, "finetune"))
+
+
+def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
+            plm: str, ctr: str, seed: int, stages=None,
+            overrides: dict[str, str] | None = None) -> str:
+  """Runs the selected stages; returns the printed results table."""
+  from experiments import launch  # pylint: disable=g-import-not-at-top
+  overrides = overrides or {}
+  stages = list(stages or STAGES)
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  os.makedirs(workdir, exist_ok=True)
+  log = workflow.StageLog(workdir)
+  args = (dataset, data_dir, "", ctr, plm, preset, seed)
+  workflow.check_overrides(overrides, [
+      pretrain_config(*args, {}),
+      finetune_config(*args, "prefix_add", "", {})])
+  cache_dir = os.path.join(workdir, ".flip_jax_cache")
+  args = (dataset, data_dir, cache_dir, ctr, plm, preset, seed)
+  pre_dir = os.path.join(workdir, "pretrain")
+
+  if "prepare" in stages:
+    log.run("prepare", lambda: os.path.exists(
+        os.path.join(workdir, "data", "stats.json")),
+            lambda: _prepare(pretrain_config(*args, overrides), workdir))
+  if "pretrain" in stages:
+    cfg = pretrain_config(*args, overrides)
+    done = os.path.join(pre_dir, "pretrain_done.json")
+
+    def _pretrain():
+      last = launch.run(cfg, pre_dir)
+      if jax.process_index() == 0:
+        jsonio.write_json_atomic(done, last)
+    log.run("pretrain", lambda: os.path.exists(done), _pretrain)
+  for name, (mode, from_pre) in FINETUNE_STAGES.items():
+    if name not in stages:
+      continue
+    out = os.path.join(workdir, name)
+    cfg = finetune_config(*args, mode, pre_dir if from_pre else "", overrides)
+    log.run(name, lambda d=out: os.path.exists(
+        os.path.join(d, "results.json")),
+            lambda c=cfg, d=out: launch.run(c, d))
+  if "export" in stages:
+    for name in EXPORTS:
+      log.run(f"export_{name}", lambda n=name: os.path.exists(
+          os.path.join(workdir, f"export_{n}", "check.json")),
+              lambda n=name: _export(workdir, n))
+  return write_report(workdir, dataset=dataset, preset=preset)
+
+
+def _prepare(cfg, workdir):
+  """Data preparation + statistics into <workdir>/data."""
+  from flip_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  prepared = prepare.load_dataset(cfg.data,
+                                  prepare.default_cache_root(cfg.data, workdir))
+  out = os.path.join(workdir, "data")
+  os.makedirs(out, exist_ok=True)
+  if jax.process_index() == 0:
+    prepared.feature_map.save(os.path.join(out, "feature_map.json"))
+    jsonio.write_json_atomic(os.path.join(out, "stats.json"), prepared.stats)
+  return prepared.stats
+
+
+def _export(workdir, name):
+  """Exports a finetuning stage with the parity check (check.json)."""
+  from flip_jax.methods.clickprompt import export  # pylint: disable=g-import-not-at-top
+  out = os.path.join(workdir, f"export_{name}")
+  diff = export.export_finetuned(os.path.join(workdir, name), out, check=True)
+  jsonio.write_json_atomic(os.path.join(out, "check.json"),
+                           {"max_abs_diff": float(diff),
+                            "atol": export.CHECK_ATOL})
+  return diff
+
+
+# ------------------------------------------------------------------ report
+def results_table(workdir: str) -> tuple[str, list[dict]]:
+  """Markdown table of the finetuning stages (test AUC / LogLoss)."""
+  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
+  rows = []
+  lines = ["| model | test AUC | test LogLoss | valid AUC | best step | "
+           "alpha | wall s |", "|---|---|---|---|---|---|---|"]
+  for key, name in ROWS:
+    res = _read_json(os.path.join(workdir, key, "results.json"))
+    if res is None:
+      continue
+    rows.append(dict(res, stage=key, name=name))
+    alpha = f"{res['alpha']:.3f}" if "alpha" in res else ""
+    wall = stages.get(key, {}).get("wall_sec")
+    lines.append(f"| {name} | {res['test/auc']:.4f} | "
+                 f"{res['test/logloss']:.4f} | {res['valid/auc']:.4f} | "
+                 f"{res['best_step']} | {alpha} | "
+                 f"{'' if wall is None else f'{wall:.0f}'} |")
+  return "\n".join(lines), rows
+
+
+def claim_verdicts(rows: list[dict]) -> list[dict]:
+  """Each claim whose two stages ran: AUCs, difference, verdicts."""
+  by = {r["stage"]: r for r in rows}
+  out = []
+  for better, worse, text, must in CLAIMS:
+    if better in by and worse in by:
+      diff = by[better]["test/auc"] - by[worse]["test/auc"]
+      out.append({"claim": text, "must": must, "holds": bool(diff > 0),
+                  "margin_ok": bool(diff >= MARGIN),
+                  "test/auc": [by[better]["test/auc"], by[worse]["test/auc"]],
+                  "test/auc_diff": diff})
+  return out
+
+
+def claim_lines(verdicts: list[dict]) -> list[str]:
+  return [f"- [{'must' if v['must'] else 'should'}] {v['claim']}: "
+          f"{'holds' if v['holds'] else 'does NOT hold'} (test AUC "
+          f"{v['test/auc'][0]:.4f} vs {v['test/auc'][1]:.4f}, "
+          f"{v['test/auc_diff']:+.4f}; margin >= {MARGIN}: "
+          f"{'yes' if v['margin_ok'] else 'no'})" for v in verdicts]
+
+
+def plots(workdir: str) -> list[tuple[str, str]]:
+  """PA-MLM loss, valid AUC per stage, alpha: (title, PNG file) pairs."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  made = []
+
+  def curve(fname, title, ylabel, series):
+    series = [(label, pts) for label, pts in series if pts]
+    if not series:
+      return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, pts in series:
+      ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, fname), dpi=100)
+    plt.close(fig)
+    made.append((title, fname))
+
+  def points(stage, key):
+    return [(r["step"], r[key]) for r in _read_jsonl(
+        os.path.join(workdir, stage, "metrics.jsonl")) if key in r]
+
+  curve("pa_mlm_loss.png", "PA-MLM loss", "masked-token CE",
+        [("mlm_loss", points("pretrain", "train/mlm_loss"))])
+  curve("valid_auc.png", "Validation AUC during finetuning", "valid AUC",
+        [(name, points(key, "valid/auc")) for key, name in ROWS])
+  curve("alpha.png", "Learned alpha (weight of the CTR logit)", "alpha",
+        [(name, points(key, "train/alpha")) for key, name in ROWS])
+  return made
+
+
+def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
+  """results.md, report.md / .html and summary.json; returns the table."""
+  table, rows = results_table(workdir)
+  verdicts = claim_verdicts(rows)
+  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
+  made = plots(workdir)
+  md = [f"# ClickPrompt run report: {dataset or os.path.basename(workdir)}",
+        "", f"Preset `{preset}`; selection on validation AUC, test evaluated "
+        "once at the selected step.", "", "## Results", "", table, ""]
+  if verdicts:
+    md += ["## The spec's claims (A11) on this run", ""]
+    md += claim_lines(verdicts) + [""]
+  pre = _read_json(os.path.join(workdir, "pretrain", "pretrain_done.json"))
+  if pre and "train/lm_head_fresh" in pre:
+    md += [f"PA-MLM: final masked-token loss {pre['train/mlm_loss']:.3f}; "
+           "LM head " + ("FRESH (the PLM checkpoint has none)"
+                         if pre["train/lm_head_fresh"] else
+                         "from the PLM checkpoint"), ""]
+  md += ["## Stages", "", "| stage | device | wall s |", "|---|---|---|"]
+  order = [s for s in STAGES if s != "export"] + [f"export_{n}"
+                                                   for n in EXPORTS]
+  md += [f"| {k} | {stages[k]['device']} | {stages[k]['wall_sec']:.0f} |"
+         for k in sorted(stages, key=lambda k: order.index(k)
+                         if k in order else len(order))] + [""]
+  for name in EXPORTS:
+    check = _read_json(os.path.join(workdir, f"export_{name}", "check.json"))
+    if check is not None:
+      md.append(f"PyTorch export of {name}: max |p_torch - p_flax| = "
+                f"{check['max_abs_diff']:.2e}")
+  for title, fname in made:
+    md += ["", f"## {title}", "", f"![{title}]({fname})"]
+  text = "\n".join(md) + "\n"
+  summary = {"models": {r["name"]: {k: r[k] for k in (
+      "test/auc", "test/logloss", "valid/auc", "best_step", "alpha", "stage")
+                                    if k in r} for r in rows},
+             "claims": verdicts}
+  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(table + "\n")
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(text)
+  body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>" for t, f in made)
+  with open(os.path.join(workdir, "report.html"), "w") as f:
+    f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+  return table + ("\n" + "\n".join(claim_lines(verdicts)) if verdicts else "")
+
+
+def seed_table(workdirs: list[str]) -> str:
+  """Mean ± std of test AUC / LogLoss per model over seed workdirs."""
+  per: dict[str, dict[str, list[float]]] = {}
+  for w in workdirs:
+    for name, m in (_read_json(os.path.join(w, "summary.json")) or {}).get(
+        "models", {}).items():
+      for k in ("test/auc", "test/logloss"):
+        per.setdefault(name, {}).setdefault(k, []).append(m[k])
+  lines = ["| model | seeds | test AUC | test LogLoss |", "|---|---|---|---|"]
+  for _, name in ROWS:
+    if name in per:
+      auc, ll = (np.asarray(per[name][k]) for k in ("test/auc",
+                                                    "test/logloss"))
+      lines.append(f"| {name} | {len(auc)} | {auc.mean():.4f} ± "
+                   f"{auc.std(ddof=1) if len(auc) > 1 else 0:.4f} | "
+                   f"{ll.mean():.4f} ± "
+                   f"{ll.std(ddof=1) if len(ll) > 1 else 0:.4f} |")
+  return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""SRP4CTR's end-to-end workflow (``run_all --method=srp4ctr``).
+
+Stages (each resumable and skipped once done; wall time and device in
+``stages.json``, `workflow.StageLog`):
+
+  prepare         data + sequence statistics, the samples parquet  data/
+  pretrain        FG-BERT on the train histories                  pretrain/
+  pretrain_id     ID-only BERT4Rec-style pretraining              pretrain_id/
+  backbone        the CTR backbone without sequence knowledge     backbone/
+  din             DIN's target attention over the raw history     din/
+  srp4ctr         SRP4CTR, FG-BERT finetuned                      srp4ctr/
+  srp4ctr_frozen  SRP4CTR, FG-BERT frozen                         srp4ctr_frozen/
+  no_cross        without the uni cross-attention                 no_cross/
+  no_queries      without the querying transformer                no_queries/
+  bert4rec        SRP4CTR on the ID-only pretraining              bert4rec/
+  flops           FLOPs per candidate and candidates/s            flops.json
+  export          SRP4CTR to PyTorch, parity checked              export_srp4ctr/
+
+Overrides (``--set``) as in FLIP's workflow: ``pretrain:`` scopes a key to
+the pretraining stages, ``finetune:`` to the CTR stages. With several seeds
+each seed's training stages go to ``seed<N>/`` (data prepared once, FLOPs
+measured once). The report (``results.md``, ``report.md`` / ``.html`` with
+plots, ``summary.json``) states spec B8's claims as holds / does NOT hold.
+"""
+from __future__ import annotations
+
+import html
+import os
+
+import jax
+import numpy as np
+
+from experiments import report
+from experiments import workflow
+from flip_jax import jsonio
+
+STAGES = ("prepare", "pretrain", "pretrain_id", "backbone", "din", "srp4ctr",
+          "srp4ctr_frozen", "no_cross", "no_queries", "bert4rec", "flops",
+          "export")
+# Pretraining stages: their token attributes ('fg' or 'id').
+PRETRAIN_STAGES = {"pretrain": "fg", "pretrain_id": "id"}
+# CTR stages: (config variant, frozen encoder, pretraining stage or None).
+CTR_STAGES = {
+    "backbone": ("backbone", False, None), "din": ("din", False, None),
+    "srp4ctr": ("srp4ctr", False, "pretrain"),
+    "srp4ctr_frozen": ("srp4ctr", True, "pretrain"),
+    "no_cross": ("no_cross", False, "pretrain"),
+    "no_queries": ("no_queries", False, "pretrain"),
+    "bert4rec": ("srp4ctr", False, "pretrain_id"),
+}
+ROWS = (("backbone", "Backbone alone (no sequence)"),
+        ("din", "DIN (target attention)"),
+        ("srp4ctr", "SRP4CTR (FG-BERT finetuned)"),
+        ("srp4ctr_frozen", "SRP4CTR (FG-BERT frozen)"),
+        ("no_cross", "SRP4CTR without cross-attention"),
+        ("no_queries", "SRP4CTR without queries"),
+        ("bert4rec", "SRP4CTR on ID-only BERT4Rec pretraining"))
+# Spec B8 (and B5's DIN comparison): (better row, worse row, claim).
+CLAIMS = (
+    ("srp4ctr", "backbone", "SRP4CTR beats the same backbone without "
+     "sequence knowledge (B8, must)"),
+    ("srp4ctr", "din", "SRP4CTR beats DIN (B5)"),
+    ("srp4ctr", "bert4rec", "FG-BERT beats ID-only BERT pretraining (B8)"),
+    ("srp4ctr", "no_cross", "the uni cross-attention helps on its own (B8)"),
+    ("srp4ctr", "no_queries", "the querying transformer helps on its own "
+     "(B8)"),
+)
+# "Far less": SRP4CTR's extra inference-FLOPs per candidate over DIN's are
+# at most this fraction of its extra efficiency-FLOPs [flip_jax].
+FAR_LESS = 0.5
+
+
+def pretrain_config(dataset, data_dir, cache_dir, preset, seed, attributes,
+                    overrides):
+  from experiments.configs import srp4ctr_pretrain  # pylint: disable=g-import-not-at-top
+  cfg = srp4ctr_pretrain.get_config(
+      f"dataset={dataset},preset={preset},attributes={attributes}")
+  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
+  return workflow.apply_overrides(
+      cfg, workflow.stage_overrides(cfg, overrides, "pretrain"))
+
+
+def ctr_config(dataset, data_dir, cache_dir, preset, ctr, seed, stage,
+               pretrained, overrides):
+  from experiments.configs import srp4ctr_ctr  # pylint: disable=g-import-not-at-top
+  variant, freeze, _ = CTR_STAGES[stage]
+  cfg = srp4ctr_ctr.get_config(
+      f"dataset={dataset},preset={preset},ctr={ctr},variant={variant},"
+      f"freeze={freeze}")
+  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
+  cfg.srp4ctr.pretrained = pretrained
+  return workflow.apply_overrides(
+      cfg, workflow.stage_overrides(cfg, overrides, "finetune"))
+
+
+def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
+            ctr: str, seed: int, stages=None,
+            overrides: dict[str, str] | None = None,
+            seeds: list[int] | None = None) -> str:
+  """Runs the selected stages; returns the results table and claims."""
+  overrides = overrides or {}
+  stages = list(stages or STAGES)
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  seeds = list(seeds or [seed])
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds {seeds}: each seed once")
+  os.makedirs(workdir, exist_ok=True)
+  args = dict(dataset=dataset, data_dir=data_dir, preset=preset)
+  workflow.check_overrides(overrides, [
+      pretrain_config(**args, cache_dir="", seed=seeds[0], attributes="fg",
+                      overrides={}),
+      ctr_config(**args, cache_dir="", ctr=ctr, seed=seeds[0],
+                 stage="srp4ctr", pretrained="", overrides={})])
+  cache_dir = os.path.join(workdir, ".flip_jax_cache")
+  args.update(cache_dir=cache_dir)
+  log = workflow.StageLog(workdir)
+  if "prepare" in stages:
+    log.run("prepare", lambda: os.path.exists(
+        os.path.join(workdir, "data", "sequences.json")),
+            lambda: _prepare(workdir, ctr_config(
+                **args, ctr=ctr, seed=seeds[0], stage="srp4ctr",
+                pretrained="", overrides=overrides)))
+  for s in seeds:
+    folder = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{s}")
+    _run_seed(folder, stages, s, args, ctr, overrides)
+  if "flops" in stages:
+    out = os.path.join(workdir, "flops.json")
+    configs = {k: ctr_config(**args, ctr=ctr, seed=seeds[0], stage=k,
+                             pretrained="", overrides=overrides)
+               for k in ("srp4ctr", "din", "backbone")}
+    log.run("flops", lambda: os.path.exists(out),
+            lambda: _flops(workdir, out, configs))
+  return write_report(workdir, dataset=dataset, preset=preset)
+
+
+def _run_seed(folder, stages, seed, args, ctr, overrides) -> None:
+  from experiments import launch  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  log = workflow.StageLog(folder)
+  for name, attributes in PRETRAIN_STAGES.items():
+    if name not in stages:
+      continue
+    cfg = pretrain_config(**args, seed=seed, attributes=attributes,
+                          overrides=overrides)
+    pre_dir = os.path.join(folder, name)
+    done = os.path.join(pre_dir, "pretrain_done.json")
+
+    def _pretrain(c=cfg, d=pre_dir, done=done):
+      last = launch.run(c, d)
+      if jax.process_index() == 0:
+        jsonio.write_json_atomic(done, last)
+    log.run(name, lambda done=done: os.path.exists(done), _pretrain)
+  for name, (_, _, pre) in CTR_STAGES.items():
+    if name not in stages:
+      continue
+    d = os.path.join(folder, name)
+    cfg = ctr_config(**args, ctr=ctr, seed=seed, stage=name,
+                     pretrained=os.path.join(folder, pre) if pre else "",
+                     overrides=overrides)
+    log.run(name, lambda d=d: os.path.exists(os.path.join(d, "results.json")),
+            lambda c=cfg, d=d: launch.run(c, d))
+  if "export" in stages:
+    out = os.path.join(folder, "export_srp4ctr")
+
+    def _export():
+      from flip_jax.methods.srp4ctr import export  # pylint: disable=g-import-not-at-top
+      diff = export.export_srp4ctr(os.path.join(folder, "srp4ctr"), out)
+      jsonio.write_json_atomic(os.path.join(out, "check.json"),
+                               {"max_abs_diff": diff})
+    log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),
+            _export)
+
+
+def _prepare(workdir, cfg) -> dict:
+  """Data and sequence statistics; the samples parquet for inspection."""
+  # pylint: disable=g-import-not-at-top
+  from flip_jax.data import sequences
+  from flip_jax.methods.srp4ctr import data as data_lib
+  # pylint: enable=g-import-not-at-top
+  out = os.path.join(workdir, "data")
+  os.makedirs(out, exist_ok=True)
+  prepared, store = data_lib.load_store(cfg, workdir)
+  stats = {"tie_rule": sequences.TIE_RULE, "users": store.num_users,
+           "events": int(len(store.tokens)),
+           "attributes": list(store.attributes),
+           "vocab_sizes": store.vocab_sizes.tolist()}
+  for split, cols in store.splits.items():
+    n = cols["hist_end"] - cols["hist_begin"]
+    stats[split] = {"rows": int(len(n)), "mean_history": float(n.mean()),
+                    "median_history": float(np.median(n)),
+                    "empty_history": float((n == 0).mean()),
+                    f"at_least_{cfg.sequence.max_length}": float(
+                        (n >= cfg.sequence.max_length).mean())}
+  if jax.process_index() == 0:
+    prepared.feature_map.save(os.path.join(out, "feature_map.json"))
+    jsonio.write_json_atomic(os.path.join(out, "stats.json"), prepared.stats)
+    sequences.write_samples(prepared, sequences.SequenceSpec(
+        cfg.sequence.user_field, cfg.sequence.item_field, ("item",)),
+                            os.path.join(out, "sequences.parquet"),
+                            cfg.sequence.max_length)
+    jsonio.write_json_atomic(os.path.join(out, "sequences.json"), stats)
+  return stats
+
+
+def _flops(workdir, out, configs) -> dict:
+  """`flip_jax.methods.srp4ctr.flops` of the run's models on its data."""
+  # pylint: disable=g-import-not-at-top
+  from flip_jax.methods.srp4ctr import data as data_lib
+  from flip_jax.methods.srp4ctr import finetune
+  from flip_jax.methods.srp4ctr import flops
+  # pylint: enable=g-import-not-at-top
+  models = {}
+  for name, cfg in configs.items():
+    cfg = finetune.resolve_config(cfg)
+    prepared, store = data_lib.load_store(cfg, workdir)
+    models[name] = finetune.build_model(cfg, store,
+                                        prepared.feature_map).config
+  res = flops.run(models)
+  if jax.process_index() == 0:
+    jsonio.write_json_atomic(out, res)
+  return res
+
+
+# ------------------------------------------------------------------ report
+def collect(workdir: str) -> list[dict]:
+  """SRP4CTR's rows (RelaImpr over the backbone alone)."""
+  return report.collect(workdir, ROWS, base="backbone")
+
+
+def flops_verdict(flops: dict | None) -> dict | None:
+  """B8: inference-FLOPs per candidate grow far less than efficiency-FLOPs
+  (both relative to DIN)."""
+  if not flops or "srp4ctr" not in flops or "din" not in flops:
+    return None
+  s, d = flops["srp4ctr"], flops["din"]
+  eff = s["efficiency_flops"] / d["efficiency_flops"] - 1
+  inf = (s["inference_flops_per_candidate"]
+         / d["inference_flops_per_candidate"] - 1)
+  holds = bool(inf <= FAR_LESS * eff) if eff > 0 else False
+  return {"claim": "inference-FLOPs per candidate grow far less than "
+                   "efficiency-FLOPs (vs DIN, B8)", "holds": holds,
+          "verdict": "holds" if holds else "does NOT hold",
+          "efficiency_flops_growth": eff, "inference_flops_growth": inf}
+
+
+def _plots(workdir: str) -> list[tuple[str, str]]:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  first, made = report.seed_dirs(workdir)[0][1], []
+  for fname, title, series in (
+      ("pretrain_losses.png", "FG-BERT pretraining losses",
+       [(k, os.path.join(first, "pretrain"), k) for k in
+        ("train/loss", "train/item_loss")]),
+      ("valid_auc.png", "Validation AUC per model",
+       [("valid/auc", os.path.join(first, k), n) for k, n in ROWS])):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    drawn = False
+    for key, folder, label in series:
+      pts = [(r["step"], r[key]) for r in report.read_jsonl(
+          os.path.join(folder, "metrics.jsonl")) if key in r]
+      if pts:
+        drawn = True
+        ax.plot(*zip(*pts), marker="o" if "auc" in key else None,
+                label=label)
+    if drawn:
+      ax.set_xlabel("step")
+      ax.set_title(title)
+      ax.legend(fontsize=7)
+      fig.tight_layout()
+      fig.savefig(os.path.join(workdir, fname), dpi=100)
+      made.append((title, fname))
+    plt.close(fig)
+  return made
+
+
+def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
+  """results.md, report.md / .html, summary.json; returns the table."""
+  rows = collect(workdir)
+  lines = ["| model | test AUC | test gAUC | test LogLoss | valid AUC | "
+           "best step |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(
+        f"| {r['name']} | {report.fmt(r.get('test/auc'))} | "
+        f"{report.fmt(r.get('test/gauc'))} | "
+        f"{report.fmt(r.get('test/logloss'))} | "
+        f"{report.fmt(r.get('valid/auc'))} | "
+        f"{'/'.join(str(x['best_step']) for x in r['per_seed'])} |")
+  table = "\n".join(lines)
+  flops = report.read_json(os.path.join(workdir, "flops.json"))
+  fv = flops_verdict(flops)
+  cl = report.claims(rows, CLAIMS)
+  if fv is not None:
+    cl.append(f"- {fv['claim']}: {fv['verdict']} (efficiency "
+              f"{100 * fv['efficiency_flops_growth']:+.0f}%, inference "
+              f"{100 * fv['inference_flops_growth']:+.0f}% per candidate)")
+  md = [f"# SRP4CTR run report: {dataset or os.path.basename(workdir)}", "",
+        f"Preset `{preset}`; selection on validation AUC, test evaluated "
+        "once at the selected step.", "", "## Results", "", table, ""]
+  if cl:
+    md += ["## The paper's claims on this run", ""] + cl + [""]
+  if flops:
+    md += ["## FLOPs per candidate (1 user x 100 candidates) and batch 1",
+           "", "| model | efficiency MFLOP | inference MFLOP/cand | folded "
+           "cand/s | unfolded cand/s |", "|---|---|---|---|---|"]
+    md += [f"| {k} | {v['efficiency_flops'] / 1e6:.2f} | "
+           f"{v['inference_flops_per_candidate'] / 1e6:.3f} | "
+           f"{v['folded_candidates_per_sec']:.0f} | "
+           f"{v['unfolded_candidates_per_sec']:.0f} |"
+           for k, v in flops.items()] + [""]
+  check = report.read_json(os.path.join(report.seed_dirs(workdir)[0][1],
+                                         "export_srp4ctr", "check.json"))
+  if check is not None:
+    md += [f"PyTorch export of SRP4CTR: max |p_torch - p_flax| = "
+           f"{check['max_abs_diff']:.2e}", ""]
+  made = _plots(workdir)
+  md += [line for t, f in made for line in (f"## {t}", "", f"![{t}]({f})",
+                                             "")]
+  text = "\n".join(md)
+  summary = report.summary(workdir, rows, CLAIMS)
+  if fv is not None:
+    summary["claims"].append(fv)
+  summary["flops"] = flops
+  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(table + "\n")
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(text)
+  body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>"
+                 for t, f in made)
+  with open(os.path.join(workdir, "report.html"), "w") as f:
+    f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+  return table + ("\n" + "\n".join(cl) if cl else "")
