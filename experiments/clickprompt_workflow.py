@@ -17,7 +17,9 @@ in ``stages.json`` (``experiments.workflow.StageLog``):
                    (export_ctr_only/ and export_prefix_add/, each check.json)
 
 Then ``results.md``, ``report.md`` / ``report.html`` (plots) and
-``summary.json`` with the spec's claims (A11) as holds / does NOT hold.
+``summary.json`` with the spec's claims (A11) as holds / does NOT hold
+(``experiments.report``: with several seeds, in ``seed<N>/`` folders, mean
+± std and per-seed paired verdicts).
 Overrides: ``key=value`` for every stage whose config has the section,
 ``pretrain:key`` / ``finetune:key`` for one phase (``workflow.stage_overrides``).
 """
@@ -27,11 +29,9 @@ import html
 import os
 
 import jax
-import numpy as np
 
+from experiments import report
 from experiments import workflow
-from experiments.report import _read_json  # pylint: disable=protected-access
-from experiments.report import _read_jsonl  # pylint: disable=protected-access
 from flip_jax import jsonio
 
 STAGES = ("prepare", "pretrain", "base_id", "nlp_only", "add", "prompt_add",
@@ -96,28 +96,47 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
             plm: str, ctr: str, seed: int, stages=None,
-            overrides: dict[str, str] | None = None) -> str:
-  """Runs the selected stages; returns the printed results table."""
-  from experiments import launch  # pylint: disable=g-import-not-at-top
+            overrides: dict[str, str] | None = None,
+            seeds: list[int] | None = None) -> str:
+  """Runs the selected stages; returns the printed results table.
+
+  With several ``seeds`` every model is trained once per seed, each seed's
+  stages in ``<workdir>/seed<N>/`` (data prepared once).
+  """
   overrides = overrides or {}
   stages = list(stages or STAGES)
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  seeds = list(seeds or [seed])
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds {seeds}: each seed once")
   os.makedirs(workdir, exist_ok=True)
-  log = workflow.StageLog(workdir)
-  args = (dataset, data_dir, "", ctr, plm, preset, seed)
+  args = (dataset, data_dir, "", ctr, plm, preset, seeds[0])
   workflow.check_overrides(overrides, [
       pretrain_config(*args, {}),
       finetune_config(*args, "prefix_add", "", {})])
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
-  args = (dataset, data_dir, cache_dir, ctr, plm, preset, seed)
-  pre_dir = os.path.join(workdir, "pretrain")
-
   if "prepare" in stages:
-    log.run("prepare", lambda: os.path.exists(
-        os.path.join(workdir, "data", "stats.json")),
-            lambda: _prepare(pretrain_config(*args, overrides), workdir))
+    cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                          seeds[0], overrides)
+    workflow.StageLog(workdir).run(
+        "prepare", lambda: os.path.exists(
+            os.path.join(workdir, "data", "stats.json")),
+        lambda: _prepare(cfg, workdir))
+  for s in seeds:
+    folder = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{s}")
+    _run_seed(folder, stages, (dataset, data_dir, cache_dir, ctr, plm, preset,
+                               s), overrides)
+  return write_report(workdir, dataset=dataset, preset=preset)
+
+
+def _run_seed(folder, stages, args, overrides) -> None:
+  """The training and export stages of one seed in ``folder``."""
+  from experiments import launch  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  log = workflow.StageLog(folder)
+  pre_dir = os.path.join(folder, "pretrain")
   if "pretrain" in stages:
     cfg = pretrain_config(*args, overrides)
     done = os.path.join(pre_dir, "pretrain_done.json")
@@ -130,7 +149,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   for name, (mode, from_pre) in FINETUNE_STAGES.items():
     if name not in stages:
       continue
-    out = os.path.join(workdir, name)
+    out = os.path.join(folder, name)
     cfg = finetune_config(*args, mode, pre_dir if from_pre else "", overrides)
     log.run(name, lambda d=out: os.path.exists(
         os.path.join(d, "results.json")),
@@ -138,9 +157,8 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   if "export" in stages:
     for name in EXPORTS:
       log.run(f"export_{name}", lambda n=name: os.path.exists(
-          os.path.join(workdir, f"export_{n}", "check.json")),
-              lambda n=name: _export(workdir, n))
-  return write_report(workdir, dataset=dataset, preset=preset)
+          os.path.join(folder, f"export_{n}", "check.json")),
+              lambda n=name: _export(folder, n))
 
 
 def _prepare(cfg, workdir):
@@ -156,11 +174,11 @@ def _prepare(cfg, workdir):
   return prepared.stats
 
 
-def _export(workdir, name):
+def _export(folder, name):
   """Exports a finetuning stage with the parity check (check.json)."""
   from flip_jax.methods.clickprompt import export  # pylint: disable=g-import-not-at-top
-  out = os.path.join(workdir, f"export_{name}")
-  diff = export.export_finetuned(os.path.join(workdir, name), out, check=True)
+  out = os.path.join(folder, f"export_{name}")
+  diff = export.export_finetuned(os.path.join(folder, name), out, check=True)
   jsonio.write_json_atomic(os.path.join(out, "check.json"),
                            {"max_abs_diff": float(diff),
                             "atol": export.CHECK_ATOL})
@@ -168,50 +186,48 @@ def _export(workdir, name):
 
 
 # ------------------------------------------------------------------ report
-def results_table(workdir: str) -> tuple[str, list[dict]]:
-  """Markdown table of the finetuning stages (test AUC / LogLoss)."""
-  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
-  rows = []
-  lines = ["| model | test AUC | test LogLoss | valid AUC | best step | "
-           "alpha | wall s |", "|---|---|---|---|---|---|---|"]
-  for key, name in ROWS:
-    res = _read_json(os.path.join(workdir, key, "results.json"))
-    if res is None:
-      continue
-    rows.append(dict(res, stage=key, name=name))
-    alpha = f"{res['alpha']:.3f}" if "alpha" in res else ""
-    wall = stages.get(key, {}).get("wall_sec")
-    lines.append(f"| {name} | {res['test/auc']:.4f} | "
-                 f"{res['test/logloss']:.4f} | {res['valid/auc']:.4f} | "
-                 f"{res['best_step']} | {alpha} | "
-                 f"{'' if wall is None else f'{wall:.0f}'} |")
-  return "\n".join(lines), rows
-
-
 def claim_verdicts(rows: list[dict]) -> list[dict]:
-  """Each claim whose two stages ran: AUCs, difference, verdicts."""
-  by = {r["stage"]: r for r in rows}
-  out = []
-  for better, worse, text, must in CLAIMS:
-    if better in by and worse in by:
-      diff = by[better]["test/auc"] - by[worse]["test/auc"]
-      out.append({"claim": text, "must": must, "holds": bool(diff > 0),
-                  "margin_ok": bool(diff >= MARGIN),
-                  "test/auc": [by[better]["test/auc"], by[worse]["test/auc"]],
-                  "test/auc_diff": diff})
+  """``report.claim_verdicts`` of the A11 claims, each marked must / should
+  and whether its mean margin reaches ``MARGIN``."""
+  must = {text: m for _, _, text, m in CLAIMS}
+  out = report.claim_verdicts(rows, [c[:3] for c in CLAIMS])
+  for v in out:
+    v.update(must=must[v["claim"]], margin_ok=bool(
+        v["test/auc_diff"] >= MARGIN))
   return out
 
 
 def claim_lines(verdicts: list[dict]) -> list[str]:
   return [f"- [{'must' if v['must'] else 'should'}] {v['claim']}: "
-          f"{'holds' if v['holds'] else 'does NOT hold'} (test AUC "
-          f"{v['test/auc'][0]:.4f} vs {v['test/auc'][1]:.4f}, "
-          f"{v['test/auc_diff']:+.4f}; margin >= {MARGIN}: "
-          f"{'yes' if v['margin_ok'] else 'no'})" for v in verdicts]
+          f"{v['verdict']} (test AUC {v['test/auc'][0]:.4f} vs "
+          f"{v['test/auc'][1]:.4f}, {v['test/auc_diff']:+.4f}"
+          + (f" over {v['num_seeds']} seeds, positive on "
+             f"{v['seeds_positive']}" if v["num_seeds"] > 1 else "")
+          + f"; margin >= {MARGIN}: {'yes' if v['margin_ok'] else 'no'})"
+          for v in verdicts]
+
+
+def results_table(workdir: str) -> tuple[str, list[dict]]:
+  """Markdown table of the finetuned models (mean ± std over seeds)."""
+  rows = report.collect(workdir, ROWS, base="base_id")
+  lines = ["| model | test AUC | test LogLoss | RelaImpr | valid AUC | "
+           "best step | alpha |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    per = r["per_seed"]
+    ri = r.get("rela_impr")
+    impr = "" if ri is None else f"{100 * ri['mean']:+.2f}%"
+    steps = "/".join(str(x["best_step"]) for x in per)
+    alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
+    lines.append(f"| {r['name']} | {report.fmt(r.get('test/auc'))} | "
+                 f"{report.fmt(r.get('test/logloss'))} | {impr} | "
+                 f"{report.fmt(r.get('valid/auc'))} | {steps} | {alpha} |")
+  return "\n".join(lines), rows
 
 
 def plots(workdir: str) -> list[tuple[str, str]]:
-  """PA-MLM loss, valid AUC per stage, alpha: (title, PNG file) pairs."""
+  """PA-MLM loss, valid AUC per stage, alpha (of the first seed): (title,
+  PNG file) pairs."""
+  out_dir, first = workdir, report.seed_dirs(workdir)[0][1]
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -229,13 +245,13 @@ def plots(workdir: str) -> list[tuple[str, str]]:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, fname), dpi=100)
+    fig.savefig(os.path.join(out_dir, fname), dpi=100)
     plt.close(fig)
     made.append((title, fname))
 
   def points(stage, key):
-    return [(r["step"], r[key]) for r in _read_jsonl(
-        os.path.join(workdir, stage, "metrics.jsonl")) if key in r]
+    return [(r["step"], r[key]) for r in report.read_jsonl(
+        os.path.join(first, stage, "metrics.jsonl")) if key in r]
 
   curve("pa_mlm_loss.png", "PA-MLM loss", "masked-token CE",
         [("mlm_loss", points("pretrain", "train/mlm_loss"))])
@@ -250,7 +266,8 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """results.md, report.md / .html and summary.json; returns the table."""
   table, rows = results_table(workdir)
   verdicts = claim_verdicts(rows)
-  stages = _read_json(os.path.join(workdir, "stages.json")) or {}
+  first = report.seed_dirs(workdir)[0][1]
+  stages = report.read_json(os.path.join(first, "stages.json")) or {}
   made = plots(workdir)
   md = [f"# ClickPrompt run report: {dataset or os.path.basename(workdir)}",
         "", f"Preset `{preset}`; selection on validation AUC, test evaluated "
@@ -258,7 +275,8 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   if verdicts:
     md += ["## The spec's claims (A11) on this run", ""]
     md += claim_lines(verdicts) + [""]
-  pre = _read_json(os.path.join(workdir, "pretrain", "pretrain_done.json"))
+  pre = report.read_json(os.path.join(first, "pretrain",
+                                      "pretrain_done.json"))
   if pre and "train/lm_head_fresh" in pre:
     md += [f"PA-MLM: final masked-token loss {pre['train/mlm_loss']:.3f}; "
            "LM head " + ("FRESH (the PLM checkpoint has none)"
@@ -271,17 +289,16 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
          for k in sorted(stages, key=lambda k: order.index(k)
                          if k in order else len(order))] + [""]
   for name in EXPORTS:
-    check = _read_json(os.path.join(workdir, f"export_{name}", "check.json"))
+    check = report.read_json(os.path.join(first, f"export_{name}",
+                                          "check.json"))
     if check is not None:
       md.append(f"PyTorch export of {name}: max |p_torch - p_flax| = "
                 f"{check['max_abs_diff']:.2e}")
   for title, fname in made:
     md += ["", f"## {title}", "", f"![{title}]({fname})"]
   text = "\n".join(md) + "\n"
-  summary = {"models": {r["name"]: {k: r[k] for k in (
-      "test/auc", "test/logloss", "valid/auc", "best_step", "alpha", "stage")
-                                    if k in r} for r in rows},
-             "claims": verdicts}
+  summary = dict(report.summary(workdir, rows, [c[:3] for c in CLAIMS]),
+                 claims=verdicts)
   jsonio.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(table + "\n")
@@ -291,23 +308,3 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   with open(os.path.join(workdir, "report.html"), "w") as f:
     f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
   return table + ("\n" + "\n".join(claim_lines(verdicts)) if verdicts else "")
-
-
-def seed_table(workdirs: list[str]) -> str:
-  """Mean ± std of test AUC / LogLoss per model over seed workdirs."""
-  per: dict[str, dict[str, list[float]]] = {}
-  for w in workdirs:
-    for name, m in (_read_json(os.path.join(w, "summary.json")) or {}).get(
-        "models", {}).items():
-      for k in ("test/auc", "test/logloss"):
-        per.setdefault(name, {}).setdefault(k, []).append(m[k])
-  lines = ["| model | seeds | test AUC | test LogLoss |", "|---|---|---|---|"]
-  for _, name in ROWS:
-    if name in per:
-      auc, ll = (np.asarray(per[name][k]) for k in ("test/auc",
-                                                    "test/logloss"))
-      lines.append(f"| {name} | {len(auc)} | {auc.mean():.4f} ± "
-                   f"{auc.std(ddof=1) if len(auc) > 1 else 0:.4f} | "
-                   f"{ll.mean():.4f} ± "
-                   f"{ll.std(ddof=1) if len(ll) > 1 else 0:.4f} |")
-  return "\n".join(lines)

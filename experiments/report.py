@@ -48,9 +48,6 @@ def read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-# Transitional names (experiments/clickprompt_workflow.py still uses them).
-_read_json, _read_jsonl = read_json, read_jsonl
-
 METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc")
 
 

@@ -6,6 +6,8 @@ method adds its folder and one line here.
 from __future__ import annotations
 
 from flip_jax.methods import ctr
+from flip_jax.methods.baselines import ctr_bert
+from flip_jax.methods.baselines import p_tab
 from flip_jax.methods.clickprompt import finetune as clickprompt_finetune
 from flip_jax.methods.clickprompt import pretrain as clickprompt_pretrain
 from flip_jax.methods.flip import finetune as flip_finetune
@@ -15,6 +17,8 @@ from flip_jax.methods.srp4ctr import pretrain as srp4ctr_pretrain
 
 TASKS = {
     "ctr": ctr.CtrTask,
+    "ctr_bert": ctr_bert.CtrBertTask,
+    "p_tab_pretrain": p_tab.PTabPretrainTask,
     "flip_pretrain": flip_pretrain.FlipPretrainTask,
     "flip_finetune": flip_finetune.FlipFinetuneTask,
     "srp4ctr_pretrain": srp4ctr_pretrain.Srp4ctrPretrainTask,
@@ -29,6 +33,8 @@ TASKS = {
 EXPORTERS = {
     "flip_finetune": "flip_jax.methods.flip.export:export_finetuned",
     "srp4ctr": "flip_jax.methods.srp4ctr.export:export_srp4ctr",
+    "clickprompt_finetune":
+        "flip_jax.methods.clickprompt.export:export_finetuned",
 }
 
 

@@ -152,9 +152,15 @@ def load_torch(folder) -> torch_model.ClickPromptTorch:
   folder = pathlib.Path(folder)
   meta = json.loads((folder / META).read_text())
   ctr_cfg = CTRConfig(**meta["ctr_config"]) if meta["ctr_config"] else None
-  plm = transformers.AutoModel.from_pretrained(
-      str(folder / PLM_DIR), attn_implementation="eager",
-      add_pooling_layer=False)
+  # The folder also holds an MLM head (hf_export writes one), unused here.
+  verbosity = transformers.logging.get_verbosity()
+  transformers.logging.set_verbosity_error()
+  try:
+    plm = transformers.AutoModel.from_pretrained(
+        str(folder / PLM_DIR), attn_implementation="eager",
+        add_pooling_layer=False)
+  finally:
+    transformers.logging.set_verbosity(verbosity)
   model = torch_model.ClickPromptTorch(meta, ctr_cfg, plm)
   info = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
   missing = [k for k in info.missing_keys if not k.startswith("plm.")]

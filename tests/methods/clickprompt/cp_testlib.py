@@ -17,8 +17,12 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from experiments.configs import clickprompt_finetune
+from experiments.configs import clickprompt_pretrain
 from flip_jax import sharding
+from flip_jax.methods.clickprompt import finetune
 from flip_jax.methods.clickprompt import model as model_lib
+from flip_jax.methods.clickprompt import pretrain
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import init as init_lib
@@ -28,6 +32,8 @@ from flip_jax.train import steps
 F, FIELD, V, L, B = 4, 12, 50, 12, 8
 N = F * FIELD
 MASK = 3
+MESH_ONE = [("data", 1), ("fsdp", 1), ("tensor", 1)]
+MESH_EIGHT = [("data", 2), ("fsdp", 2), ("tensor", 2)]
 
 
 def plm_config(model_type: str = "bert", dropout: float = 0.0,
@@ -171,3 +177,26 @@ def run_steps(task, example, consts, mesh_shape, num_steps: int = 2,
       state, metrics = step(state, gb, {})
       history.append(jax.device_get(metrics))
   return history, jax.device_get(state.params)
+
+
+def task_for(mode: str, dropout: float):
+  """A task of the real (tiny-preset) config with a tiny model set by hand."""
+  cp = cp_config(mode, plm=plm_config(dropout=dropout))
+  if mode == "pretrain":
+    task = pretrain.ClickPromptPretrainTask(
+        clickprompt_pretrain.get_config("preset=tiny"))
+  else:
+    task = finetune.ClickPromptFinetuneTask(
+        clickprompt_finetune.get_config(f"preset=tiny,mode={mode}"))
+  task.model = model_lib.ClickPromptModel(cp)
+  return task
+
+
+def assert_same_runs(h1, p1, h2, p2):
+  """Equal losses per step and params, up to reduction-order noise."""
+  np.testing.assert_allclose([h["train/loss"] for h in h1],
+                             [h["train/loss"] for h in h2], rtol=1e-5)
+  # AdamW normalises updates: reduction-order noise in tiny gradients can
+  # move a weight by ~lr * 1e-3.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=2e-5), p1, p2)

@@ -34,21 +34,30 @@ def _np_prefix(params, q, cfg):
              for l in range(cfg.num_layers)]
 
 
-@pytest.mark.parametrize("model_type,tied", [("bert", False),
-                                             ("roberta", True)])
-def test_pa_mlm_loss_matches_numpy(model_type, tied):
+@pytest.mark.parametrize("model_type,tied,fusion", [
+    ("bert", False, "prefix"), ("roberta", True, "prefix"),
+    ("bert", False, "prompt")])
+def test_pa_mlm_loss_matches_numpy(model_type, tied, fusion):
   cp = lib.cp_config("pretrain", plm=lib.plm_config(model_type),
-                     lm_tied=tied, mlm_max_masked=lib.L)
+                     lm_tied=tied, mlm_max_masked=lib.L, fusion=fusion)
   model = model_lib.ClickPromptModel(cp)
   batch = lib.batch(pad=cp.plm.pad_token_id)
   params = lib.init(model, batch, method="pa_mlm")
   assert ("lm_decoder" in params) == (not tied)
   out = jax.jit(lambda p: model.apply({"params": p}, batch,
                                       method="pa_mlm"))(params)
-  _, prefix = _np_prefix(params, _q(model, params, batch["ids"]), cp.plm)
-  h = lib.np_encoder(params["plm"], cp.plm, batch["mlm_input_ids"],
-                     batch["attention_mask"], prefix=prefix,
-                     offset=cp.num_prompt)[-1]
+  q = _q(model, params, batch["ids"])
+  if fusion == "prefix":
+    _, prefix = _np_prefix(params, q, cp.plm)
+    h = lib.np_encoder(params["plm"], cp.plm, batch["mlm_input_ids"],
+                       batch["attention_mask"], prefix=prefix,
+                       offset=cp.num_prompt)[-1]
+  else:  # K input-layer prompts q W + b in front; their outputs unlabelled
+    g = params["prompt_generator"]["out"]
+    prompts = np.einsum("bf,fkd->bkd", q, g["kernel"]) + g["bias"]
+    h = lib.np_encoder(params["plm"], cp.plm, batch["mlm_input_ids"],
+                       batch["attention_mask"],
+                       prompts=prompts)[-1][:, cp.num_prompt:]
   head = jax.tree.map(lambda a: np.asarray(a, np.float64), params["lm_head"])
   x = h @ head["dense"]["kernel"] + head["dense"]["bias"]
   x = 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
@@ -90,19 +99,21 @@ def test_alpha_mix_and_plain_sum():
           jnp.float32(0.2))
   np.testing.assert_allclose(d_alpha, np.sum(out["ctr/logit"]
                                              - out["txt/logit"]), rtol=1e-5)
+  # Same params without alpha: the code's plain sum, and a constant α.
+  rest = {k: v for k, v in params.items() if k != "alpha"}
   plain = model_lib.ClickPromptModel(lib.cp_config("prefix_add",
                                                    weighted_add=False))
-  p2 = lib.init(plain, batch)
-  assert "alpha" not in p2
-  o2 = jax.jit(plain.apply)({"params": p2}, batch)
-  np.testing.assert_allclose(o2["logit"], o2["ctr/logit"] + o2["txt/logit"])
+  o2 = jax.jit(plain.apply)({"params": rest}, batch)
+  np.testing.assert_allclose(o2["logit"], out["ctr/logit"] + out["txt/logit"],
+                             rtol=1e-6)
   fixed = model_lib.ClickPromptModel(lib.cp_config(
-      "add", alpha_learnable=False, alpha_init=0.3))
-  p3 = lib.init(fixed, batch)
-  assert "alpha" not in p3
-  o3 = jax.jit(fixed.apply)({"params": p3}, batch)
-  np.testing.assert_allclose(o3["logit"], 0.3 * o3["ctr/logit"]
-                             + 0.7 * o3["txt/logit"], rtol=1e-6)
+      "prefix_add", alpha_learnable=False, alpha_init=0.3))
+  o3 = jax.jit(fixed.apply)({"params": rest}, batch)
+  np.testing.assert_allclose(o3["logit"], 0.3 * out["ctr/logit"]
+                             + 0.7 * out["txt/logit"], rtol=1e-6)
+  for m in (plain, fixed):  # neither has an alpha parameter
+    shapes = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), batch))
+    assert "alpha" not in shapes["params"]
 
 
 def test_ctr_only_is_the_plain_backbone_plus_a_head():
@@ -146,7 +157,13 @@ def test_generator_size_and_position_check():
   assert sizes["out"] == 768 * 184320 + 184320
   assert round(sizes["out"] / 1e6, 1) == 141.7
   cp = lib.cp_config("prefix_add")
-  params = lib.init(model_lib.ClickPromptModel(cp), lib.batch())
+  model = model_lib.ClickPromptModel(cp)
+  params = lib.init(model, lib.batch())
+  # W2's output is sharded over 'heads', like the PLM's attention.
+  spec = nn.get_partition_spec(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), lib.batch())))
+  assert tuple(spec["params"]["prompt_generator"]["out"]["kernel"]) == (
+      "embed", None, None, "heads", "kv")
   n = sum(np.size(x) for x in jax.tree.leaves(params["prompt_generator"]))
   assert n == sum(prompt_lib.generator_size(ctr_lib.rep_dim(cp.ctr), 16, 2,
                                             3).values())
@@ -194,3 +211,33 @@ def test_optimizer_groups_quirk_and_frozen_plm():
   ft.optim.groups.plm.lr = 0.0
   common.resolve_optimizer(ft, "prefix_add")
   assert ft.optim.freeze == [ft.optim.groups.plm.regex]
+
+
+def test_post_init_takes_the_lm_head_and_draws_xavier_ctr():
+  task = lib.task_for("pretrain", dropout=0.0)
+  batch = lib.batch()
+  params = lib.init(task.model, batch, method="pa_mlm")
+  rs = np.random.RandomState(0)
+  ckpt = jax.tree.map(lambda a: rs.normal(size=np.shape(a)).astype(
+      np.float32), {"encoder": params["plm"], "mlm_head": params["lm_head"]})
+
+  def put(tree, path, value):
+    out = dict(tree)
+    node = out
+    for p in path[:-1]:
+      node[p] = dict(node[p])
+      node = node[p]
+    node[path[-1]] = value
+    return out
+
+  data = type("Data", (), {"extra": {"plm_params": ckpt}})()
+  new, _ = task.post_init(params, {}, put, data)
+  jax.tree.map(np.testing.assert_array_equal, new["lm_head"],
+               ckpt["mlm_head"])
+  np.testing.assert_array_equal(
+      new["lm_decoder"],
+      ckpt["encoder"]["embeddings"]["word_embeddings"]["embedding"])
+  table = new["ctr"]["embedding"]["table"]
+  n, e = table.shape
+  assert abs(np.std(table) / np.sqrt(2.0 / (n + e)) - 1.0) < 0.15
+  assert not np.any(new["ctr"]["cross"]["bias_0"])

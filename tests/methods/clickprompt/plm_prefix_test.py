@@ -26,15 +26,15 @@ def _inputs(cfg, seed=0):
   return jnp.asarray(ids, jnp.int32), jnp.asarray(mask), prefix
 
 
-def _apply(cfg, params, ids, mask, **kw):
-  enc = plm_lib.PLMEncoder(cfg)
+def _apply(cfg, params, ids, mask, remat=False, **kw):
+  enc = plm_lib.PLMEncoder(cfg, remat=remat)
   fn = jax.jit(functools.partial(enc.apply, output_hidden_states=True, **kw))
   return fn({"params": params}, ids, mask)
 
 
-@pytest.mark.parametrize("model_type,offset", [("bert", 0), ("bert", K),
-                                               ("roberta", K)])
-def test_prefix_attention_matches_numpy(model_type, offset):
+@pytest.mark.parametrize("model_type,offset,remat", [
+    ("bert", 0, False), ("bert", K, True), ("roberta", K, False)])
+def test_prefix_attention_matches_numpy(model_type, offset, remat):
   cfg = lib.plm_config(model_type)
   ids, mask, prefix = _inputs(cfg)
   params = plm_lib.PLMEncoder(cfg).init(jax.random.key(1), ids, mask)[
@@ -42,7 +42,8 @@ def test_prefix_attention_matches_numpy(model_type, offset):
   params = jax.tree.map(np.asarray, jax.device_get(
       jax.tree.map(lambda x: getattr(x, "value", x), params,
                    is_leaf=lambda x: hasattr(x, "value"))))
-  out = _apply(cfg, params, ids, mask, prefix=prefix, position_offset=offset)
+  out = _apply(cfg, params, ids, mask, remat, prefix=prefix,
+               position_offset=offset)
   ref = lib.np_encoder(params, cfg, ids, mask, prefix=prefix, offset=offset)
   for ours, theirs in zip(out["hidden_states"], ref):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,108 @@
+"""CTR-BERT, the paper's two-tower PLM baseline (FLIP.md 7).
+
+  # embedded synthetic data, CPU-sized preset:
+  python -m experiments.train --workdir runs/ctr_bert_syn \
+    --config experiments/configs/ctr_bert.py:dataset=synthetic
+
+  # MovieLens-1M, the official recipe (two towers, batch 128, lr 5e-5,
+  # 10 epochs, patience 3):
+  python -m experiments.train --workdir runs/ctr_bert_ml1m \
+    --config experiments/configs/ctr_bert.py:dataset=ml-1m,preset=full \
+    --config.data.data_dir ../shared/data/ml-1m
+
+  # one PLM for both texts instead of two:
+    --config.ctr_bert.share_plm=True
+
+The user text is the prompt's clauses of ``ctr_bert.user_fields``, the
+item text the other clauses; both towers start from the public PLM
+weights. Rerunning the same command on the same workdir resumes.
+"""
+import ml_collections as mlc
+
+from experiments.configs import common
+from experiments.configs import data as data_configs
+from experiments.configs import flip_pretrain
+
+# The user's fields of each dataset (the item tower reads the others).
+USER_FIELDS = {
+    "synthetic": ("user_id", "gender", "age", "occupation", "zipcode"),
+    "ml-1m": ("user_id", "gender", "age", "occupation", "zipcode"),
+    "ml-100k": ("user_id", "gender", "age", "occupation", "zipcode"),
+    "bookcrossing": ("user_id", "location", "age"),
+    "goodreads": ("user_id",),
+    # A CSV source names its own fields; set ctr_bert.user_fields to match.
+    "csv": ("user_id",),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
+                         plm="minilm-l6", preset="cpu-small")
+  if arg.preset not in ("tiny", "cpu-small", "full"):
+    raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
+  if arg.dataset not in USER_FIELDS:
+    raise ValueError(f"dataset {arg.dataset!r}: no default user fields; "
+                     f"known: {sorted(USER_FIELDS)}")
+  small = arg.preset != "full"
+  cfg = mlc.ConfigDict()
+  cfg.task = "ctr_bert"
+  cfg.seed = 2012
+  cfg.prng_impl = common.PRNG_IMPL
+  cfg.data = flip_pretrain.apply_data_preset(
+      data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
+  # model.ctr is unused (no ID model); kept so one model section serves
+  # every task of a run_all.
+  cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
+
+  c = cfg.ctr_bert = mlc.ConfigDict()
+  # Fields whose clauses form the user text; every other field's clause
+  # goes to the item text (in field order).
+  c.user_fields = list(USER_FIELDS[arg.dataset])
+  # Official: two PLMs (user_model, item_model), both from the checkpoint.
+  c.share_plm = False
+  # Tokens per tower text, specials included; -1 = data.max_length, so a
+  # tower is never cut where the prompt is not (official: max_length // 2
+  # = 50 on ML-1M). With data.pad_to='longest' each tower is then cut to
+  # its longest row.
+  c.max_length = -1
+  # Prediction layer: Linear(2H, mlp_hidden) -> tanh -> dropout -> Linear.
+  c.mlp_hidden = 128
+  c.mlp_dropout = 0.2
+
+  # The same budget as FLIP's PLM-only finetuning (flip_finetune mode=plm)
+  # in the short presets; the official recipe in 'full'.
+  batch_size = 128
+  num_epochs, eval_every, max_steps = 10, -1, -1
+  if small:
+    batch_size = 32
+    num_epochs = 3
+    eval_every = 20 if arg.preset == "tiny" else (
+        30 if arg.dataset == "synthetic" else 100)
+    max_steps = 60 if arg.preset == "tiny" else (
+        90 if arg.dataset == "synthetic" else 300)
+  cfg.train = common.train_config(
+      batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
+      eval_every_steps=eval_every, eval_batch_size=256, patience=3)
+
+  o = cfg.optim = mlc.ConfigDict()
+  o.name = "adamw"
+  # Official 5e-5 (AdamW, weight decay 1e-3); the short presets take
+  # bigger steps, as FLIP_PLM's do.
+  o.lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
+  o.weight_decay = 1e-3
+  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+  o.decay_mask = "all"
+  o.grad_clip = None
+  # (regex, lr) pairs, first match wins, e.g. [("^head/", 1e-3)].
+  o.param_groups = []
+  o.freeze = []
+  # Official: a constant learning rate (its schedulers are commented out).
+  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
+                               "warmup_steps": 0})
+
+  # No init_from: the towers start from the public weights.
+  cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)
+  cfg.log_every_steps = 20
+  cfg.mesh = common.mesh_config()
+  cfg.logical_axis_rules = common.logical_axis_rules()
+  return cfg
