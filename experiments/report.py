@@ -29,6 +29,8 @@ ROWS = (("base_id", "ID model from scratch"),
         ("flip_plm", "FLIP_PLM"),
         ("flip_joint", "FLIP (joint)"),
         ("base_joint", "joint from public weights (no pretraining)"),
+        ("ctr_bert", "CTR-BERT (two towers)"),
+        ("p_tab", "P-Tab (MLM on prompts, then [CLS])"),
         ("flip_joint_no_mlm", "FLIP (joint) pretrained without MLM"),
         ("flip_joint_no_mtm", "FLIP (joint) pretrained without MTM"),
         ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
@@ -145,6 +147,9 @@ CLAIMS = (
     ("flip_id", "base_id", "FLIP_ID beats the ID model from scratch (same "
      "inference cost)"),
     ("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model"),
+    ("flip_joint", "ctr_bert", "FLIP (joint) beats CTR-BERT"),
+    ("flip_joint", "p_tab", "FLIP (joint) beats P-Tab"),
+    ("flip_plm", "p_tab", "FLIP_PLM beats P-Tab (both PLM-only at inference)"),
     ("flip_joint", "base_joint", "FLIP pretraining helps the joint model "
      "(beats the same model from public weights)"),
     ("flip_joint", "flip_joint_no_mlm", "MLM helps (FLIP joint beats "

@@ -27,8 +27,11 @@ DEFAULT_STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
 # finetunes the joint model from it; base_joint is the joint model from
 # the public weights (no pretraining).
 ABLATIONS = {"no_mlm": "mlm", "no_mtm": "mtm", "no_icl": "icl"}
+# The paper's PLM baselines (opt-in): CTR-BERT (two towers) and P-Tab
+# (token MLM on the prompts, then [CLS] finetuning).
+BASELINES = ("ctr_bert", "p_tab")
 STAGES = DEFAULT_STAGES + tuple(f"ablate_{a}" for a in ABLATIONS) + (
-    "base_joint",)
+    "base_joint",) + BASELINES
 
 # Finetuning stages: (mode, from the pretraining run?)
 FINETUNE_STAGES = {
@@ -102,6 +105,14 @@ def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
   cfg.data.cache_dir = cache_dir
   cfg.seed = seed
   return apply_overrides(cfg, stage_overrides(cfg, overrides, "pretrain"))
+
+
+def _with_run(cfg, data_dir, cache_dir, seed):
+  """The run-wide fields every stage's config shares."""
+  cfg.data.data_dir = data_dir
+  cfg.data.cache_dir = cache_dir
+  cfg.seed = seed
+  return cfg
 
 
 def stage_overrides(cfg, overrides: dict[str, str], phase: str
@@ -240,6 +251,34 @@ def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
     log.run(f"flip_joint_{abl}", lambda d=ft_dir: os.path.exists(
         os.path.join(d, "results.json")),
             lambda c=fcfg, d=ft_dir: launch.run(c, d))
+
+  if "ctr_bert" in stages:
+    from experiments.configs import ctr_bert  # pylint: disable=g-import-not-at-top
+    cfg = _with_run(ctr_bert.get_config(_base_arg(dataset, ctr, plm, preset)),
+                    data_dir, cache_dir, seed)
+    cfg = apply_overrides(cfg, stage_overrides(cfg, overrides, "finetune"))
+    d = os.path.join(folder, "ctr_bert")
+    log.run("ctr_bert", lambda: os.path.exists(
+        os.path.join(d, "results.json")), lambda: launch.run(cfg, d))
+
+  if "p_tab" in stages:
+    from experiments.configs import p_tab_pretrain  # pylint: disable=g-import-not-at-top
+    pcfg = _with_run(p_tab_pretrain.get_config(
+        _base_arg(dataset, ctr, plm, preset)), data_dir, cache_dir, seed)
+    pcfg = apply_overrides(pcfg, stage_overrides(pcfg, overrides, "pretrain"))
+    p_dir = os.path.join(folder, "p_tab_pretrain")
+    p_done = os.path.join(p_dir, "pretrain_done.json")
+
+    def _p_tab_pretrain():
+      last = launch.run(pcfg, p_dir)
+      if jax.process_index() == 0:
+        jsonio.write_json_atomic(p_done, last)
+    log.run("p_tab_pretrain", lambda: os.path.exists(p_done), _p_tab_pretrain)
+    fcfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                           seed, "plm", p_dir, overrides)
+    d = os.path.join(folder, "p_tab")
+    log.run("p_tab", lambda: os.path.exists(os.path.join(d, "results.json")),
+            lambda: launch.run(fcfg, d))
 
   if "export" in stages:
     out = os.path.join(folder, "export_joint")

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import linen as nn
 
 from flip_jax import losses
@@ -154,6 +155,12 @@ class CtrBertTask(task_lib.Task):
           tokenizer, cols["text"], cols["spans"], by_side,
           tower_max_length(config))
       splits[name] = {**cols, **tok}
+    for side in towers_lib.SIDES:
+      logging.info(
+          "CTR-BERT %s tower: fields %s, %d rows truncated at %d tokens",
+          side, [fm.field_names[f] for f in by_side[side]],
+          sum(st[side]["truncated_rows"] for st in stats.values()),
+          tower_max_length(config))
     if config.data.pad_to == "longest":
       splits = towers_lib.cut_to_longest(splits)
     splits = {k: pipeline.array_columns(
