@@ -99,3 +99,25 @@ def ckpt_config(*, every_steps: int = -1, keep: int = 2,
       # Fresh params that init_from's checkpoint may lack.
       allow_missing_regex=list(allow_missing_regex),
   ))
+
+
+def optim_config(*, name: str, lr: float, weight_decay: float,
+                 schedule: str = "constant", epochs=1,
+                 decay_mask: str = "all") -> mlc.ConfigDict:
+  """``config.optim`` (flip_jax.optim): the fields every task's optimizer
+  has; a config then adds its param groups, freezing or extras."""
+  return mlc.ConfigDict(dict(
+      name=name, lr=lr, weight_decay=weight_decay,
+      b1=0.9, b2=0.999, eps=1e-8,
+      # 'all' decays every param, as the official AdamW does;
+      # 'no_bias_norm' spares biases and LayerNorms.
+      decay_mask=decay_mask,
+      grad_clip=None,
+      # (regex, lr) pairs; first match wins, e.g. [("^plm/", 5e-5)].
+      param_groups=[],
+      # Regexes of params kept frozen.
+      freeze=[],
+      # `epochs` may be a FieldReference (cosine_epoch follows train epochs).
+      schedule=mlc.ConfigDict({"name": schedule, "epochs": epochs,
+                               "warmup_steps": 0}),
+  ))

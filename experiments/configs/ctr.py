@@ -73,18 +73,8 @@ def get_config(arg=None):
   cfg.data = data_configs.get_data_config(arg.dataset)
   cfg.model = mlc.ConfigDict({"ctr": model_config(arg.model)})
 
-  o = cfg.optim = mlc.ConfigDict()
   # Adam without weight decay; L2 is an explicit loss term below.
-  o.name = "adam"
-  o.lr = 1e-3
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  o.weight_decay = 0.0
-  o.decay_mask = "all"
-  o.grad_clip = None
-  o.param_groups = []
-  o.freeze = []
-  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
-                               "warmup_steps": 0})
+  cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0)
 
   cfg.loss = mlc.ConfigDict()
   # 'sum' or 'mean' BCE over the batch.  Both official scripts sum: the

@@ -84,21 +84,12 @@ def get_config(arg=None):
       batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
       eval_every_steps=eval_every, eval_batch_size=256, patience=3)
 
-  o = cfg.optim = mlc.ConfigDict()
-  o.name = "adamw"
-  # Official 5e-5 (AdamW, weight decay 1e-3); the short presets take
-  # bigger steps, as FLIP_PLM's do.
-  o.lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
-  o.weight_decay = 1e-3
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  o.decay_mask = "all"
-  o.grad_clip = None
-  # (regex, lr) pairs, first match wins, e.g. [("^head/", 1e-3)].
-  o.param_groups = []
-  o.freeze = []
-  # Official: a constant learning rate (its schedulers are commented out).
-  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
-                               "warmup_steps": 0})
+  # Official 5e-5 (AdamW, weight decay 1e-3) at a constant learning rate
+  # (its schedulers are commented out); the short presets take bigger
+  # steps, as FLIP_PLM's do.
+  cfg.optim = common.optim_config(
+      name="adamw", lr={"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[
+          arg.preset], weight_decay=1e-3)
 
   # No init_from: the towers start from the public weights.
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)

@@ -75,30 +75,21 @@ def get_config(arg=None):
       eval_every_steps=eval_every,
       eval_batch_size=512 if arg.mode == "id" else 256)
 
-  o = cfg.optim = mlc.ConfigDict()
   if arg.mode == "id":
-    o.name, o.lr, o.weight_decay = "adam", 1e-3, 0.0
-    o.param_groups = []
+    cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0)
   else:
     # Official 5e-5; the short presets take bigger steps.
     lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
-    o.name, o.lr, o.weight_decay = "adamw", lr, 1e-3
+    cfg.optim = common.optim_config(name="adamw", lr=lr, weight_decay=1e-3)
     # (regex, lr), first match wins. Official joint: 5e-5 for the PLM and
     # for the rest. The short presets give the ID branch the ID recipe's
     # 1e-3 and the mixing scalars 1e-2, so alpha can move in a few hundred
     # steps instead of the official thousands.
-    o.param_groups = []
     if arg.mode == "joint":
-      o.param_groups = [(r"^plm/", lr)]
+      cfg.optim.param_groups = [(r"^plm/", lr)]
       if small:
-        o.lr = 1e-3
-        o.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  o.decay_mask = "all"
-  o.grad_clip = None
-  o.freeze = []
-  o.schedule = mlc.ConfigDict({"name": "constant", "epochs": 1,
-                               "warmup_steps": 0})
+        cfg.optim.lr = 1e-3
+        cfg.optim.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))
 
   keep = {"id": [r"^ctr/"], "plm": [r"^plm/"],
           "joint": [r"^ctr/", r"^plm/"]}[arg.mode]

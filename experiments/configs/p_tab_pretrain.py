@@ -61,21 +61,12 @@ def get_config(arg=None):
       max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
                  else 300, "full": -1}[arg.preset])
 
-  o = cfg.optim = mlc.ConfigDict()
-  o.name = "adamw"
-  # Official 5e-5; the short presets take FLIP pretraining's steps.
-  o.lr = {"tiny": 1e-3, "cpu-small": 3e-4, "full": 5e-5}[arg.preset]
-  o.weight_decay = 1e-3
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  o.decay_mask = "all"
-  o.grad_clip = None
-  # (regex, lr) pairs; first match wins.
-  o.param_groups = []
-  o.freeze = []
-  # Official: CosineAnnealingLR stepped once per epoch, no warm-up.
-  o.schedule = mlc.ConfigDict({"name": "cosine_epoch",
-                               "epochs": cfg.train.get_ref("num_epochs"),
-                               "warmup_steps": 0})
+  # Official 5e-5 (the short presets take FLIP pretraining's steps);
+  # CosineAnnealingLR stepped once per epoch, no warm-up.
+  cfg.optim = common.optim_config(
+      name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "full": 5e-5}[
+          arg.preset], weight_decay=1e-3, schedule="cosine_epoch",
+      epochs=cfg.train.get_ref("num_epochs"))
 
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
   cfg.ckpt = common.ckpt_config(
