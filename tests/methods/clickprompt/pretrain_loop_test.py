@@ -48,6 +48,8 @@ def final_params(workdir):
 
 
 @pytest.mark.timeout(600)
+# slow: the shared loop's bitwise resume is covered by tests/methods/flip/pretrain_loop_test.py.
+@pytest.mark.slow
 def test_loss_falls_and_resume_is_bitwise(tiny_bert_dir, tmp_path):
   cfg = tiny_config(tiny_bert_dir, tmp_path / "cache",
                     **{"train.max_steps": 20, "ckpt.every_steps": 10})

@@ -1,6 +1,7 @@
 """The sharded, micro-batched FLIP pretraining step == one device's whole
 batch step."""
 import jax
+import pytest
 import numpy as np
 import optax
 
@@ -8,6 +9,9 @@ from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-impo
 
 
 @fst.needs_8_devices
+# slow: covered by pretrain_sharded_sgd_test.py (sharded == one device)
+# and the micro-batch equality tests (micro == whole batch).
+@pytest.mark.slow
 def test_sharded_micro_batched_step_equals_single_device_whole_batch():
   batch = fst.random_batch(batch=16)
   cfg = fst.no_dropout_config()

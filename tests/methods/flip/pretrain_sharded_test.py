@@ -3,6 +3,7 @@
 SGD: pretrain_sharded_sgd_test.py; micro-batches: microbatch_sharded_test.py
 (one compile-heavy comparison per file, so that files spread over workers).
 """
+import pytest
 import jax
 import numpy as np
 
@@ -10,6 +11,8 @@ from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-impo
 
 
 @fst.needs_8_devices
+# slow: pretrain_sharded_sgd_test.py checks the same with SGD (stricter than Adam).
+@pytest.mark.slow
 def test_sharded_step_equals_single_device():
   batch = fst.random_batch(batch=8)
   l1, p1, _ = fst.run_steps(fst.MESH_ONE, batch)

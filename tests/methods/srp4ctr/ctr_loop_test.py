@@ -1,5 +1,6 @@
 """The SRP4CTR CTR task on the shared loop: resume is bitwise; the best
 model exports to PyTorch with parity <= 1e-5."""
+import pytest
 import jax
 import numpy as np
 
@@ -17,6 +18,8 @@ def config(cache_dir, max_steps):
        "log_every_steps": 1})
 
 
+# slow: the shared loop's bitwise resume is covered by tests/methods/flip/pretrain_loop_test.py.
+@pytest.mark.slow
 def test_resume_is_bitwise(tmp_path):
   cache = tmp_path / "cache"
   full = lib.train(config(cache, 6), tmp_path / "full")

@@ -1,4 +1,5 @@
 """SRP4CTR's run_all workflow: stages end to end (tiny), the report's claims."""
+import pytest
 import json
 import os
 
@@ -16,6 +17,8 @@ TINY = {"data.synthetic.num_users": "40", "data.synthetic.num_movies": "30",
         "finetune:model.ctr.dnn_hidden": "(16,)"}
 
 
+# slow: the shared workflow machinery is covered by tests/experiments/run_all_test.py; SRP4CTR's stages each by tests/train/loop_test.py.
+@pytest.mark.slow
 def test_run_all_stages_end_to_end(tmp_path):
   table = wf.run_all(dataset="synthetic", data_dir="", workdir=str(tmp_path),
                      preset="tiny", ctr="dcnv2", seed=3,
