@@ -74,7 +74,9 @@ class Checkpointer:
                        f"{save_interval_steps}")
     if max_to_keep is not None and max_to_keep < 1:
       raise ValueError(f"max_to_keep must be None or >= 1, got {max_to_keep}")
-    self.directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
+    # Absolute: orbax refuses relative paths in some of its writers.
+    self.directory = os.path.join(os.path.abspath(os.fspath(workdir)),
+                                  CHECKPOINT_DIR)
     # Exactly every `save_interval_steps` (plus preemption signals); orbax's
     # default would also save whatever step comes first.
     policy = ocp.checkpoint_managers.AnySavePolicy([

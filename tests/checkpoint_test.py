@@ -364,3 +364,17 @@ def test_init_rule(tmp_path):
   ckpt.save(1, {"x": jnp.ones(2)})
   assert checkpoint.init_rule(ckpt, "/some/pretrain") == "resume"
   ckpt.close()
+
+
+def test_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  """Launchers pass --workdir as typed (relative); orbax needs absolute."""
+  monkeypatch.chdir(tmp_path)
+  tree = {"w": jax.device_put(np.arange(6, dtype=np.float32).reshape(2, 3))}
+  ckpt = checkpoint.Checkpointer("rel/best", max_to_keep=1,
+                                 save_interval_steps=1, async_save=False)
+  assert ckpt.save(3, tree, force=True)
+  ckpt.wait_until_finished()
+  assert ckpt.directory == str(tmp_path / "rel" / "best" / "checkpoints")
+  got = ckpt.restore(3, checkpoint.abstract_like(tree))
+  ckpt.close()
+  np.testing.assert_array_equal(np.asarray(got["w"]), np.asarray(tree["w"]))
