@@ -50,19 +50,11 @@ def model_flops(lowered, compiled=None) -> float:
   """FLOPs of one step as the program states them (before XLA's passes).
 
   The compiled module's own count is backend-specific: on GPU it leaves out
-  the matmuls handed to cuBLAS, so the lowered module's count comes first.
+  the matmuls handed to cuBLAS, so the lowered module's count comes first
+  (``flip_jax.methods.srp4ctr.flops.cost_flops``).
   """
-  for obj in (lowered, compiled):
-    if obj is None:
-      continue
-    try:
-      cost = obj.cost_analysis()
-    except Exception:  # pylint: disable=broad-except
-      continue
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and cost.get("flops"):
-      return float(cost["flops"])
-  return float("nan")
+  from flip_jax.methods.srp4ctr import flops  # pylint: disable=g-import-not-at-top
+  return flops.cost_flops(lowered, compiled)
 
 
 def measure(make_step: Callable[[int], Any], micro_batches: int, state,

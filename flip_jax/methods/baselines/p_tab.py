@@ -27,7 +27,6 @@ from flax import linen as nn
 
 from flip_jax import losses
 from flip_jax.data import masking as masking_lib
-from flip_jax.data import pipeline
 from flip_jax.methods.flip import common
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import task as task_lib
@@ -135,11 +134,8 @@ class PTabPretrainTask(task_lib.Task):
     config = self.config
     module, params, tokenizer, report = load_plm_with_head(config.model)
     self._head_initialized = bool(report.head_initialized)
-    prepared = common.load_prepared(config, workdir)
-    tok = common.tokenized(config, prepared, tokenizer)
-    parts = [tok["train"]] + ([tok["valid"]] if "valid" in tok else [])
-    columns = pipeline.array_columns(pipeline.concat_columns(*parts),
-                                     _COLUMNS)
+    prepared, columns = common.pretraining_columns(config, workdir,
+                                                   tokenizer, _COLUMNS)
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
         extra={"plm_module": module, "plm_params": params,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
@@ -87,3 +88,13 @@ def data_errors(data_cfg) -> list[str]:
                   ("longest", "max_length"))
   validate.positive(errors, "data.max_length", data_cfg.max_length)
   return errors
+
+
+def pretraining_columns(config, workdir: str, tokenizer, keys):
+  """(prepared, columns): train + valid rows (no labels used), tokenized,
+  the ``keys`` columns only: what FLIP-style pretraining reads."""
+  prepared = load_prepared(config, workdir)
+  tok = tokenized(config, prepared, tokenizer)
+  parts = [tok["train"]] + ([tok["valid"]] if "valid" in tok else [])
+  return prepared, pipeline.array_columns(pipeline.concat_columns(*parts),
+                                          keys)

@@ -117,11 +117,8 @@ class FlipPretrainTask(task_lib.Task):
   def load_data(self, workdir):
     config = self.config
     plm_module, plm_params, tokenizer = common.load_plm(config.model)
-    prepared = common.load_prepared(config, workdir)
-    tok = common.tokenized(config, prepared, tokenizer)
-    parts = [tok["train"]] + ([tok["valid"]] if "valid" in tok else [])
-    columns = pipeline.array_columns(pipeline.concat_columns(*parts),
-                                     _COLUMNS)
+    prepared, columns = common.pretraining_columns(config, workdir,
+                                                   tokenizer, _COLUMNS)
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
         extra={"plm_module": plm_module, "plm_params": plm_params,
