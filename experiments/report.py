@@ -352,5 +352,9 @@ def write_comparison(workdir: str, methods) -> str:
       lines.append(f"| {m} | {name} | " + " | ".join(cells) + " |")
   table = "\n".join(lines)
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
-    f.write("# Methods compared on one split\n\n" + table + "\n")
+    f.write("# Methods side by side\n\nSame dataset and split protocol; "
+            "each method's preset sets its data sizes (e.g. FLIP's CPU "
+            "presets subsample, SRP4CTR's keep whole histories), so compare "
+            "rows across methods only where their presets' data agree.\n\n"
+            + table + "\n")
   return table

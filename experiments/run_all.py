@@ -64,8 +64,12 @@ def run_method(method: str, workdir: str, **kwargs) -> str:
   if method not in METHODS:
     raise app.UsageError(f"--method {method!r}: expected one of "
                          f"{', '.join(METHODS)}")
-  fn = importlib.import_module(METHODS[method]).run_all
+  module = importlib.import_module(METHODS[method])
+  fn = module.run_all
   params = inspect.signature(fn).parameters
+  if kwargs.get("stages"):  # each method runs the listed stages it has
+    kwargs = dict(kwargs, stages=[s for s in kwargs["stages"]
+                                  if s in module.STAGES])
   if kwargs.get("seeds") and "seeds" not in params:
     raise app.UsageError(f"--seeds is not supported by --method={method}")
   return fn(workdir=workdir, **{k: v for k, v in kwargs.items()
@@ -90,6 +94,14 @@ def main(argv):
       stages=_STAGES.value, overrides=overrides,
       seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
   methods = list(_METHOD.value)
+  if _STAGES.value:
+    import importlib  # pylint: disable=g-import-not-at-top
+    known = set().union(*(importlib.import_module(METHODS[m]).STAGES
+                          for m in methods if m in METHODS))
+    unknown = [s for s in _STAGES.value if s not in known]
+    if unknown:
+      raise app.UsageError(f"--stages {unknown}: no method of {methods} has "
+                           f"them; known: {sorted(known)}")
   if len(methods) == 1:
     print(run_method(methods[0], workdir, **kwargs))
     logging.info("report: %s", os.path.join(workdir, "report.md"))
