@@ -31,6 +31,12 @@ Schedule config: ``name`` in `SCHEDULES` plus the fields that name needs:
                         epoch, eta_min 0, no warm-up (FLIP.md 5.8).
   cosine                warmup_steps: linear 0 -> lr over warmup_steps (0 =
                         none), then per-step cosine to 0 at total_steps.
+  linear                warmup_steps: linear 0 -> lr, then linear to 0 at
+                        total_steps (transformers' linear schedule).
+
+``warmup_steps`` is a count of steps, or a float in (0, 1): that fraction of
+total_steps (transformers' ``warmup_ratio``, as ClickPrompt's recipes give
+it).
   linear_warmup_cosine  warmup_steps (>= 1), min_lr_ratio: linear 0 -> lr,
                         then cosine to lr * min_lr_ratio at total_steps.
 """
@@ -49,7 +55,8 @@ import optax
 from flip_jax.tree_paths import param_paths
 from flip_jax.tree_paths import path_str
 
-SCHEDULES = ("constant", "cosine_epoch", "cosine", "linear_warmup_cosine")
+SCHEDULES = ("constant", "cosine_epoch", "cosine", "linear_warmup_cosine",
+             "linear")
 OPTIMIZERS = ("adamw", "adam")
 DECAY_MASKS = ("all", "no_bias_norm")
 DEFAULT_LABEL = "default"
@@ -67,6 +74,17 @@ def _require(cfg, name: str, where: str):
     raise KeyError(f"{where}: required field {name!r} is missing "
                    f"(have {sorted(cfg.keys())})")
   return cfg[name]
+
+
+def warmup_steps(cfg, total_steps: int, name: str) -> int:
+  """``warmup_steps`` as steps: a count, or a fraction of total_steps."""
+  w = _require(cfg, "warmup_steps", f"schedule({name})")
+  if isinstance(w, float) and 0.0 < w < 1.0:
+    return int(round(w * total_steps))
+  if isinstance(w, float) and not w.is_integer():
+    raise ValueError(f"schedule {name}: warmup_steps={w} must be a step "
+                     "count or a fraction in (0, 1)")
+  return int(w)
 
 
 def make_schedule(cfg, *, base_lr: float, steps_per_epoch: int,
@@ -96,8 +114,18 @@ def make_schedule(cfg, *, base_lr: float, steps_per_epoch: int,
       epoch = jnp.minimum(jnp.floor_divide(step, steps_per_epoch), epochs)
       return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / epochs))
     return cosine_epoch
+  if name == "linear":
+    warmup = warmup_steps(cfg, total_steps, name)
+    if total_steps <= warmup:
+      raise ValueError(f"schedule linear: total_steps={total_steps} must "
+                       f"exceed warmup_steps={warmup}")
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, base_lr, max(warmup, 1)),
+         optax.linear_schedule(base_lr, 0.0, total_steps - warmup)],
+        [warmup]) if warmup else optax.linear_schedule(base_lr, 0.0,
+                                                       total_steps)
   if name in ("cosine", "linear_warmup_cosine"):
-    warmup = int(_require(cfg, "warmup_steps", f"schedule({name})"))
+    warmup = warmup_steps(cfg, total_steps, name)
     if name == "linear_warmup_cosine":
       min_ratio = float(_require(cfg, "min_lr_ratio", f"schedule({name})"))
       if warmup < 1:

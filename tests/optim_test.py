@@ -259,3 +259,26 @@ def test_train_state_rng_and_step():
   assert not np.array_equal(k0, k1)
   np.testing.assert_array_equal(
       k1, jax.random.key_data(jax.random.fold_in(jax.random.key(3), 1)))
+
+
+def test_linear_schedule_and_warmup_ratio():
+  """'linear' (transformers' schedule) and warmup given as a fraction."""
+  import ml_collections as mlc  # pylint: disable=g-import-not-at-top
+  lin = optim.make_schedule(mlc.ConfigDict({"name": "linear",
+                                            "warmup_steps": 0.1}),
+                            base_lr=2.0, steps_per_epoch=10, total_steps=100)
+  # 10 warm-up steps (10% of 100), peak 2.0, then linear to 0 at step 100.
+  np.testing.assert_allclose([float(lin(s)) for s in (0, 5, 10, 55, 100)],
+                             [0.0, 1.0, 2.0, 1.0, 0.0], atol=1e-6)
+  same = optim.make_schedule(mlc.ConfigDict({"name": "cosine",
+                                             "warmup_steps": 10}),
+                             base_lr=2.0, steps_per_epoch=10, total_steps=100)
+  ratio = optim.make_schedule(mlc.ConfigDict({"name": "cosine",
+                                              "warmup_steps": 0.1}),
+                              base_lr=2.0, steps_per_epoch=10, total_steps=100)
+  for s in (0, 7, 10, 60, 99):
+    assert float(same(s)) == float(ratio(s))
+  with pytest.raises(ValueError, match="fraction"):
+    optim.make_schedule(mlc.ConfigDict({"name": "linear",
+                                        "warmup_steps": 2.5}),
+                        base_lr=1.0, steps_per_epoch=1, total_steps=10)
