@@ -104,13 +104,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   stages in ``<workdir>/seed<N>/`` (data prepared once).
   """
   overrides = overrides or {}
-  stages = list(stages or STAGES)
-  unknown = [s for s in stages if s not in STAGES]
-  if unknown:
-    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
-  seeds = list(seeds or [seed])
-  if len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds {seeds}: each seed once")
+  stages, seeds = workflow.run_args(stages, STAGES, STAGES, seeds, seed)
   os.makedirs(workdir, exist_ok=True)
   args = (dataset, data_dir, "", ctr, plm, preset, seeds[0])
   workflow.check_overrides(overrides, [

@@ -99,13 +99,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
             seeds: list[int] | None = None) -> str:
   """Runs the selected stages; returns the results table and claims."""
   overrides = overrides or {}
-  stages = list(stages or STAGES)
-  unknown = [s for s in stages if s not in STAGES]
-  if unknown:
-    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
-  seeds = list(seeds or [seed])
-  if len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds {seeds}: each seed once")
+  stages, seeds = workflow.run_args(stages, STAGES, STAGES, seeds, seed)
   os.makedirs(workdir, exist_ok=True)
   args = dict(dataset=dataset, data_dir=data_dir, preset=preset)
   workflow.check_overrides(overrides, [

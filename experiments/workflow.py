@@ -107,6 +107,19 @@ def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
   return apply_overrides(cfg, stage_overrides(cfg, overrides, "pretrain"))
 
 
+def run_args(stages, known, default, seeds, seed):
+  """(stages, seeds) of a method's run_all, checked: every stage known,
+  each seed once; the defaults where none are given."""
+  stages = list(stages or default)
+  unknown = [s for s in stages if s not in known]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {list(known)}")
+  seeds = list(seeds or [seed])
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds {seeds}: each seed once")
+  return stages, seeds
+
+
 def _with_run(cfg, data_dir, cache_dir, seed):
   """The run-wide fields every stage's config shares."""
   cfg.data.data_dir = data_dir
@@ -170,13 +183,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   from experiments import report
   # pylint: enable=g-import-not-at-top
   overrides = overrides or {}
-  stages = list(stages or DEFAULT_STAGES)
-  unknown = [s for s in stages if s not in STAGES]
-  if unknown:
-    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
-  seeds = list(seeds or [seed])
-  if len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds {seeds}: each seed once")
+  stages, seeds = run_args(stages, STAGES, DEFAULT_STAGES, seeds, seed)
   os.makedirs(workdir, exist_ok=True)
   check_overrides(overrides, [
       pretrain_config(dataset, data_dir, "", ctr, plm, preset, seeds[0], {}),

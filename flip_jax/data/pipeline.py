@@ -265,3 +265,11 @@ def with_user_group(cols: Mapping[str, np.ndarray], field_names,
   if "ids" in out and field in names:
     out["group"] = np.asarray(out["ids"][:, names.index(field)], np.int32)
   return out
+
+
+def ctr_split_columns(cols: Mapping[str, Any], field_names,
+                      keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """A CTR task's split: its ``keys`` columns, ``label``, ``row_id`` and the
+  user ``group`` (for gAUC), the rest dropped."""
+  return array_columns(with_user_group(cols, field_names),
+                       tuple(keys) + ("group",))

@@ -71,8 +71,7 @@ class CtrTask(task_lib.Task):
                          f"{config.data.protocol!r}); the ctr task needs it")
     for split, cols in prepared.splits.items():
       check_split(split, cols, fm.num_features, fm.num_fields)
-    splits = {k: pipeline.array_columns(
-        pipeline.with_user_group(v, fm.field_names), KEYS + ("group",))
+    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, KEYS)
               for k, v in prepared.splits.items()}
     return task_lib.TaskData(
         train=splits["train"],

@@ -231,7 +231,8 @@ def _train_and_evaluate(config, workdir, task, watcher):
                                        init.shardings)
     else:
       init_rule = task.describe_init()
-      put = functools.partial(_put, shardings=init.shardings.params)
+      put = functools.partial(init_lib.put_subtree,
+                              shardings=init.shardings.params)
       params, model_state = task.post_init(params, model_state, put, data)
     state = state.replace(params=params, model_state=model_state)
   logging.info("init rule: %s", init_rule)
@@ -367,10 +368,6 @@ def _train_and_evaluate(config, workdir, task, watcher):
   best_ckpt.close()
   logging.info("results: %s", results)
   return results
-
-
-def _put(params, path, value, *, shardings):
-  return init_lib.put_subtree(params, path, value, shardings)
 
 
 def _ndim(data, key: str, example) -> int:

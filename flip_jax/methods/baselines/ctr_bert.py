@@ -163,8 +163,7 @@ class CtrBertTask(task_lib.Task):
           tower_max_length(config))
     if config.data.pad_to == "longest":
       splits = towers_lib.cut_to_longest(splits)
-    splits = {k: pipeline.array_columns(
-        pipeline.with_user_group(v, fm.field_names), MODEL_KEYS + ("group",))
+    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, MODEL_KEYS)
               for k, v in splits.items()}
     return task_lib.TaskData(
         train=splits["train"],

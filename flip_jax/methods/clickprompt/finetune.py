@@ -84,7 +84,8 @@ class ClickPromptFinetuneTask(task_lib.Task):
                    tokenizer=tokenizer)
       splits = common.tokenized(config, prepared, tokenizer)
     keys = model_keys(self.mode)
-    splits = {k: pipeline.array_columns(v, keys) for k, v in splits.items()}
+    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
+              for k, v in splits.items()}
     return task_lib.TaskData(
         train=splits["train"],
         eval_splits={k: v for k, v in splits.items() if k != "train"},

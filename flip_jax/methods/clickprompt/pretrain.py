@@ -63,11 +63,8 @@ class ClickPromptPretrainTask(task_lib.Task):
     config = self.config
     module, params, tokenizer, report = common.load_plm(config.model,
                                                         with_head=True)
-    prepared = common.load_prepared(config, workdir)
-    tok = common.tokenized(config, prepared, tokenizer)
-    parts = [tok["train"]] + ([tok["valid"]] if "valid" in tok else [])
-    columns = pipeline.array_columns(pipeline.concat_columns(*parts),
-                                     _COLUMNS)
+    prepared, columns = common.pretraining_columns(config, workdir,
+                                                   tokenizer, _COLUMNS)
     self.head_fresh = bool(report.head_initialized)
     if self.head_fresh:
       logging.warning("PA-MLM: %s has no MLM head; the LM head starts fresh",

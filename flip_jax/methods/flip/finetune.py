@@ -129,8 +129,7 @@ class FlipFinetuneTask(task_lib.Task):
     else:
       splits = prepared.splits
     keys = model_keys(self.mode)
-    splits = {k: pipeline.array_columns(
-        pipeline.with_user_group(v, fm.field_names), keys + ("group",))
+    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
               for k, v in splits.items()}
     return task_lib.TaskData(
         train=splits["train"],
