@@ -100,10 +100,9 @@ def _base_arg(dataset, ctr, plm, preset):
 def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
                     overrides):
   from experiments.configs import flip_pretrain  # pylint: disable=g-import-not-at-top
-  cfg = flip_pretrain.get_config(_base_arg(dataset, ctr, plm, preset))
-  cfg.data.data_dir = data_dir
-  cfg.data.cache_dir = cache_dir
-  cfg.seed = seed
+  cfg = _with_run(flip_pretrain.get_config(_base_arg(dataset, ctr, plm,
+                                                    preset)),
+                  data_dir, cache_dir, seed)
   return apply_overrides(cfg, stage_overrides(cfg, overrides, "pretrain"))
 
 
@@ -161,9 +160,7 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
   from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
   cfg = flip_finetune.get_config(_base_arg(dataset, ctr, plm, preset)
                                  + f",mode={mode}")
-  cfg.data.data_dir = data_dir
-  cfg.data.cache_dir = cache_dir
-  cfg.seed = seed
+  cfg = _with_run(cfg, data_dir, cache_dir, seed)
   cfg.ckpt.init_from = init_from
   return apply_overrides(cfg, stage_overrides(cfg, overrides, "finetune"))
 
