@@ -66,9 +66,14 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   name = form
   impl = step_timing.rng_impl(form)
   form, micro_batches = step_timing.variant(form)
-  module, plm_params, tok = plm_lib.load_pretrained(
-      plm, dtype=dt, remat=remat, attention=attention,
-      attention_dropout=attention_dropout)
+  if plm.startswith("random:"):  # a config.json alone: random weights
+    module, plm_params, mask_id = _random_plm(
+        plm[len("random:"):], dt, remat, attention, attention_dropout)
+  else:
+    module, plm_params, tok = plm_lib.load_pretrained(
+        plm, dtype=dt, remat=remat, attention=attention,
+        attention_dropout=attention_dropout)
+    mask_id = tok.mask_token_id
   num_fields, field_size = 8, 500
   n = num_fields * field_size
   cfg = flip_lib.FlipConfig(
@@ -92,7 +97,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   for i in range(batch):  # one field value of ~4 tokens masked per row
     start = rs.randint(1, lengths[i] - 5)
     mlm_labels[i, start:start + 4] = input_ids[i, start:start + 4]
-    mlm_ids[i, start:start + 4] = tok.mask_token_id
+    mlm_ids[i, start:start + 4] = mask_id
   b = {"ids": ids, "input_ids": input_ids, "attention_mask": attn,
        "mtm_ids": mtm_ids, "mtm_positions": pos,
        "mtm_labels": np.take_along_axis(ids, pos, 1),
@@ -120,6 +125,30 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
               peak_rss_gib=resource.getrusage(
                   resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
               losses={k: float(v) for k, v in m.items() if k.endswith("loss")})
+
+
+def _random_plm(folder, dt, remat, attention, attention_dropout):
+  """(module, random params, mask id) of the HF config in ``folder``.
+
+  For sizes whose weights are not on the machine (RoBERTa-base): the step's
+  cost does not depend on the weights' values.
+  """
+  # pylint: disable=g-import-not-at-top
+  import pathlib
+  import jax
+  import jax.numpy as jnp
+  from flax import linen as nn
+  from flip_jax.models.plm import bert
+  from flip_jax.models.plm import hf_import
+  # pylint: enable=g-import-not-at-top
+  cfg = hf_import.read_config(pathlib.Path(folder)).replace(
+      attention_impl=attention)
+  if attention_dropout is not None:
+    cfg = cfg.replace(attention_dropout=attention_dropout)
+  module = bert.PLMEncoder(cfg, dt, jnp.float32, remat)
+  ids = jnp.ones((1, 8), jnp.int32)
+  params = nn.meta.unbox(module.init(jax.random.key(0), ids, ids)["params"])
+  return module, params, 4  # any in-vocabulary id serves as [MASK]
 
 
 def main():

@@ -84,6 +84,11 @@ class StageLog:
     logging.info("stage %s: running", name)
     t0 = time.time()
     out = fn()
+    # Re-read before writing: stages of one workdir may run in separate
+    # processes at once (one GPU shared by several stages).
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.data = json.load(f)
     prev = self.data.get(name, {}).get("wall_sec", 0.0)
     self.data[name] = {"wall_sec": prev + time.time() - t0,
                        "device": f"{jax.devices()[0].device_kind} "

@@ -4,7 +4,8 @@ A cache entry is a directory of `.npy` files (string columns as UTF-8 bytes +
 offsets) plus `manifest.json`. It is written into a temporary sibling
 directory and published with one `os.replace`, so a reader sees either the
 complete entry or nothing; a crash mid-write leaves only a `.tmp-*` directory,
-which is never read (and is removed on the next successful write of that key).
+which is never read (and is removed on the next successful write of that key
+once its writer is gone: several processes may fill one cache at once).
 Keys are fingerprints of the raw files (name, size, mtime, sha256 of the first
 and last MiB) and of the relevant config.
 """
@@ -15,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -23,6 +26,9 @@ import numpy as np
 from flip_jax import jsonio
 
 _CHUNK = 1 << 20
+# A leftover temp directory of another host (whose writer this host cannot
+# see) is removed only when untouched this long.
+_FOREIGN_STALE_SEC = 24 * 3600
 
 
 def file_fingerprint(path: str) -> dict:
@@ -56,11 +62,15 @@ def atomic_dir(final: str) -> Iterator[str]:
 
   If `final` appeared meanwhile (another process won the race), the temp
   directory is discarded and `final` is kept. On an exception the temp
-  directory is removed and nothing is published.
+  directory is removed and nothing is published. Temp directories carry
+  their writer's host and pid: a success removes the leftovers of crashed
+  writers of the same key, never one whose writer is still running.
   """
   parent = os.path.dirname(os.path.abspath(final))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=parent)
+  base = os.path.basename(final) + ".tmp-"
+  tmp = tempfile.mkdtemp(
+      prefix=f"{base}{socket.gethostname()}-{os.getpid()}-", dir=parent)
   try:
     yield tmp
   except BaseException:
@@ -73,11 +83,31 @@ def atomic_dir(final: str) -> Iterator[str]:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
     shutil.rmtree(tmp, ignore_errors=True)
-  for name in os.listdir(parent):  # leftovers of crashed writers of this key
-    if name.startswith(os.path.basename(final) + ".tmp-"):
-      full = os.path.join(parent, name)
-      if full != tmp:
-        shutil.rmtree(full, ignore_errors=True)
+  for name in os.listdir(parent):
+    full = os.path.join(parent, name)
+    if name.startswith(base) and full != tmp and _abandoned(
+        full, name[len(base):]):
+      shutil.rmtree(full, ignore_errors=True)
+
+
+def _abandoned(path: str, tag: str) -> bool:
+  """Whether the writer of temp directory `path` (tag `<host>-<pid>-<random>`)
+  is gone: a dead pid on this host; elsewhere (or an old-style name) only
+  when untouched for `_FOREIGN_STALE_SEC`."""
+  parts = tag.rsplit("-", 2)  # host names may hold '-'; the rest do not
+  if (len(parts) == 3 and parts[1].isdigit()
+      and parts[0] == socket.gethostname()):
+    try:
+      os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:  # alive, another user's
+      pass
+    return False
+  try:
+    return time.time() - os.stat(path).st_mtime > _FOREIGN_STALE_SEC
+  except FileNotFoundError:
+    return False
 
 
 def _is_text(a: np.ndarray) -> bool:

@@ -191,3 +191,30 @@ def test_dataset_names_come_from_the_reader_registry():
     assert data_config.get_data_config(name).dataset == name
   from experiments.configs import common  # pylint: disable=g-import-not-at-top
   assert not hasattr(common, "DATASETS")
+
+
+def test_concurrent_writers_keep_each_others_temp_dirs(tmp_path):
+  """Two writers of one key at once (two stages sharing a cache): the first
+  to finish removes the leftovers of dead writers only, never the live
+  writer's directory; the second then finds the entry and keeps it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  final = str(tmp_path / "key")
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True)
+  import socket  # pylint: disable=g-import-not-at-top
+  stale = tmp_path / f"key.tmp-{socket.gethostname()}-{dead.stdout.strip()}-x"
+  stale.mkdir()
+  foreign = tmp_path / "key.tmp-otherhost-1-y"  # another host's, fresh
+  foreign.mkdir()
+  with cache.atomic_dir(final) as slow:
+    (tmp_path / "probe").write_text("")
+    with cache.atomic_dir(final) as fast:
+      cache.write_json(os.path.join(fast, "manifest.json"), {"w": "fast"})
+    assert os.path.isdir(slow)  # the live writer's files survive
+    assert not stale.exists() and foreign.exists()
+    np.save(os.path.join(slow, "a.npy"), np.zeros(3))
+    cache.write_json(os.path.join(slow, "manifest.json"), {"w": "slow"})
+  assert cache.read_json(os.path.join(final, "manifest.json"))["w"] in (
+      "fast", "slow")
+  assert not os.path.exists(slow)
