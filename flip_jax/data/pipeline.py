@@ -204,13 +204,17 @@ def train_iterator(columns: Mapping[str, np.ndarray], *,
 
 def eval_batches(columns: Mapping[str, np.ndarray], *,
                  global_batch_size: int, process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[dict]:
+                 process_count: int | None = None,
+                 transform=None) -> Iterator[dict]:
   """All rows in order, padded with weight 0 / row_id -1 (see module doc).
 
   Args:
     columns: split columns as for train_iterator.
     global_batch_size: batch size over all processes.
     process_index, process_count: default jax's.
+    transform: None or ``fn(batch, *, seed=None, epoch=None, index)``
+      applied to each batch (``index``: the rows' positions, padding
+      repeating row 0), as ``Task.eval_transform``.
 
   Yields:
     Per-process batch dicts of exactly global_batch_size // process_count
@@ -227,7 +231,10 @@ def eval_batches(columns: Mapping[str, np.ndarray], *,
     real = len(idx)
     # Padding repeats row 0 (a well-formed input, e.g. a non-empty attention
     # mask) and is marked by weight 0 and row_id -1.
-    batch = cols.gather(np.concatenate([idx, np.zeros(local - real, int)]))
+    rows = np.concatenate([idx, np.zeros(local - real, int)])
+    batch = cols.gather(rows)
+    if transform is not None:
+      batch = transform(batch, seed=None, epoch=None, index=rows)
     batch["weight"][real:] = 0.0
     batch["row_id"][real:] = -1
     yield batch

@@ -339,38 +339,6 @@ class WindowTransform:
     return batch
 
 
-class WindowColumn:
-  """A lazy column of windows for evaluation splits.
-
-  Behaves as a numeric array to the pipeline (``len``, ``ndim``, ``dtype``,
-  indexing) but gathers the rows it is asked for, so an evaluation split
-  never holds L copies per row. ``part`` is 'hist' [n, L, A] or
-  'hist_mask' [n, L].
-  """
-  dtype = np.dtype(np.int32)
-
-  def __init__(self, tokens, begin, end, length: int, part: str):
-    if part not in ("hist", "hist_mask"):
-      raise ValueError(f"WindowColumn part {part!r}: hist|hist_mask")
-    self.tokens, self.length, self.part = tokens, length, part
-    self.begin, self.end = np.asarray(begin), np.asarray(end)
-    tail = (length, tokens.shape[1]) if part == "hist" else (length,)
-    self.shape = (len(self.begin),) + tail
-    self.ndim = len(self.shape)
-
-  def __len__(self):
-    return self.shape[0]
-
-  def __getitem__(self, idx):
-    idx = np.arange(len(self))[idx]
-    one = np.ndim(idx) == 0
-    idx = np.atleast_1d(idx)
-    hist, mask = gather_windows(self.tokens, self.begin[idx], self.end[idx],
-                                self.length)
-    out = hist if self.part == "hist" else mask
-    return out[0] if one else out
-
-
 # ------------------------------------------------------------ inspection
 def _raw_column(values: np.ndarray):
   """Raw ids as int64 when every one is a decimal number, else strings."""

@@ -30,13 +30,20 @@ def make_predict_fn(predict: Callable, mesh, rules,
 
 
 def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh,
-                  rules) -> dict[str, np.ndarray]:
-  """Scores every row of a split; returns host arrays in row order."""
+                  rules, transform=None) -> dict[str, np.ndarray]:
+  """Scores every row of a split; returns host arrays in row order.
+
+  ``transform``: the task's ``eval_transform`` (or None), applied to each
+  host batch before it is put on the devices.
+  """
   outs: dict[str, list[np.ndarray]] = {}
-  shardings = {k: sharding.batch_sharding(mesh, rules, np.ndim(columns[k]))
-               for k in keys}
+  shardings = {}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    for local in pipeline.eval_batches(columns, global_batch_size=batch_size):
+    for local in pipeline.eval_batches(columns, global_batch_size=batch_size,
+                                       transform=transform):
+      for k in keys:
+        if k not in shardings:
+          shardings[k] = sharding.batch_sharding(mesh, rules, np.ndim(local[k]))
       batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules,
                                     shardings)
       pred = predict_fn(variables, batch)
@@ -57,8 +64,9 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
 
 
 def evaluate(predict_fn, variables, columns, *, task, keys, batch_size, mesh,
-             rules, prefix: str) -> dict[str, float]:
+             rules, prefix: str, transform=None) -> dict[str, float]:
   """The task's metrics (``task.eval_metrics``) over a whole split."""
   pred = predict_split(predict_fn, variables, columns, keys=keys,
-                       batch_size=batch_size, mesh=mesh, rules=rules)
+                       batch_size=batch_size, mesh=mesh, rules=rules,
+                       transform=transform)
   return task.eval_metrics(pred, prefix)

@@ -268,7 +268,8 @@ def _train_and_evaluate(config, workdir, task, watcher):
         state_lib.variables(init.shardings.params, init.shardings.model_state))
     evaluate = functools.partial(
         eval_lib.evaluate, predict_fn, task=task, keys=task.eval_keys(data),
-        batch_size=t.eval_batch_size, mesh=mesh, rules=rules)
+        batch_size=t.eval_batch_size, mesh=mesh, rules=rules,
+        transform=task.eval_transform(data))
 
   # ------------------------------------------------------------------- loop
   step = int(jax.device_get(state.step))

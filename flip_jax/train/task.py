@@ -95,6 +95,14 @@ class Task:
     del data
     return None
 
+  def eval_transform(self, data: TaskData):
+    """Host-side ``fn(batch, *, seed, epoch, index) -> batch`` or None for
+    evaluation batches (``seed`` and ``epoch`` are None: it must be
+    deterministic), e.g. gathering per-row windows that the split stores
+    as offsets."""
+    del data
+    return None
+
   def train_keys(self, data: TaskData) -> tuple[str, ...]:
     """Batch keys the train step reads (everything else stays on host)."""
     raise NotImplementedError

@@ -131,19 +131,20 @@ def test_cache_round_trip(tmp_path):
   assert loaded.attributes == SPEC.attributes
 
 
-def test_lazy_column_and_transform_in_the_pipeline():
+def test_window_transform_in_train_and_eval_batches():
   store = sequences.build_store(tiny_prepared(), SPEC)
   s = store.splits["test"]
   cols = {"label": np.zeros(3, np.float32),
           "row_id": np.arange(3, dtype=np.int32),
           "hist_begin": s["hist_begin"], "hist_end": s["hist_end"]}
-  lazy = dict(cols, **{part: sequences.WindowColumn(
-      store.tokens, s["hist_begin"], s["hist_end"], 5, part)
-                       for part in ("hist", "hist_mask")})
   want_h, want_m = windows(store, "test", 5)
-  batch = next(pipeline.eval_batches(lazy, global_batch_size=4))
+  batch = next(pipeline.eval_batches(
+      cols, global_batch_size=4,
+      transform=sequences.WindowTransform(store.tokens, 5)))
   np.testing.assert_array_equal(batch["hist"][:3], want_h)
   np.testing.assert_array_equal(batch["hist_mask"][:3], want_m)
+  np.testing.assert_array_equal(batch["hist"][3], want_h[0])  # padding row
+  assert batch["weight"][3] == 0
   it = pipeline.train_iterator(
       cols, global_batch_size=3, seed=1, process_index=0, process_count=1,
       prefetch_buffer_size=0,

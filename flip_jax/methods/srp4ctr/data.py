@@ -5,9 +5,8 @@ vocabularies) and the behaviour-sequence store built on it
 (`flip_jax.data.sequences`, section ``config.sequence``).
 
 * CTR columns (every split): ``ids``, ``label``, ``row_id``, ``hist_begin``,
-  ``hist_end``, ``target``; the training stream's transform gathers
-  ``hist`` / ``hist_mask`` per batch; evaluation splits carry them as lazy
-  `sequences.WindowColumn`s (the loop's evaluation has no transform).
+  ``hist_end``, ``target``; the task's batch and evaluation transforms
+  gather ``hist`` / ``hist_mask`` per batch (`sequences.WindowTransform`).
 * Pretraining columns: one row per pretraining window of the *train* events
   (``sequence.pretrain_stride``, ``sequence.min_events``); the transform
   gathers the window and masks it (``mask_windows``).
@@ -66,19 +65,13 @@ def seq_config(config, store: sequences.SequenceStore) -> fgbert.SeqConfig:
       max_length=config.sequence.max_length)
 
 
-def ctr_columns(prepared, store, split: str, *, lazy_windows: int = 0
-                ) -> dict:
+def ctr_columns(prepared, store, split: str) -> dict:
   """A split's CTR columns (+ ``group``, the user id feature, for gAUC as
-  every task has it); with ``lazy_windows`` = L, + lazy hist / hist_mask."""
+  every task has it)."""
   cols = pipeline.with_user_group(
       {k: prepared.splits[split][k] for k in ("ids", "label", "row_id")},
       prepared.feature_map.field_names)
   cols.update(store.splits[split])
-  if lazy_windows:
-    for part in ("hist", "hist_mask"):
-      cols[part] = sequences.WindowColumn(
-          store.tokens, cols["hist_begin"], cols["hist_end"], lazy_windows,
-          part)
   return cols
 
 

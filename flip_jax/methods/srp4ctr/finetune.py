@@ -120,14 +120,11 @@ class Srp4ctrTask(task_lib.Task):
       if split not in prepared.splits:
         raise ValueError(f"data: split {split!r} missing (protocol "
                          f"{cfg.data.protocol!r}); srp4ctr needs it")
-    length = cfg.sequence.max_length
-    splits = {s: data_lib.ctr_columns(prepared, store, s,
-                                      lazy_windows=0 if s == "train"
-                                      else length)
+    splits = {s: data_lib.ctr_columns(prepared, store, s)
               for s in prepared.splits}
     logging.info("srp4ctr: %s, %d users, %d events, windows of %d",
                  sequences.TIE_RULE, store.num_users, len(store.tokens),
-                 length)
+                 cfg.sequence.max_length)
     return task_lib.TaskData(
         train=splits["train"],
         eval_splits={k: v for k, v in splits.items() if k != "train"},
@@ -138,6 +135,9 @@ class Srp4ctrTask(task_lib.Task):
       return None
     return sequences.WindowTransform(data.extra["store"].tokens,
                                      self.cfg.sequence.max_length)
+
+  def eval_transform(self, data):
+    return self.batch_transform(data)  # deterministic: gathers the windows
 
   def train_keys(self, data):
     return model_keys(self.cfg) + ("label", "weight")
