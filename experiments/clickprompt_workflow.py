@@ -204,8 +204,8 @@ def claim_lines(verdicts: list[dict]) -> list[str]:
 def results_table(workdir: str) -> tuple[str, list[dict]]:
   """Markdown table of the finetuned models (mean ± std over seeds)."""
   rows = report.collect(workdir, ROWS, base="base_id")
-  lines = ["| model | test AUC | test LogLoss | RelaImpr | valid AUC | "
-           "best step | alpha |", "|---|---|---|---|---|---|---|"]
+  lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
+           "valid AUC | best step | alpha |", "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     per = r["per_seed"]
     ri = r.get("rela_impr")
@@ -213,6 +213,7 @@ def results_table(workdir: str) -> tuple[str, list[dict]]:
     steps = "/".join(str(x["best_step"]) for x in per)
     alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
     lines.append(f"| {r['name']} | {report.fmt(r.get('test/auc'))} | "
+                 f"{report.fmt(r.get('test/gauc'))} | "
                  f"{report.fmt(r.get('test/logloss'))} | {impr} | "
                  f"{report.fmt(r.get('valid/auc'))} | {steps} | {alpha} |")
   return "\n".join(lines), rows

@@ -342,14 +342,20 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
 def write_comparison(workdir: str, methods) -> str:
   """``comparison.md``: every model of every method's ``summary.json`` on
   the same split, one table (test AUC / gAUC / LogLoss)."""
-  lines = ["| method | model | test AUC | test gAUC | test LogLoss |",
-           "|---|---|---|---|---|"]
+  lines = ["| method | model | seeds | test AUC | test gAUC | test LogLoss |",
+           "|---|---|---|---|---|---|"]
   for m in methods:
     summ = read_json(os.path.join(workdir, m, "summary.json")) or {}
     for name, e in summ.get("models", {}).items():
-      cells = [f"{e[k]:.4f}" if isinstance(e.get(k), float) else ""
-               for k in ("test/auc", "test/gauc", "test/logloss")]
-      lines.append(f"| {m} | {name} | " + " | ".join(cells) + " |")
+      per = e.get("per_seed", {})
+      cells = []
+      for k in ("test/auc", "test/gauc", "test/logloss"):
+        if k in per and len(per[k]["values"]) > 1:  # mean ± std over seeds
+          cells.append(f"{per[k]['mean']:.4f} ± {per[k]['std']:.4f}")
+        else:
+          cells.append(f"{e[k]:.4f}" if isinstance(e.get(k), float) else "")
+      n = len(per["test/auc"]["values"]) if "test/auc" in per else 1
+      lines.append(f"| {m} | {name} | {n} | " + " | ".join(cells) + " |")
   table = "\n".join(lines)
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
     f.write("# Methods side by side\n\nSame dataset and split protocol; "
