@@ -19,14 +19,10 @@ OUT=${OUT:-runs/gpu_out}; mkdir -p "$OUT"
 W=${W:-runs/gpu_ml1m}; mkdir -p "$W"
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 limit() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }
-PY=${PY:-python3}
 log() { tee -a "$OUT/gpu.log"; }
-[ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps \
-  --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \
-  XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | log
-$PY -c "import jax, flax, optax, grain; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | log
+source benchmarks/gpu_env.sh
+# Several stage processes share the GPU: each allocates what it needs.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
 
 # --- 1. FLIP, full preset, one seed -----------------------------------------
 RUN="$PY -m experiments.run_all --dataset=ml-1m --data_dir=${DATA_DIR:-.devcarry/data/ml-1m}

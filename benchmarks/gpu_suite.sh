@@ -9,14 +9,9 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_suite}; mkdir -p "$OUT"
-SITE=$PWD/runs/gpu_site  # the carried wheels, installed for this run
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target "$SITE" .whl/*.whl || exit 1
-export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
 PLM=${PLM:-.devcarry/minilm}
 log() { tee -a "$OUT/gpu_suite.log"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | log
-python3 -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | log
+source benchmarks/gpu_env.sh
 # Each spec is what:dtype:batch:forms:runs; forms are interleaved, so the
 # default's threefry-vs-rbg pairs are same-machine A/Bs (3 runs each).
 for spec in "${@:-pretrain:bfloat16:1024:fast,fast@rbg:3 finetune:bfloat16:1024:joint,joint@rbg:3 pretrain:bfloat16:128:fast,official:1}"; do
