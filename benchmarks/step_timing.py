@@ -11,6 +11,8 @@ import statistics
 import time
 from typing import Any, Callable
 
+from flip_jax import xla_cost
+
 
 def variant(name: str) -> tuple[str, int]:
   """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1); '@impl' ignored."""
@@ -46,17 +48,6 @@ def matmul_peak_gflops(n: int | None = None, reps: int = 10,
   return 2 * n ** 3 / best / 1e9
 
 
-def model_flops(lowered, compiled=None) -> float:
-  """FLOPs of one step as the program states them (before XLA's passes).
-
-  The compiled module's own count is backend-specific: on GPU it leaves out
-  the matmuls handed to cuBLAS, so the lowered module's count comes first
-  (``flip_jax.methods.srp4ctr.flops.cost_flops``).
-  """
-  from flip_jax.methods.srp4ctr import flops  # pylint: disable=g-import-not-at-top
-  return flops.cost_flops(lowered, compiled)
-
-
 def measure(make_step: Callable[[int], Any], micro_batches: int, state,
             args: tuple, steps: int, trace_dir: str | None = None,
             count_only: bool = False) -> dict:
@@ -73,7 +64,7 @@ def measure(make_step: Callable[[int], Any], micro_batches: int, state,
   import jax  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   plain = jax.jit(make_step(1), donate_argnums=0).lower(state, *args)
-  flops = model_flops(plain)
+  flops = xla_cost.cost_flops(plain)
   if count_only:
     return {"gflop_per_step": flops / 1e9}
   if micro_batches > 1:

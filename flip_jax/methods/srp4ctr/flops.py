@@ -19,21 +19,7 @@ import numpy as np
 from flax import linen as nn
 
 from flip_jax.methods.srp4ctr import model as model_lib
-
-
-def cost_flops(lowered, compiled=None) -> float:
-  """FLOPs of a program from XLA's cost analysis (NaN when absent)."""
-  for obj in (lowered, compiled):
-    if obj is None:
-      continue
-    try:
-      cost = obj.cost_analysis()
-    except Exception:  # pylint: disable=broad-except
-      continue
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and cost.get("flops"):
-      return float(cost["flops"])
-  return float("nan")
+from flip_jax.xla_cost import cost_flops
 
 
 def request(cfg, users: int, candidates: int, seed: int = 0) -> dict:
