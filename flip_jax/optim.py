@@ -120,7 +120,7 @@ def make_schedule(cfg, *, base_lr: float, steps_per_epoch: int,
       raise ValueError(f"schedule linear: total_steps={total_steps} must "
                        f"exceed warmup_steps={warmup}")
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, base_lr, max(warmup, 1)),
+        [optax.linear_schedule(0.0, base_lr, warmup),
          optax.linear_schedule(base_lr, 0.0, total_steps - warmup)],
         [warmup]) if warmup else optax.linear_schedule(base_lr, 0.0,
                                                        total_steps)

@@ -25,7 +25,6 @@ from flip_jax.train import validate
 DTYPES = flip_common.DTYPES
 load_prepared = flip_common.load_prepared
 tokenized = flip_common.tokenized
-pretraining_columns = flip_common.pretraining_columns
 CTR_INITS = ("xavier", "zoo")
 # Sections of a pretraining run's config a finetuning run must share.
 ARCH_FIELDS = ("num_prompt", "fusion", "shift_positions")
