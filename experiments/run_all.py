@@ -39,9 +39,11 @@ _DATASET = launch.flag(flags.DEFINE_string, "dataset", "synthetic", "Dataset nam
 _DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "", "Raw data folder (not for "
                                 "synthetic).")
 _WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.", required=True)
-_PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-small", "full"],
+_PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-small", "cpu-full", "full"],
                             "Sizes: tiny (smoke test, seconds), cpu-small "
-                            "(minutes on 2 cores), full (official sizes).")
+                            "(minutes on 2 cores), cpu-full (FLIP: all of "
+                            "ML-100K, hours on 2 cores), full (official "
+                            "sizes).")
 _PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6", "PLM short name or HF folder.")
 _CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
 _SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")

@@ -69,7 +69,8 @@ def train_config(*, batch_size: int, num_epochs: int, max_steps: int = -1,
       num_epochs=num_epochs,
       # Cap on optimizer steps; -1 = num_epochs epochs.
       max_steps=max_steps,
-      # Evaluate on valid every N steps (and at the last); -1 = each epoch.
+      # Evaluate on valid every N steps (and at the last); -N = N times
+      # per epoch (-1 = each epoch).
       # Tasks without a valid split (pretraining) never evaluate.
       eval_every_steps=eval_every_steps,
       eval_batch_size=eval_batch_size,

@@ -21,6 +21,7 @@ import ml_collections as mlc
 
 from experiments.configs import common
 from experiments.configs import data as data_configs
+from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
 
 # The user's fields of each dataset (the item tower reads the others).
@@ -38,12 +39,11 @@ USER_FIELDS = {
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  if arg.preset not in ("tiny", "cpu-small", "full"):
-    raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
+  flip_pretrain.check_preset(arg.preset)
   if arg.dataset not in USER_FIELDS:
     raise ValueError(f"dataset {arg.dataset!r}: no default user fields; "
                      f"known: {sorted(USER_FIELDS)}")
-  small = arg.preset != "full"
+  small = arg.preset in ("tiny", "cpu-small")
   cfg = mlc.ConfigDict()
   cfg.task = "ctr_bert"
   cfg.seed = 2012
@@ -80,16 +80,25 @@ def get_config(arg=None):
         30 if arg.dataset == "synthetic" else 100)
     max_steps = 60 if arg.preset == "tiny" else (
         90 if arg.dataset == "synthetic" else 300)
+  micro_batch = 0
+  if arg.preset == "cpu-full":  # FLIP's PLM recipe of this preset
+    batch_size = flip_finetune.CPU_FULL_PLM_BATCH
+    num_epochs = flip_finetune.CPU_FULL_PLM_EPOCHS
+    eval_every, micro_batch = -8, 16
   cfg.train = common.train_config(
       batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
-      eval_every_steps=eval_every, eval_batch_size=256, patience=3)
+      eval_every_steps=eval_every, eval_batch_size=256, patience=3,
+      micro_batch_size=micro_batch)
 
   # Official 5e-5 (AdamW, weight decay 1e-3) at a constant learning rate
   # (its schedulers are commented out); the short presets take bigger
   # steps, as FLIP_PLM's do.
   cfg.optim = common.optim_config(
-      name="adamw", lr={"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[
-          arg.preset], weight_decay=1e-3)
+      name="adamw", lr={"tiny": 1e-3, "cpu-small": 2e-4,
+                        "cpu-full": flip_finetune.CPU_FULL_PLM_LR,
+                        "full": 5e-5}[arg.preset], weight_decay=1e-3)
+  if arg.preset == "cpu-full":
+    cfg.optim.schedule = mlc.ConfigDict(flip_finetune.CPU_FULL_PLM_SCHEDULE)
 
   # No init_from: the towers start from the public weights.
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)

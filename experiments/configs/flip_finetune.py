@@ -22,15 +22,22 @@ from experiments.configs import common
 from experiments.configs import data as data_configs
 from experiments.configs import flip_pretrain
 
+# The PLM recipe of the cpu-full preset (modes plm and joint; CTR-BERT and
+# P-Tab take it too), chosen on valid AUC of the PLM-only model on full
+# ML-100K (RESULTS.md, "PLM recipe"): batch, epochs budget, learning rate
+# and schedule.
+CPU_FULL_PLM_BATCH = 64
+CPU_FULL_PLM_EPOCHS = 2
+CPU_FULL_PLM_LR = 5e-4
+CPU_FULL_PLM_SCHEDULE = {"name": "linear", "warmup_steps": 0.05}
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", mode="joint", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
   if arg.mode not in ("id", "plm", "joint"):
     raise ValueError(f"mode {arg.mode!r}: expected id|plm|joint")
-  if arg.preset not in ("tiny", "cpu-small", "full"):
-    raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
-  small = arg.preset != "full"
+  flip_pretrain.check_preset(arg.preset)
+  small = arg.preset in ("tiny", "cpu-small")
   cfg = mlc.ConfigDict()
   cfg.task = "flip_finetune"
   cfg.seed = 2012
@@ -70,24 +77,36 @@ def get_config(arg=None):
         300 if arg.dataset != "synthetic" else
         # The joint model trains its ID branch too: twice the PLM-only steps.
         (180 if arg.mode == "joint" else 90))
+  micro_batch = 0
+  if arg.preset == "cpu-full" and arg.mode != "id":
+    # Whole epochs of the full data, no step cap: each PLM model trains
+    # until its valid AUC stops rising (patience 3 evaluations, 8 per
+    # epoch) or CPU_FULL_PLM_EPOCHS end. 16-row micro-batches are the
+    # fastest on a 2-core CPU (RESULTS.md, micro-batch sweep).
+    batch_size, num_epochs = CPU_FULL_PLM_BATCH, CPU_FULL_PLM_EPOCHS
+    eval_every = -8
+    micro_batch = 16
   cfg.train = common.train_config(
       batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
-      eval_every_steps=eval_every,
+      eval_every_steps=eval_every, micro_batch_size=micro_batch,
       eval_batch_size=512 if arg.mode == "id" else 256)
 
   if arg.mode == "id":
     cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0)
   else:
     # Official 5e-5; the short presets take bigger steps.
-    lr = {"tiny": 1e-3, "cpu-small": 2e-4, "full": 5e-5}[arg.preset]
+    lr = {"tiny": 1e-3, "cpu-small": 2e-4, "cpu-full": CPU_FULL_PLM_LR,
+          "full": 5e-5}[arg.preset]
     cfg.optim = common.optim_config(name="adamw", lr=lr, weight_decay=1e-3)
+    if arg.preset == "cpu-full":
+      cfg.optim.schedule = mlc.ConfigDict(CPU_FULL_PLM_SCHEDULE)
     # (regex, lr), first match wins. Official joint: 5e-5 for the PLM and
     # for the rest. The short presets give the ID branch the ID recipe's
     # 1e-3 and the mixing scalars 1e-2, so alpha can move in a few hundred
     # steps instead of the official thousands.
     if arg.mode == "joint":
       cfg.optim.param_groups = [(r"^plm/", lr)]
-      if small:
+      if arg.preset != "full":
         cfg.optim.lr = 1e-3
         cfg.optim.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))
 

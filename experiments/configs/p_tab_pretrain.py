@@ -31,8 +31,7 @@ from experiments.configs import flip_pretrain
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  if arg.preset not in ("tiny", "cpu-small", "full"):
-    raise ValueError(f"preset {arg.preset!r}: expected tiny|cpu-small|full")
+  flip_pretrain.check_preset(arg.preset)
   cfg = mlc.ConfigDict()
   cfg.task = "p_tab_pretrain"
   cfg.seed = 2012
@@ -56,21 +55,29 @@ def get_config(arg=None):
 
   cfg.train = common.train_config(
       # Official: 128 per GPU with 2 accumulation steps.
-      batch_size={"tiny": 16, "cpu-small": 32, "full": 256}[arg.preset],
-      num_epochs={"tiny": 1, "cpu-small": 1, "full": 10}[arg.preset],
+      batch_size={"tiny": 16, "cpu-small": 32, "cpu-full": 64,
+                  "full": 256}[arg.preset],
+      num_epochs={"tiny": 1, "cpu-small": 1, "cpu-full": 1,
+                  "full": 10}[arg.preset],
       max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                 else 300, "full": -1}[arg.preset])
+                 else 300, "cpu-full": -1, "full": -1}[arg.preset],
+      micro_batch_size=16 if arg.preset == "cpu-full" else 0)
 
   # Official 5e-5 (the short presets take FLIP pretraining's steps);
   # CosineAnnealingLR stepped once per epoch, no warm-up.
   cfg.optim = common.optim_config(
-      name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "full": 5e-5}[
-          arg.preset], weight_decay=1e-3, schedule="cosine_epoch",
-      epochs=cfg.train.get_ref("num_epochs"))
+      name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "cpu-full": 3e-4,
+                        "full": 5e-5}[arg.preset], weight_decay=1e-3,
+      schedule="cosine_epoch", epochs=cfg.train.get_ref("num_epochs"))
+  if arg.preset == "cpu-full":  # FLIP pretraining's schedule of this preset
+    cfg.optim.schedule = mlc.ConfigDict({"name": "linear",
+                                         "warmup_steps": 0.05})
 
-  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
+  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "cpu-full": 50,
+                         "full": 100}[arg.preset]
   cfg.ckpt = common.ckpt_config(
-      every_steps={"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
+      every_steps={"tiny": 15, "cpu-small": 100, "cpu-full": 200,
+                   "full": 1000}[arg.preset],
       keep=3, async_save=True)
   cfg.mesh = common.mesh_config()
   cfg.logical_axis_rules = common.logical_axis_rules()

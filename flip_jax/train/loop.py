@@ -13,7 +13,7 @@ this file knows no method name.
   only at logging, evaluation and checkpoint steps.
 * Cadence (``config.train``): ``num_epochs`` over the training stream,
   capped by ``max_steps`` (-1 = no cap); evaluation on valid every
-  ``eval_every_steps`` (-1 = once per epoch) and at the last step, early
+  ``eval_every_steps`` (-N = N times per epoch) and at the last step, early
   stopping after ``patience`` evaluations without a better valid AUC;
   checkpoints every ``ckpt.every_steps`` (-1 = at evaluations only), at
   every evaluation and at the last step.
@@ -71,7 +71,9 @@ def schedule(config, num_rows: int) -> dict[str, int]:
   total = t.num_epochs * per_epoch
   if t.max_steps > 0:
     total = min(total, t.max_steps)
-  every = t.eval_every_steps if t.eval_every_steps > 0 else per_epoch
+  # eval_every_steps > 0: a step interval; -N: N evaluations per epoch.
+  every = (t.eval_every_steps if t.eval_every_steps > 0 else
+           max(1, per_epoch // -t.eval_every_steps))
   return {"steps_per_epoch": per_epoch, "total_steps": total,
           "eval_every": every}
 

@@ -64,10 +64,12 @@ def shared_errors(config) -> list[str]:
   positive(errors, "train.patience", t.patience)
   positive(errors, "log_every_steps", config.log_every_steps)
   for name, v in (("train.max_steps", t.max_steps),
-                  ("train.eval_every_steps", t.eval_every_steps),
                   ("ckpt.every_steps", config.ckpt.every_steps)):
     if not isinstance(v, int) or (v < 1 and v != -1):
       errors.append(f"{name}={v!r}: expected a positive integer or -1")
+  if not isinstance(t.eval_every_steps, int) or t.eval_every_steps == 0:
+    errors.append(f"train.eval_every_steps={t.eval_every_steps!r}: expected "
+                  "a positive step interval or -N (N evaluations per epoch)")
   if (isinstance(t.batch_size, int) and isinstance(t.micro_batch_size, int)
       and 0 < t.micro_batch_size < t.batch_size
       and t.batch_size % t.micro_batch_size):

@@ -332,3 +332,15 @@ def test_old_layout_config_json_still_loads(tiny_bert_dir, cache_dir,
   np.testing.assert_array_equal(
       model2.apply(variables2, {"ids": ids}, deterministic=True)["logit"],
       model.apply(variables, {"ids": ids}, deterministic=True)["logit"])
+
+
+@pytest.mark.parametrize("every,expected", [(10, 10), (-1, 25), (-4, 6),
+                                            (-100, 1)])
+def test_eval_every_steps_is_an_interval_or_evaluations_per_epoch(every,
+                                                                  expected):
+  cfg = mlc.ConfigDict({"train": {"batch_size": 4, "num_epochs": 2,
+                                  "max_steps": -1,
+                                  "eval_every_steps": every}})
+  s = loop.schedule(cfg, num_rows=100)  # 25 steps per epoch
+  assert s == {"steps_per_epoch": 25, "total_steps": 50,
+               "eval_every": expected}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The official FLIP step and ours, interleaved in one run (official, ours,
+# official, ours, ...), so that a speed-up is a ratio of neighbours, not of
+# figures from different days. Needs the official code and its venv set up
+# as ../shared/bench/official_flip/README.md says (outside the project).
+#
+#   OFFICIAL_PY=/tmp/official/venv/bin/python \
+#   FLIP_OFFICIAL_DIR=/tmp/official/code BENCH_SCRATCH=/tmp/official/scratch \
+#   STEP=pretrain PAIRS=3 bash benchmarks/side_by_side.sh > log
+#
+# STEP=pretrain: official_pretrain.py against `benchmarks.pretrain_step`
+#   (FORMS, default fast/mb16,official/mb16: the fast form and the official
+#   arithmetic, 16 micro-batches);
+# STEP=finetune: official_finetune.py (run --prepare once first) against
+#   `benchmarks.finetune_step` (FORMS, default joint/mb8; LENGTHS, default
+#   "75 100": ML-1M's longest prompt and the official padded length).
+# Every command runs under quiet_run.py, which logs the CPU that other
+# processes used meanwhile (a noisy pair is visible in the log).
+set -euo pipefail
+STEP=${STEP:-pretrain}
+PAIRS=${PAIRS:-3}
+OFFICIAL_STEPS=${OFFICIAL_STEPS:-3}
+BENCH=${BENCH:-../shared/bench/official_flip}
+PY=${PY:-.venv/bin/python}
+: "${OFFICIAL_PY:?set OFFICIAL_PY to the python of the official code venv}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+quiet() {  # quiet <command...>: runs it, prints its output and the CPU log
+  python3 "$BENCH/quiet_run.py" "$tmp/q.log" "$@" >/dev/null
+  grep -v '^# loadavg' "$tmp/q.log"
+}
+
+case "$STEP" in
+  pretrain)
+    FORMS=${FORMS:-fast/mb16,official/mb16}
+    official=("$OFFICIAL_PY" "$BENCH/official_pretrain.py" --warmup 1
+              --steps "$OFFICIAL_STEPS")
+    ours=("$PY" -m benchmarks.pretrain_step --forms="$FORMS" --runs=1
+          --steps=3) ;;
+  finetune)
+    FORMS=${FORMS:-joint/mb8}
+    official=("$OFFICIAL_PY" "$BENCH/official_finetune.py" --warmup 1
+              --steps "$OFFICIAL_STEPS")
+    ours=() ;;
+  *) echo "STEP must be pretrain or finetune, not $STEP" >&2; exit 2 ;;
+esac
+
+for ((i = 0; i < PAIRS; i++)); do
+  echo "## pair $i: official"
+  quiet "${official[@]}"
+  echo "## pair $i: flip_jax"
+  if [[ $STEP == pretrain ]]; then
+    quiet "${ours[@]}"
+  else
+    for length in ${LENGTHS:-75 100}; do
+      quiet "$PY" -m benchmarks.finetune_step --modes="$FORMS" --runs=1 \
+        --steps=3 --batch=128 --length="$length"
+    done
+  fi
+done
