@@ -4,7 +4,15 @@ r"""Summarises a jax.profiler perfetto trace: where the device time goes.
 
 Sums event durations per name on the device threads (GPU streams; on CPU,
 the XLA op threads), and prints the top names with their share, plus the
-total busy time against the wall span of the trace.
+total busy time against the wall span of the trace. ``--by_kind`` groups
+the XLA ops by kind instead (numbered instances summed: ``ynn_fusion.12`` and
+``ynn_fusion.40`` are one ``ynn_fusion`` row), leaving out the runtime's and
+Python's enclosing events, so that the op time sums to the step's work:
+where the non-matmul time goes.
+
+  python -m benchmarks.finetune_step --modes=joint/mb8 --runs=1 --steps=2 \
+    --batch=128 --length=75 --trace_dir=runs/trace_ft
+  python -m benchmarks.trace_summary runs/trace_ft --by_kind
 """
 from __future__ import annotations
 
@@ -14,6 +22,12 @@ import glob
 import gzip
 import json
 import os
+import re
+
+# Enclosing (non-op) events of a CPU trace: Python frames, the thunk
+# executor and its thread-pool waits, the jit dispatch.
+_ENCLOSING = ("$", "ThunkExecutor", "SlinkyThreadPool", "PjitFunction",
+              "CommonPjRtLoadedExecutable", "end: ")
 
 
 def load(path: str) -> dict:
@@ -55,12 +69,35 @@ def summarise(trace: dict, top: int = 25) -> str:
   return "\n".join(lines)
 
 
+def by_kind(trace: dict, top: int = 25) -> str:
+  """Op time per kind of XLA op (instance numbers stripped)."""
+  events = trace.get("traceEvents", trace if isinstance(trace, list) else [])
+  per = collections.Counter()
+  count = collections.Counter()
+  for e in events:
+    if e.get("ph") != "X" or e["name"].startswith(_ENCLOSING):
+      continue
+    kind = re.sub(r"\.\d+$", "", e["name"])
+    per[kind] += float(e.get("dur", 0))
+    count[kind] += 1
+  total = sum(per.values())
+  lines = [f"op time {total / 1e3:.1f} ms in {sum(count.values())} ops"]
+  for kind, d in per.most_common(top):
+    lines.append(f"{d / 1e3:9.2f} ms {100 * d / max(total, 1):5.1f}% "
+                 f"x{count[kind]:<6d} {kind[:100]}")
+  return "\n".join(lines)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("path")
   ap.add_argument("--top", type=int, default=25)
+  ap.add_argument("--by_kind", action="store_true",
+                  help="op time per kind of XLA op (see the docstring)")
   args = ap.parse_args()
-  print(summarise(load(args.path), args.top))
+  trace = load(args.path)
+  print(by_kind(trace, args.top) if args.by_kind else
+        summarise(trace, args.top))
 
 
 if __name__ == "__main__":

@@ -79,11 +79,11 @@ def get_config(arg=None):
     eval_every = 20 if arg.preset == "tiny" else (
         30 if arg.dataset == "synthetic" else 100)
     max_steps = 60 if arg.preset == "tiny" else (
-        90 if arg.dataset == "synthetic" else 300)
-  micro_batch = 0
+        240 if arg.dataset == "synthetic" else 300)
+  micro_batch = 16 if arg.preset == "cpu-small" else 0
   if arg.preset == "cpu-full":  # FLIP's PLM recipe of this preset
-    batch_size = flip_finetune.CPU_FULL_PLM_BATCH
-    num_epochs = flip_finetune.CPU_FULL_PLM_EPOCHS
+    batch_size, num_epochs = flip_finetune.CPU_FULL_PLM_BATCH, 1
+    max_steps = flip_finetune.CPU_FULL_PLM_STEPS
     eval_every, micro_batch = -8, 16
   cfg.train = common.train_config(
       batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,

@@ -60,7 +60,9 @@ def get_config(arg=None):
       num_epochs={"tiny": 1, "cpu-small": 1, "cpu-full": 1,
                   "full": 10}[arg.preset],
       max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                 else 300, "cpu-full": -1, "full": -1}[arg.preset],
+                 else 300,
+                 "cpu-full": flip_pretrain.CPU_FULL_PRETRAIN_STEPS,
+                 "full": -1}[arg.preset],
       micro_batch_size=16 if arg.preset == "cpu-full" else 0)
 
   # Official 5e-5 (the short presets take FLIP pretraining's steps);

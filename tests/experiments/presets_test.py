@@ -1,6 +1,6 @@
-"""The presets of the FLIP configs: the cpu-full preset trains whole
-epochs of the full data (no step cap), every FLIP stage knows every preset,
-and an unknown preset is refused by name."""
+"""The presets of the FLIP configs: the cpu-full preset trains on every
+row within its stated budgets, every FLIP stage knows every preset, and an
+unknown preset is refused by name."""
 import pytest
 
 from experiments.configs import ctr_bert
@@ -22,15 +22,19 @@ def test_every_flip_config_builds_every_preset(make, preset):
   assert not validate.shared_errors(cfg)
 
 
-def test_cpu_full_trains_whole_epochs_of_all_rows():
+def test_cpu_full_trains_on_all_rows_within_its_stated_budgets():
   for make in CONFIGS:
     cfg = make("dataset=ml-100k,preset=cpu-full")
     assert cfg.data.subsample == 1.0
-    assert cfg.train.max_steps == -1  # never cut off by a step cap
+  ids = flip_finetune.get_config("dataset=ml-100k,preset=cpu-full,mode=id")
+  assert ids.train.max_steps == -1  # ID models: epochs and early stopping
+  pre = flip_pretrain.get_config("dataset=ml-100k,preset=cpu-full")
+  assert pre.train.max_steps == flip_pretrain.CPU_FULL_PRETRAIN_STEPS
   ml1m = flip_pretrain.get_config("dataset=ml-1m,preset=cpu-full")
   assert ml1m.data.subsample == flip_pretrain.CPU_FULL_SUBSAMPLE["ml-1m"]
   plm = flip_finetune.get_config("dataset=ml-100k,preset=cpu-full,mode=plm")
   assert plm.train.batch_size == flip_finetune.CPU_FULL_PLM_BATCH
+  assert plm.train.max_steps == flip_finetune.CPU_FULL_PLM_STEPS
   assert plm.train.eval_every_steps < 0  # evaluations per epoch
   assert plm.train.patience >= 1
   assert plm.optim.lr == flip_finetune.CPU_FULL_PLM_LR
