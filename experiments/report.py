@@ -73,7 +73,7 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
   """
   rows = []
   for key, name in rows_spec:
-    per, seeds, walls = [], [], []
+    per, seeds, walls, stops = [], [], [], []
     for seed, folder in seed_dirs(workdir):
       res = read_json(os.path.join(folder, key, "results.json"))
       if res is None:
@@ -82,10 +82,11 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
       per.append(res)
       seeds.append(res.get("seed", seed))
       walls.append(stages.get(key, {}).get("wall_sec"))
+      stops.append(stop_reason(os.path.join(folder, key), res))
     if not per:
       continue
     row = {"stage": key, "name": name, "seeds": seeds, "per_seed": per,
-           "wall_sec": walls}
+           "wall_sec": walls, "stops": stops}
     for m in METRICS:
       vals = [r[m] for r in per if m in r]
       if vals:
@@ -101,6 +102,33 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
       if vals:
         r["rela_impr"] = {"values": vals, "mean": float(np.mean(vals))}
   return rows
+
+
+# How a finetuning run ended (see stop_reason).
+EARLY, BUDGET, RISING = "early", "budget", "budget, rising"
+
+
+def stop_reason(run_dir: str, result: dict) -> str:
+  """EARLY: early stopping (patience evaluations without a better valid
+  AUC); RISING: its step budget ended with the best valid AUC at the last
+  evaluation, so it may have been cut off while still improving; BUDGET:
+  the budget ended after the best evaluation."""
+  tracker = read_json(os.path.join(run_dir, "early_stopping.json")) or {}
+  if tracker and tracker[max(tracker, key=int)].get("done"):
+    return EARLY
+  return RISING if result.get("best_step") == result.get("steps") else BUDGET
+
+
+def budget_notes(rows: list[dict]) -> list[str]:
+  """One line per model cut off by its budget while its valid AUC rose."""
+  out = []
+  for r in rows:
+    n = sum(s == RISING for s in r.get("stops", []))
+    if n:
+      out.append(f"- {r['name']}: its budget ended with the best valid AUC "
+                 f"at the last evaluation on {n} of {len(r['stops'])} "
+                 f"seed(s): cut off while still improving (under-trained).")
+  return out
 
 
 def _paired(a: dict, b: dict, metric: str) -> list[tuple[float, float]]:
@@ -122,8 +150,8 @@ def results_table(workdir: str) -> tuple[str, list[dict]]:
   """Markdown table of the finetuned models (mean ± std over seeds)."""
   rows = collect(workdir)
   lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
-           "valid AUC | best step | alpha | wall s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "valid AUC | best step | stopped | alpha | wall s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     per = r["per_seed"]
     alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
@@ -135,7 +163,8 @@ def results_table(workdir: str) -> tuple[str, list[dict]]:
         f"{fmt(r.get('test/gauc'))} | {fmt(r.get('test/logloss'))} | "
         f"{ri_s} | "
         f"{fmt(r.get('valid/auc'))} | "
-        f"{'/'.join(str(x['best_step']) for x in per)} | {alpha} | "
+        f"{'/'.join(str(x['best_step']) for x in per)} | "
+        f"{'/'.join(r['stops'])} | {alpha} | "
         f"{'' if not walls else f'{np.mean(walls):.0f}'} |")
   return "\n".join(lines), rows
 
@@ -220,7 +249,8 @@ def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
   for r in rows:
     entry = {"stage": r["stage"], "seeds": r["seeds"],
              "wall_sec": r["wall_sec"],
-             "best_step": [x["best_step"] for x in r["per_seed"]]}
+             "best_step": [x["best_step"] for x in r["per_seed"]],
+             "stopped": r.get("stops", [])}
     # Each metric's mean (scalars, for quick scripts), then per seed.
     entry.update({m: r[m]["mean"] for m in METRICS if m in r})
     entry["per_seed"] = {m: r[m] for m in METRICS + ("rela_impr",) if m in r}
@@ -306,6 +336,12 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
     md.append(f"Preset `{preset}`; selection on validation AUC, test "
               "evaluated once at the selected step.\n")
   md += ["## Results", "", table, ""]
+  notes = budget_notes(rows)
+  if notes:
+    md += ["Stopped: `early` = early stopping on valid AUC; `budget` = "
+           "the step budget ended after the best evaluation; `budget, "
+           "rising` = cut off with the best at the last evaluation.", ""]
+    md += notes + [""]
   cl = claims(rows)
   if cl:
     md += ["## The paper's claims on this run", ""] + cl + [""]

@@ -20,11 +20,12 @@ declare -A RECIPES=(
   # name: overrides of flip_finetune.py's cpu-full PLM-only config
   [lr2e-4_const_b32]="--config.optim.lr=2e-4 --config.optim.schedule.name=constant --config.train.batch_size=32 --config.train.max_steps=1000"
   [lr5e-4_linear_b64]="--config.optim.lr=5e-4 --config.train.max_steps=500"
+  [lr5e-4_const_b32]="--config.optim.lr=5e-4 --config.optim.schedule.name=constant --config.train.batch_size=32 --config.train.max_steps=1000"
   [lr1e-3_linear_b64]="--config.optim.lr=1e-3 --config.train.max_steps=500"
   [lr5e-4_linear_b64_l4]="--config.optim.lr=5e-4 --config.train.max_steps=500 --config.model.plm.num_layers=4"
 )
 names=("$@")
-[[ ${#names[@]} -gt 0 ]] || names=(lr2e-4_const_b32 lr5e-4_linear_b64 lr1e-3_linear_b64)
+[[ ${#names[@]} -gt 0 ]] || names=(lr2e-4_const_b32 lr5e-4_linear_b64 lr5e-4_const_b32)
 for name in "${names[@]}"; do
   [[ -n ${RECIPES[$name]+x} ]] || { echo "unknown recipe $name" >&2; exit 2; }
   start=$(date +%s)
@@ -33,7 +34,7 @@ for name in "${names[@]}"; do
     --config experiments/configs/flip_finetune.py:dataset=ml-100k,preset=cpu-full,mode=plm \
     --config.data.data_dir="$DATA_DIR" --config.data.cache_dir="$out/.cache" \
     --config.train.num_epochs=1 --config.train.patience=100 \
-    ${RECIPES[$name]} > "$out/$name.log" 2>&1
+    ${RECIPES[$name]} >> "$out/$name.log" 2>&1
   echo "$name $(( $(date +%s) - start )) s" >> "$out/wall.txt"
 done
 "$PY" - "$out" <<'PY'
