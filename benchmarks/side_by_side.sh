@@ -41,8 +41,7 @@ case "$STEP" in
   finetune)
     FORMS=${FORMS:-joint/mb8}
     official=("$OFFICIAL_PY" "$BENCH/official_finetune.py" --warmup 1
-              --steps "$OFFICIAL_STEPS")
-    ours=() ;;
+              --steps "$OFFICIAL_STEPS") ;;
   *) echo "STEP must be pretrain or finetune, not $STEP" >&2; exit 2 ;;
 esac
 
