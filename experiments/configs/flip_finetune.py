@@ -34,7 +34,7 @@ from experiments.configs import flip_pretrain
 CPU_FULL_PLM_BATCH = 32
 CPU_FULL_PLM_STEPS = 1500
 CPU_FULL_PLM_LR = 2e-4
-CPU_FULL_PLM_SCHEDULE = {"name": "constant"}
+CPU_FULL_PLM_SCHEDULE = {"name": "constant", "warmup_steps": 0}
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", mode="joint", ctr="dcnv2",

@@ -17,12 +17,14 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$out"
 DATA_DIR=${DATA_DIR:-../shared/data/ml-100k}
 declare -A RECIPES=(
-  # name: overrides of flip_finetune.py's cpu-full PLM-only config
+  # name: overrides of flip_finetune.py's cpu-full PLM-only config, every
+  # recipe field explicit (so a change of the preset's defaults does not
+  # change a recipe); 32,000 examples each.
   [lr2e-4_const_b32]="--config.optim.lr=2e-4 --config.optim.schedule.name=constant --config.train.batch_size=32 --config.train.max_steps=1000"
-  [lr5e-4_linear_b64]="--config.optim.lr=5e-4 --config.train.max_steps=500"
   [lr5e-4_const_b32]="--config.optim.lr=5e-4 --config.optim.schedule.name=constant --config.train.batch_size=32 --config.train.max_steps=1000"
-  [lr1e-3_linear_b64]="--config.optim.lr=1e-3 --config.train.max_steps=500"
-  [lr5e-4_linear_b64_l4]="--config.optim.lr=5e-4 --config.train.max_steps=500 --config.model.plm.num_layers=4"
+  [lr5e-4_linear_b64]="--config.optim.lr=5e-4 --config.optim.schedule.name=linear --config.optim.schedule.warmup_steps=0.05 --config.train.batch_size=64 --config.train.max_steps=500"
+  [lr1e-3_linear_b64]="--config.optim.lr=1e-3 --config.optim.schedule.name=linear --config.optim.schedule.warmup_steps=0.05 --config.train.batch_size=64 --config.train.max_steps=500"
+  [lr2e-4_const_b32_l4]="--config.optim.lr=2e-4 --config.optim.schedule.name=constant --config.train.batch_size=32 --config.train.max_steps=1000 --config.model.plm.num_layers=4"
 )
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(lr2e-4_const_b32 lr5e-4_linear_b64 lr5e-4_const_b32)
