@@ -4,9 +4,9 @@
 # figures from different days. Needs the official code and its venv set up
 # as ../shared/bench/official_flip/README.md says (outside the project).
 #
-#   OFFICIAL_PY=/tmp/official/venv/bin/python \
-#   FLIP_OFFICIAL_DIR=/tmp/official/code BENCH_SCRATCH=/tmp/official/scratch \
-#   STEP=pretrain PAIRS=3 bash benchmarks/side_by_side.sh > log
+#   OFFICIAL_PY=<official venv>/bin/python FLIP_OFFICIAL_DIR=<official code> \
+#   BENCH_SCRATCH=<scratch dir> STEP=pretrain PAIRS=3 \
+#   bash benchmarks/side_by_side.sh > log
 #
 # STEP=pretrain: official_pretrain.py against `benchmarks.pretrain_step`
 #   (FORMS, default fast/mb16,official/mb16: the fast form and the official
@@ -28,7 +28,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 quiet() {  # quiet <command...>: runs it, prints its output and the CPU log
   python3 "$BENCH/quiet_run.py" "$tmp/q.log" "$@" >/dev/null
-  grep -v '^# loadavg' "$tmp/q.log"
+  # The official venv is a path outside the project: logged as a placeholder.
+  grep -v '^# loadavg' "$tmp/q.log" | sed "s|$OFFICIAL_PY|<official venv>/bin/python|g"
 }
 
 case "$STEP" in
