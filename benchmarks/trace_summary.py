@@ -41,8 +41,13 @@ def load(path: str) -> dict:
     return json.load(f)
 
 
+def _events(trace) -> list:
+  """The trace's events (a perfetto JSON object, or its bare event list)."""
+  return trace if isinstance(trace, list) else trace.get("traceEvents", [])
+
+
 def summarise(trace: dict, top: int = 25) -> str:
-  events = trace.get("traceEvents", trace if isinstance(trace, list) else [])
+  events = _events(trace)
   pnames = {e["pid"]: e["args"].get("name", "") for e in events
             if e.get("ph") == "M" and e.get("name") == "process_name"}
   dev_pids = {p for p, n in pnames.items()
@@ -71,7 +76,7 @@ def summarise(trace: dict, top: int = 25) -> str:
 
 def by_kind(trace: dict, top: int = 25) -> str:
   """Op time per kind of XLA op (instance numbers stripped)."""
-  events = trace.get("traceEvents", trace if isinstance(trace, list) else [])
+  events = _events(trace)
   per = collections.Counter()
   count = collections.Counter()
   for e in events:

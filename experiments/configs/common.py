@@ -19,6 +19,10 @@ from flip_jax import sharding
 # resumes only with the impl it started with.
 PRNG_IMPL = "threefry2x32"
 
+# Rows per micro-batch of the CPU presets' PLM steps: on a 2-core CPU
+# 16-row micro-batches are the fastest (RESULTS.md, micro-batch sweep).
+CPU_MICRO_BATCH = 16
+
 
 def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
   """Parses 'k=v,k2=v2' variant strings; unknown keys are an error."""

@@ -43,7 +43,6 @@ def get_config(arg=None):
   if arg.dataset not in USER_FIELDS:
     raise ValueError(f"dataset {arg.dataset!r}: no default user fields; "
                      f"known: {sorted(USER_FIELDS)}")
-  small = arg.preset in ("tiny", "cpu-small")
   cfg = mlc.ConfigDict()
   cfg.task = "ctr_bert"
   cfg.seed = 2012
@@ -69,36 +68,17 @@ def get_config(arg=None):
   c.mlp_hidden = 128
   c.mlp_dropout = 0.2
 
-  # The same budget as FLIP's PLM-only finetuning (flip_finetune mode=plm)
-  # in the short presets; the official recipe in 'full'.
-  batch_size = 128
-  num_epochs, eval_every, max_steps = 10, -1, -1
-  if small:
-    batch_size = 32
-    num_epochs = 3
-    eval_every = 20 if arg.preset == "tiny" else (
-        30 if arg.dataset == "synthetic" else 100)
-    max_steps = 60 if arg.preset == "tiny" else (
-        240 if arg.dataset == "synthetic" else 300)
-  micro_batch = 16 if arg.preset == "cpu-small" else 0
-  if arg.preset == "cpu-full":  # FLIP's PLM recipe of this preset
-    batch_size, num_epochs = flip_finetune.CPU_FULL_PLM_BATCH, 1
-    max_steps = flip_finetune.CPU_FULL_PLM_STEPS
-    eval_every, micro_batch = -8, 16
-  cfg.train = common.train_config(
-      batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
-      eval_every_steps=eval_every, eval_batch_size=256, patience=3,
-      micro_batch_size=micro_batch)
+  # The CPU presets: FLIP's PLM-only budget (flip_finetune.plm_budget);
+  # 'full': the official recipe, 10 epochs of 128.
+  budget = flip_finetune.plm_budget(arg.preset, arg.dataset) if (
+      arg.preset != "full") else dict(
+          batch_size=128, num_epochs=10, max_steps=-1, eval_every_steps=-1,
+          micro_batch_size=0)
+  cfg.train = common.train_config(**budget, eval_batch_size=256, patience=3)
 
   # Official 5e-5 (AdamW, weight decay 1e-3) at a constant learning rate
-  # (its schedulers are commented out); the short presets take bigger
-  # steps, as FLIP_PLM's do.
-  cfg.optim = common.optim_config(
-      name="adamw", lr={"tiny": 1e-3, "cpu-small": 2e-4,
-                        "cpu-full": flip_finetune.CPU_FULL_PLM_LR,
-                        "full": 5e-5}[arg.preset], weight_decay=1e-3)
-  if arg.preset == "cpu-full":
-    cfg.optim.schedule = mlc.ConfigDict(flip_finetune.CPU_FULL_PLM_SCHEDULE)
+  # (its schedulers are commented out); the CPU presets take FLIP_PLM's.
+  cfg.optim = flip_finetune.plm_optim(arg.preset)
 
   # No init_from: the towers start from the public weights.
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)

@@ -35,6 +35,46 @@ CPU_FULL_PLM_BATCH = 32
 CPU_FULL_PLM_STEPS = 1500
 CPU_FULL_PLM_LR = 2e-4
 CPU_FULL_PLM_SCHEDULE = {"name": "constant", "warmup_steps": 0}
+# The PLM models' learning rate per preset: official 5e-5; the CPU presets
+# take bigger steps.
+PLM_LR = {"tiny": 1e-3, "cpu-small": 2e-4, "cpu-full": CPU_FULL_PLM_LR,
+          "full": 5e-5}
+
+
+def plm_budget(preset: str, dataset: str, mode: str = "plm") -> dict:
+  """``config.train`` budget of a PLM model (FLIP_PLM / PLM-only, joint,
+  CTR-BERT) in the CPU presets (not 'full', whose budgets are the official
+  recipes' epochs)."""
+  if preset == "cpu-full":
+    # Until valid AUC stops rising (patience 3 evaluations, 8 per epoch) or
+    # CPU_FULL_PLM_STEPS end.
+    return dict(batch_size=CPU_FULL_PLM_BATCH, num_epochs=1,
+                max_steps=CPU_FULL_PLM_STEPS, eval_every_steps=-8,
+                micro_batch_size=common.CPU_MICRO_BATCH)
+  if preset == "tiny":
+    return dict(batch_size=32, num_epochs=3, max_steps=60,
+                eval_every_steps=20, micro_batch_size=0)
+  if preset != "cpu-small":
+    raise ValueError(f"preset {preset!r} has no CPU PLM budget")
+  synthetic = dataset == "synthetic"
+  return dict(
+      batch_size=32, num_epochs=3, eval_every_steps=30 if synthetic else 100,
+      # The demo (synthetic): budgets under which each model reaches its
+      # best valid AUC and stops early (patience 3) rather than being cut
+      # off while rising; the joint model trains its ID branch too.
+      max_steps=(300 if mode == "joint" else 240) if synthetic else 300,
+      micro_batch_size=common.CPU_MICRO_BATCH)
+
+
+def plm_optim(preset: str) -> mlc.ConfigDict:
+  """AdamW of a PLM model (weight decay 1e-3 on every param, as the
+  official code), at PLM_LR; cpu-full's schedule CPU_FULL_PLM_SCHEDULE."""
+  optim = common.optim_config(name="adamw", lr=PLM_LR[preset],
+                              weight_decay=1e-3)
+  if preset == "cpu-full":
+    optim.schedule = mlc.ConfigDict(CPU_FULL_PLM_SCHEDULE)
+  return optim
+
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", mode="joint", ctr="dcnv2",
@@ -42,7 +82,6 @@ def get_config(arg=None):
   if arg.mode not in ("id", "plm", "joint"):
     raise ValueError(f"mode {arg.mode!r}: expected id|plm|joint")
   flip_pretrain.check_preset(arg.preset)
-  small = arg.preset in ("tiny", "cpu-small")
   cfg = mlc.ConfigDict()
   cfg.task = "flip_finetune"
   cfg.seed = 2012
@@ -67,52 +106,27 @@ def get_config(arg=None):
                  "joint": 0.0 if arg.dataset == "goodreads" else 1e-4}[arg.mode]
   cfg.loss.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
 
-  batch_size = {"id": 1024, "plm": 128, "joint": 128}[arg.mode]
-  if arg.preset == "tiny":
-    batch_size = 64 if arg.mode == "id" else 32
-  elif small and arg.mode != "id":
-    batch_size = 32
-  num_epochs = {"id": 20, "plm": 25, "joint": 25}[arg.mode]
-  eval_every, max_steps = -1, -1
-  if small and arg.mode != "id":
-    num_epochs = 3
-    eval_every = 20 if arg.preset == "tiny" else (
-        30 if arg.dataset == "synthetic" else 100)
-    max_steps = 60 if arg.preset == "tiny" else (
-        300 if arg.dataset != "synthetic" else
-        # The demo (synthetic): budgets under which each model reaches its
-        # best valid AUC and stops early (patience 3) rather than being cut
-        # off while rising; the joint model trains its ID branch too.
-        (300 if arg.mode == "joint" else 240))
-  # 16-row micro-batches: +10 % per example at batch 32, +12 % at 128 on a
-  # 2-core CPU against the whole batch in one pass (RESULTS.md, micro-batch
-  # sweep); the same gradient, other dropout draws.
-  micro_batch = 16 if arg.preset == "cpu-small" and arg.mode != "id" else 0
-  if arg.preset == "cpu-full" and arg.mode != "id":
-    # Each PLM model trains until its valid AUC stops rising (patience 3
-    # evaluations, 8 per epoch) or CPU_FULL_PLM_STEPS end.
-    batch_size, num_epochs = CPU_FULL_PLM_BATCH, 1
-    max_steps, eval_every, micro_batch = CPU_FULL_PLM_STEPS, -8, 16
+  if arg.mode != "id" and arg.preset != "full":
+    budget = plm_budget(arg.preset, arg.dataset, arg.mode)
+  else:  # the official recipes' epochs (FLIP_ID's at batch 64 in tiny)
+    budget = dict(
+        batch_size=64 if arg.preset == "tiny" else
+        {"id": 1024, "plm": 128, "joint": 128}[arg.mode],
+        num_epochs={"id": 20, "plm": 25, "joint": 25}[arg.mode],
+        max_steps=-1, eval_every_steps=-1, micro_batch_size=0)
   cfg.train = common.train_config(
-      batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps,
-      eval_every_steps=eval_every, micro_batch_size=micro_batch,
-      eval_batch_size=512 if arg.mode == "id" else 256)
+      **budget, eval_batch_size=512 if arg.mode == "id" else 256)
 
   if arg.mode == "id":
     cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0)
   else:
-    # Official 5e-5; the short presets take bigger steps.
-    lr = {"tiny": 1e-3, "cpu-small": 2e-4, "cpu-full": CPU_FULL_PLM_LR,
-          "full": 5e-5}[arg.preset]
-    cfg.optim = common.optim_config(name="adamw", lr=lr, weight_decay=1e-3)
-    if arg.preset == "cpu-full":
-      cfg.optim.schedule = mlc.ConfigDict(CPU_FULL_PLM_SCHEDULE)
+    cfg.optim = plm_optim(arg.preset)
     # (regex, lr), first match wins. Official joint: 5e-5 for the PLM and
     # for the rest. The short presets give the ID branch the ID recipe's
     # 1e-3 and the mixing scalars 1e-2, so alpha can move in a few hundred
     # steps instead of the official thousands.
     if arg.mode == "joint":
-      cfg.optim.param_groups = [(r"^plm/", lr)]
+      cfg.optim.param_groups = [(r"^plm/", cfg.optim.lr)]
       if arg.preset != "full":
         cfg.optim.lr = 1e-3
         cfg.optim.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))

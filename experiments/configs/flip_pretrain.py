@@ -32,6 +32,9 @@ CPU_FULL_SUBSAMPLE = {"ml-1m": 0.25}
 # cpu-full pretraining: 350 steps of 64 = 22,400 examples (a quarter of an
 # epoch of ML-100K's train+valid rows), about 8 minutes on 2 cores.
 CPU_FULL_PRETRAIN_STEPS = 350
+# It stops within its first epoch, where the official per-epoch cosine is a
+# constant: it warms up over 5 % of its steps and decays linearly to 0.
+CPU_FULL_PRETRAIN_SCHEDULE = {"name": "linear", "warmup_steps": 0.05}
 
 
 def check_preset(preset: str) -> None:
@@ -122,7 +125,8 @@ def get_config(arg=None):
       # gradients (one more forward of the unmasked pass); on a 2-core CPU
       # 8-16-row micro-batches are the fastest (RESULTS.md, micro-batch
       # sweep), on accelerators the whole batch in one pass (0).
-      micro_batch_size={"tiny": 0, "cpu-small": 0, "cpu-full": 16,
+      micro_batch_size={"tiny": 0, "cpu-small": 0,
+                        "cpu-full": common.CPU_MICRO_BATCH,
                         "full": 0}[arg.preset])
 
   p = cfg.pretrain = mlc.ConfigDict()
@@ -157,15 +161,13 @@ def get_config(arg=None):
 
   # AdamW decaying every param; official lr 1e-4 (the short presets take
   # bigger steps); cosine stepped once per epoch, no warm-up (FLIP.md 5.8).
-  # cpu-full stops within its first epoch, where that is a constant: it
-  # warms up over 5 % of its steps and decays linearly to 0 instead.
+  # cpu-full: CPU_FULL_PRETRAIN_SCHEDULE.
   cfg.optim = common.optim_config(
       name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "cpu-full": 3e-4,
                         "full": 1e-4}[arg.preset], weight_decay=1e-3,
       schedule="cosine_epoch", epochs=cfg.train.get_ref("num_epochs"))
   if arg.preset == "cpu-full":
-    cfg.optim.schedule = mlc.ConfigDict({"name": "linear",
-                                         "warmup_steps": 0.05})
+    cfg.optim.schedule = mlc.ConfigDict(CPU_FULL_PRETRAIN_SCHEDULE)
 
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "cpu-full": 50,
                          "full": 100}[arg.preset]

@@ -63,7 +63,8 @@ def get_config(arg=None):
                  else 300,
                  "cpu-full": flip_pretrain.CPU_FULL_PRETRAIN_STEPS,
                  "full": -1}[arg.preset],
-      micro_batch_size=16 if arg.preset == "cpu-full" else 0)
+      micro_batch_size=common.CPU_MICRO_BATCH if arg.preset == "cpu-full"
+      else 0)
 
   # Official 5e-5 (the short presets take FLIP pretraining's steps);
   # CosineAnnealingLR stepped once per epoch, no warm-up.
@@ -72,8 +73,8 @@ def get_config(arg=None):
                         "full": 5e-5}[arg.preset], weight_decay=1e-3,
       schedule="cosine_epoch", epochs=cfg.train.get_ref("num_epochs"))
   if arg.preset == "cpu-full":  # FLIP pretraining's schedule of this preset
-    cfg.optim.schedule = mlc.ConfigDict({"name": "linear",
-                                         "warmup_steps": 0.05})
+    cfg.optim.schedule = mlc.ConfigDict(
+        flip_pretrain.CPU_FULL_PRETRAIN_SCHEDULE)
 
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "cpu-full": 50,
                          "full": 100}[arg.preset]
