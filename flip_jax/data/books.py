@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 BX_FIELDS = ("user_id", "location", "age", "isbn", "book_title", "author",
              "publication_year", "publisher")
@@ -60,11 +61,11 @@ def load_bookcrossing(data_dir: str, drop_zero_ratings: bool
   r_path, u_path, b_path = rawio.require_files(
       data_dir, ["BX-Book-Ratings.csv", "BX-Users.csv", "BX-Books.csv"])
   info: dict = {}
-  ratings, _ = rawio.quoted_csv(r_path, BX_RATINGS_HEADER, strict=True,
+  ratings, _ = rawparse.quoted_csv(r_path, BX_RATINGS_HEADER, strict=True,
                                 info=info)
-  users, _ = rawio.quoted_csv(u_path, BX_USERS_HEADER, strict=True,
+  users, _ = rawparse.quoted_csv(u_path, BX_USERS_HEADER, strict=True,
                               info=info)
-  books, skipped = rawio.quoted_csv(b_path, BX_BOOKS_HEADER, strict=False,
+  books, skipped = rawparse.quoted_csv(b_path, BX_BOOKS_HEADER, strict=False,
                                     info=info)
   for line, u in zip(users.lines, users):
     _check_user_id(u_path, line, u[0])
@@ -112,7 +113,7 @@ def load_bookcrossing(data_dir: str, drop_zero_ratings: bool
       c.append(v)
     rating.append(s)
   _warn_duplicate_pairs(info, r_path, pairs, "(User-ID, ISBN)")
-  keys = [rawio.obj(c) for c in cols]
+  keys = [rawparse.obj(c) for c in cols]
   info.update({"skipped_malformed_lines": {os.path.basename(b_path): skipped},
                "dropped_missing_metadata": dropped_meta,
                "dropped_zero_ratings": dropped_zero})
@@ -134,7 +135,7 @@ def _warn_duplicate_pairs(info: dict, path: str, pairs: list, what: str
                           ) -> None:
   """Rating rows repeating an earlier (user, item) pair (kept, counted)."""
   if pairs:
-    _, codes = rawio.factorize([f"{u}\x00{b}" for u, b in pairs])
+    _, codes = rawparse.factorize([f"{u}\x00{b}" for u, b in pairs])
     rawio.warn_duplicate_pairs(info, path, codes, what=what)
 
 
@@ -208,7 +209,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
   info: dict = {}
   books, seen_keys = {}, set()
   repeated, differing, example = 0, 0, None
-  for lineno, rec in rawio.iter_json_lines(books_path):
+  for lineno, rec in rawparse.iter_json_lines(books_path):
     if rec.get("book_id") in ("", None):
       raise rawio.DataError(f"{books_path}:{lineno}: record has no book_id")
     seen_keys.update(k for k, v in rec.items() if v not in ("", None, []))
@@ -232,13 +233,13 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
   books = {k: v[0] for k, v in books.items()}
   genres = {}
   if genres_path:
-    for _, rec in rawio.iter_json_lines(genres_path):
+    for _, rec in rawparse.iter_json_lines(genres_path):
       g = rec.get("genres") or {}
       genres[str(rec.get("book_id"))] = (
           max(sorted(g), key=lambda k: g[k]) if g else "")
   author_names = {}
   if authors_path:
-    for _, rec in rawio.iter_json_lines(authors_path):
+    for _, rec in rawparse.iter_json_lines(authors_path):
       author_names[str(rec.get("author_id"))] = rec.get("name", "")
   present = []
   for name, display, source in GR_FIELDS:
@@ -252,7 +253,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
   cols = [[] for _ in present]
   rating, times, dropped_meta, dropped_zero = [], [], 0, 0
   pairs = []
-  for lineno, rec in rawio.iter_json_lines(inter_path):
+  for lineno, rec in rawparse.iter_json_lines(inter_path):
     try:
       s = float(rec["rating"])
       uid, bid = str(rec["user_id"]), str(rec["book_id"])
@@ -288,7 +289,7 @@ def load_goodreads(data_dir: str, drop_zero_ratings: bool) -> rawio.RawTable:
     rating.append(s)
     times.append(_parse_time(inter_path, lineno, rec))
   _warn_duplicate_pairs(info, inter_path, pairs, "(user_id, book_id)")
-  keys = [rawio.obj(c) for c in cols]
+  keys = [rawparse.obj(c) for c in cols]
   has_time = bool(times) and all(t is not None for t in times)
   return rawio.RawTable(
       name="goodreads", field_names=tuple(p[0] for p in present),

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from flip_jax import jsonio
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 OOV, MASK = 0, 1
 NUM_RESERVED = 2
@@ -107,7 +107,7 @@ class FeatureMap:
     """
     vocabs, parts = [], []
     for k in keys:
-      uniq, inv = rawio.factorize(k)
+      uniq, inv = rawparse.factorize(k)
       cnt = np.bincount(inv, minlength=len(uniq))
       vocabs.append(uniq)
       parts.append(np.concatenate([[0] * NUM_RESERVED, cnt]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 FIELD_NAMES = ("user_id", "gender", "age", "occupation", "zipcode",
                "movie_id", "title", "genre")
@@ -67,13 +68,13 @@ def check_ratings(path: str, ratings: np.ndarray, info: dict) -> None:
 
   Raises:
     DataError: an id <= 0, a rating outside 1..5 or a timestamp <= 0,
-      naming file:line (row i is line i + 1, see `rawio.numeric_table`).
+      naming file:line (row i is line i + 1, see `rawparse.numeric_table`).
   """
-  rawio.check_range(path, ratings[:, 0], "user id", lo=1)
-  rawio.check_range(path, ratings[:, 1], "movie id", lo=1)
-  rawio.check_range(path, ratings[:, 2], "rating", lo=RATING_MIN,
+  rawparse.check_range(path, ratings[:, 0], "user id", lo=1)
+  rawparse.check_range(path, ratings[:, 1], "movie id", lo=1)
+  rawparse.check_range(path, ratings[:, 2], "rating", lo=RATING_MIN,
                     hi=RATING_MAX)
-  rawio.check_range(path, ratings[:, 3], "timestamp", lo=1)
+  rawparse.check_range(path, ratings[:, 3], "timestamp", lo=1)
   pair = ratings[:, 0] * (int(ratings[:, 1].max()) + 1) + ratings[:, 1]
   rawio.warn_duplicate_pairs(info, path, pair, ratings, "(user, movie)")
 
@@ -127,10 +128,10 @@ def load_ml1m(data_dir: str) -> rawio.RawTable:
                       "movies")
   ratings_path = _find(data_dir, ["ratings.dat", "ratings.dat.gz"], info,
                        "ratings", prefix_glob="ratings*.dat")
-  users = rawio.split_lines(users_path, "::", 5, info=info)
-  u_id = rawio.parse_ints(users_path, users, 0, "UserID", lo=1)
-  ages = rawio.parse_ints(users_path, users, 2, "Age")
-  occs = rawio.parse_ints(users_path, users, 3, "Occupation")
+  users = rawparse.split_lines(users_path, "::", 5, info=info)
+  u_id = rawparse.parse_ints(users_path, users, 0, "UserID", lo=1)
+  ages = rawparse.parse_ints(users_path, users, 2, "Age")
+  occs = rawparse.parse_ints(users_path, users, 3, "Occupation")
   genders = [u[1] for u in users]
   for line, g, a, o in zip(users.lines, genders, ages, occs):
     if g not in GENDER_WORDS or int(a) not in AGE_WORDS or not 0 <= o <= 20:
@@ -139,24 +140,24 @@ def load_ml1m(data_dir: str) -> rawio.RawTable:
   rawio.warn_duplicate_ids(info, users_path, "user", users, lambda u: u[0],
                            users.lines)
   u_cols = [
-      (rawio.obj(u[0] for u in users), rawio.obj(u[0] for u in users)),
-      (rawio.obj(genders), rawio.obj(GENDER_WORDS[g] for g in genders)),
-      (rawio.obj(str(a) for a in ages), rawio.obj(AGE_WORDS[a] for a in ages)),
-      (rawio.obj(str(o) for o in occs),
-       rawio.obj(OCCUPATION_WORDS[o] for o in occs)),
-      (rawio.obj(u[4] for u in users), rawio.obj(u[4] for u in users)),
+      (rawparse.obj(u[0] for u in users), rawparse.obj(u[0] for u in users)),
+      (rawparse.obj(genders), rawparse.obj(GENDER_WORDS[g] for g in genders)),
+      (rawparse.obj(str(a) for a in ages), rawparse.obj(AGE_WORDS[a] for a in ages)),
+      (rawparse.obj(str(o) for o in occs),
+       rawparse.obj(OCCUPATION_WORDS[o] for o in occs)),
+      (rawparse.obj(u[4] for u in users), rawparse.obj(u[4] for u in users)),
   ]
-  movies = rawio.split_lines(movies_path, "::", 3, info=info)
-  m_id = rawio.parse_ints(movies_path, movies, 0, "MovieID", lo=1)
+  movies = rawparse.split_lines(movies_path, "::", 3, info=info)
+  m_id = rawparse.parse_ints(movies_path, movies, 0, "MovieID", lo=1)
   rawio.warn_duplicate_ids(info, movies_path, "movie", movies,
                            lambda m: m[0], movies.lines)
   genre = [m[2].split("|")[0] for m in movies]
   m_cols = [
-      (rawio.obj(m[0] for m in movies), rawio.obj(m[0] for m in movies)),
-      (rawio.obj(m[1] for m in movies), rawio.obj(m[1] for m in movies)),
-      (rawio.obj(genre), rawio.obj(genre)),
+      (rawparse.obj(m[0] for m in movies), rawparse.obj(m[0] for m in movies)),
+      (rawparse.obj(m[1] for m in movies), rawparse.obj(m[1] for m in movies)),
+      (rawparse.obj(genre), rawparse.obj(genre)),
   ]
-  ratings = rawio.numeric_table(ratings_path, "::", 4)
+  ratings = rawparse.numeric_table(ratings_path, "::", 4)
   table = _assemble("ml-1m", (u_id, u_cols), (m_id, m_cols), ratings,
                     ratings_path, info)
   table.info.update(num_users=len(users), num_movies=len(movies))
@@ -173,9 +174,9 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
   info: dict = {}
   data_path, user_path, item_path = rawio.require_files(
       data_dir, ["u.data", "u.user", "u.item"])
-  users = rawio.split_lines(user_path, "|", 5, info=info)
-  u_id = rawio.parse_ints(user_path, users, 0, "user id", lo=1)
-  ages = rawio.parse_ints(user_path, users, 1, "age", lo=1)
+  users = rawparse.split_lines(user_path, "|", 5, info=info)
+  u_id = rawparse.parse_ints(user_path, users, 0, "user id", lo=1)
+  ages = rawparse.parse_ints(user_path, users, 1, "age", lo=1)
   buckets = [age_bucket(int(a)) for a in ages]
   for line, u in zip(users.lines, users):
     if u[2] not in GENDER_WORDS:
@@ -183,16 +184,16 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
   rawio.warn_duplicate_ids(info, user_path, "user", users, lambda u: u[0],
                            users.lines)
   u_cols = [
-      (rawio.obj(u[0] for u in users), rawio.obj(u[0] for u in users)),
-      (rawio.obj(u[2] for u in users),
-       rawio.obj(GENDER_WORDS[u[2]] for u in users)),
-      (rawio.obj(str(b) for b in buckets),
-       rawio.obj(AGE_WORDS[b] for b in buckets)),
-      (rawio.obj(u[3] for u in users), rawio.obj(u[3] for u in users)),
-      (rawio.obj(u[4] for u in users), rawio.obj(u[4] for u in users)),
+      (rawparse.obj(u[0] for u in users), rawparse.obj(u[0] for u in users)),
+      (rawparse.obj(u[2] for u in users),
+       rawparse.obj(GENDER_WORDS[u[2]] for u in users)),
+      (rawparse.obj(str(b) for b in buckets),
+       rawparse.obj(AGE_WORDS[b] for b in buckets)),
+      (rawparse.obj(u[3] for u in users), rawparse.obj(u[3] for u in users)),
+      (rawparse.obj(u[4] for u in users), rawparse.obj(u[4] for u in users)),
   ]
-  items = rawio.split_lines(item_path, "|", 24, info=info)
-  m_id = rawio.parse_ints(item_path, items, 0, "movie id", lo=1)
+  items = rawparse.split_lines(item_path, "|", 24, info=info)
+  m_id = rawparse.parse_ints(item_path, items, 0, "movie id", lo=1)
   rawio.warn_duplicate_ids(info, item_path, "movie", items, lambda m: m[0],
                            items.lines)
   genre = []
@@ -203,11 +204,11 @@ def load_ml100k(data_dir: str) -> rawio.RawTable:
     genre.append(ML100K_GENRES[flags.index("1")] if "1" in flags
                  else "unknown")
   m_cols = [
-      (rawio.obj(it[0] for it in items), rawio.obj(it[0] for it in items)),
-      (rawio.obj(it[1] for it in items), rawio.obj(it[1] for it in items)),
-      (rawio.obj(genre), rawio.obj(genre)),
+      (rawparse.obj(it[0] for it in items), rawparse.obj(it[0] for it in items)),
+      (rawparse.obj(it[1] for it in items), rawparse.obj(it[1] for it in items)),
+      (rawparse.obj(genre), rawparse.obj(genre)),
   ]
-  ratings = rawio.numeric_table(data_path, "\t", 4)
+  ratings = rawparse.numeric_table(data_path, "\t", 4)
   table = _assemble("ml-100k", (u_id, u_cols), (m_id, m_cols), ratings,
                     data_path, info)
   table.info.update(num_users=len(users), num_movies=len(items))

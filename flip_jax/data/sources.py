@@ -17,6 +17,7 @@ import numpy as np
 from flip_jax.data import books
 from flip_jax.data import movielens
 from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 
 def _read_csv_rows(path: str, sep: str, encoding: str, info: dict):
@@ -155,7 +156,7 @@ def load_csv(data_dir: str, spec) -> rawio.RawTable:
                             f"{shown(col.iloc[bad[0]])} is not a positive "
                             "time (seconds since 1970)")
     timestamp = ts.to_numpy(np.int64)
-  keys = [rawio.obj(" ".join(str(v).split()) or "unknown"
+  keys = [rawparse.obj(" ".join(str(v).split()) or "unknown"
                     for v in frame[c].tolist()) for c in fields]
   repeated = int(frame.duplicated(subset=wanted).sum())
   if repeated:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 CLAUSE = "{name} is {value}."
 
@@ -62,7 +62,7 @@ def render(display_names: Sequence[str], values: Sequence[np.ndarray]
   n = len(values[0]) if num_fields else 0
   clause_cols, clause_len, value_len = [], [], []
   for name, col in zip(display_names, values):
-    uniq, inv = rawio.factorize(col)
+    uniq, inv = rawparse.factorize(col)
     cleaned = [clean_value(u) for u in uniq]
     clauses = np.empty(len(cleaned), dtype=object)
     clauses[:] = [CLAUSE.format(name=name, value=v) for v in cleaned]

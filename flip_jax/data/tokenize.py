@@ -25,7 +25,7 @@ import os
 from absl import logging
 import numpy as np
 
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 MINILM_NAMES = ("minilm-l6", "all-minilm-l6-v2")
 _VERIFY_ROWS = 256
@@ -194,7 +194,7 @@ def tokenize_texts(tokenizer, texts, spans, max_length: int,
   if cols is not None:
     tables = []
     for f, col in enumerate(cols):
-      uniq, inv = rawio.factorize(col)
+      uniq, inv = rawparse.factorize(col)
       first = _first_index(inv, len(uniq))
       rel = spans[first, f] - bounds[first, f][:, None]
       tab = _piece_table(backend, list(uniq), f > 0, rel[:, None, :], f)
@@ -213,7 +213,7 @@ def tokenize_texts(tokenizer, texts, spans, max_length: int,
         tables, path = None, "whole"
         break
   if tables is None:
-    uniq, inv = rawio.factorize(texts)
+    uniq, inv = rawparse.factorize(texts)
     first = _first_index(inv, len(uniq))
     tables = [(_piece_table(backend, list(uniq), False, spans[first], None),
                inv)]

@@ -5,7 +5,7 @@ import pytest
 
 from flip_jax.data import features
 from flip_jax.data import masking
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 MASK_TOKEN, PAD = 103, 0
 
@@ -86,7 +86,7 @@ def test_masks_change_with_seed_epoch_and_index():
 
 
 def _fmap(num_fields=8):
-  keys = [rawio.obj([f"v{j % (f + 2)}" for j in range(50)])
+  keys = [rawparse.obj([f"v{j % (f + 2)}" for j in range(50)])
           for f in range(num_fields)]
   return features.FeatureMap.build([f"f{i}" for i in range(num_fields)],
                                    [f"F{i}" for i in range(num_fields)], keys)

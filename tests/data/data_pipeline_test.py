@@ -5,7 +5,7 @@ import pytest
 from flip_jax.data import features
 from flip_jax.data import masking
 from flip_jax.data import pipeline
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 N, F, L = 103, 3, 12
 
@@ -13,7 +13,7 @@ N, F, L = 103, 3, 12
 @pytest.fixture(scope="module")
 def data():
   rng = np.random.default_rng(0)
-  keys = [rawio.obj([f"v{x}" for x in rng.integers(0, 5, N)])
+  keys = [rawparse.obj([f"v{x}" for x in rng.integers(0, 5, N)])
           for _ in range(F)]
   fm = features.FeatureMap.build(["a", "b", "c"], ["A", "B", "C"], keys)
   tf = np.full((N, L), -1, np.int8)

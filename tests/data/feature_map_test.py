@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from flip_jax.data import features
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 
 
 def _fm():
-  keys = [rawio.obj(["b", "a", "b", "c"]), rawio.obj(["x", "x", "y", "x"])]
+  keys = [rawparse.obj(["b", "a", "b", "c"]), rawparse.obj(["x", "x", "y", "x"])]
   return features.FeatureMap.build(["f1", "f2"], ["Field one", "Field two"],
                                    keys, meta={"row_order": "test"})
 
@@ -23,7 +23,7 @@ def test_offsets_reserved_and_counts():
   assert fm.mask_ids().tolist() == [1, 6]
   # sorted vocab: a=2, b=3, c=4 | x=7, y=8; reserved ids count 0
   assert fm.counts.tolist() == [0, 0, 1, 2, 1, 0, 0, 3, 1]
-  ids = fm.encode([rawio.obj(["a", "c", "zzz"]), rawio.obj(["y", "new", "x"])])
+  ids = fm.encode([rawparse.obj(["a", "c", "zzz"]), rawparse.obj(["y", "new", "x"])])
   assert ids.dtype == np.int32
   assert ids.tolist() == [[2, 8], [4, 5], [0, 7]]  # unseen -> field's OOV
   assert fm.decode(ids)[1] == ["c", "<oov>"]
@@ -44,7 +44,7 @@ def test_json_round_trip_and_hash(tmp_path):
   back = features.FeatureMap.load(str(tmp_path / "feature_map.json"))
   np.testing.assert_array_equal(back.counts, fm.counts)
   np.testing.assert_array_equal(back.offsets, fm.offsets)
-  assert back.encode([rawio.obj(["b"]), rawio.obj(["y"])]).tolist() == [[3, 8]]
+  assert back.encode([rawparse.obj(["b"]), rawparse.obj(["y"])]).tolist() == [[3, 8]]
   d["counts"][3] += 1
   (tmp_path / "bad.json").write_text(json.dumps(d))
   with pytest.raises(ValueError, match="counts_sha256"):

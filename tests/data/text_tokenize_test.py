@@ -5,7 +5,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 import transformers
 
-from flip_jax.data import rawio
+from flip_jax.data import rawparse
 from flip_jax.data import textify
 from flip_jax.data import tokenize as tokenize_lib
 
@@ -19,7 +19,7 @@ VALUES = [
 
 
 def _columns(values):
-  return [rawio.obj(v[f] for v in values) for f in range(len(NAMES))]
+  return [rawparse.obj(v[f] for v in values) for f in range(len(NAMES))]
 
 
 def test_render_exact_text_and_spans():

@@ -16,6 +16,7 @@ from experiments.configs import data as data_config
 from flip_jax.data import books
 from flip_jax.data import movielens
 from flip_jax.data import rawio
+from flip_jax.data import rawparse
 from flip_jax.data import sources
 
 USERS = ["1::F::1::10::48067", "2::M::56::16::70072", "3::M::25::15::55117"]
@@ -152,7 +153,7 @@ def test_fast_and_line_parsers_agree():
   rng = np.random.default_rng(0)
   table = rng.integers(1, 10**10, (50, 4))
   text = "\n".join("::".join(map(str, r)) for r in table) + "\n\n"
-  fast = rawio._numeric_fast  # pylint: disable=protected-access
+  fast = rawparse._numeric_fast  # pylint: disable=protected-access
   np.testing.assert_array_equal(fast(text.encode(), "::", 4, "latin-1"),
                                 table)
   # Anything unusual is left to the line parser (None), never misread.
