@@ -201,24 +201,6 @@ def claim_lines(verdicts: list[dict]) -> list[str]:
           for v in verdicts]
 
 
-def results_table(workdir: str) -> tuple[str, list[dict]]:
-  """Markdown table of the finetuned models (mean ± std over seeds)."""
-  rows = report.collect(workdir, ROWS, base="base_id")
-  lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
-           "valid AUC | best step | alpha |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    per = r["per_seed"]
-    ri = r.get("rela_impr")
-    impr = "" if ri is None else f"{100 * ri['mean']:+.2f}%"
-    steps = "/".join(str(x["best_step"]) for x in per)
-    alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
-    lines.append(f"| {r['name']} | {report.fmt(r.get('test/auc'))} | "
-                 f"{report.fmt(r.get('test/gauc'))} | "
-                 f"{report.fmt(r.get('test/logloss'))} | {impr} | "
-                 f"{report.fmt(r.get('valid/auc'))} | {steps} | {alpha} |")
-  return "\n".join(lines), rows
-
-
 def plots(workdir: str) -> list[tuple[str, str]]:
   """PA-MLM loss, valid AUC per stage, alpha (of the first seed): (title,
   PNG file) pairs."""
@@ -259,7 +241,7 @@ def plots(workdir: str) -> list[tuple[str, str]]:
 
 def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """results.md, report.md / .html and summary.json; returns the table."""
-  table, rows = results_table(workdir)
+  table, rows = report.results_table(workdir, ROWS, base="base_id")
   verdicts = claim_verdicts(rows)
   first = report.seed_dirs(workdir)[0][1]
   stages = report.read_json(os.path.join(first, "stages.json")) or {}

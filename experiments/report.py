@@ -146,9 +146,16 @@ def fmt(stat: dict | None, digits: int = 4) -> str:
   return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def results_table(workdir: str) -> tuple[str, list[dict]]:
-  """Markdown table of the finetuned models (mean ± std over seeds)."""
-  rows = collect(workdir)
+def results_table(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
+                  ) -> tuple[str, list[dict]]:
+  """Markdown table of the finetuned models (mean ± std over seeds).
+
+  Every method's report uses it (``rows_spec`` / ``base`` as in
+  ``collect``): metrics, RelaImpr over ``base``, each seed's best step and
+  why it stopped (``stop_reason``), the learned alpha where there is one and
+  the mean wall time of the stage.
+  """
+  rows = collect(workdir, rows_spec, base)
   lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
            "valid AUC | best step | stopped | alpha | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]

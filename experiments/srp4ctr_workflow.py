@@ -272,17 +272,7 @@ def _plots(workdir: str) -> list[tuple[str, str]]:
 
 def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """results.md, report.md / .html, summary.json; returns the table."""
-  rows = collect(workdir)
-  lines = ["| model | test AUC | test gAUC | test LogLoss | valid AUC | "
-           "best step |", "|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(
-        f"| {r['name']} | {report.fmt(r.get('test/auc'))} | "
-        f"{report.fmt(r.get('test/gauc'))} | "
-        f"{report.fmt(r.get('test/logloss'))} | "
-        f"{report.fmt(r.get('valid/auc'))} | "
-        f"{'/'.join(str(x['best_step']) for x in r['per_seed'])} |")
-  table = "\n".join(lines)
+  table, rows = report.results_table(workdir, ROWS, base="backbone")
   flops = report.read_json(os.path.join(workdir, "flops.json"))
   fv = flops_verdict(flops)
   cl = report.claims(rows, CLAIMS)

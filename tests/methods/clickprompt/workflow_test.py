@@ -26,6 +26,8 @@ def test_report_states_the_claims(tmp_path):
                       "ctr_only": 0.8005, "prefix_add": 0.806})
   table = wf.write_report(str(tmp_path), dataset="synthetic", preset="tiny")
   assert "| ClickPrompt with PLM (prefix_add) | 0.8060 |" in table
+  # The shared results table: how each model stopped, beside its metrics.
+  assert "| best step | stopped | alpha | wall s |" in table
   summary = json.loads((tmp_path / "summary.json").read_text())
   verdicts = {c["claim"]: c for c in summary["claims"]}
   assert len(verdicts) == len(wf.CLAIMS)
