@@ -38,6 +38,7 @@ from flip_jax import losses
 from flip_jax.methods.clickprompt import prompt as prompt_lib
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
+from flip_jax.models.plm import layers as plm_layers
 
 # mode -> (uses q, uses the PLM, prompt kind, CTR logit, PLM logit)
 MODES = {
@@ -143,7 +144,7 @@ class ClickPromptModel(nn.Module):
       self.lm_head = plm_lib.MLMHead(cfg.plm, dtype=cfg.dtype)
       if not cfg.lm_tied:
         self.lm_decoder = self.param(
-            "lm_decoder", plm_lib.bert.normal_init(
+            "lm_decoder", plm_layers.normal_init(
                 cfg.plm.initializer_range, ("vocab", "embed")),
             (cfg.plm.vocab_size, cfg.plm.hidden_size), jnp.float32)
     if ctr_logit:

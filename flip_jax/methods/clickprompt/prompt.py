@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from flip_jax.models.plm import bert
+from flip_jax.models.plm import layers as plm_layers
 
 
 def xavier_std(fan_in: int, fan_out: int) -> float:
@@ -50,10 +50,10 @@ class Linear(nn.Module):
   def __call__(self, x):
     fan_in = x.shape[-1]
     kernel = self.param(
-        "kernel", bert.normal_init(xavier_std(fan_in, self.features),
+        "kernel", plm_layers.normal_init(xavier_std(fan_in, self.features),
                                    self.axes),
         (fan_in, self.features), jnp.float32)
-    bias = self.param("bias", bert.zeros_init((self.axes[1],)),
+    bias = self.param("bias", plm_layers.zeros_init((self.axes[1],)),
                       (self.features,), jnp.float32)
     return (jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
             + bias.astype(self.dtype))
@@ -75,7 +75,7 @@ class PrefixGenerator(nn.Module):
     out_shape = (self.num_prompt, 2 * self.num_layers, self.num_heads,
                  self.head_dim)
     std = xavier_std(d, int(math.prod(out_shape)))
-    return bert.MultiAxisDense(
+    return plm_layers.MultiAxisDense(
         (d,), out_shape, ("embed", None, None, "heads", "kv"),
         (None, None, "heads", "kv"), std, dtype=self.dtype,
         name="out")(h.astype(self.dtype))
@@ -90,7 +90,7 @@ class InputPromptGenerator(nn.Module):
   @nn.compact
   def __call__(self, q):
     std = xavier_std(q.shape[-1], self.hidden_size)
-    return bert.MultiAxisDense(
+    return plm_layers.MultiAxisDense(
         (q.shape[-1],), (self.num_prompt, self.hidden_size),
         ("hidden_in", None, "embed"), (None, "embed"), std, dtype=self.dtype,
         name="out")(q.astype(self.dtype))

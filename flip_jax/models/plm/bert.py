@@ -30,46 +30,17 @@ none of them adds a parameter, and without them the encoder is unchanged:
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from flip_jax.models.plm.config import PLMConfig
-
-Dtype = Any
-_ACT_SPEC = ("batch", "length", "embed")
-
-
-def activation(name: str):
-  """HF `hidden_act` name -> function ('gelu' is the exact erf form)."""
-  if name == "gelu":
-    return lambda x: jax.nn.gelu(x, approximate=False)
-  if name in ("gelu_new", "gelu_pytorch_tanh"):
-    return lambda x: jax.nn.gelu(x, approximate=True)
-  if name == "relu":
-    return jax.nn.relu
-  raise ValueError(f"unsupported activation {name!r}")
-
-
-def normal_init(std: float, names: tuple[Any, ...]):
-  """Normal(0, std) initialiser carrying logical axis names."""
-  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
-
-
-def zeros_init(names: tuple[Any, ...]):
-  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
-
-
-def layer_norm(cfg: PLMConfig, dtype: Dtype, param_dtype: Dtype,
-               name: str | None = None) -> nn.LayerNorm:
-  """HF-compatible LayerNorm (epsilon from the checkpoint config)."""
-  return nn.LayerNorm(
-      epsilon=cfg.layer_norm_eps, dtype=dtype, param_dtype=param_dtype,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                              ("embed",)),
-      bias_init=zeros_init(("embed",)), name=name)
+from flip_jax.models.plm.layers import ACT_SPEC
+from flip_jax.models.plm.layers import Dtype
+from flip_jax.models.plm.layers import Encoder
+from flip_jax.models.plm.layers import attention_bias
+from flip_jax.models.plm.layers import layer_norm
+from flip_jax.models.plm.layers import normal_init
 
 
 def position_ids_from_mask(attention_mask: jax.Array, cfg: PLMConfig,
@@ -168,193 +139,11 @@ class Embeddings(nn.Module):
     x = x.astype(self.dtype)
     x = self.LayerNorm(x)
     x = self.dropout(x, deterministic=deterministic)
-    return nn.with_logical_constraint(x, _ACT_SPEC)
+    return nn.with_logical_constraint(x, ACT_SPEC)
 
   def word_matrix(self) -> jax.Array:
     """The [V, H] word embedding table (for the tied MLM decoder)."""
     return self.word_embeddings.embedding
-
-
-class MultiAxisDense(nn.Module):
-  """Dense layer with multi-axis kernels, e.g. [H, heads, kv] or [heads, kv, H].
-
-  Contracts the last `len(in_shape)` input axes. `nn.DenseGeneral` initialises
-  a flattened 2-D kernel and boxes it with the N-D logical names, which breaks
-  the init-time sharding constraint under a mesh; this layer initialises the
-  kernel in its real shape.
-  """
-  in_shape: tuple[int, ...]
-  out_shape: tuple[int, ...]
-  kernel_names: tuple[Any, ...]
-  bias_names: tuple[Any, ...]
-  init_std: float
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    n_in = len(self.in_shape)
-    if tuple(x.shape[-n_in:]) != tuple(self.in_shape):
-      raise ValueError(f"{self.name}: input {x.shape} does not end with"
-                       f" {self.in_shape}")
-    kernel = self.param(
-        "kernel", normal_init(self.init_std, self.kernel_names),
-        (*self.in_shape, *self.out_shape), self.param_dtype)
-    bias = self.param("bias", zeros_init(self.bias_names), self.out_shape,
-                      self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
-    y = jax.lax.dot_general(
-        x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))),
-                     tuple(range(n_in))), ((), ())))
-    return y + bias
-
-
-class SubLayerOutput(nn.Module):
-  """dense -> dropout -> residual add -> LayerNorm (HF `*Output`)."""
-  config: PLMConfig
-  in_shape: tuple[int, ...]
-  kernel_names: tuple[Any, ...]
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, residual, *, deterministic: bool):
-    cfg = self.config
-    y = MultiAxisDense(self.in_shape, (cfg.hidden_size,), self.kernel_names,
-                       ("embed",), cfg.initializer_range, self.dtype,
-                       self.param_dtype, name="dense")(x)
-    y = nn.Dropout(cfg.hidden_dropout)(y, deterministic=deterministic)
-    y = layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(
-        y + residual)
-    return nn.with_logical_constraint(y, _ACT_SPEC)
-
-
-class SelfAttention(nn.Module):
-  """Multi-head self-attention with an additive padding bias."""
-  config: PLMConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, bias, *, deterministic: bool, prefix=None):
-    cfg = self.config
-
-    def proj(name):
-      return MultiAxisDense(
-          (cfg.hidden_size,), (cfg.num_heads, cfg.head_dim),
-          ("embed", "heads", "kv"), ("heads", "kv"), cfg.initializer_range,
-          self.dtype, self.param_dtype, name=name)(x)
-
-    spec = ("batch", "length", "heads", "kv")
-    q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
-    k = nn.with_logical_constraint(proj("key"), spec)
-    v = nn.with_logical_constraint(proj("value"), spec)
-    if prefix is not None:
-      # [B, N, K, D] -> [B, K, N, D], in front of the text keys / values.
-      kp, vp = (jnp.swapaxes(t, 1, 2).astype(k.dtype) for t in prefix)
-      k = nn.with_logical_constraint(jnp.concatenate([kp, k], axis=1), spec)
-      v = nn.with_logical_constraint(jnp.concatenate([vp, v], axis=1), spec)
-    if cfg.attention_impl == "fused":
-      if not deterministic and cfg.attention_dropout > 0:
-        raise ValueError(
-            "attention_impl='fused' has no attention-probability dropout: "
-            "train it with attention_dropout=0 (model.plm.attention_dropout)")
-      ctx = jax.nn.dot_product_attention(
-          q, k, v, bias=bias.astype(q.dtype), scale=cfg.head_dim ** -0.5)
-    else:
-      q = q * jnp.asarray(cfg.head_dim ** -0.5, q.dtype)
-      scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
-      scores = scores.astype(jnp.float32) + bias
-      probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-      probs = nn.Dropout(cfg.attention_dropout)(probs,
-                                                deterministic=deterministic)
-      ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
-    ctx = nn.with_logical_constraint(ctx, spec)
-    return SubLayerOutput(cfg, (cfg.num_heads, cfg.head_dim),
-                          ("heads", "kv", "embed"),
-                          self.dtype, self.param_dtype, name="output")(
-                              ctx, x, deterministic=deterministic)
-
-
-class Intermediate(nn.Module):
-  """Feed-forward expansion H -> mlp with the activation (HF naming)."""
-  config: PLMConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    cfg = self.config
-    h = nn.Dense(cfg.intermediate_size, dtype=self.dtype,
-                 param_dtype=self.param_dtype,
-                 kernel_init=normal_init(cfg.initializer_range,
-                                         ("embed", "mlp")),
-                 bias_init=zeros_init(("mlp",)), name="dense")(x)
-    return nn.with_logical_constraint(activation(cfg.hidden_act)(h),
-                                      ("batch", "length", "mlp"))
-
-
-class TransformerLayer(nn.Module):
-  """One post-LN layer: attention block then feed-forward block."""
-  config: PLMConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, bias, deterministic: bool = True, prefix=None):
-    cfg = self.config
-    x = SelfAttention(cfg, self.dtype, self.param_dtype, name="attention")(
-        x, bias, deterministic=deterministic, prefix=prefix)
-    h = Intermediate(cfg, self.dtype, self.param_dtype,
-                     name="intermediate")(x)
-    return SubLayerOutput(cfg, (cfg.intermediate_size,), ("mlp", "embed"),
-                          self.dtype,
-                          self.param_dtype, name="output")(
-                              h, x, deterministic=deterministic)
-
-
-class Encoder(nn.Module):
-  """The stack `layer_0 .. layer_{n-1}`, optionally rematerialised."""
-  config: PLMConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  remat: bool = False
-
-  @nn.compact
-  def __call__(self, x, bias, *, deterministic: bool, prefix=None,
-               output_hidden_states: bool = False):
-    """x [B, L, H] -> the last layer's output (and every layer's, in order).
-
-    ``prefix``: None or one (key, value) pair per layer.
-    """
-    # Argument 0 is the module itself, so `deterministic` is static arg 3.
-    layer_cls = (nn.remat(TransformerLayer, static_argnums=(3,))
-                 if self.remat else TransformerLayer)
-    hidden = [x]
-    for i in range(self.config.num_layers):
-      layer = layer_cls(self.config, self.dtype, self.param_dtype,
-                        name=f"layer_{i}")
-      if prefix is None:
-        x = layer(x, bias, deterministic)
-      else:
-        x = layer(x, bias, deterministic, prefix[i])
-      hidden.append(x)
-    if output_hidden_states:
-      return x, tuple(hidden)
-    return x
-
-
-def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
-  """[B, L] padding mask -> [B, 1, 1, L] float32 additive bias.
-
-  Masked keys get the most negative finite value of the compute dtype. A fully
-  padded row then has equal scores everywhere and softmax stays finite
-  (uniform) instead of producing NaN.
-  """
-  neg = jnp.asarray(jnp.finfo(dtype).min, jnp.float32)
-  keep = attention_mask.astype(bool)[:, None, None, :]
-  return jnp.where(keep, jnp.float32(0.0), neg)
 
 
 def _check_prefix(prefix, cfg: PLMConfig, batch: int):

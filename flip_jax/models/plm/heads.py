@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from flip_jax.models.plm import bert
+from flip_jax.models.plm import layers as plm_layers
 from flip_jax.models.plm.config import PLMConfig
 
 Dtype = Any
@@ -60,12 +61,12 @@ class MLMHead(nn.Module):
     # one mesh axis twice.
     h = nn.Dense(cfg.hidden_size, dtype=self.dtype,
                  param_dtype=self.param_dtype,
-                 kernel_init=bert.normal_init(cfg.initializer_range,
+                 kernel_init=plm_layers.normal_init(cfg.initializer_range,
                                               ("embed", None)),
-                 bias_init=bert.zeros_init(("embed",)), name="dense")(hidden)
-    h = bert.activation(cfg.hidden_act)(h)
-    h = bert.layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(h)
-    bias = self.param("bias", bert.zeros_init(("vocab",)), (cfg.vocab_size,),
+                 bias_init=plm_layers.zeros_init(("embed",)), name="dense")(hidden)
+    h = plm_layers.activation(cfg.hidden_act)(h)
+    h = plm_layers.layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(h)
+    bias = self.param("bias", plm_layers.zeros_init(("vocab",)), (cfg.vocab_size,),
                       self.param_dtype)
     logits = jnp.einsum("...h,vh->...v", h,
                         word_embedding_matrix.astype(self.dtype))
