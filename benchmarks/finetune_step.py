@@ -4,6 +4,7 @@ r"""Joint (FLIP) finetuning step throughput: DCNv2 + MiniLM-L6.
   python -m benchmarks.finetune_step --modes=id,plm,joint --runs=3
   python -m benchmarks.finetune_step --modes=joint,joint/mb4   # 4 micro-batches
   python -m benchmarks.finetune_step --modes=joint,joint@rbg   # PRNG impl A/B
+  python -m benchmarks.finetune_step --modes=joint/mb8,joint/mb8+b16  # dropout bits
 
 One jitted step of flip_jax.train.finetune (BCE of the mix + both branches +
 L2, AdamW with a PLM parameter group, donated state) on a random batch of
@@ -42,10 +43,11 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   # pylint: enable=g-import-not-at-top
   name = mode
   impl = step_timing.rng_impl(mode)
+  bits = step_timing.dropout_bits(mode)
   mode, micro_batches = step_timing.variant(mode)
   cfg = flip_finetune.get_config(f"mode={mode},preset=full")
   num_fields, field_size = 8, 500
-  plm_module, plm_params, _ = plm_lib.load_pretrained(plm)
+  plm_module, plm_params, _ = plm_lib.load_pretrained(plm, dropout_bits=bits)
   model = ft_lib.FlipCtrModel(ft_lib.FinetuneConfig(
       mode=mode,
       ctr=ctr_lib.CTRConfig(name="dcnv2", num_features=num_fields * field_size,

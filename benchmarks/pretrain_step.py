@@ -20,6 +20,8 @@ Forms:
             e.g. fast/mb4
   <form>@impl  the step's keys of PRNG implementation impl (config.prng_impl;
             default threefry2x32), e.g. fast/mb16@rbg
+  <form>+bN   the PLM's dropout masks from N random bits per element
+            (model.plm.dropout_bits: 32, 16 or 8), e.g. fast/mb16+b16
 """
 from __future__ import annotations
 
@@ -65,14 +67,15 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
   name = form
   impl = step_timing.rng_impl(form)
+  bits = step_timing.dropout_bits(form)
   form, micro_batches = step_timing.variant(form)
   if plm.startswith("random:"):  # a config.json alone: random weights
     module, plm_params, mask_id = _random_plm(
-        plm[len("random:"):], dt, remat, attention, attention_dropout)
+        plm[len("random:"):], dt, remat, attention, attention_dropout, bits)
   else:
     module, plm_params, tok = plm_lib.load_pretrained(
         plm, dtype=dt, remat=remat, attention=attention,
-        attention_dropout=attention_dropout)
+        attention_dropout=attention_dropout, dropout_bits=bits)
     mask_id = tok.mask_token_id
   num_fields, field_size = 8, 500
   n = num_fields * field_size
@@ -127,7 +130,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
               losses={k: float(v) for k, v in m.items() if k.endswith("loss")})
 
 
-def _random_plm(folder, dt, remat, attention, attention_dropout):
+def _random_plm(folder, dt, remat, attention, attention_dropout, bits=32):
   """(module, random params, mask id) of the HF config in ``folder``.
 
   For sizes whose weights are not on the machine (RoBERTa-base): the step's
@@ -142,7 +145,7 @@ def _random_plm(folder, dt, remat, attention, attention_dropout):
   from flip_jax.models.plm import hf_import
   # pylint: enable=g-import-not-at-top
   cfg = hf_import.read_config(pathlib.Path(folder)).replace(
-      attention_impl=attention)
+      attention_impl=attention, dropout_bits=bits)
   if attention_dropout is not None:
     cfg = cfg.replace(attention_dropout=attention_dropout)
   module = bert.PLMEncoder(cfg, dt, jnp.float32, remat)

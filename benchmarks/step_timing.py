@@ -3,7 +3,9 @@
 ``measure`` lowers and compiles the step, counts its model FLOPs, runs a
 warm-up and ``steps`` timed steps, optionally writes a profiler trace, and
 reads the device's peak memory. ``variant`` parses the ``<name>/mbM``
-spelling of a micro-batched variant.
+spelling of a micro-batched variant, ``rng_impl`` an ``@impl`` suffix and
+``dropout_bits`` a final ``+bN`` (the PLM's dropout bits, e.g.
+``joint/mb8+b16``).
 """
 from __future__ import annotations
 
@@ -14,15 +16,25 @@ from typing import Any, Callable
 from flip_jax import xla_cost
 
 
+def _strip_bits(name: str) -> str:
+  return name.rpartition("+b")[0] if "+b" in name else name
+
+
 def variant(name: str) -> tuple[str, int]:
-  """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1); '@impl' ignored."""
-  base, _, micro = name.partition("@")[0].partition("/mb")
+  """'fast/mb8' -> ('fast', 8); 'joint' -> ('joint', 1); '@impl' and
+  '+bN' ignored."""
+  base, _, micro = _strip_bits(name).partition("@")[0].partition("/mb")
   return base, int(micro or 1)
 
 
 def rng_impl(name: str) -> str | None:
   """'fast/mb8@rbg' -> 'rbg' (the step's PRNG implementation); else None."""
-  return name.partition("@")[2] or None
+  return _strip_bits(name).partition("@")[2] or None
+
+
+def dropout_bits(name: str) -> int:
+  """'joint/mb8+b16' -> 16 (PLMConfig.dropout_bits); else 32."""
+  return int(name.rpartition("+b")[2]) if "+b" in name else 32
 
 
 def matmul_peak_gflops(n: int | None = None, reps: int = 10,

@@ -62,6 +62,10 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       # 'xla' or 'fused' (jax.nn.dot_product_attention: cuDNN's fused kernel
       # on GPUs in bf16; trains only with attention_dropout=0).
       "attention": "xla",
+      # Random bits per dropped element: 32 (flax's draw), or 16 / 8 for
+      # cheaper masks (rate rounded to a multiple of 2**-bits; other draws;
+      # benchmarks/README.md has the A/B).
+      "dropout_bits": 32,
       "remat": False,
   })
   # Compute dtype of the PLM and heads; params stay float32.

@@ -25,7 +25,7 @@ _CKPT_DEFAULTS = {"every_steps": -1, "keep": 2, "async_save": False,
                   "drop_regex": [], "allow_missing_regex": []}
 _PLM_DEFAULTS = {"remat": False, "attention": "xla",
                  "attention_dropout": None, "dropout": None,
-                 "num_layers": None}
+                 "num_layers": None, "dropout_bits": 32}
 
 
 def infer_task(config: dict[str, Any]) -> str:

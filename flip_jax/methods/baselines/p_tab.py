@@ -103,7 +103,8 @@ def load_plm_with_head(model_cfg):
   return plm_lib.load_pretrained(
       plm.name, num_layers=plm.num_layers, dtype=common.DTYPES[model_cfg.dtype],
       dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
-      attention_dropout=plm.attention_dropout, with_mlm_head=True,
+      attention_dropout=plm.attention_dropout,
+      dropout_bits=plm.dropout_bits, with_mlm_head=True,
       return_report=True)
 
 

@@ -131,7 +131,8 @@ def load_plm(model_cfg, *, with_head: bool = False):
   return plm_lib.load_pretrained(
       plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
       dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
-      attention_dropout=plm.attention_dropout, with_mlm_head=with_head,
+      attention_dropout=plm.attention_dropout,
+      dropout_bits=plm.dropout_bits, with_mlm_head=with_head,
       return_report=True)
 
 

@@ -35,7 +35,8 @@ def load_plm(model_cfg):
   return plm_lib.load_pretrained(
       plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
       dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
-      attention_dropout=plm.attention_dropout)
+      attention_dropout=plm.attention_dropout,
+      dropout_bits=plm.dropout_bits)
 
 
 def load_prepared(config, workdir: str):
@@ -76,6 +77,8 @@ def model_errors(model_cfg) -> list[str]:
   validate.one_of(errors, "model.dtype", model_cfg.dtype, tuple(DTYPES))
   validate.one_of(errors, "model.plm.attention", model_cfg.plm.attention,
                   ("xla", "fused"))
+  validate.one_of(errors, "model.plm.dropout_bits", model_cfg.plm.dropout_bits,
+                  plm_lib.DROPOUT_BITS)
   validate.one_of(errors, "model.ctr.name", model_cfg.ctr.name,
                   tuple(ctr_lib.CTR_MODELS))
   return errors

@@ -39,6 +39,7 @@ from flip_jax.models.plm.layers import ACT_SPEC
 from flip_jax.models.plm.layers import Dtype
 from flip_jax.models.plm.layers import Encoder
 from flip_jax.models.plm.layers import attention_bias
+from flip_jax.models.plm.layers import dropout
 from flip_jax.models.plm.layers import layer_norm
 from flip_jax.models.plm.layers import normal_init
 
@@ -110,7 +111,7 @@ class Embeddings(nn.Module):
     # HF's capitalised name, so the mapping table reads naturally.
     self.LayerNorm = layer_norm(  # pylint: disable=invalid-name
         cfg, self.dtype, self.param_dtype)
-    self.dropout = nn.Dropout(cfg.hidden_dropout)
+    self.dropout = dropout(cfg, cfg.hidden_dropout)
 
   def __call__(self, input_ids, attention_mask, token_type_ids, *,
                deterministic: bool, position_offset: int = 0,

@@ -17,6 +17,8 @@ SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 # HF `hidden_act` strings we implement; "gelu" is the exact erf form.
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# Random bits per dropped element (PLMConfig.dropout_bits).
+DROPOUT_BITS = (32, 16, 8)
 
 _REQUIRED_HF_FIELDS = (
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers",
@@ -50,6 +52,11 @@ class PLMConfig:
       (`jax.nn.dot_product_attention`, cuDNN's fused kernel on GPUs in
       bf16/fp16; no attention-probability dropout, so it needs
       attention_dropout == 0 when training). Not part of the checkpoint.
+    dropout_bits: random bits drawn per dropped element: 32 (flax's
+      Bernoulli draw, the default) or 16 / 8 (one 32-bit draw shared by
+      2 / 4 elements; the rate becomes round(rate * 2**bits) / 2**bits,
+      e.g. 0.100006 / 0.1016 for 0.1; cheaper masks, other draws). Not part
+      of the checkpoint.
   """
   model_type: str
   vocab_size: int
@@ -68,8 +75,12 @@ class PLMConfig:
   bos_token_id: int | None = None
   eos_token_id: int | None = None
   attention_impl: str = "xla"
+  dropout_bits: int = 32
 
   def __post_init__(self):
+    if self.dropout_bits not in DROPOUT_BITS:
+      raise ValueError(f"PLMConfig: dropout_bits must be one of "
+                       f"{DROPOUT_BITS}, got {self.dropout_bits!r}")
     if self.attention_impl not in ("xla", "fused"):
       raise ValueError(f"PLMConfig: attention_impl must be 'xla' or 'fused', "
                        f"got {self.attention_impl!r}")

@@ -50,6 +50,46 @@ def layer_norm(cfg: PLMConfig, dtype: Dtype, param_dtype: Dtype,
       bias_init=zeros_init(("embed",)), name=name)
 
 
+class LowBitDropout(nn.Module):
+  """Dropout whose mask costs ``bits`` random bits per element (8 or 16).
+
+  One 32-bit draw gives 32 // bits elements their uniform ``bits``-bit
+  numbers; an element is kept when its number is >= round(rate * 2**bits),
+  so the rate is that count / 2**bits, and kept values are scaled by the
+  inverse keep probability (the mean is preserved). Draws are laid out
+  along the last axis, leading axes untouched (a sharded batch axis stays
+  sharded). Same rng collection as ``nn.Dropout`` ('dropout').
+  """
+  rate: float
+  bits: int
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    scale = 2 ** self.bits
+    threshold = round(self.rate * scale)
+    keep_prob = 1.0 - threshold / scale
+    per = 32 // self.bits
+    last = x.shape[-1]
+    words = jax.random.bits(self.make_rng("dropout"),
+                            x.shape[:-1] + (-(-last // per),), jnp.uint32)
+    u = jax.lax.bitcast_convert_type(
+        words, jnp.uint8 if self.bits == 8 else jnp.uint16)
+    u = u.reshape(x.shape[:-1] + (-1,))[..., :last]
+    return jax.lax.select(u >= threshold, x / jnp.asarray(keep_prob, x.dtype),
+                          jnp.zeros_like(x))
+
+
+def dropout(cfg: PLMConfig, rate: float, name: str | None = None
+            ) -> nn.Module:
+  """The PLM's dropout at ``rate``: flax's ``nn.Dropout`` (32 bits, the
+  default, exactly as before the option existed) or ``LowBitDropout``."""
+  if cfg.dropout_bits == 32:
+    return nn.Dropout(rate, name=name)
+  return LowBitDropout(rate, cfg.dropout_bits, name=name)
+
+
 class MultiAxisDense(nn.Module):
   """Dense layer with multi-axis kernels, e.g. [H, heads, kv] or [heads, kv, H].
 
@@ -99,7 +139,7 @@ class SubLayerOutput(nn.Module):
     y = MultiAxisDense(self.in_shape, (cfg.hidden_size,), self.kernel_names,
                        ("embed",), cfg.initializer_range, self.dtype,
                        self.param_dtype, name="dense")(x)
-    y = nn.Dropout(cfg.hidden_dropout)(y, deterministic=deterministic)
+    y = dropout(cfg, cfg.hidden_dropout)(y, deterministic=deterministic)
     y = layer_norm(cfg, self.dtype, self.param_dtype, name="LayerNorm")(
         y + residual)
     return nn.with_logical_constraint(y, ACT_SPEC)
@@ -142,8 +182,8 @@ class SelfAttention(nn.Module):
       scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
       scores = scores.astype(jnp.float32) + bias
       probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-      probs = nn.Dropout(cfg.attention_dropout)(probs,
-                                                deterministic=deterministic)
+      probs = dropout(cfg, cfg.attention_dropout)(
+          probs, deterministic=deterministic)
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)  # [B, L, N, D]
     ctx = nn.with_logical_constraint(ctx, spec)
     return SubLayerOutput(cfg, (cfg.num_heads, cfg.head_dim),
