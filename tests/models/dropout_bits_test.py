@@ -50,6 +50,11 @@ def test_low_bit_is_identity_when_deterministic_and_differs_by_key():
   assert not np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_rate_rounding_to_one_drops_everything():
+  x = jnp.ones((3, 5))
+  np.testing.assert_array_equal(_drop(8, 0.999, x), jnp.zeros_like(x))
+
+
 def test_32_bits_is_flax_dropout():
   """The default builds flax's own module: the masks of every run made
   before the option existed are unchanged."""

@@ -69,6 +69,8 @@ class LowBitDropout(nn.Module):
       return x
     scale = 2 ** self.bits
     threshold = round(self.rate * scale)
+    if threshold >= scale:  # the rate rounds to 1: nothing is kept
+      return jnp.zeros_like(x)
     keep_prob = 1.0 - threshold / scale
     per = 32 // self.bits
     last = x.shape[-1]
