@@ -33,8 +33,13 @@ trap 'rm -rf "$tmp"' EXIT
 
 quiet() {  # quiet <command...>: runs it, prints its output and the CPU log
   python3 "$BENCH/quiet_run.py" "$tmp/q.log" "$@" >/dev/null
-  # The official venv is a path outside the project: logged as a placeholder.
-  grep -v '^# loadavg' "$tmp/q.log" | sed "s|$OFFICIAL_PY|<official venv>/bin/python|g"
+  # The official venv, code and scratch folders are paths outside the
+  # project (they appear in commands and the official code's warnings):
+  # logged as placeholders.
+  grep -v '^# loadavg' "$tmp/q.log" | sed \
+    -e "s|$OFFICIAL_PY|<official venv>/bin/python|g" \
+    ${FLIP_OFFICIAL_DIR:+-e "s|$FLIP_OFFICIAL_DIR|<official code>|g"} \
+    ${BENCH_SCRATCH:+-e "s|$BENCH_SCRATCH|<scratch>|g"}
 }
 
 case "$STEP" in
