@@ -218,11 +218,6 @@ def _flops(workdir, out, configs) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def collect(workdir: str) -> list[dict]:
-  """SRP4CTR's rows (RelaImpr over the backbone alone)."""
-  return report.collect(workdir, ROWS, base="backbone")
-
-
 def flops_verdict(flops: dict | None) -> dict | None:
   """B8: inference-FLOPs per candidate grow far less than efficiency-FLOPs
   (both relative to DIN)."""

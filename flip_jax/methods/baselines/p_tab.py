@@ -99,13 +99,7 @@ def mask_batch(batch, *, seed: int, epoch: int, index, prob: float,
 def load_plm_with_head(model_cfg):
   """(PLMForMaskedLM, {'encoder', 'mlm_head'} params, tokenizer, report) of
   ``model.plm`` (the same reading as ``common.load_plm``, with the head)."""
-  plm = model_cfg.plm
-  return plm_lib.load_pretrained(
-      plm.name, num_layers=plm.num_layers, dtype=common.DTYPES[model_cfg.dtype],
-      dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
-      attention_dropout=plm.attention_dropout,
-      dropout_bits=plm.dropout_bits, with_mlm_head=True,
-      return_report=True)
+  return common.load_plm(model_cfg, with_mlm_head=True, return_report=True)
 
 
 class PTabPretrainTask(task_lib.Task):

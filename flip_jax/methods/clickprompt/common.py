@@ -127,13 +127,8 @@ def check_positions(cp: model_lib.ClickPromptConfig, max_length: int) -> None:
 def load_plm(model_cfg, *, with_head: bool = False):
   """(module, params, tokenizer, report): params {'encoder', 'mlm_head'}
   with the head (from the checkpoint, or fresh and reported)."""
-  plm = model_cfg.plm
-  return plm_lib.load_pretrained(
-      plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
-      dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
-      attention_dropout=plm.attention_dropout,
-      dropout_bits=plm.dropout_bits, with_mlm_head=with_head,
-      return_report=True)
+  return flip_common.load_plm(model_cfg, with_mlm_head=with_head,
+                              return_report=True)
 
 
 def xavier_reinit(tree, seed: int):

@@ -25,18 +25,19 @@ def ctr_config(model_cfg, feature_map) -> ctr_lib.CTRConfig:
       num_fields=feature_map.num_fields)
 
 
-def load_plm(model_cfg):
+def load_plm(model_cfg, **extra):
   """(module, params, tokenizer) of the PLM the ``model.plm`` config names.
 
-  The one reading of ``model.plm`` (pretraining, finetuning, reloading a
-  finetuned run).
+  The one reading of ``model.plm`` (FLIP's pretraining and finetuning,
+  reloading a finetuned run, P-Tab, ClickPrompt); ``extra`` goes to
+  ``plm_lib.load_pretrained`` (``with_mlm_head``, ``return_report``).
   """
   plm = model_cfg.plm
   return plm_lib.load_pretrained(
       plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
       dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
       attention_dropout=plm.attention_dropout,
-      dropout_bits=plm.dropout_bits)
+      dropout_bits=plm.dropout_bits, **extra)
 
 
 def load_prepared(config, workdir: str):
