@@ -217,6 +217,8 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
     pairs = _paired(by[a], by[b], "test/auc")
     if not pairs:
       continue
+    # The seeds both rows ran (an ablation may run on fewer seeds).
+    common = [s for s in by[a]["seeds"] if s in set(by[b]["seeds"])]
     diffs = [x - y for x, y in pairs]
     mean = float(np.mean(diffs))
     positive = sum(d > 0 for d in diffs)
@@ -227,8 +229,13 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
                 "test/auc_diff": mean, "seeds_positive": positive,
                 "num_seeds": len(diffs),
                 "p_sign_flip": sign_flip_p(diffs) if len(diffs) > 1 else None,
-                "test/auc": [by[a]["test/auc"]["mean"],
-                             by[b]["test/auc"]["mean"]]})
+                "seeds": common,
+                "subset": len(common) < max(len(by[a]["seeds"]),
+                                            len(by[b]["seeds"])),
+                # Means over the paired seeds (a row's mean over all its
+                # seeds would not match the difference).
+                "test/auc": [float(np.mean([x for x, _ in pairs])),
+                             float(np.mean([y for _, y in pairs]))]})
   return out
 
 
@@ -243,6 +250,9 @@ def claims(rows: list[dict], claim_list=CLAIMS) -> list[str]:
                f"{c['seeds_positive']}, per seed "
                + ", ".join(f"{d:+.4f}" for d in c["test/auc_diffs"])
                + f", sign-flip p = {c['p_sign_flip']:.3f}")
+    if c["subset"]:
+      line += (f"; on seed{'s' if len(c['seeds']) > 1 else ''} "
+               + ", ".join(str(s) for s in c["seeds"]) + " only")
     out.append(line + ")")
   return out
 
