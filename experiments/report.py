@@ -22,6 +22,7 @@ from flip_jax import metrics as metrics_lib
 from flip_jax.train import config_compat
 
 from flip_jax import jsonio
+from experiments import pretrain_check
 
 ROWS = (("base_id", "ID model from scratch"),
         ("base_plm", "PLM only (public weights)"),
@@ -362,6 +363,9 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   cl = claims(rows)
   if cl:
     md += ["## The paper's claims on this run", ""] + cl + [""]
+  icl = pretrain_check.notes(workdir)
+  if icl:
+    md += ["## Pretraining", ""] + icl + [""]
   seeds = [s for s, _ in seed_dirs(workdir) if s is not None]
   md += ["## Stages" + (f" (seed {seeds[0]} of {len(seeds)})" if seeds
                         else ""), "", "| stage | device | wall s |",
@@ -388,7 +392,7 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>" for t, f in made)
   with open(os.path.join(workdir, "report.html"), "w") as f:
     f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
-  return table + ("\n" + "\n".join(cl) if cl else "")
+  return table + "".join("\n" + line for line in cl + icl)
 
 
 

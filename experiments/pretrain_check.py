@@ -1,0 +1,66 @@
+"""What the pretraining runs of a FLIP workdir learned, stated in its report.
+
+ICL's retrieval accuracy has a floor, chance = 1 / (global batch): a run
+that ends there has learned no alignment between the ID and text views,
+whatever its loss says (the loss settles at ln(batch), the value of
+uniform similarities). Under the official recipe's defaults (raw dot
+products / 0.7 of LayerNorm outputs, an ID tower whose Normal(0, 1e-4)
+embeddings make its output almost the same for every row) both views
+collapse to that point in every run of RESULTS.md; ``pretrain.icl.
+normalize=true`` with a lower ``temperature`` is the switch to try.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+# Accuracy under this many times chance counts as "at chance".
+CHANCE_FACTOR = 2.0
+
+
+def _pretrain_dirs(seed_folder: str) -> list[str]:
+  if not os.path.isdir(seed_folder):
+    return []
+  return sorted(d for d in os.listdir(seed_folder)
+                if re.fullmatch(r"pretrain(_no_\w+)?", d))
+
+
+def icl_status(pre_dir: str) -> dict | None:
+  """The last logged ICL accuracy of a pretraining run against chance;
+  None when the run logged none (ICL disabled, not started)."""
+  # pylint: disable=g-import-not-at-top
+  from experiments import report
+  # pylint: enable=g-import-not-at-top
+  rows = [r for r in report.read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
+          if "train/icl_acc" in r]
+  config = report.read_json(os.path.join(pre_dir, "config.json"))
+  if not rows or not config:
+    return None
+  batch = int(config["train"]["batch_size"])
+  last = rows[-1]
+  chance = 1.0 / batch
+  return {"step": int(last["step"]), "icl_acc": float(last["train/icl_acc"]),
+          "icl_loss": float(last.get("train/icl_loss", float("nan"))),
+          "batch": batch, "chance": chance,
+          "at_chance": float(last["train/icl_acc"]) < CHANCE_FACTOR * chance}
+
+
+def notes(workdir: str) -> list[str]:
+  """One line per pretraining run whose ICL ended at chance."""
+  # pylint: disable=g-import-not-at-top
+  from experiments import report
+  # pylint: enable=g-import-not-at-top
+  out = []
+  for seed, folder in report.seed_dirs(workdir):
+    for name in _pretrain_dirs(folder):
+      s = icl_status(os.path.join(folder, name))
+      if s is None or not s["at_chance"]:
+        continue
+      where = f"{name}" + (f" (seed {seed})" if seed is not None else "")
+      out.append(
+          f"- {where}: ICL at chance at its last step ({s['step']}): "
+          f"accuracy {s['icl_acc']:.4f} vs chance 1/{s['batch']} = "
+          f"{s['chance']:.4f}, loss {s['icl_loss']:.3f} (uniform "
+          "similarities give ln(batch)); the ID and text views did not "
+          "align. See experiments/pretrain_check.py.")
+  return out

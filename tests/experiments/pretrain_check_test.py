@@ -1,0 +1,42 @@
+"""The report says when a pretraining run's ICL ended at chance."""
+import json
+
+from experiments import pretrain_check
+from experiments import report
+
+
+def _pre(folder, name, accs, batch=64):
+  d = folder / name
+  d.mkdir(parents=True)
+  (d / "config.json").write_text(json.dumps({"train": {"batch_size": batch}}))
+  (d / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": 10 * (i + 1), "train/icl_acc": a,
+                  "train/icl_loss": 4.2}) + "\n" for i, a in enumerate(accs)))
+
+
+def test_at_chance_is_named_per_run_and_seed(tmp_path):
+  s1, s2 = tmp_path / "seed1", tmp_path / "seed2"
+  _pre(s1, "pretrain", [0.3, 0.0156])            # ends at chance (1/64)
+  _pre(s1, "pretrain_no_mtm", [0.0156, 0.2])     # learned
+  _pre(s2, "pretrain", [0.05])                   # 3.2x chance: learned
+  (s2 / "pretrain_no_icl").mkdir()               # no ICL metrics at all
+  notes = pretrain_check.notes(str(tmp_path))
+  assert len(notes) == 1
+  assert notes[0].startswith("- pretrain (seed 1): ICL at chance at its "
+                             "last step (20)")
+  assert "1/64 = 0.0156" in notes[0]
+  st = pretrain_check.icl_status(str(s1 / "pretrain_no_mtm"))
+  assert st["chance"] == 1 / 64 and not st["at_chance"]
+  assert pretrain_check.icl_status(str(s2 / "pretrain_no_icl")) is None
+
+
+def test_the_report_carries_the_note(tmp_path):
+  _pre(tmp_path, "pretrain", [0.001], batch=1024)
+  d = tmp_path / "base_id"
+  d.mkdir()
+  (d / "results.json").write_text(json.dumps(
+      {"best_step": 1, "steps": 1, "test/auc": 0.7, "valid/auc": 0.7}))
+  printed = report.write_report(str(tmp_path))
+  assert "pretrain: ICL at chance" in printed
+  md = (tmp_path / "report.md").read_text()
+  assert "## Pretraining" in md and "1/1024" in md
