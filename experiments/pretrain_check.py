@@ -3,11 +3,13 @@
 ICL's retrieval accuracy has a floor, chance = 1 / (global batch): a run
 that ends there has learned no alignment between the ID and text views,
 whatever its loss says (the loss settles at ln(batch), the value of
-uniform similarities). Under the official recipe's defaults (raw dot
-products / 0.7 of LayerNorm outputs, an ID tower whose Normal(0, 1e-4)
-embeddings make its output almost the same for every row) both views
-collapse to that point in every run of RESULTS.md; ``pretrain.icl.
-normalize=true`` with a lower ``temperature`` is the switch to try.
+uniform similarities). Under the official recipe's defaults the runs of
+RESULTS.md start there and stay: the ID tower's Normal(0, 1e-4) embeddings
+make its output almost the same for every row, the [CLS] of templated
+prompts differs little, so both projected views are nearly constant across
+the batch, and with raw dot products / 0.7 the gradient of that point is a
+product of two tiny spreads. ``pretrain.icl.normalize=true`` with a lower
+``temperature`` (0.1) leaves it (RESULTS.md, "ICL stays at chance").
 """
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+r"""Where FLIP's ICL starts, and whether it can leave: one real batch.
+
+  python -m experiments.sweeps.icl_probe --dataset=ml-100k \
+    --data_dir=../shared/data/ml-100k --preset=cpu-full [--normalize \
+    --temperature=0.1]
+
+Builds the pretraining task of the preset (public PLM weights, the ID model
+from its official init), takes one example batch and prints the spread of
+the views across its rows (mean per-feature std of the ID tower's output,
+z_r and z_t), then overfits that batch on ICL alone (weight 1, no dropout,
+Adam) and prints loss / accuracy along the way. RESULTS.md, "ICL stays at
+chance", quotes its output.
+"""
+from absl import app
+from absl import flags
+
+from experiments import launch
+
+_DATASET = flags.DEFINE_string("dataset", "synthetic", "Dataset name.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Raw data folder.")
+_PRESET = flags.DEFINE_string("preset", "cpu-full", "Preset of the config.")
+_NORMALIZE = flags.DEFINE_bool("normalize", False, "pretrain.icl.normalize.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.7,
+                                  "pretrain.icl.temperature.")
+_BATCH = flags.DEFINE_integer("batch", 32, "Rows of the batch.")
+_STEPS = flags.DEFINE_integer("steps", 150, "Adam steps on the batch.")
+_LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/icl_probe",
+                               "Folder beside which the data cache lives.")
+
+
+def _put(tree, path, value):
+  tree = dict(tree)
+  tree[path[0]] = value if len(path) == 1 else _put(tree[path[0]], path[1:],
+                                                    value)
+  return tree
+
+
+def main(argv):
+  del argv
+  launch.init_runtime()
+  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from experiments.configs import flip_pretrain
+  from flip_jax import methods
+  # pylint: enable=g-import-not-at-top
+  cfg = flip_pretrain.get_config(f"dataset={_DATASET.value},"
+                                 f"preset={_PRESET.value}")
+  cfg.data.data_dir = _DATA_DIR.value
+  p = cfg.pretrain
+  p.mlm.enabled = p.mtm.enabled = False
+  p.icl.weight, p.icl.normalize = 1.0, _NORMALIZE.value
+  p.icl.temperature = _TEMPERATURE.value
+  task = methods.make_task(cfg)
+  data = task.load_data(_WORKDIR.value)
+  model = task.build_model(data)
+  batch = task.example_batch(data, _BATCH.value)
+  consts = task.consts(data)
+  params = nn.meta.unbox(task.init_variables(jax.random.PRNGKey(cfg.seed),
+                                             batch, consts)["params"])
+  params = jax.tree.map(jnp.asarray, task.post_init(params, {}, _put,
+                                                    data)[0])
+
+  def spread(prm):
+    z_r, z_t = model.apply({"params": prm}, batch, method=model.icl_views)
+    r = model.apply({"params": prm}, batch["ids"], method=lambda m, x: (
+        m.ctr.encode(x, deterministic=True)))
+    return tuple(float(jnp.std(x, axis=0).mean()) for x in (r, z_r, z_t))
+
+  print("spread across rows at init (ID tower, z_r, z_t): "
+        "%.2e %.2e %.2e" % spread(params))
+  tx = optax.adam(_LR.value)
+
+  @jax.jit
+  def step(prm, state):
+    def loss_fn(q):
+      out = model.apply({"params": q}, batch, consts, deterministic=True)
+      return out["loss"], out
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(prm)
+    updates, state = tx.update(grads, state, prm)
+    return optax.apply_updates(prm, updates), state, out
+
+  state = tx.init(params)
+  for i in range(1, _STEPS.value + 1):
+    params, state, out = step(params, state)
+    if i in (1, 10, 30, 100) or i == _STEPS.value:
+      print(f"step {i}: ICL loss {float(out['icl_loss']):.3f} "
+            f"accuracy {float(out['icl_acc']):.3f} (chance "
+            f"{1 / _BATCH.value:.3f}, ln batch {jnp.log(_BATCH.value):.3f})")
+  print("spread after (ID tower, z_r, z_t): %.2e %.2e %.2e" % spread(params))
+
+
+if __name__ == "__main__":
+  launch.run_main(main)
