@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 
+from experiments.report_io import read_json, read_jsonl, seed_dirs
+
 # Accuracy under this many times chance counts as "at chance".
 CHANCE_FACTOR = 2.0
 
@@ -30,12 +32,9 @@ def _pretrain_dirs(seed_folder: str) -> list[str]:
 def icl_status(pre_dir: str) -> dict | None:
   """The last logged ICL accuracy of a pretraining run against chance;
   None when the run logged none (ICL disabled, not started)."""
-  # pylint: disable=g-import-not-at-top
-  from experiments import report
-  # pylint: enable=g-import-not-at-top
-  rows = [r for r in report.read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
+  rows = [r for r in read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
           if "train/icl_acc" in r]
-  config = report.read_json(os.path.join(pre_dir, "config.json"))
+  config = read_json(os.path.join(pre_dir, "config.json"))
   if not rows or not config:
     return None
   batch = int(config["train"]["batch_size"])
@@ -49,11 +48,8 @@ def icl_status(pre_dir: str) -> dict | None:
 
 def notes(workdir: str) -> list[str]:
   """One line per pretraining run whose ICL ended at chance."""
-  # pylint: disable=g-import-not-at-top
-  from experiments import report
-  # pylint: enable=g-import-not-at-top
   out = []
-  for seed, folder in report.seed_dirs(workdir):
+  for seed, folder in seed_dirs(workdir):
     for name in _pretrain_dirs(folder):
       s = icl_status(os.path.join(folder, name))
       if s is None or not s["at_chance"]:

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import os
-import re
 
 import numpy as np
 
 from flip_jax import metrics as metrics_lib
-from flip_jax.train import config_compat
 
 from flip_jax import jsonio
 from experiments import pretrain_check
+from experiments import report_plots
+# Re-exported: the methods' workflows read run files through ``report``.
+from experiments.report_io import read_json, read_jsonl, seed_dirs  # pylint: disable=unused-import
 
 ROWS = (("base_id", "ID model from scratch"),
         ("base_plm", "PLM only (public weights)"),
@@ -37,30 +37,7 @@ ROWS = (("base_id", "ID model from scratch"),
         ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
 
 
-def read_json(path):
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_jsonl(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc")
-
-
-def seed_dirs(workdir: str) -> list[tuple[int | None, str]]:
-  """(seed, folder) of each seed's stages: ``seed<N>/`` folders of a
-  multi-seed run, else the workdir itself (seed None)."""
-  subs = sorted((int(d[4:]), os.path.join(workdir, d))
-                for d in (os.listdir(workdir) if os.path.isdir(workdir)
-                          else []) if re.fullmatch(r"seed\d+", d))
-  return subs or [(None, workdir)]
 
 
 def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
@@ -276,79 +253,13 @@ def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
   return {"models": models, "claims": claim_verdicts(rows, claim_list)}
 
 
-def _batch_size(folder: str) -> int:
-  cfg = read_json(os.path.join(folder, "config.json"))
-  return config_compat.upgrade(cfg)["train"]["batch_size"] if cfg else 1
-
-
-def plots(workdir: str) -> list[tuple[str, str]]:
-  """Writes the PNG plots (of the first seed); returns (title, file) pairs.
-
-  Training curves are drawn against training examples seen (the models'
-  batches differ, 32 to 1,024), not steps.
-  """
-  out_dir, workdir = workdir, seed_dirs(workdir)[0][1]
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  made = []
-  pre = read_jsonl(os.path.join(workdir, "pretrain", "metrics.jsonl"))
-  if pre:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in ("train/mlm_loss", "train/mtm_loss", "train/icl_loss"):
-      pts = [(r["step"], r[key]) for r in pre if key in r]
-      if pts:
-        ax.plot(*zip(*pts), label=key.split("/")[1])
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("FLIP pretraining losses")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "pretrain_losses.png"), dpi=100)
-    plt.close(fig)
-    made.append(("Pretraining losses", "pretrain_losses.png"))
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  any_auc = False
-  for key, name in ROWS:
-    recs = read_jsonl(os.path.join(workdir, key, "metrics.jsonl"))
-    bs = _batch_size(os.path.join(workdir, key))
-    pts = [(r["step"] * bs, r["valid/auc"]) for r in recs
-           if "valid/auc" in r]
-    if pts:
-      any_auc = True
-      ax.plot(*zip(*pts), marker="o", label=name)
-  if any_auc:
-    ax.set_xlabel("training examples")
-    ax.set_xscale("log")
-    ax.set_ylabel("valid AUC")
-    ax.set_title("Validation AUC during finetuning")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "valid_auc.png"), dpi=100)
-    made.append(("Validation AUC per finetuning mode", "valid_auc.png"))
-  plt.close(fig)
-  recs = read_jsonl(os.path.join(workdir, "flip_joint", "metrics.jsonl"))
-  pts = [(r["step"], r["train/alpha"]) for r in recs if "train/alpha" in r]
-  if pts:
-    fig, ax = plt.subplots(figsize=(6, 3.0))
-    ax.plot(*zip(*pts))
-    ax.set_xlabel("finetuning step")
-    ax.set_ylabel("alpha")
-    ax.set_title("Learned mixing weight alpha (FLIP joint)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "alpha.png"), dpi=100)
-    plt.close(fig)
-    made.append(("Learned alpha", "alpha.png"))
-  return made
-
-
 def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   """Writes results.md, report.md and report.html; returns the table."""
   table, rows = results_table(workdir)
   first = seed_dirs(workdir)[0][1]
   stages = read_json(os.path.join(first, "stages.json")) or {}
   check = read_json(os.path.join(first, "export_joint", "check.json"))
-  made = plots(workdir)
+  made = report_plots.plots(workdir, ROWS)
   md = [f"# FLIP run report: {dataset or os.path.basename(workdir)}", ""]
   if preset:
     md.append(f"Preset `{preset}`; selection on validation AUC, test "
