@@ -45,7 +45,7 @@ _CONFIG = launch.flag(config_flags.DEFINE_config_file,
 _SEQUENCES = launch.flag(
     flags.DEFINE_bool, "sequences", False, "also write the behaviour-"
     "sequence samples (SRP4CTR) to --out: one row per rating with its "
-    "history (flip_jax.data.sequences.write_dataset_samples)")
+    "history (flip_jax.data.sequence_samples.write_dataset_samples)")
 _OUT = launch.flag(flags.DEFINE_string, "out", None,
                    "parquet file written by --sequences")
 _SEQ_LEN = launch.flag(flags.DEFINE_integer, "sequence_length", 200,
@@ -123,9 +123,9 @@ def main(argv):
     raise app.UsageError("--sequences needs --out=<file.parquet>")
   run(cfg, _WORKDIR.value)
   if _SEQUENCES.value:
-    from flip_jax.data import sequences  # pylint: disable=g-import-not-at-top
-    n = sequences.write_dataset_samples(cfg, _WORKDIR.value, _OUT.value,
-                                        _SEQ_LEN.value)
+    from flip_jax.data import sequence_samples  # pylint: disable=g-import-not-at-top
+    n = sequence_samples.write_dataset_samples(cfg, _WORKDIR.value,
+                                               _OUT.value, _SEQ_LEN.value)
     print(f"wrote {n} sequence samples to {_OUT.value}")
 
 

@@ -170,6 +170,7 @@ def _run_seed(folder, stages, seed, args, ctr, overrides) -> None:
 def _prepare(workdir, cfg) -> dict:
   """Data and sequence statistics; the samples parquet for inspection."""
   # pylint: disable=g-import-not-at-top
+  from flip_jax.data import sequence_samples
   from flip_jax.data import sequences
   from flip_jax.methods.srp4ctr import data as data_lib
   # pylint: enable=g-import-not-at-top
@@ -190,10 +191,10 @@ def _prepare(workdir, cfg) -> dict:
   if jax.process_index() == 0:
     prepared.feature_map.save(os.path.join(out, "feature_map.json"))
     jsonio.write_json_atomic(os.path.join(out, "stats.json"), prepared.stats)
-    sequences.write_samples(prepared, sequences.SequenceSpec(
-        cfg.sequence.user_field, cfg.sequence.item_field, ("item",)),
-                            os.path.join(out, "sequences.parquet"),
-                            cfg.sequence.max_length)
+    sequence_samples.write_samples(
+        prepared, sequences.SequenceSpec(cfg.sequence.user_field,
+                                         cfg.sequence.item_field, ("item",)),
+        os.path.join(out, "sequences.parquet"), cfg.sequence.max_length)
     jsonio.write_json_atomic(os.path.join(out, "sequences.json"), stats)
   return stats
 

@@ -38,7 +38,6 @@ import numpy as np
 
 from flip_jax.data import cache
 from flip_jax.data import features
-from flip_jax.data import prepare
 from flip_jax.data import rawio
 
 SEQ_VERSION = 1
@@ -80,7 +79,7 @@ class SequenceSpec:
     return tuple(i for i, a in enumerate(self.attributes) if a != "feedback")
 
 
-def _field(fm, name: str) -> int:
+def field_index(fm, name: str) -> int:
   if name not in fm.field_names:
     raise ValueError(f"sequence: field {name!r} not in the feature map "
                      f"{list(fm.field_names)}")
@@ -107,12 +106,12 @@ def attribute_vocab(fm, spec: SequenceSpec) -> tuple[list, np.ndarray]:
       sizes.append(FEEDBACK_POS + 1)
       continue
     if name.startswith("year:"):
-      f = _field(fm, name.split(":", 1)[1])
+      f = field_index(fm, name.split(":", 1)[1])
       table, uniq = year_table(fm.vocabs[f])
       rules.append(("year", (f, table)))
       sizes.append(len(uniq) + features.NUM_RESERVED)
       continue
-    f = _field(fm, spec.item_field if name == "item" else name)
+    f = field_index(fm, spec.item_field if name == "item" else name)
     rules.append(("field", f))
     sizes.append(int(fm.vocab_sizes[f]))
   return rules, np.asarray(sizes, np.int64)
@@ -146,7 +145,7 @@ def field_values(cols, f: int) -> np.ndarray:
 def user_keys(prepared, spec: SequenceSpec) -> np.ndarray:
   """Raw user keys of every row (splits concatenated), checked vs the map."""
   fm = prepared.feature_map
-  f = _field(fm, spec.user_field)
+  f = field_index(fm, spec.user_field)
   keys = np.concatenate([field_values(prepared.splits[s], f)
                          for s in SPLITS if s in prepared.splits])
   ids = np.concatenate([prepared.splits[s]["ids"][:, f]
@@ -193,7 +192,7 @@ class SequenceStore:
     """Occurrences of attribute ``a``'s ids over the train events [V_a]."""
     off = self.user_offsets[:-1]
     n = self.user_train_end - off
-    pos = np.repeat(off, n) + _ranges(n)
+    pos = np.repeat(off, n) + ranges(n)
     return np.bincount(self.tokens[pos, a], minlength=int(
         self.vocab_sizes[a])).astype(np.int64)
 
@@ -221,7 +220,7 @@ class SequenceStore:
     return np.concatenate(begins), np.concatenate(ends)
 
 
-def _ranges(n: np.ndarray) -> np.ndarray:
+def ranges(n: np.ndarray) -> np.ndarray:
   """concat(arange(k) for k in n)."""
   n = np.asarray(n, np.int64)
   return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(
@@ -337,69 +336,3 @@ class WindowTransform:
     batch["hist"], batch["hist_mask"] = gather_windows(
         self.tokens, batch["hist_begin"], batch["hist_end"], self.length)
     return batch
-
-
-# ------------------------------------------------------------ inspection
-def _raw_column(values: np.ndarray):
-  """Raw ids as int64 when every one is a decimal number, else strings."""
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  if all(str(v).isdigit() for v in values):
-    return pa.array(values.astype(np.int64))
-  uniq, codes = np.unique(values.astype(str), return_inverse=True)
-  return pa.DictionaryArray.from_arrays(codes.astype(np.int32),
-                                        pa.array(uniq))
-
-
-def write_samples(prepared, spec: SequenceSpec, out: str, length: int
-                  ) -> int:
-  """Writes the built samples to parquet, one row per rating.
-
-  Columns: row_id (position in the global time order), split, user_id,
-  item_id (the target), timestamp, label and history (the window's item
-  ids, as in the raw files, oldest first; empty for a user's first rating).
-
-  Returns:
-    The number of rows written.
-  """
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  store = load_or_build(prepared, spec)
-  fm = prepared.feature_map
-  names = list(store.splits)
-  item_f = _field(fm, spec.item_field)
-  items = np.concatenate([field_values(prepared.splits[s], item_f)
-                          for s in names])
-  begin = np.concatenate([store.splits[s]["hist_begin"] for s in names])
-  end = np.concatenate([store.splits[s]["hist_end"] for s in names])
-  lo = np.maximum(begin, end - length)
-  sizes = end - lo
-  pos = np.repeat(lo, sizes) + _ranges(sizes)
-  raw_items = _raw_column(items)
-  history = pa.ListArray.from_arrays(
-      pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)),
-      raw_items.take(pa.array(store.event_row[pos])))
-  split = np.concatenate([[s] * len(store.splits[s]["hist_end"])
-                          for s in names])
-  table = pa.table({
-      "row_id": np.arange(len(items), dtype=np.int64),
-      "split": pa.array(split).dictionary_encode(),
-      "user_id": _raw_column(user_keys(prepared, spec)),
-      "item_id": raw_items,
-      "timestamp": np.concatenate([prepared.splits[s]["timestamp"]
-                                   for s in names]).astype(np.int64),
-      "label": np.concatenate([prepared.splits[s]["label"]
-                               for s in names]).astype(np.int8),
-      "history": history})
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  pq.write_table(table, out)
-  return table.num_rows
-
-
-def write_dataset_samples(data_cfg, workdir: str, out: str, length: int
-                          ) -> int:
-  """`write_samples` of a data config (``prepare_data --sequences``)."""
-  prepared = prepare.load_dataset(
-      data_cfg, prepare.default_cache_root(data_cfg, workdir))
-  spec = SequenceSpec("user_id", ITEM_FIELDS.get(data_cfg.dataset,
-                                                 "movie_id"), ("item",))
-  return write_samples(prepared, spec, out, length)

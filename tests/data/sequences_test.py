@@ -5,6 +5,7 @@ import pytest
 from flip_jax.data import features
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
+from flip_jax.data import sequence_samples
 from flip_jax.data import sequences
 from flip_jax.data import textify
 
@@ -158,7 +159,7 @@ def test_window_transform_in_train_and_eval_batches():
 def test_samples_parquet(tmp_path):
   pd = pytest.importorskip("pandas")
   out = tmp_path / "s.parquet"
-  assert sequences.write_samples(tiny_prepared(str(tmp_path)), SPEC,
+  assert sequence_samples.write_samples(tiny_prepared(str(tmp_path)), SPEC,
                                  str(out), 3) == len(ROWS)
   df = pd.read_parquet(out)
   assert list(df.columns) == ["row_id", "split", "user_id", "item_id",
@@ -200,7 +201,7 @@ def test_ml100k_no_future_leakage(shared_data_dir, tmp_path):
     np.testing.assert_array_equal(mask.sum(1), (e - lo)[:500])
   # The parquet view against pandas on the raw file for 300 random rows.
   out = tmp_path / "ml100k.parquet"
-  sequences.write_samples(p, SPEC, str(out), length)
+  sequence_samples.write_samples(p, SPEC, str(out), length)
   df = pd.read_parquet(out)
   raw = pd.read_csv(d / "u.data", sep="\t", names=["u", "i", "r", "t"])
   raw = raw.sort_values("t", kind="stable").reset_index(drop=True)
