@@ -9,7 +9,8 @@ make its output almost the same for every row, the [CLS] of templated
 prompts differs little, so both projected views are nearly constant across
 the batch, and with raw dot products / 0.7 the gradient of that point is a
 product of two tiny spreads. ``pretrain.icl.normalize=true`` with a lower
-``temperature`` (0.1) leaves it (RESULTS.md, "ICL stays at chance").
+``temperature`` (0.1) leaves it when overfitting one batch, not in the
+cpu-full pretraining (RESULTS.md, "ICL stays at chance").
 """
 from __future__ import annotations
 

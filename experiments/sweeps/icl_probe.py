@@ -7,8 +7,9 @@ r"""Where FLIP's ICL starts, and whether it can leave: one real batch.
 Builds the pretraining task of the preset (public PLM weights, the ID model
 from its official init), takes one example batch and prints the spread of
 the views across its rows (mean per-feature std of the ID tower's output,
-z_r and z_t), then overfits that batch on ICL alone (weight 1, no dropout,
-Adam) and prints loss / accuracy along the way. RESULTS.md, "ICL stays at
+z_r and z_t), then overfits that batch on ICL alone (weight 1, Adam; no
+dropout unless ``--dropout``, then a new mask every step as in training)
+and prints loss / accuracy along the way. RESULTS.md, "ICL stays at
 chance", quotes its output.
 """
 from absl import app
@@ -25,6 +26,8 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.7,
 _BATCH = flags.DEFINE_integer("batch", 32, "Rows of the batch.")
 _STEPS = flags.DEFINE_integer("steps", 150, "Adam steps on the batch.")
 _LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+_DROPOUT = flags.DEFINE_bool("dropout", False, "Train with the model's "
+                             "dropout on (a new mask every step).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/icl_probe",
                                "Folder beside which the data cache lives.")
 
@@ -75,9 +78,11 @@ def main(argv):
   tx = optax.adam(_LR.value)
 
   @jax.jit
-  def step(prm, state):
+  def step(prm, state, rng):
     def loss_fn(q):
-      out = model.apply({"params": q}, batch, consts, deterministic=True)
+      out = model.apply({"params": q}, batch, consts,
+                        deterministic=not _DROPOUT.value,
+                        rngs={"dropout": rng, "noise": rng})
       return out["loss"], out
     (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(prm)
     updates, state = tx.update(grads, state, prm)
@@ -85,7 +90,8 @@ def main(argv):
 
   state = tx.init(params)
   for i in range(1, _STEPS.value + 1):
-    params, state, out = step(params, state)
+    params, state, out = step(params, state,
+                              jax.random.PRNGKey(cfg.seed + i))
     if i in (1, 10, 30, 100) or i == _STEPS.value:
       print(f"step {i}: ICL loss {float(out['icl_loss']):.3f} "
             f"accuracy {float(out['icl_acc']):.3f} (chance "
