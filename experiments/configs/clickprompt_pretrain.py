@@ -98,7 +98,7 @@ def optim_config(*, ctr_lr: float, plm_lr: float, weight_decay: float,
   # default: the group has no lr). An ablation only.
   o.reproduce_bias_ln_lr_quirk = False
   o.quirk_lr = 1e-3
-  o.grad_clip = None
+  o.grad_clip = mlc.config_dict.placeholder(float)
   # Extra (regex, lr[, name]) groups; the task appends o.groups after them.
   o.param_groups = []
   o.freeze = []

@@ -117,7 +117,8 @@ def optim_config(*, name: str, lr: float, weight_decay: float,
       # 'all' decays every param, as the official AdamW does;
       # 'no_bias_norm' spares biases and LayerNorms.
       decay_mask=decay_mask,
-      grad_clip=None,
+      # Global-norm clip; None = off (typed: --config.optim.grad_clip=1.0).
+      grad_clip=mlc.config_dict.placeholder(float),
       # (regex, lr) pairs; first match wins, e.g. [("^plm/", 5e-5)].
       param_groups=[],
       # Regexes of params kept frozen.

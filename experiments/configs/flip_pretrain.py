@@ -54,11 +54,12 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       # 'minilm-l6' (offline default) or a local Hugging Face folder.
       "name": plm,
       # Keep only the first N layers of the pretrained PLM (None = all).
-      "num_layers": None if preset == "full" else 2,
+      "num_layers": mlc.config_dict.placeholder(int) if preset == "full"
+                    else 2,
       # Override the checkpoint's dropout (None = keep the HF config's).
-      "dropout": None,
+      "dropout": mlc.config_dict.placeholder(float),
       # Override the attention-probability dropout alone (None = as above).
-      "attention_dropout": None,
+      "attention_dropout": mlc.config_dict.placeholder(float),
       # 'xla' or 'fused' (jax.nn.dot_product_attention: cuDNN's fused kernel
       # on GPUs in bf16; trains only with attention_dropout=0).
       "attention": "xla",
@@ -159,7 +160,7 @@ def get_config(arg=None):
       "noise": "global",        # global | per_field
       "attn_padding_mask": True,
       # Scale of the read-out scores (None = unscaled, as the code).
-      "attn_scale": None,
+      "attn_scale": mlc.config_dict.placeholder(float),
       "field_dim": 32,
   })
 

@@ -90,7 +90,7 @@ def optim_config(*, name: str, lr: float, weight_decay: float,
   o.name, o.lr, o.weight_decay = name, lr, weight_decay
   o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
   o.decay_mask = "no_bias_norm"
-  o.grad_clip = None
+  o.grad_clip = mlc.config_dict.placeholder(float)
   # (regex, lr) pairs, first match wins.
   o.param_groups = []
   # Regexes of params that get no updates (frozen FG-BERT: ['^seq/']).

@@ -8,7 +8,8 @@ Builds the pretraining task of the preset (public PLM weights, the ID model
 from its official init), takes one example batch and prints the spread of
 the views across its rows (mean per-feature std of the ID tower's output,
 z_r and z_t), then overfits that batch on ICL alone (weight 1, Adam; no
-dropout unless ``--dropout``, then a new mask every step as in training)
+dropout unless ``--dropout``, then a new mask every step as in training;
+``--fresh``: a new batch every step instead)
 and prints loss / accuracy along the way. RESULTS.md, "ICL stays at
 chance", quotes its output.
 """
@@ -26,6 +27,8 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.7,
 _BATCH = flags.DEFINE_integer("batch", 32, "Rows of the batch.")
 _STEPS = flags.DEFINE_integer("steps", 150, "Adam steps on the batch.")
 _LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+_FRESH = flags.DEFINE_bool("fresh", False, "A new batch every step (the "
+                           "training regime) instead of overfitting one.")
 _DROPOUT = flags.DEFINE_bool("dropout", False, "Train with the model's "
                              "dropout on (a new mask every step).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/icl_probe",
@@ -49,6 +52,8 @@ def main(argv):
   import optax
   from experiments.configs import flip_pretrain
   from flip_jax import methods
+  from flip_jax.data import pipeline
+  from flip_jax.methods.flip import pretrain as flip_pretrain_task
   # pylint: enable=g-import-not-at-top
   cfg = flip_pretrain.get_config(f"dataset={_DATASET.value},"
                                  f"preset={_PRESET.value}")
@@ -78,7 +83,7 @@ def main(argv):
   tx = optax.adam(_LR.value)
 
   @jax.jit
-  def step(prm, state, rng):
+  def step(prm, state, batch, rng):
     def loss_fn(q):
       out = model.apply({"params": q}, batch, consts,
                         deterministic=not _DROPOUT.value,
@@ -89,8 +94,15 @@ def main(argv):
     return optax.apply_updates(prm, updates), state, out
 
   state = tx.init(params)
+  batches = pipeline.train_iterator(
+      data.train, global_batch_size=_BATCH.value, seed=cfg.seed,
+      process_index=0, process_count=1, prefetch_buffer_size=0,
+      transform=task.batch_transform(data)) if _FRESH.value else None
   for i in range(1, _STEPS.value + 1):
-    params, state, out = step(params, state,
+    if batches is not None:
+      batch = {k: v for k, v in next(batches).items()
+               if k in flip_pretrain_task.PRETRAIN_KEYS}
+    params, state, out = step(params, state, batch,
                               jax.random.PRNGKey(cfg.seed + i))
     if i in (1, 10, 30, 100) or i == _STEPS.value:
       print(f"step {i}: ICL loss {float(out['icl_loss']):.3f} "
