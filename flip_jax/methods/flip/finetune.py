@@ -37,8 +37,15 @@ def model_keys(mode: str) -> tuple[str, ...]:
           "joint": common.CTR_KEYS + common.TEXT_KEYS}[mode]
 
 
+# Training-time PLM fields a finetuning config keeps from its own model
+# section (None = the checkpoint's HF config), not from the pretraining run:
+# dropout rates are not architecture.
+OWN_PLM_FIELDS = ("dropout", "attention_dropout")
+
+
 def resolve_model_config(config) -> mlc.ConfigDict:
-  """The model section; with init_from, the pretraining run's architecture."""
+  """The model section; with init_from, the pretraining run's architecture
+  (its ``model`` section), the PLM's ``OWN_PLM_FIELDS`` excepted."""
   model = mlc.ConfigDict(config.model.to_dict())
   if not config.ckpt.init_from:
     return model
@@ -48,6 +55,8 @@ def resolve_model_config(config) -> mlc.ConfigDict:
         f"ckpt.init_from={config.ckpt.init_from!r}: no config.json there; "
         "is it a pretraining workdir?")
   pre = config_compat.upgrade(jsonio.read_json(path))["model"]
+  for key in OWN_PLM_FIELDS:
+    pre["plm"][key] = model.plm[key]
   for part in ("ctr", "plm"):
     if pre[part] != model[part].to_dict():
       logging.info("init_from: using the pretraining run's model.%s %s",
