@@ -35,17 +35,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/icl_probe",
                                "Folder beside which the data cache lives.")
 
 
-def _put(tree, path, value):
-  tree = dict(tree)
-  tree[path[0]] = value if len(path) == 1 else _put(tree[path[0]], path[1:],
-                                                    value)
-  return tree
-
-
 def main(argv):
   del argv
   launch.init_runtime()
   # pylint: disable=g-import-not-at-top
+  import functools
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -53,7 +47,7 @@ def main(argv):
   from experiments.configs import flip_pretrain
   from flip_jax import methods
   from flip_jax.data import pipeline
-  from flip_jax.methods.flip import pretrain as flip_pretrain_task
+  from flip_jax.train import init as init_lib
   # pylint: enable=g-import-not-at-top
   cfg = flip_pretrain.get_config(f"dataset={_DATASET.value},"
                                  f"preset={_PRESET.value}")
@@ -69,8 +63,11 @@ def main(argv):
   consts = task.consts(data)
   params = nn.meta.unbox(task.init_variables(jax.random.PRNGKey(cfg.seed),
                                              batch, consts)["params"])
-  params = jax.tree.map(jnp.asarray, task.post_init(params, {}, _put,
-                                                    data)[0])
+  # The loop's placer (one device here), as a fresh run's post_init gets it.
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  put = functools.partial(init_lib.put_subtree,
+                          shardings=jax.tree.map(lambda _: one, params))
+  params = task.post_init(jax.device_put(params, one), {}, put, data)[0]
 
   def spread(prm):
     z_r, z_t = model.apply({"params": prm}, batch, method=model.icl_views)
@@ -101,7 +98,7 @@ def main(argv):
   for i in range(1, _STEPS.value + 1):
     if batches is not None:
       batch = {k: v for k, v in next(batches).items()
-               if k in flip_pretrain_task.PRETRAIN_KEYS}
+               if k in task.train_keys(data)}
     params, state, out = step(params, state, batch,
                               jax.random.PRNGKey(cfg.seed + i))
     if i in (1, 10, 30, 100) or i == _STEPS.value:
