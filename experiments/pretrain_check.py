@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from experiments.report_io import read_json, read_jsonl, seed_dirs
+from experiments.report_io import batch_size, read_jsonl, seed_dirs
 
 # Accuracy under this many times chance counts as "at chance".
 CHANCE_FACTOR = 2.0
@@ -41,10 +41,9 @@ def icl_status(pre_dir: str) -> dict | None:
   None when the run logged none (ICL disabled, not started)."""
   rows = [r for r in read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
           if "train/icl_acc" in r]
-  config = read_json(os.path.join(pre_dir, "config.json"))
-  if not rows or not config:
+  batch = batch_size(pre_dir)
+  if not rows or not batch:
     return None
-  batch = int(config["train"]["batch_size"])
   last = rows[-1]
   chance = 1.0 / batch
   return {"step": int(last["step"]), "icl_acc": float(last["train/icl_acc"]),

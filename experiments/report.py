@@ -76,7 +76,7 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
   for r in rows:  # RelaImpr over the ID model from scratch, seed by seed
     if base is not None and r["stage"] != "base_id":
       pairs = _paired(r, base, "test/auc")
-      vals = [metrics_lib.rela_impr(a, b) for a, b in pairs if b > 0.5]
+      vals = [metrics_lib.rela_impr(a, b) for a, b, _ in pairs if b > 0.5]
       if vals:
         r["rela_impr"] = {"values": vals, "mean": float(np.mean(vals))}
   return rows
@@ -109,10 +109,11 @@ def budget_notes(rows: list[dict]) -> list[str]:
   return out
 
 
-def _paired(a: dict, b: dict, metric: str) -> list[tuple[float, float]]:
-  """(a, b) values of ``metric`` on the seeds both rows ran."""
+def _paired(a: dict, b: dict, metric: str
+            ) -> list[tuple[float, float, int]]:
+  """(a, b, seed): values of ``metric`` on the seeds both rows ran."""
   bv = dict(zip(b["seeds"], (r[metric] for r in b["per_seed"])))
-  return [(r[metric], bv[s]) for s, r in zip(a["seeds"], a["per_seed"])
+  return [(r[metric], bv[s], s) for s, r in zip(a["seeds"], a["per_seed"])
           if s in bv]
 
 
@@ -196,8 +197,8 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
     if not pairs:
       continue
     # The seeds both rows ran (an ablation may run on fewer seeds).
-    common = [s for s in by[a]["seeds"] if s in set(by[b]["seeds"])]
-    diffs = [x - y for x, y in pairs]
+    common = [seed for _, _, seed in pairs]
+    diffs = [x - y for x, y, _ in pairs]
     mean = float(np.mean(diffs))
     positive = sum(d > 0 for d in diffs)
     verdict = ("holds" if positive == len(diffs) else
@@ -212,8 +213,8 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
                                             len(by[b]["seeds"])),
                 # Means over the paired seeds (a row's mean over all its
                 # seeds would not match the difference).
-                "test/auc": [float(np.mean([x for x, _ in pairs])),
-                             float(np.mean([y for _, y in pairs]))]})
+                "test/auc": [float(np.mean([x for x, _, _ in pairs])),
+                             float(np.mean([y for _, y, _ in pairs]))]})
   return out
 
 

@@ -1,4 +1,5 @@
-"""Reading a run workdir's files: JSON, JSON lines and the seed folders.
+"""Reading a run workdir's files: JSON, JSON lines, the seed folders and a
+run's global batch.
 
 Shared by the report modules (``report``, ``report_plots``,
 ``pretrain_check``) and the methods' workflows.
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+
+from flip_jax.train import config_compat
 
 
 def read_json(path):
@@ -31,3 +34,10 @@ def seed_dirs(workdir: str) -> list[tuple[int | None, str]]:
                 for d in (os.listdir(workdir) if os.path.isdir(workdir)
                           else []) if re.fullmatch(r"seed\d+", d))
   return subs or [(None, workdir)]
+
+
+def batch_size(run_dir: str) -> int | None:
+  """The global batch of a training run (its ``config.json``, upgraded);
+  None when it has none."""
+  cfg = read_json(os.path.join(run_dir, "config.json"))
+  return int(config_compat.upgrade(cfg)["train"]["batch_size"]) if cfg else None

@@ -3,13 +3,7 @@ from __future__ import annotations
 
 import os
 
-from experiments.report_io import read_json, read_jsonl, seed_dirs
-from flip_jax.train import config_compat
-
-
-def _batch_size(folder: str) -> int:
-  cfg = read_json(os.path.join(folder, "config.json"))
-  return config_compat.upgrade(cfg)["train"]["batch_size"] if cfg else 1
+from experiments.report_io import batch_size, read_jsonl, seed_dirs
 
 
 def plots(workdir: str, rows) -> list[tuple[str, str]]:
@@ -44,7 +38,7 @@ def plots(workdir: str, rows) -> list[tuple[str, str]]:
   any_auc = False
   for key, name in rows:
     recs = read_jsonl(os.path.join(workdir, key, "metrics.jsonl"))
-    bs = _batch_size(os.path.join(workdir, key))
+    bs = batch_size(os.path.join(workdir, key)) or 1
     pts = [(r["step"] * bs, r["valid/auc"]) for r in recs
            if "valid/auc" in r]
     if pts:

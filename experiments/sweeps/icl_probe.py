@@ -13,7 +13,6 @@ dropout unless ``--dropout``, then a new mask every step as in training;
 and prints loss / accuracy along the way. RESULTS.md, "ICL stays at
 chance", quotes its output.
 """
-from absl import app
 from absl import flags
 
 from experiments import launch

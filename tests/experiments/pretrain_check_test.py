@@ -2,13 +2,16 @@
 import json
 
 from experiments import pretrain_check
+from experiments.configs import flip_pretrain
 from experiments import report
 
 
 def _pre(folder, name, accs, batch=64):
   d = folder / name
   d.mkdir(parents=True)
-  (d / "config.json").write_text(json.dumps({"train": {"batch_size": batch}}))
+  config = flip_pretrain.get_config("dataset=synthetic,preset=tiny")
+  config.train.batch_size = batch
+  (d / "config.json").write_text(json.dumps(config.to_dict()))
   (d / "metrics.jsonl").write_text("".join(
       json.dumps({"step": 10 * (i + 1), "train/icl_acc": a,
                   "train/icl_loss": 4.2}) + "\n" for i, a in enumerate(accs)))
