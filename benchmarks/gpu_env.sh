@@ -4,6 +4,10 @@
 # into runs/gpu_site (git-ignored), puts them and the repository on the
 # path, and logs the device and package versions. SKIP_INSTALL=1 skips the
 # install (a local dry run with PY=<venv python>).
+# Budget helpers (scripts that set T0 and BUDGET_S): seconds left, and a
+# stage's timeout leaving $1 seconds for what follows (at least 10).
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+limit() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }
 PY=${PY:-python3}
 SITE=$PWD/runs/gpu_site
 if [ -z "${SKIP_INSTALL:-}" ]; then

@@ -17,8 +17,6 @@ cd "$(dirname "$0")/.."
 T0=$(date +%s); BUDGET_S=${BUDGET_S:-560}
 OUT=${OUT:-runs/gpu_out}; mkdir -p "$OUT"
 W=${W:-runs/gpu_ml1m}; mkdir -p "$W"
-left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-limit() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }
 log() { tee -a "$OUT/gpu.log"; }
 source benchmarks/gpu_env.sh
 # Several stage processes share the GPU: each allocates what it needs.

@@ -21,8 +21,6 @@ T0=$(date +%s); BUDGET_S=${BUDGET_S:-520}
 OUT=${OUT:-runs/gpu_out}; mkdir -p "$OUT"
 W=${W:-runs/gpu_ml100k}; mkdir -p "$W"
 SEEDS=${SEEDS:-"2012 2013 2014"}
-left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-limit() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }
 log() { tee -a "$OUT/gpu.log"; }
 source benchmarks/gpu_env.sh
 export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
