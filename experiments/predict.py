@@ -102,34 +102,17 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import jax
   import pyarrow as pa
-  from flip_jax import methods
-  from flip_jax.data import pipeline
-  from flip_jax.data import prepare
-  from flip_jax.methods.flip import finetune
-  from flip_jax.train import evaluate as eval_lib
-  from flip_jax.train import runtime
+  from experiments import scoring
   # pylint: enable=g-import-not-at-top
   overrides = {}
   if _DATASET.value:
     overrides["dataset"] = _DATASET.value
   if _DATA_DIR.value:
     overrides["data_dir"] = _DATA_DIR.value
-  config, model, variables, tokenizer, prepared = finetune.load_finetuned(
-      _WORKDIR.value, data_overrides=overrides)
-  if tokenizer is not None:
-    splits = prepare.tokenize_dataset(prepared, tokenizer, config.data.max_length)
-  else:
-    splits = prepared.splits
-  keys = finetune.model_keys(config.finetune.mode)
-  columns = pipeline.array_columns(splits[_SPLIT.value], keys)
-  mesh, rules = runtime.mesh_and_rules(config)
-  task = methods.make_task(config)
-  task.model = model
-  predict_fn = eval_lib.make_predict_fn(task.predict, mesh, rules, None)
-  pred = eval_lib.predict_split(predict_fn, variables, columns, keys=keys,
-                                batch_size=_BATCH.value, mesh=mesh,
-                                rules=rules)
-  metrics = task.eval_metrics(pred, _SPLIT.value)
+  preds, all_metrics = scoring.score_splits(
+      _WORKDIR.value, [_SPLIT.value], batch_size=_BATCH.value,
+      data_overrides=overrides)
+  pred, metrics = preds[_SPLIT.value], all_metrics[_SPLIT.value]
   if jax.process_index() == 0:
     write_table_atomic(pa.table({k: pred[k] for k in pred}), _OUT.value, fmt)
   logging.info("wrote %d rows to %s; %s", len(pred["prob"]), _OUT.value, metrics)

@@ -38,18 +38,31 @@ def _pretrain_dirs(seed_folder: str) -> list[str]:
 
 def icl_status(pre_dir: str) -> dict | None:
   """The last logged ICL accuracy of a pretraining run against chance;
-  None when the run logged none (ICL disabled, not started)."""
-  rows = [r for r in read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
-          if "train/icl_acc" in r]
-  batch = batch_size(pre_dir)
-  if not rows or not batch:
-    return None
-  last = rows[-1]
+  None when the run logged none (ICL disabled, not started).
+
+  Judged on the fixed held-out batch in eval mode (``heldout/icl_*``, no
+  dropout) where the run logged it; older runs only logged the training
+  batches' accuracy with dropout on (``source`` says which).
+  """
+  metrics = read_jsonl(os.path.join(pre_dir, "metrics.jsonl"))
+  held = [r for r in metrics if "heldout/icl_acc" in r]
+  if held:
+    last, prefix = held[-1], "heldout"
+    batch = int(last.get("heldout/icl_rows") or batch_size(pre_dir))
+  else:
+    rows = [r for r in metrics if "train/icl_acc" in r]
+    batch = batch_size(pre_dir)
+    if not rows or not batch:
+      return None
+    last, prefix = rows[-1], "train"
   chance = 1.0 / batch
-  return {"step": int(last["step"]), "icl_acc": float(last["train/icl_acc"]),
-          "icl_loss": float(last.get("train/icl_loss", float("nan"))),
+  acc = float(last[f"{prefix}/icl_acc"])
+  return {"step": int(last["step"]), "icl_acc": acc,
+          "icl_loss": float(last.get(f"{prefix}/icl_loss", float("nan"))),
           "batch": batch, "chance": chance,
-          "at_chance": float(last["train/icl_acc"]) < CHANCE_FACTOR * chance}
+          "source": ("a fixed held-out batch, eval mode" if held else
+                     "training batches, dropout on"),
+          "at_chance": acc < CHANCE_FACTOR * chance}
 
 
 def notes(workdir: str) -> list[str]:
@@ -62,7 +75,8 @@ def notes(workdir: str) -> list[str]:
         continue
       where = f"{name}" + (f" (seed {seed})" if seed is not None else "")
       out.append(
-          f"- {where}: ICL at chance at its last step ({s['step']}): "
+          f"- {where}: ICL at chance at its last step ({s['step']}, "
+          f"{s['source']}): "
           f"accuracy {s['icl_acc']:.4f} vs chance 1/{s['batch']} = "
           f"{s['chance']:.4f}, loss {s['icl_loss']:.3f} (uniform "
           "similarities give ln(batch)); the ID and text views did not "

@@ -19,6 +19,7 @@ import numpy as np
 from flip_jax import metrics as metrics_lib
 
 from flip_jax import jsonio
+from experiments import budget as budget_lib
 from experiments import pretrain_check
 from experiments import report_plots
 # Re-exported: the methods' workflows read run files through ``report``.
@@ -29,6 +30,12 @@ ROWS = (("base_id", "ID model from scratch"),
         ("flip_id", "FLIP_ID"),
         ("flip_plm", "FLIP_PLM"),
         ("flip_joint", "FLIP (joint)"),
+        ("flip_joint_sigmoid", "FLIP (joint), alpha = sigmoid(θ) at its own "
+         "rate"),
+        ("fusion_flip", "fusion bound: FLIP_ID + FLIP_PLM (logistic "
+         "regression on valid logits)"),
+        ("fusion_base", "fusion bound: ID model + PLM-only (logistic "
+         "regression on valid logits)"),
         ("base_joint", "joint from public weights (no pretraining)"),
         ("ctr_bert", "CTR-BERT (two towers)"),
         ("p_tab", "P-Tab (MLM on prompts, then [CLS])"),
@@ -37,7 +44,9 @@ ROWS = (("base_id", "ID model from scratch"),
         ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
 
 
-METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc")
+METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc",
+           # The joint models' branches (their ID and text logits alone).
+           "test/ctr_auc", "test/txt_auc")
 
 
 def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
@@ -51,7 +60,7 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
   """
   rows = []
   for key, name in rows_spec:
-    per, seeds, walls, stops = [], [], [], []
+    per, seeds, walls, stops, budgets = [], [], [], [], []
     for seed, folder in seed_dirs(workdir):
       res = read_json(os.path.join(folder, key, "results.json"))
       if res is None:
@@ -61,10 +70,19 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
       seeds.append(res.get("seed", seed))
       walls.append(stages.get(key, {}).get("wall_sec"))
       stops.append(stop_reason(os.path.join(folder, key), res))
+      budgets.append(budget_lib.row_budget(os.path.join(folder, key)))
+      if "alpha" in res:
+        res = dict(res, alpha_reach=budget_lib.alpha_reach(
+            os.path.join(folder, key), res["steps"]))
+        per[-1] = res
     if not per:
       continue
+    shares = [b["share"] if b else None for b in budgets]
     row = {"stage": key, "name": name, "seeds": seeds, "per_seed": per,
-           "wall_sec": walls, "stops": stops}
+           "wall_sec": walls, "stops": stops, "budget": budgets,
+           # The row's share of the official budget: its smallest over
+           # seeds (None when any is unknown).
+           "share": None if None in shares else min(shares)}
     for m in METRICS:
       vals = [r[m] for r in per if m in r]
       if vals:
@@ -91,6 +109,8 @@ def stop_reason(run_dir: str, result: dict) -> str:
   AUC); RISING: its step budget ended with the best valid AUC at the last
   evaluation, so it may have been cut off while still improving; BUDGET:
   the budget ended after the best evaluation."""
+  if "stopped" in result:  # a row that is fitted, not trained (fusion)
+    return result["stopped"]
   tracker = read_json(os.path.join(run_dir, "early_stopping.json")) or {}
   if tracker and tracker[max(tracker, key=int)].get("done"):
     return EARLY
@@ -136,23 +156,43 @@ def results_table(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
   """
   rows = collect(workdir, rows_spec, base)
   lines = ["| model | test AUC | test gAUC | test LogLoss | RelaImpr | "
-           "valid AUC | best step | stopped | alpha | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "valid AUC | ID / text branch test AUC | best step | stopped | "
+           "alpha (reach) | budget | wall s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     per = r["per_seed"]
-    alpha = "/".join(f"{x['alpha']:.3f}" for x in per if "alpha" in x)
+    alpha = "/".join(
+        f"{x['alpha']:.3f}" + (f" ({x['alpha_reach']:.3g})"
+                               if x.get("alpha_reach") is not None else "")
+        for x in per if "alpha" in x)
     walls = [w for w in r["wall_sec"] if w is not None]
     ri = r.get("rela_impr")
     ri_s = "" if ri is None else f"{100 * ri['mean']:+.2f}%"
+    branches = ("" if "test/ctr_auc" not in r else
+                f"{fmt(r['test/ctr_auc'])} / {fmt(r.get('test/txt_auc'))}")
     lines.append(
         f"| {r['name']} | {fmt(r.get('test/auc'))} | "
         f"{fmt(r.get('test/gauc'))} | {fmt(r.get('test/logloss'))} | "
         f"{ri_s} | "
-        f"{fmt(r.get('valid/auc'))} | "
+        f"{fmt(r.get('valid/auc'))} | {branches} | "
         f"{'/'.join(str(x['best_step']) for x in per)} | "
         f"{'/'.join(r['stops'])} | {alpha} | "
+        f"{budget_lib.pct(r['share'])} | "
         f"{'' if not walls else f'{np.mean(walls):.0f}'} |")
   return "\n".join(lines), rows
+
+
+def budget_lines(rows: list[dict]) -> list[str]:
+  """One line per row: its share of the official budget, as measured
+  (the first seed's runs; ``summary.json`` has every seed's)."""
+  out = []
+  for r in rows:
+    b = next((b for b in r["budget"] if b), None)
+    out.append(f"- {r['name']}: {budget_lib.describe(b)}"
+               + ("" if b is None or "pretrain" not in b or b["pretrain"] is
+                  None else f"; pretraining schedule "
+                  f"{b['pretrain']['schedule']}"))
+  return out
 
 
 # (better row, worse row, the claim in words): FLIP's headline claims.
@@ -165,6 +205,13 @@ CLAIMS = (
     ("flip_joint", "ctr_bert", "FLIP (joint) beats CTR-BERT"),
     ("flip_joint", "p_tab", "FLIP (joint) beats P-Tab"),
     ("flip_plm", "p_tab", "FLIP_PLM beats P-Tab (both PLM-only at inference)"),
+    ("fusion_flip", "base_id", "some mix of FLIP_ID and FLIP_PLM beats the "
+     "ID model (the fusion bound: is 'joint < ID' the data or the "
+     "optimisation?)"),
+    ("fusion_base", "base_id", "some mix of the ID model and PLM-only beats "
+     "the ID model (fusion bound, no pretraining)"),
+    ("flip_joint_sigmoid", "base_id", "FLIP (joint, alpha = sigmoid(θ) at its "
+     "own rate) beats the ID model from scratch"),
     ("flip_joint", "base_joint", "FLIP pretraining helps the joint model "
      "(beats the same model from public weights)"),
     ("flip_joint", "flip_joint_no_mlm", "MLM helps (FLIP joint beats "
@@ -184,10 +231,26 @@ def sign_flip_p(diffs: list[float]) -> float:
   return float(np.mean(np.abs((signs * d).mean(axis=1)) >= observed - 1e-15))
 
 
+HOLDS, CONTRADICTED = "holds", "contradicted"
+
+
+def verdict(diffs: list[float], share: float | None) -> str:
+  """The verdict's words: 'holds' (every seed positive), 'contradicted'
+  (every seed negative and the rows had at least budget.FULL of the
+  official budget), else 'not supported at N % of the budget'."""
+  if all(d > 0 for d in diffs):
+    return HOLDS
+  if all(d < 0 for d in diffs) and share is not None and (
+      share >= budget_lib.FULL):
+    return CONTRADICTED
+  if share is None:
+    return "not supported (no official budget stated)"
+  return f"not supported at {budget_lib.pct(share)} of the budget"
+
+
 def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
   """Each claim both of whose rows ran, decided on per-seed paired test-AUC
-  differences: holds when positive on every seed, does NOT hold when the
-  mean is not positive, mixed otherwise."""
+  differences and the rows' share of the official budget (``verdict``)."""
   by = {r["stage"]: r for r in rows}
   out = []
   for a, b, text in claims:
@@ -201,10 +264,12 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
     diffs = [x - y for x, y, _ in pairs]
     mean = float(np.mean(diffs))
     positive = sum(d > 0 for d in diffs)
-    verdict = ("holds" if positive == len(diffs) else
-               "does NOT hold" if mean <= 0 else "mixed")
-    out.append({"claim": text, "holds": verdict == "holds",
-                "verdict": verdict, "test/auc_diffs": diffs,
+    shares = [by[a]["share"], by[b]["share"]]
+    share = None if None in shares else min(shares)
+    words = verdict(diffs, share)
+    out.append({"claim": text, "holds": words == HOLDS,
+                "verdict": words, "budget_share": share,
+                "test/auc_diffs": diffs,
                 "test/auc_diff": mean, "seeds_positive": positive,
                 "num_seeds": len(diffs),
                 "p_sign_flip": sign_flip_p(diffs) if len(diffs) > 1 else None,
@@ -232,7 +297,8 @@ def claims(rows: list[dict], claim_list=CLAIMS) -> list[str]:
     if c["subset"]:
       line += (f"; on seed{'s' if len(c['seeds']) > 1 else ''} "
                + ", ".join(str(s) for s in c["seeds"]) + " only")
-    out.append(line + ")")
+    out.append(line + f"; at {budget_lib.pct(c['budget_share'])} of the "
+               "official budget)")
   return out
 
 
@@ -246,7 +312,13 @@ def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
     entry = {"stage": r["stage"], "seeds": r["seeds"],
              "wall_sec": r["wall_sec"],
              "best_step": [x["best_step"] for x in r["per_seed"]],
-             "stopped": r.get("stops", [])}
+             "stopped": r.get("stops", []),
+             # Share of the official budget (the row's smallest over seeds)
+             # and each seed's pretraining / finetuning budget.
+             "budget_share": r.get("share"), "budget": r.get("budget", [])}
+    if any("alpha" in x for x in r["per_seed"]):
+      entry["alpha"] = [x.get("alpha") for x in r["per_seed"]]
+      entry["alpha_reach"] = [x.get("alpha_reach") for x in r["per_seed"]]
     # Each metric's mean (scalars, for quick scripts), then per seed.
     entry.update({m: r[m]["mean"] for m in METRICS if m in r})
     entry["per_seed"] = {m: r[m] for m in METRICS + ("rela_impr",) if m in r}
@@ -266,6 +338,10 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
     md.append(f"Preset `{preset}`; selection on validation AUC, test "
               "evaluated once at the selected step.\n")
   md += ["## Results", "", table, ""]
+  md += ["Budget: each row's share of the official budget "
+         "(experiments/budget.py; pretraining examples and finetuning "
+         "epochs against the paper code's), by row:", ""]
+  md += budget_lines(rows) + [""]
   notes = budget_notes(rows)
   if notes:
     md += ["Stopped: `early` = early stopping on valid AUC; `budget` = "
@@ -283,7 +359,7 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
                         else ""), "", "| stage | device | wall s |",
          "|---|---|---|"]
   order = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
-           "base_id", "base_plm", "export")
+           "base_id", "base_plm", "fusion_flip", "fusion_base", "export")
   for name, info in sorted(stages.items(),
                            key=lambda kv: order.index(kv[0])
                            if kv[0] in order else len(order)):

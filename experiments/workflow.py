@@ -8,7 +8,7 @@ the report.
 """
 from __future__ import annotations
 
-import json
+import copy
 import os
 import time
 from typing import Any, Callable
@@ -17,12 +17,13 @@ import jax
 from absl import logging
 from ml_collections.config_flags import config_flags
 
+from experiments import config_errors
 from flip_jax import jsonio
 
 PHASES = ("pretrain", "finetune")
 # The default run: the paper's headline table.
 DEFAULT_STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
-                  "base_id", "base_plm", "export")
+                  "base_id", "base_plm", "fusion", "export")
 # Ablations (opt-in with --stages): each pretrains without one loss, then
 # finetunes the joint model from it; base_joint is the joint model from
 # the public weights (no pretraining).
@@ -30,8 +31,10 @@ ABLATIONS = {"no_mlm": "mlm", "no_mtm": "mtm", "no_icl": "icl"}
 # The paper's PLM baselines (opt-in): CTR-BERT (two towers) and P-Tab
 # (token MLM on the prompts, then [CLS] finetuning).
 BASELINES = ("ctr_bert", "p_tab")
+# Opt-in variant: the joint model with alpha = sigmoid(θ) at its own rate.
+VARIANTS = ("flip_joint_sigmoid",)
 STAGES = DEFAULT_STAGES + tuple(f"ablate_{a}" for a in ABLATIONS) + (
-    "base_joint",) + BASELINES
+    "base_joint",) + BASELINES + VARIANTS
 
 # Finetuning stages: (mode, from the pretraining run?)
 FINETUNE_STAGES = {
@@ -47,23 +50,27 @@ def apply_overrides(config, overrides: dict[str, str]):
   The same syntax and typing as ml_collections' ``--config.<key>=<value>``
   flags: the value is parsed by its literal parser (``true``/``false``,
   numbers, lists, tuples, ``None``; anything else a string) and assigned
-  type-safely (an int field refuses a string, ...). An unknown key is an
-  error naming it.
+  type-safely (an int field refuses a string, ...). An unknown key (or one
+  renamed by a redesign) or a value of the wrong type is a
+  ``config_errors.ConfigKeyError`` naming the key (and its new name, or
+  ml_collections' suggestion) or the type the field takes.
   """
   parser = config_flags._LiteralParser()  # pylint: disable=protected-access
   for key, text in overrides.items():
+    why = config_errors.unknown_key(config, key)
+    if why is not None:
+      raise config_errors.ConfigKeyError(f"override {key}={text}: {why}")
     node = config
     parts = key.split(".")
     for p in parts[:-1]:
-      if p not in node:
-        raise KeyError(f"override {key!r}: no field {p!r}")
       node = node[p]
-    if parts[-1] not in node:
-      raise KeyError(f"override {key!r}: no field {parts[-1]!r}")
     try:
       node[parts[-1]] = parser.parse(text)
     except TypeError as e:
-      raise TypeError(f"override {key}={text!r}: {e}") from e
+      want = config_errors.field_type(config, key)
+      raise config_errors.ConfigKeyError(
+          config_errors.type_message(f"override {key}", text, want)
+          if want is not None else f"override {key}={text}: {e}") from e
   return config
 
 
@@ -74,8 +81,7 @@ class StageLog:
     self.path = os.path.join(workdir, "stages.json")
     self.data = {}
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.data = json.load(f)
+      self.data = jsonio.read_json(self.path, expect=dict)
 
   def run(self, name: str, done: Callable[[], bool], fn: Callable[[], Any]):
     if done():
@@ -87,8 +93,7 @@ class StageLog:
     # Re-read before writing: stages of one workdir may run in separate
     # processes at once (one GPU shared by several stages).
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.data = json.load(f)
+      self.data = jsonio.read_json(self.path, expect=dict)
     prev = self.data.get(name, {}).get("wall_sec", 0.0)
     self.data[name] = {"wall_sec": prev + time.time() - t0,
                        "device": f"{jax.devices()[0].device_kind} "
@@ -152,19 +157,39 @@ def stage_overrides(cfg, overrides: dict[str, str], phase: str
 
 
 def check_overrides(overrides: dict[str, str], configs) -> None:
-  """Every override must name a field of some phase's config."""
-  for key in overrides:
-    bare = key.rpartition(":")[2]
-    if not any(bare.split(".")[0] in c for c in configs):
-      raise KeyError(f"override {key!r}: no stage's config has a section "
-                     f"{bare.split('.')[0]!r}")
+  """Refuses, before any stage runs, an override that no phase takes.
+
+  Each override must apply to some phase (`stage_overrides`) and, in every
+  phase it applies to, name a field with a value of its type
+  (`apply_overrides` on a copy).
+
+  Args:
+    overrides: key -> value text (run_all's --set).
+    configs: the phases' configs, in ``PHASES`` order.
+  """
+  for key, value in overrides.items():
+    applied = 0
+    for cfg, phase in zip(configs, PHASES):
+      mine = stage_overrides(cfg, {key: value}, phase)
+      if mine:
+        try:
+          apply_overrides(copy.deepcopy(cfg), mine)
+        except config_errors.ConfigKeyError as e:
+          raise config_errors.ConfigKeyError(
+              f"{e} (in the {phase} stages' config)") from e
+        applied += 1
+    if not applied:
+      bare = key.rpartition(":")[2]
+      why = config_errors.unknown_key(configs[0], bare) or (
+          f"no stage's config has a section {bare.split('.')[0]!r}")
+      raise config_errors.ConfigKeyError(f"override {key}={value}: {why}")
 
 
 def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
-                    init_from, overrides):
+                    init_from, overrides, alpha="raw"):
   from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
   cfg = flip_finetune.get_config(_base_arg(dataset, ctr, plm, preset)
-                                 + f",mode={mode}")
+                                 + f",mode={mode},alpha={alpha}")
   cfg = _with_run(cfg, data_dir, cache_dir, seed)
   cfg.ckpt.init_from = init_from
   return apply_overrides(cfg, stage_overrides(cfg, overrides, "finetune"))
@@ -238,6 +263,20 @@ def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
     log.run(name, lambda d=ft_dir: os.path.exists(
         os.path.join(d, "results.json")),
             lambda c=cfg, d=ft_dir: launch.run(c, d))
+
+  if "flip_joint_sigmoid" in stages:
+    d = os.path.join(folder, "flip_joint_sigmoid")
+    cfg = finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset,
+                          seed, "joint", pre_dir, overrides, alpha="sigmoid")
+    log.run("flip_joint_sigmoid", lambda: os.path.exists(
+        os.path.join(d, "results.json")), lambda: launch.run(cfg, d))
+
+  if "fusion" in stages:
+    from experiments import fusion  # pylint: disable=g-import-not-at-top
+    for name in fusion.PAIRS:
+      log.run(name, lambda n=name: os.path.exists(
+          os.path.join(folder, n, "results.json")),
+              lambda n=name: fusion.run_stage(folder, n))
 
   for abl, loss in ABLATIONS.items():
     if f"ablate_{abl}" not in stages:

@@ -60,8 +60,8 @@ def logical_axis_rules() -> list:
 
 def train_config(*, batch_size: int, num_epochs: int, max_steps: int = -1,
                  eval_every_steps: int = -1, eval_batch_size: int = 512,
-                 patience: int = 3, micro_batch_size: int = 0
-                 ) -> mlc.ConfigDict:
+                 patience: int = 3, patience_unit: str = "evals",
+                 micro_batch_size: int = 0) -> mlc.ConfigDict:
   """``config.train``: the shared loop's settings, the same in every task."""
   return mlc.ConfigDict(dict(
       # Global batch over all devices and hosts.
@@ -78,8 +78,11 @@ def train_config(*, batch_size: int, num_epochs: int, max_steps: int = -1,
       # Tasks without a valid split (pretraining) never evaluate.
       eval_every_steps=eval_every_steps,
       eval_batch_size=eval_batch_size,
-      # Early stopping: evaluations without a better valid AUC.
+      # Early stopping: `patience` evaluations without a better valid AUC
+      # (patience_unit 'evals'), or `patience` epochs whatever the cadence
+      # ('epochs': the official codes count epochs).
       patience=patience,
+      patience_unit=patience_unit,
   ))
 
 

@@ -21,6 +21,7 @@ import ml_collections as mlc
 from experiments.configs import common
 from experiments.configs import data as data_configs
 from experiments.configs import flip_pretrain
+from experiments.configs import official
 
 # The PLM recipe of the cpu-full preset (modes plm and joint; CTR-BERT
 # takes it too), chosen on the valid AUC of the PLM-only model on full
@@ -39,6 +40,13 @@ CPU_FULL_PLM_SCHEDULE = {"name": "constant", "warmup_steps": 0}
 # take bigger steps.
 PLM_LR = {"tiny": 1e-3, "cpu-small": 2e-4, "cpu-full": CPU_FULL_PLM_LR,
           "full": 5e-5}
+
+
+# The learning rate of θ in the alpha=sigmoid variant (short presets,
+# full): Adam moves θ by about lr per step, so 1e-3 over the thousands of
+# steps of the official budget (1e-2 over the short presets' hundreds)
+# lets α reach any mix.
+ALPHA_SIGMOID_LR = {False: 1e-2, True: 1e-3}
 
 
 def plm_budget(preset: str, dataset: str, mode: str = "plm") -> dict:
@@ -78,9 +86,13 @@ def plm_optim(preset: str) -> mlc.ConfigDict:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", mode="joint", ctr="dcnv2",
-                         plm="minilm-l6", preset="cpu-small")
+                         plm="minilm-l6", preset="cpu-small", alpha="raw")
   if arg.mode not in ("id", "plm", "joint"):
     raise ValueError(f"mode {arg.mode!r}: expected id|plm|joint")
+  if arg.alpha not in ("raw", "sigmoid") or (arg.alpha != "raw"
+                                             and arg.mode != "joint"):
+    raise ValueError(f"alpha {arg.alpha!r}: expected raw, or sigmoid with "
+                     "mode=joint")
   flip_pretrain.check_preset(arg.preset)
   cfg = mlc.ConfigDict()
   cfg.task = "flip_finetune"
@@ -92,9 +104,12 @@ def get_config(arg=None):
 
   f = cfg.finetune = mlc.ConfigDict()
   f.mode = arg.mode
-  # Official: α learned from 0, unconstrained ('raw'); 'sigmoid' bounds it.
+  # Official: α learned from 0, unconstrained ('raw'), at the rate of its
+  # param group (5e-5 in full: it can move at most lr x steps). The variant
+  # alpha=sigmoid bounds it, α = sigmoid(θ) from 0.5, with θ at its own
+  # rate ALPHA_SIGMOID_LR.
   f.alpha_init = 0.0
-  f.alpha_param = "raw"
+  f.alpha_param = arg.alpha
 
   cfg.loss = mlc.ConfigDict()
   # FLIP_ID sums the BCE over the batch (official); the others average.
@@ -108,12 +123,14 @@ def get_config(arg=None):
 
   if arg.mode != "id" and arg.preset != "full":
     budget = plm_budget(arg.preset, arg.dataset, arg.mode)
-  else:  # the official recipes' epochs (FLIP_ID's at batch 64 in tiny)
+  else:  # the official recipes (FLIP_ID's at batch 64 in tiny): at most
+    # `epochs`, one evaluation per epoch, patience in epochs
+    official_ft = official.FLIP_FINETUNE[arg.mode]
     budget = dict(
-        batch_size=64 if arg.preset == "tiny" else
-        {"id": 1024, "plm": 128, "joint": 128}[arg.mode],
-        num_epochs={"id": 20, "plm": 25, "joint": 25}[arg.mode],
-        max_steps=-1, eval_every_steps=-1, micro_batch_size=0)
+        batch_size=64 if arg.preset == "tiny" else official_ft["batch_size"],
+        num_epochs=official_ft["epochs"], max_steps=-1, eval_every_steps=-1,
+        patience=official_ft["patience_epochs"], patience_unit="epochs",
+        micro_batch_size=0)
   cfg.train = common.train_config(
       **budget, eval_batch_size=512 if arg.mode == "id" else 256)
 
@@ -130,6 +147,9 @@ def get_config(arg=None):
       if arg.preset != "full":
         cfg.optim.lr = 1e-3
         cfg.optim.param_groups.append((r"^(alpha|out_bias|ctr_bias)$", 1e-2))
+      if arg.alpha == "sigmoid":
+        cfg.optim.param_groups.insert(
+            0, (r"^alpha$", ALPHA_SIGMOID_LR[arg.preset == "full"]))
 
   keep = {"id": [r"^ctr/"], "plm": [r"^plm/"],
           "joint": [r"^ctr/", r"^plm/"]}[arg.mode]

@@ -20,6 +20,7 @@ import ml_collections as mlc
 from experiments.configs import common
 from experiments.configs import ctr as ctr_configs
 from experiments.configs import data as data_configs
+from experiments.configs import official
 
 # tiny: a smoke-test slice (seconds); cpu-small: a 10 % subsample, minutes
 # on 2 CPU cores; cpu-full: every row of ML-100K (a stated share of ML-1M)
@@ -118,9 +119,9 @@ def get_config(arg=None):
   cfg.train = common.train_config(
       # Global batch over all devices and hosts (official: 128 x 8 GPUs).
       batch_size={"tiny": 16, "cpu-small": 32, "cpu-full": 64,
-                  "full": 1024}[arg.preset],
+                  "full": official.FLIP_PRETRAIN["batch_size"]}[arg.preset],
       num_epochs={"tiny": 1, "cpu-small": 1, "cpu-full": 1,
-                  "full": 30}[arg.preset],
+                  "full": official.FLIP_PRETRAIN["epochs"]}[arg.preset],
       # Optimizer steps cap; the CPU presets stop within the first epoch
       # (cpu-full: CPU_FULL_PRETRAIN_STEPS), full trains its epochs.
       max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
@@ -135,6 +136,11 @@ def get_config(arg=None):
                         "full": 0}[arg.preset])
 
   p = cfg.pretrain = mlc.ConfigDict()
+  # ICL monitored at every log step on a fixed held-out batch (the first
+  # rows of the test split, which pretraining never reads) in eval mode:
+  # logged as heldout/icl_acc (chance 1/rows) and heldout/icl_loss (chance
+  # ln rows); 0 = off. As many rows as a training batch.
+  p.heldout_rows = cfg.train.batch_size
   p.proj_dim = 128
   p.proj_dropout = 0.2
   # One unmasked PLM pass feeds ICL and MTM (False = official: two passes).
@@ -166,11 +172,17 @@ def get_config(arg=None):
 
   # AdamW decaying every param; official lr 1e-4 (the short presets take
   # bigger steps); cosine stepped once per epoch, no warm-up (FLIP.md 5.8).
-  # cpu-full: CPU_FULL_PRETRAIN_SCHEDULE.
+  # full: over the official 30 epochs whatever train.num_epochs, so a run
+  # cut to fewer epochs stops early on the official curve instead of
+  # compressing it (set optim.schedule.epochs to compress it; the report
+  # says so). The short presets stop within their first epoch, where the
+  # per-epoch cosine is constant. cpu-full: CPU_FULL_PRETRAIN_SCHEDULE.
   cfg.optim = common.optim_config(
       name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "cpu-full": 3e-4,
                         "full": 1e-4}[arg.preset], weight_decay=1e-3,
-      schedule="cosine_epoch", epochs=cfg.train.get_ref("num_epochs"))
+      schedule="cosine_epoch",
+      epochs=(official.FLIP_PRETRAIN["epochs"] if arg.preset == "full"
+              else cfg.train.get_ref("num_epochs")))
   if arg.preset == "cpu-full":
     cfg.optim.schedule = mlc.ConfigDict(CPU_FULL_PRETRAIN_SCHEDULE)
 

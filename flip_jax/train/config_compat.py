@@ -19,13 +19,65 @@ _TRAIN_FIELDS = ("batch_size", "micro_batch_size", "num_epochs", "max_steps",
 # Defaults for a loop setting an old task section did not have.
 _TRAIN_DEFAULTS = {"micro_batch_size": 0, "max_steps": -1,
                    "eval_every_steps": -1, "eval_batch_size": 512,
-                   "patience": 3}
+                   "patience": 3, "patience_unit": "evals"}
 _CKPT_DEFAULTS = {"every_steps": -1, "keep": 2, "async_save": False,
                   "init_from": "", "init_step": -1, "keep_regex": [],
                   "drop_regex": [], "allow_missing_regex": []}
 _PLM_DEFAULTS = {"remat": False, "attention": "xla",
                  "attention_dropout": None, "dropout": None,
                  "num_layers": None, "dropout_bits": 32}
+# Keys older layouts had -> today's (dotted), per task: `upgrade` moves
+# them, and the launchers name the new key when a flag or override uses an
+# old one (`renamed_to`).
+_MOVED = {
+    "flip_pretrain": {**{f"pretrain.{k}": f"train.{k}" for k in _TRAIN_FIELDS},
+                      "total_steps": "train.max_steps"},
+    "flip_finetune": {**{f"finetune.{k}": f"train.{k}" for k in _TRAIN_FIELDS},
+                      "finetune.loss_reduction": "loss.reduction",
+                      "finetune.aux_weight": "loss.aux_weight",
+                      "finetune.l2": "loss.l2",
+                      "finetune.l2_regex": "loss.l2_regex"},
+    "ctr": {"train.epochs": "train.num_epochs",
+            "optim.loss_reduction": "loss.reduction",
+            "optim.l2_preset": "loss.l2_preset",
+            "optim.l2_scale": "loss.l2_scale"},
+}
+# Every old key -> its new key (the tasks' tables merged).
+RENAMED = {old: new for moves in _MOVED.values() for old, new in moves.items()}
+# Old keys dropped without a successor -> why.
+REMOVED = {"train.shuffle": "the loop always shuffles the training rows"}
+
+
+def renamed_to(key: str) -> str | None:
+  """Today's name of an old dotted key (``total_steps`` -> ``train.max_steps``),
+  else None."""
+  return RENAMED.get(key)
+
+
+_MISSING = object()
+
+
+def _pop(c: dict[str, Any], key: str):
+  """Removes dotted ``key`` from ``c``; its value, else _MISSING."""
+  *parents, leaf = key.split(".")
+  for p in parents:
+    c = c.get(p) if isinstance(c, dict) else None
+  if not isinstance(c, dict) or leaf not in c:
+    return _MISSING
+  return c.pop(leaf)
+
+
+def _move(c: dict[str, Any], moves: dict[str, str]) -> None:
+  """Moves each old dotted key present in ``c`` to its new key."""
+  for old, new in moves.items():
+    value = _pop(c, old)
+    if value is _MISSING:
+      continue
+    *parents, leaf = new.split(".")
+    node = c
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
 
 
 def infer_task(config: dict[str, Any]) -> str:
@@ -51,36 +103,16 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   c["task"] = infer_task(c)
   train = c.setdefault("train", {})
   if c["task"] == "flip_pretrain":
-    old = c["pretrain"]
-    for k in _TRAIN_FIELDS:
-      if k in old:
-        train[k] = old.pop(k)
-    if "total_steps" in c:
-      train["max_steps"] = c.pop("total_steps")
-  elif c["task"] == "flip_finetune":
-    old = c["finetune"]
-    for k in _TRAIN_FIELDS:
-      if k in old:
-        train[k] = old.pop(k)
-    loss = c.setdefault("loss", {})
-    for old_key, new_key in (("loss_reduction", "reduction"),
-                             ("aux_weight", "aux_weight"), ("l2", "l2"),
-                             ("l2_regex", "l2_regex")):
-      if old_key in old:
-        loss[new_key] = old.pop(old_key)
-  elif c["task"] == "ctr":
-    if "epochs" in train:
-      train["num_epochs"] = train.pop("epochs")
+    # before the held-out ICL monitor
+    c["pretrain"].setdefault("heldout_rows", 0)
+  elif c["task"] in ("flip_finetune", "ctr"):
+    c.setdefault("loss", {})
+  _move(c, _MOVED.get(c["task"], {}))
+  if c["task"] == "ctr":
     if train.get("eval_every_steps") == 0:
       train["eval_every_steps"] = -1
-    train.pop("shuffle", None)
-    loss = c.setdefault("loss", {})
-    optim = c.get("optim", {})
-    for old_key, new_key in (("loss_reduction", "reduction"),
-                             ("l2_preset", "l2_preset"),
-                             ("l2_scale", "l2_scale")):
-      if old_key in optim:
-        loss[new_key] = optim.pop(old_key)
+    for key in REMOVED:
+      _pop(c, key)
   for k, v in _TRAIN_DEFAULTS.items():
     train.setdefault(k, v)
   ckpt = c.setdefault("ckpt", {})

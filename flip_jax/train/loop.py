@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -56,6 +57,11 @@ from flip_jax.train import workdir as workdir_lib
 
 TRACKER = "early_stopping.json"
 RESULTS = "results.json"
+# The run's shape (rows, steps per epoch, total steps, evaluation cadence,
+# patience in evaluations): what a report needs to state its budget.
+SCHEDULE = "schedule.json"
+# Valid / test predictions of the best checkpoint (the fusion bound's input).
+PREDICTIONS = "predictions.npz"
 
 
 def schedule(config, num_rows: int) -> dict[str, int]:
@@ -74,8 +80,13 @@ def schedule(config, num_rows: int) -> dict[str, int]:
   # eval_every_steps > 0: a step interval; -N: N evaluations per epoch.
   every = (t.eval_every_steps if t.eval_every_steps > 0 else
            max(1, per_epoch // -t.eval_every_steps))
-  return {"steps_per_epoch": per_epoch, "total_steps": total,
-          "eval_every": every}
+  # patience_unit 'epochs': as the official code counts it, whatever the
+  # evaluation cadence (3 epochs at 2 evaluations per epoch = 6).
+  patience = (t.patience if t.patience_unit == "evals" else
+              max(1, math.ceil(t.patience * per_epoch / every)))
+  return {"train_rows": num_rows, "batch_size": t.batch_size,
+          "steps_per_epoch": per_epoch, "total_steps": total,
+          "eval_every": every, "patience_evals": patience}
 
 
 def _load_tracker(workdir: str, step: int) -> dict | None:
@@ -184,6 +195,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
     jsonio.write_json_atomic(os.path.join(workdir, "config.json"),
                              json.loads(config.to_json_best_effort()))
     fm.save(os.path.join(workdir, "feature_map.json"))
+    jsonio.write_json_atomic(os.path.join(workdir, SCHEDULE), sched)
   logging.info("task %s: %d training rows, %d steps/epoch, %d total steps",
                task.name, len(data.train["label"]), sched["steps_per_epoch"],
                total_steps)
@@ -263,15 +275,19 @@ def _train_and_evaluate(config, workdir, task, watcher):
         in_shardings=(init.shardings, batch_sh, const_sh),
         out_shardings=(init.shardings, sharding.replicated(mesh)),
         donate_argnums=0)
-  evaluate = None
+  evaluate = predict = None
   if evaluated:
     predict_fn = eval_lib.make_predict_fn(
         task.predict, mesh, rules,
         state_lib.variables(init.shardings.params, init.shardings.model_state))
-    evaluate = functools.partial(
-        eval_lib.evaluate, predict_fn, task=task, keys=task.eval_keys(data),
+    predict = functools.partial(
+        eval_lib.predict_split, predict_fn, keys=task.eval_keys(data),
         batch_size=t.eval_batch_size, mesh=mesh, rules=rules,
         transform=task.eval_transform(data))
+
+    def evaluate(variables, columns, prefix):
+      return task.eval_metrics(predict(variables, columns), prefix)
+  monitor = _make_monitor(task, data, mesh, rules, init.shardings, consts)
 
   # ------------------------------------------------------------------- loop
   step = int(jax.device_get(state.step))
@@ -298,6 +314,8 @@ def _train_and_evaluate(config, workdir, task, watcher):
       if watcher.preempted(step):
         ckpt.save(step, state, data_iter=data_iter, force=True)
         ckpt.wait_until_finished()
+        if evaluated and is_main:  # the early-stopping record of this step
+          _save_tracker(workdir, step, tracker)
         ckpt.close()
         writer.close()
         raise preemption.Preempted(
@@ -319,6 +337,8 @@ def _train_and_evaluate(config, workdir, task, watcher):
       scalars["train/lr"] = float(lr_schedule(step - 1))
       scalars["compile_sec"] = compile_s
       t_last, step_last = now, step
+      if monitor is not None and is_log:
+        scalars.update(monitor(state.variables))
       if is_eval:
         scalars.update(evaluate(state.variables, data.eval_splits[select],
                                 prefix=select))
@@ -328,7 +348,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
           best_ckpt.save(step, state.variables, force=True)
         else:
           tracker["bad_evals"] += 1
-          if tracker["bad_evals"] >= t.patience:
+          if tracker["bad_evals"] >= sched["patience_evals"]:
             logging.info("early stop at step %d (best step %d, valid auc "
                          "%.4f)", step, tracker["best_step"],
                          tracker["best_auc"])
@@ -358,19 +378,51 @@ def _train_and_evaluate(config, workdir, task, watcher):
              "steps": step, "device": jax.devices()[0].device_kind,
              "seed": config.seed}
   results["selection"] = select
-  if "valid" in data.eval_splits:
-    results.update(evaluate(best, data.eval_splits["valid"], prefix="valid"))
-  if "test" in data.eval_splits:
-    results.update(evaluate(best, data.eval_splits["test"], prefix="test"))
+  preds = {}
+  for split in ("valid", "test"):
+    if split in data.eval_splits:
+      preds[split] = predict(best, data.eval_splits[split])
+      results.update(task.eval_metrics(preds[split], split))
   results.update(task.results(best))
   results["examples_per_sec"] = median_throughput(workdir)
   results["compile_sec"] = compile_s
   if is_main:
+    write_predictions(os.path.join(workdir, PREDICTIONS), preds)
     jsonio.write_json_atomic(results_path, results)
   ckpt.close()
   best_ckpt.close()
   logging.info("results: %s", results)
   return results
+
+
+def write_predictions(path: str, preds: dict[str, dict[str, np.ndarray]]
+                      ) -> None:
+  """``predictions.npz``: ``<split>/<name>`` arrays (row_id, label, prob and
+  every ``<branch>_prob``) of the best checkpoint, written atomically."""
+  flat = {f"{split}/{k}": np.asarray(v) for split, pred in preds.items()
+          for k, v in pred.items()}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **flat)
+  os.replace(tmp, path)
+
+
+def _make_monitor(task, data, mesh, rules, shardings, consts):
+  """``variables -> {'heldout/...': float}`` on the task's fixed held-out
+  batch in eval mode (``task.monitor``), or None for a task without one."""
+  batch = task.monitor_batch(data)
+  if batch is None:
+    return None
+  batch = {k: jax.device_put(v, sharding.replicated(mesh))
+           for k, v in batch.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    fn = jax.jit(task.monitor, in_shardings=(state_lib.variables(
+        shardings.params, shardings.model_state), None, None))
+
+  def run(variables):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      out = jax.device_get(fn(variables, batch, consts))
+    return {f"heldout/{k}": float(v) for k, v in out.items()}
+  return run
 
 
 def _ndim(data, key: str, example) -> int:

@@ -239,6 +239,16 @@ class Task:
         out[f"{prefix}/{k}"] = v
     return out
 
+  def monitor_batch(self, data: TaskData) -> dict[str, np.ndarray] | None:
+    """A fixed held-out host batch scored at every log step (None: none)."""
+    del data
+    return None
+
+  def monitor(self, variables, batch, consts) -> dict[str, jax.Array]:
+    """Scalars of the model on ``monitor_batch`` in eval mode (traced; the
+    loop logs them as ``heldout/<name>``)."""
+    raise NotImplementedError
+
   def results(self, variables) -> dict[str, Any]:
     """Task-specific entries of ``results.json`` from the best variables."""
     del variables

@@ -34,6 +34,30 @@ def positive(errors: list[str], name: str, value, *, zero_ok=False) -> None:
                   f"{'>= 0' if zero_ok else '> 0'}")
 
 
+def _leaves(node, prefix: str = ""):
+  """(dotted name, value) of every field under a ConfigDict / dict."""
+  for key, value in node.items():
+    name = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      yield from _leaves(value, name + ".")
+    else:
+      yield name, value
+
+
+def rate_errors(config) -> list[str]:
+  """Every dropout rate (a field named ``*dropout``, in any section of any
+  task's config) must be None (the model's default) or a number in
+  [0, 1)."""
+  errors = []
+  for name, value in _leaves(config):
+    if not name.rsplit(".", 1)[-1].endswith("dropout") or value is None:
+      continue
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 <= value < 1):
+      errors.append(f"{name}={value!r}: expected a number in [0, 1)")
+  return errors
+
+
 def _data_parallel_size(config) -> int:
   """Devices the batch axis is split over (mesh axes of logical 'batch')."""
   axes = dict((a, s) for a, s in config.mesh)
@@ -62,6 +86,7 @@ def shared_errors(config) -> list[str]:
   positive(errors, "train.num_epochs", t.num_epochs)
   positive(errors, "train.eval_batch_size", t.eval_batch_size)
   positive(errors, "train.patience", t.patience)
+  one_of(errors, "train.patience_unit", t.patience_unit, ("evals", "epochs"))
   positive(errors, "log_every_steps", config.log_every_steps)
   for name, v in (("train.max_steps", t.max_steps),
                   ("ckpt.every_steps", config.ckpt.every_steps)):
@@ -91,11 +116,13 @@ def shared_errors(config) -> list[str]:
   one_of(errors, "optim.decay_mask", config.optim.decay_mask,
          optim.DECAY_MASKS)
   positive(errors, "optim.lr", config.optim.lr, zero_ok=True)
-  return errors
+  return errors + rate_errors(config)
 
 
 def validate(config, task) -> None:
   """Raises ConfigError listing every problem (shared, then the task's)."""
-  errors = shared_errors(config) + list(task.config_errors())
+  # (a task may check a field the shared checks cover: one line each)
+  errors = list(dict.fromkeys(shared_errors(config)
+                              + list(task.config_errors())))
   if errors:
     raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

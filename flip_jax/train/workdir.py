@@ -29,6 +29,7 @@ LOCK_FILE = ".lock"
 # Dotted config fields a resumed run may change (prefixes match subfields).
 MAY_CHANGE = (
     "train.max_steps", "train.num_epochs", "train.patience",
+    "train.patience_unit", "pretrain.heldout_rows",
     "train.eval_batch_size", "train.eval_every_steps",
     "train.micro_batch_size", "log_every_steps", "ckpt.every_steps",
     "ckpt.keep", "ckpt.async_save", "data.worker_count", "data.data_dir",
@@ -134,7 +135,7 @@ def check_rerun(config, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   if not (os.path.exists(path) and has_run_state(workdir)):
     return
-  old = jsonio.read_json(path)
+  old = jsonio.read_json(path, expect=dict)
   new = json.loads(config.to_json_best_effort())
   fixed, changed = config_differences(old, new)
   if fixed:

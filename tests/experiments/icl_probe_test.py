@@ -14,7 +14,8 @@ def test_icl_probe_prints_the_spread_and_the_steps(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.sweeps.icl_probe",
        "--dataset=synthetic", "--preset=tiny", "--batch=8", "--steps=10",
-       "--normalize", "--temperature=0.1", f"--workdir={tmp_path}/w"],
+       "--normalize", "--temperature=0.1", "--num_layers=1",
+       f"--workdir={tmp_path}/w"],
       cwd=REPO, env=env, capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
@@ -24,4 +25,6 @@ def test_icl_probe_prints_the_spread_and_the_steps(tmp_path):
                      r"0\.125", out)
   assert [int(s) for s, _, _ in steps] == [1, 10]
   assert all(0.0 <= float(a) <= 1.0 for _, _, a in steps)
+  held = re.findall(r"held-out, eval mode: loss (\S+) accuracy (\S+)", out)
+  assert len(held) == 2 and all(0.0 <= float(a) <= 1.0 for _, a in held)
   assert "spread after" in out

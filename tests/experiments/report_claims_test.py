@@ -30,7 +30,9 @@ def test_all_seeds_paired(tmp_path):
                                                      "ID model"))
   assert v["seeds"] == [2012, 2013, 2014] and not v["subset"]
   assert v["test/auc_diffs"] == pytest.approx([0.01, 0.01, -0.01])
-  assert v["verdict"] == "mixed" and v["seeds_positive"] == 2
+  # No config.json: the runs' share of the official budget is unknown.
+  assert v["verdict"] == "not supported (no official budget stated)"
+  assert v["seeds_positive"] == 2 and v["budget_share"] is None
   assert v["test/auc"] == pytest.approx([0.68, 0.68 - 0.01 / 3])
 
 

@@ -31,6 +31,8 @@ PRETRAIN_KEYS = ("ids", "input_ids", "attention_mask", "mtm_ids",
                  "mlm_labels")
 # Columns the stream gathers (the masks are computed from them).
 _COLUMNS = ("ids", "input_ids", "attention_mask", "token_field")
+# What the ICL views read (the held-out monitor batch).
+_HELDOUT_KEYS = ("ids", "input_ids", "attention_mask")
 
 
 def max_masked_tokens(token_field: np.ndarray, num_fields: int,
@@ -109,6 +111,8 @@ class FlipPretrainTask(task_lib.Task):
       errors.append("pretrain.{icl,mtm,mlm}.enabled: at least one loss must "
                     "be enabled")
     validate.positive(errors, "pretrain.icl.temperature", p.icl.temperature)
+    validate.positive(errors, "pretrain.heldout_rows", p.heldout_rows,
+                      zero_ok=True)
     validate.positive(errors, "pretrain.mtm.num_negatives",
                       p.mtm.num_negatives)
     return errors
@@ -122,7 +126,20 @@ class FlipPretrainTask(task_lib.Task):
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
         extra={"plm_module": plm_module, "plm_params": plm_params,
-               "tokenizer": tokenizer})
+               "tokenizer": tokenizer,
+               "heldout": self._heldout(prepared, tokenizer)})
+
+  def _heldout(self, prepared, tokenizer):
+    """The ICL monitor's fixed batch: the first ``pretrain.heldout_rows``
+    rows of the test split (rows pretraining never reads; their labels are
+    not used), or None (ICL off, no test split, or heldout_rows 0)."""
+    n = self.config.pretrain.heldout_rows
+    if n <= 0 or not self.config.pretrain.icl.enabled:
+      return None
+    test = common.tokenized(self.config, prepared, tokenizer).get("test")
+    if test is None or not len(test["ids"]):
+      return None
+    return {k: np.asarray(test[k][:n]) for k in _HELDOUT_KEYS}
 
   def batch_transform(self, data):
     tokenizer = data.extra["tokenizer"]
@@ -152,6 +169,21 @@ class FlipPretrainTask(task_lib.Task):
         process_count=1, prefetch_buffer_size=0,
         transform=self.batch_transform(data))
     return {k: v for k, v in next(it).items() if k in PRETRAIN_KEYS}
+
+  def monitor_batch(self, data):
+    return data.extra["heldout"]
+
+  def monitor(self, variables, batch, consts):
+    """ICL on the held-out batch in eval mode (no dropout): its loss (chance
+    = ln B) and top-1 retrieval accuracy (chance = 1/B)."""
+    del consts
+    cfg = self.model.config
+    z_r, z_t = self.model.apply(variables, batch, deterministic=True,
+                                method=self.model.icl_views)
+    loss, logits = losses.icl_loss(z_r, z_t, temperature=cfg.icl_temperature,
+                                   normalize=cfg.icl_normalize)
+    return {"icl_loss": loss, "icl_acc": losses.icl_accuracy(logits),
+            "icl_rows": jnp.float32(z_r.shape[0])}
 
   def consts(self, data):
     return flip_lib.make_consts(data.feature_map)

@@ -1,0 +1,69 @@
+"""A SIGTERM between two evaluations keeps the early-stopping record: the
+resumed run picks the same best step as an uninterrupted one."""
+import json
+import os
+import signal
+import unittest.mock
+
+import pytest
+
+from experiments.configs import ctr as ctr_configs
+from flip_jax import methods
+from flip_jax.train import loop
+from flip_jax.train import steps as steps_lib
+
+
+def _config(tmp_path):
+  cfg = ctr_configs.get_config("dataset=synthetic,model=dcnv2")
+  cfg.data.synthetic.num_ratings = 1200
+  cfg.data.cache_dir = str(tmp_path / "cache")
+  cfg.train.batch_size = 64
+  cfg.train.eval_every_steps = 3
+  cfg.train.max_steps = 12
+  cfg.train.patience = 10
+  cfg.optim.lr = 0.05
+  cfg.log_every_steps = 3
+  return cfg
+
+
+def _run(cfg, workdir):
+  return loop.train_and_evaluate(cfg, str(workdir), methods.make_task(cfg))
+
+
+def _tracker(workdir):
+  with open(os.path.join(workdir, loop.TRACKER)) as f:
+    return json.load(f)
+
+
+def test_sigterm_between_evaluations_keeps_the_record(tmp_path):
+  cfg = _config(tmp_path)
+  whole = _run(cfg, tmp_path / "whole")
+  real = steps_lib.drain_metrics
+
+  def drain(history, step):  # SIGTERM right after the step-3 evaluation
+    if step == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(history, step)
+  with unittest.mock.patch.object(steps_lib, "drain_metrics", drain):
+    with pytest.raises(SystemExit):
+      _run(cfg, tmp_path / "cut")
+  # Saved at step 4, with the record of the evaluation at step 3.
+  cut = _tracker(tmp_path / "cut")
+  assert cut["4"] == cut["3"] and cut["3"]["best_step"] == 3
+  res = _run(cfg, tmp_path / "cut")
+  assert res["best_step"] == whole["best_step"]
+  assert res["valid/auc"] == whole["valid/auc"]
+  assert res["test/auc"] == whole["test/auc"]
+  ref = _tracker(tmp_path / "whole")
+  assert {k: v for k, v in _tracker(tmp_path / "cut").items() if k != "4"} == ref
+
+
+def test_patience_in_epochs_follows_the_cadence(tmp_path):
+  cfg = _config(tmp_path)
+  cfg.train.patience, cfg.train.patience_unit = 3, "epochs"
+  cfg.train.eval_every_steps = -2   # two evaluations per epoch
+  sched = loop.schedule(cfg, num_rows=64 * 10)
+  assert sched["steps_per_epoch"] == 10 and sched["eval_every"] == 5
+  assert sched["patience_evals"] == 6
+  cfg.train.patience_unit = "evals"
+  assert loop.schedule(cfg, num_rows=640)["patience_evals"] == 3
