@@ -17,7 +17,8 @@ in ``stages.json`` (``experiments.workflow.StageLog``):
                    (export_ctr_only/ and export_prefix_add/, each check.json)
 
 Then ``results.md``, ``report.md`` / ``report.html`` (plots) and
-``summary.json`` with the spec's claims (A11) as holds / does NOT hold
+``summary.json`` with the spec's claims (A11) as holds / contradicted /
+not supported at N % of the official budget (``report.verdict``)
 (``experiments.report``: with several seeds, in ``seed<N>/`` folders, mean
 ± std and per-seed paired verdicts).
 Overrides: ``key=value`` for every stage whose config has the section,
@@ -30,6 +31,7 @@ import os
 
 import jax
 
+from experiments import budget
 from experiments import report
 from experiments import workflow
 from flip_jax import jsonio
@@ -196,8 +198,10 @@ def claim_lines(verdicts: list[dict]) -> list[str]:
           f"{v['verdict']} (test AUC {v['test/auc'][0]:.4f} vs "
           f"{v['test/auc'][1]:.4f}, {v['test/auc_diff']:+.4f}"
           + (f" over {v['num_seeds']} seeds, positive on "
-             f"{v['seeds_positive']}" if v["num_seeds"] > 1 else "")
-          + f"; margin >= {MARGIN}: {'yes' if v['margin_ok'] else 'no'})"
+             f"{v['seeds_positive']}, sign-flip p = {v['p_sign_flip']:.3f}"
+             if v["num_seeds"] > 1 else "")
+          + f"; margin >= {MARGIN}: {'yes' if v['margin_ok'] else 'no'}"
+          + f"; at {budget.pct(v['budget_share'])} of the official budget)"
           for v in verdicts]
 
 

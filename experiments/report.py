@@ -71,7 +71,7 @@ def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
       walls.append(stages.get(key, {}).get("wall_sec"))
       stops.append(stop_reason(os.path.join(folder, key), res))
       budgets.append(budget_lib.row_budget(os.path.join(folder, key)))
-      if "alpha" in res:
+      if "alpha" in res and "steps" in res:
         res = dict(res, alpha_reach=budget_lib.alpha_reach(
             os.path.join(folder, key), res["steps"]))
         per[-1] = res

@@ -26,11 +26,25 @@ def test_at_chance_is_named_per_run_and_seed(tmp_path):
   notes = pretrain_check.notes(str(tmp_path))
   assert len(notes) == 1
   assert notes[0].startswith("- pretrain (seed 1): ICL at chance at its "
-                             "last step (20)")
+                             "last step (20, training batches, dropout on)")
   assert "1/64 = 0.0156" in notes[0]
   st = pretrain_check.icl_status(str(s1 / "pretrain_no_mtm"))
   assert st["chance"] == 1 / 64 and not st["at_chance"]
   assert pretrain_check.icl_status(str(s2 / "pretrain_no_icl")) is None
+
+
+def test_the_held_out_batch_in_eval_mode_decides_when_logged(tmp_path):
+  """Training-mode accuracy at chance, the held-out batch's well above it:
+  the held-out figure (eval mode, no dropout) is the one judged."""
+  _pre(tmp_path, "pretrain", [0.0156])
+  with open(tmp_path / "pretrain" / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 30, "train/icl_acc": 0.0156,
+                        "heldout/icl_acc": 0.25, "heldout/icl_loss": 2.0,
+                        "heldout/icl_rows": 32.0}) + "\n")
+  st = pretrain_check.icl_status(str(tmp_path / "pretrain"))
+  assert st["source"].startswith("a fixed held-out batch")
+  assert st["batch"] == 32 and st["icl_acc"] == 0.25 and not st["at_chance"]
+  assert not pretrain_check.notes(str(tmp_path))
 
 
 def test_the_report_carries_the_note(tmp_path):
