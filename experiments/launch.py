@@ -2,6 +2,8 @@
 `run_main`, which turns expected errors into one `error: ...` line.
 """
 import functools
+import io
+import json
 import logging as logging_std
 import os
 import sys
@@ -14,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import config_errors
 from flip_jax.data import tokenize as tokenize_lib
 
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -36,7 +39,16 @@ def flag(define, name: str, *args, **kwargs):
   """
   if name in flags.FLAGS:
     return flags.FLAGS[name]
-  return define(name, *args, **kwargs)
+  try:
+    return define(name, *args, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    # A config-file flag with a default parses it, and the --<name>.<key>
+    # overrides of sys.argv, here: their mistakes are the command line's.
+    default = args[0] if args else kwargs.get("default")
+    if isinstance(default, str) and any(
+        a.startswith((f"--{name}.", f"-{name}.")) for a in sys.argv[1:]):
+      _report_flag_error(e, sys.argv, {name: default})
+    raise
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -189,6 +201,8 @@ def _file_in_traceback(e: BaseException) -> str | None:
     return None
   for frame in reversed(frames):
     for value in list(frame.f_locals.values()):
+      if isinstance(value, io.IOBase):  # json.load(f) ...: the file read
+        value = getattr(value, "name", None)
       if isinstance(value, os.PathLike):
         value = os.fspath(value)
       if (isinstance(value, str) and 0 < len(value) < 4096
@@ -208,6 +222,8 @@ def error_message(e: BaseException) -> str:
     msg = e.args[0]
     if " " not in msg.strip():  # a bare key: say what it is
       msg = (f"KeyError: {msg!r} (a missing key; --verbosity=1 shows where)")
+  elif isinstance(e, json.JSONDecodeError):  # a reader without jsonio
+    msg = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
   else:
     msg = str(e)
   msg = " ".join(line.strip() for line in msg.splitlines() if line.strip())
@@ -236,8 +252,9 @@ def _show_traceback() -> bool:
     return False
 
 
-def report_and_exit(e: BaseException, *, silence_after: bool = False
-                    ) -> None:
+def report_and_exit(e: BaseException, *, silence_after: bool = False,
+                    message: str | None = None,
+                    verbose: bool | None = None) -> None:
   """Prints `error: <one line>` to stderr and exits with status 1.
 
   With --verbosity>=1 or FLIP_JAX_TRACEBACK=1 the traceback comes first.
@@ -245,8 +262,14 @@ def report_and_exit(e: BaseException, *, silence_after: bool = False
   file descriptor 2 goes to /dev/null after the message, so interpreter
   and library shutdown noise ('Exception ignored' lines, C++ log lines)
   cannot bury it; stdout is flushed as usual.
+
+  Args:
+    e: the error (its traceback is the one shown).
+    silence_after: see above.
+    message: the line to print instead of `error_message(e)`.
+    verbose: whether to show the traceback (default: the flags / env).
   """
-  verbose = _show_traceback()
+  verbose = _show_traceback() if verbose is None else verbose
   if verbose:
     traceback.print_exception(type(e), e, e.__traceback__)
   try:
@@ -254,7 +277,9 @@ def report_and_exit(e: BaseException, *, silence_after: bool = False
   except Exception:  # pylint: disable=broad-except
     pass
   sys.stdout.flush()
-  sys.stderr.write(f"error: {error_message(e)}\n")
+  line = error_message(e) if message is None else message
+  line = " ".join(l.strip() for l in line.splitlines() if l.strip())
+  sys.stderr.write(f"error: {line}\n")
   sys.stderr.flush()
   if silence_after and not verbose:
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -279,13 +304,56 @@ def guarded(main: Callable[[list[str]], Any], *,
   return wrapper
 
 
+def _without_traceback(msg: str) -> str:
+  """A message that embeds a traceback (ml_collections' 'Error whilst
+  parsing config file: Traceback ...') with the traceback's last line only
+  (the exception it ended in)."""
+  head, sep, tb = msg.partition("Traceback (most recent call last):")
+  lines = [l.strip() for l in tb.splitlines() if l.strip()]
+  return f"{head.strip()} {lines[-1]}" if sep and lines else msg
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, its errors reported as one `error:` line.
+
+  A --config.<key> naming no field (misspelt, or renamed by a redesign)
+  is named with its suggestion or new name (`config_errors`); a bad flag
+  value (a wrong type ...) or an unknown flag with absl's message. Parsing
+  stops at the failing flag, so --verbosity is read from argv itself.
+  Other errors (a bug in a config file) keep their traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    _report_flag_error(e, argv)
+    raise
+
+
+def _report_flag_error(e: Exception, argv: list[str],
+                       defaults: dict[str, str] | None = None) -> None:
+  """`report_and_exit` for a command-line mistake; returns for a bug."""
+  try:
+    why = config_errors.flag_error(argv, e, defaults=defaults)
+  except Exception:  # pylint: disable=broad-except
+    why = None  # the original error is reported below
+  if why is None and isinstance(e, flags.Error):
+    why = _without_traceback(str(e)).removeprefix("flag ")
+    if isinstance(e, flags.UnrecognizedFlagError):
+      why += " (--helpshort lists the flags)"
+  if why is None and not is_expected(e):
+    return
+  verbose = _show_traceback() or config_errors.verbosity_in_argv(argv) >= 1
+  report_and_exit(e, silence_after=True, message=why, verbose=verbose)
+
+
 def run_main(main: Callable[[list[str]], Any]) -> None:
   """`absl.app.run(main)` with one-line reports of expected errors.
 
   Every launcher's ``__main__`` calls this: an expected error (see
-  `is_expected`) prints ``error: <message naming the file or field>`` to
-  stderr and exits with status 1, the traceback only with --verbosity=1
-  or FLIP_JAX_TRACEBACK=1. Usage errors keep absl's usage message; other
-  exceptions (bugs) keep their traceback.
+  `is_expected`), in flag parsing (`parse_flags`: a config key that is no
+  field, a wrong type) or in ``main``, prints ``error: <message naming the
+  file or field>`` to stderr and exits with status 1, the traceback only
+  with --verbosity=1 or FLIP_JAX_TRACEBACK=1. Usage errors keep absl's
+  usage message; other exceptions (bugs) keep their traceback.
   """
-  app.run(guarded(main, silence_after=True))
+  app.run(guarded(main, silence_after=True), flags_parser=parse_flags)

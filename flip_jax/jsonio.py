@@ -1,8 +1,9 @@
 """JSON files: atomic writes and reads whose errors name the file.
 
   write_json_atomic(path, obj)   temp file in the same folder + os.replace
-  read_json(path)                json.load; bad JSON -> JSONFileError naming
-                                 the file, line and column
+  read_json(path, expect=None)   json.load; bad JSON (or not of type
+                                 `expect`) -> JSONFileError naming the
+                                 file, line and column
 
 Run files (``config.json``, ``results.json``, ``best.json``, ...) are written
 with `write_json_atomic`: a reader never sees a partial file, and a writer
@@ -73,11 +74,16 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     raise
 
 
-def read_json(path: str | os.PathLike) -> Any:
+_JSON_TYPES = {dict: "object", list: "array", str: "string"}
+
+
+def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
   """Reads a UTF-8 JSON file.
 
   Args:
     path: the file.
+    expect: the Python type the top-level value must have (dict for a
+      JSON object ...); None: any.
 
   Returns:
     The decoded object.
@@ -85,7 +91,9 @@ def read_json(path: str | os.PathLike) -> Any:
   Raises:
     FileNotFoundError: no such file (the message names it).
     JSONFileError: (a ValueError) the file is not valid JSON or not UTF-8;
-      the message is ``'<path>: invalid JSON at line L column C: <why>'``.
+      the message is ``'<path>: invalid JSON at line L column C: <why>'``;
+      or its value is not of type `expect` (a damaged file that still
+      parses, e.g. one cut down to ``[]``).
   """
   path = os.fspath(path)
   try:
@@ -95,8 +103,13 @@ def read_json(path: str | os.PathLike) -> Any:
     raise JSONFileError(f"{path}: invalid JSON: not UTF-8 text ({e.reason} "
                         f"at byte {e.start})", path) from e
   try:
-    return json.loads(text)
+    obj = json.loads(text)
   except json.JSONDecodeError as e:
     raise JSONFileError(f"{path}: invalid JSON at line {e.lineno} column "
                         f"{e.colno}: {e.msg}", path, e.lineno, e.colno
                         ) from e
+  if expect is not None and not isinstance(obj, expect):
+    want = _JSON_TYPES.get(expect, expect.__name__)
+    raise JSONFileError(f"{path}: expected a JSON {want}, found "
+                        f"{json.dumps(obj)[:40]} (a damaged file?)", path)
+  return obj

@@ -1,4 +1,4 @@
-"""On-disk columnar cache with atomic publication.
+"""On-disk columnar cache with atomic publication and damage detection.
 
 A cache entry is a directory of `.npy` files (string columns as UTF-8 bytes +
 offsets) plus `manifest.json`. It is written into a temporary sibling
@@ -8,6 +8,11 @@ which is never read (and is removed on the next successful write of that key
 once its writer is gone: several processes may fill one cache at once).
 Keys are fingerprints of the raw files (name, size, mtime, sha256 of the first
 and last MiB) and of the relevant config.
+
+At publication the manifest records the size and CRC-32 of every file of the
+entry (`seal`); a reader asks `usable(path)`, which checks them and moves a
+damaged entry (flipped or truncated bytes, a missing or unreadable manifest)
+aside with a warning naming the file, so that the caller rebuilds it.
 """
 from __future__ import annotations
 
@@ -19,8 +24,11 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from typing import Iterator, Mapping, Sequence
+import zlib
 
+from absl import logging
 import numpy as np
 
 from flip_jax import jsonio
@@ -52,8 +60,133 @@ def fingerprint(files: Sequence[str], config: Mapping) -> str:
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
+MANIFEST = "manifest.json"
+# Manifest key: file name -> {"size": bytes, "crc32": 8 hex digits} of each
+# file of the entry (sub-directories are entries of their own).
+DIGESTS = "file_digests"
+
+
+def _crc32(path: str) -> str:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(8 * _CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return f"{crc:08x}"
+
+
+def _entry_files(directory: str) -> list[str]:
+  return sorted(n for n in os.listdir(directory) if n != MANIFEST
+                and os.path.isfile(os.path.join(directory, n)))
+
+
+def seal(directory: str) -> None:
+  """Records the size and CRC-32 of each file in the entry's manifest."""
+  path = os.path.join(directory, MANIFEST)
+  manifest = read_json(path)
+  manifest[DIGESTS] = {
+      n: {"size": os.path.getsize(os.path.join(directory, n)),
+          "crc32": _crc32(os.path.join(directory, n))}
+      for n in _entry_files(directory)}
+  write_json(path, manifest)
+
+
+def problem(path: str) -> str | None:
+  """What is wrong with the entry at `path`, naming the file (None: intact).
+
+  Every file the manifest records must have its recorded size and CRC-32
+  (one read of the entry's bytes: cheap next to loading them).
+  """
+  manifest_path = os.path.join(path, MANIFEST)
+  if not os.path.isfile(manifest_path):
+    return f"{manifest_path} is missing (an interrupted or damaged entry)"
+  try:
+    manifest = read_json(manifest_path)
+  except (OSError, ValueError) as e:
+    return str(e)
+  files = manifest.get(DIGESTS) if isinstance(manifest, dict) else None
+  if not isinstance(files, dict):
+    return (f"{manifest_path} records no file sizes and digests (written "
+            "by an older flip_jax)")
+  for name, want in sorted(files.items()):
+    full = os.path.join(path, name)
+    if not isinstance(want, dict):
+      return f"{manifest_path}: a bad record for {name}"
+    try:
+      size = os.path.getsize(full)
+      if size != want.get("size"):
+        return f"{full}: {size} bytes, {want.get('size')} when written"
+      if _crc32(full) != want.get("crc32"):
+        return f"{full}: its CRC-32 differs from the one recorded (damaged)"
+    except OSError as e:
+      return f"{full}: {e.strerror or e}"
+  return None
+
+
 def is_complete(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "manifest.json"))
+  """Whether `path` holds an intact entry (see `problem`)."""
+  return problem(path) is None
+
+
+def _manifest_id(path: str):
+  try:
+    st = os.stat(os.path.join(path, MANIFEST))
+  except OSError:
+    return None
+  return st.st_ino, st.st_mtime_ns
+
+
+def _discard(path: str, seen=None) -> bool:
+  """Moves the entry at `path` aside and removes it; False when another
+  process replaced it since its manifest was `seen` (then it is kept).
+
+  The move is one rename, so the key is free at once for the rebuilt entry;
+  a process still reading the old files keeps its open files.
+  """
+  if seen is not None and _manifest_id(path) != seen:
+    return False
+  parent, base = os.path.split(os.path.abspath(path))
+  aside = os.path.join(parent, f"{base}.tmp-{socket.gethostname()}-"
+                               f"{os.getpid()}-damaged{uuid.uuid4().hex}")
+  try:
+    os.rename(path, aside)
+  except FileNotFoundError:
+    return True  # another process moved it first
+  shutil.rmtree(aside, ignore_errors=True)
+  return True
+
+
+def _legacy(path: str) -> bool:
+  """A complete entry of an older flip_jax: a manifest without digests."""
+  try:
+    manifest = read_json(os.path.join(path, MANIFEST))
+  except (OSError, ValueError):
+    return False
+  return isinstance(manifest, dict) and DIGESTS not in manifest
+
+
+def usable(path: str) -> bool:
+  """Whether `path` holds an intact entry to read.
+
+  An entry that is damaged (see `problem`), or a folder without a manifest,
+  is moved aside with a warning naming the file, so that the caller builds
+  the entry again (atomically, with `atomic_dir`); no entry: False.
+  """
+  if not os.path.exists(path):
+    return False
+  seen = _manifest_id(path)
+  if _legacy(path):
+    # Written before digests were recorded: trusted as it was then, and
+    # sealed now, so that damage from here on is caught.
+    logging.info("data cache: recording the digests of %s", path)
+    seal(path)
+    return True
+  why = problem(path)
+  if why is None:
+    return True
+  logging.warning("data cache: %s; rebuilding the entry %s", why, path)
+  if not _discard(path, seen):
+    return is_complete(path)  # another process rebuilt it meanwhile
+  return False
 
 
 @contextlib.contextmanager
@@ -61,7 +194,9 @@ def atomic_dir(final: str) -> Iterator[str]:
   """Yields a temp directory that becomes `final` on success.
 
   If `final` appeared meanwhile (another process won the race), the temp
-  directory is discarded and `final` is kept. On an exception the temp
+  directory is discarded and `final` is kept; a damaged `final` (see
+  `problem`) is replaced. The manifest, when the caller wrote one, is
+  sealed (`seal`) before publication. On an exception the temp
   directory is removed and nothing is published. Temp directories carry
   their writer's host and pid: a success removes the leftovers of crashed
   writers of the same key, never one whose writer is still running.
@@ -73,15 +208,24 @@ def atomic_dir(final: str) -> Iterator[str]:
       prefix=f"{base}{socket.gethostname()}-{os.getpid()}-", dir=parent)
   try:
     yield tmp
+    if os.path.isfile(os.path.join(tmp, MANIFEST)):
+      seal(tmp)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   try:
     os.replace(tmp, final)
   except OSError:
+    # `final` exists: another writer's entry (kept), or a damaged one (or a
+    # folder without a manifest), replaced by this one.
     if not is_complete(final):
-      shutil.rmtree(tmp, ignore_errors=True)
-      raise
+      _discard(final)
+      try:
+        os.replace(tmp, final)
+      except OSError:
+        if not is_complete(final):
+          shutil.rmtree(tmp, ignore_errors=True)
+          raise
     shutil.rmtree(tmp, ignore_errors=True)
   for name in os.listdir(parent):
     full = os.path.join(parent, name)
@@ -154,5 +298,6 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str):
-  """A cache JSON file; bad JSON raises a ValueError naming the file."""
-  return jsonio.read_json(path)
+  """A cache JSON file (an object); bad JSON raises a ValueError naming the
+  file."""
+  return jsonio.read_json(path, expect=dict)

@@ -193,21 +193,27 @@ class FeatureMap:
     """Reads `feature_map.json` (or a directory holding it), checking it."""
     if os.path.isdir(path):
       path = os.path.join(path, "feature_map.json")
-    d = jsonio.read_json(path)
+    d = jsonio.read_json(path, expect=dict)
     if d.get("format_version") != FORMAT_VERSION:
       raise ValueError(f"{path}: format_version {d.get('format_version')} "
                        f"!= {FORMAT_VERSION}")
-    fields = d["fields"]
-    meta = {k: v for k, v in d.items() if k not in (
-        "format_version", "num_fields", "num_features", "reserved_local_ids",
-        "fields", "counts_rows", "counts_sha256", "counts")}
-    fm = cls([x["name"] for x in fields], [x["display_name"] for x in fields],
-             [_obj(x["values"]) for x in fields],
-             np.asarray(d["counts"], np.int64), meta)
-    for x, o, s in zip(fields, fm.offsets, fm.vocab_sizes):
-      if x["offset"] != o or x["vocab_size"] != s:
-        raise ValueError(f"{path}: field {x['name']} offset/vocab_size "
-                         "disagree with its values list")
-    if counts_hash(fm.counts) != d["counts_sha256"]:
-      raise ValueError(f"{path}: counts do not match counts_sha256")
+    try:
+      fields = d["fields"]
+      meta = {k: v for k, v in d.items() if k not in (
+          "format_version", "num_fields", "num_features",
+          "reserved_local_ids", "fields", "counts_rows", "counts_sha256",
+          "counts")}
+      fm = cls([x["name"] for x in fields],
+               [x["display_name"] for x in fields],
+               [_obj(x["values"]) for x in fields],
+               np.asarray(d["counts"], np.int64), meta)
+      for x, o, s in zip(fields, fm.offsets, fm.vocab_sizes):
+        if x["offset"] != o or x["vocab_size"] != s:
+          raise ValueError(f"{path}: field {x['name']} offset/vocab_size "
+                           "disagree with its values list")
+      if counts_hash(fm.counts) != d["counts_sha256"]:
+        raise ValueError(f"{path}: counts do not match counts_sha256")
+    except (KeyError, TypeError, IndexError) as e:
+      raise ValueError(f"{path}: not a feature map (damaged? "
+                       f"{type(e).__name__}: {e})") from e
     return fm

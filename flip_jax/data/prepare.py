@@ -93,7 +93,7 @@ def _synthetic_dir(data_cfg, cache_root: str) -> str:
   spec = data_cfg.synthetic.to_dict()
   key = cache.fingerprint([], {"synthetic": spec, "v": PROCESSING_VERSION})
   final = os.path.join(cache_root, f"raw-synthetic-{key}")
-  if not cache.is_complete(final):
+  if not cache.usable(final):
     with cache.atomic_dir(final) as tmp:
       facts = synthetic.generate(tmp, **spec)
       cache.write_json(os.path.join(tmp, "manifest.json"), facts)
@@ -236,7 +236,7 @@ def load_dataset(data_cfg, cache_root: str) -> PreparedData:
     sources.load_raw(data_cfg, data_dir)
   key = cache.fingerprint(files, _key_config(data_cfg))
   cache_dir = os.path.join(cache_root, f"{data_cfg.dataset}-{key}")
-  if cache.is_complete(cache_dir):
+  if cache.usable(cache_dir):
     logging.info("data: reusing cache %s", cache_dir)
   else:
     logging.info("data: preparing %s from %s into %s", data_cfg.dataset,
@@ -277,7 +277,7 @@ def tokenize_dataset(prepared: PreparedData, tokenizer, max_length: int
   key = cache.fingerprint([], {"tokenizer": tokenize_lib.tokenizer_fingerprint(
       tokenizer), "max_length": max_length, "v": PROCESSING_VERSION})
   tok_dir = os.path.join(prepared.cache_dir, f"tok-{key}")
-  if not cache.is_complete(tok_dir):
+  if not cache.usable(tok_dir):
     with cache.atomic_dir(tok_dir) as tmp:
       all_stats = {}
       for name, cols in prepared.splits.items():

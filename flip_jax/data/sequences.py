@@ -281,7 +281,7 @@ def load_or_build(prepared, spec: SequenceSpec) -> SequenceStore:
   key = cache.fingerprint([], {"spec": dataclasses.asdict(spec),
                                "v": SEQ_VERSION})
   path = os.path.join(prepared.cache_dir, f"seq-{key}")
-  if not cache.is_complete(path):
+  if not cache.usable(path):
     store = build_store(prepared, spec)
     with cache.atomic_dir(path) as tmp:
       for k in _STORE_ARRAYS:
