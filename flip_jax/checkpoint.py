@@ -1,10 +1,12 @@
 """Orbax checkpoints and params-only init-from.
 
 Layout (STYLE.md 5): ``{workdir}/checkpoints/{step}/state/`` (the whole
-`TrainState` pytree) and ``{workdir}/checkpoints/{step}/data_iter/`` (the
-grain iterator position, one JSON file per process), written by ONE orbax
-`CheckpointManager`. Per run, ``config.json``, ``feature_map.json`` and
-``results.json`` are written with `flip_jax.jsonio.write_json_atomic`.
+`TrainState` pytree), ``{workdir}/checkpoints/{step}/data_iter/`` (the
+grain iterator position, one JSON file per process) and
+``{workdir}/checkpoints/{step}/digest/`` (the arrays' fingerprints), written
+by ONE orbax `CheckpointManager`. Per run, ``config.json``,
+``feature_map.json`` and ``results.json`` are written with
+`flip_jax.jsonio.write_json_atomic`.
 
 Init priority (which rule fires is logged by the trainer):
 
@@ -21,14 +23,23 @@ Init priority (which rule fires is logged by the trainer):
 Atomicity: orbax writes each step into a temporary directory and renames it
 once every item is complete, so a crash or SIGKILL mid-save leaves the
 previous step as the latest visible checkpoint. Leftover temporary
-directories are removed when the next `Checkpointer` opens the workdir. A
-checkpoint that is damaged anyway (truncated files, NaN params) is set
-aside on resume and the previous one used (`restore_latest_good`).
+directories are removed when the next `Checkpointer` opens the workdir.
+
+Damage: every restore is verified (`flip_jax.checkpoint_digest`); files
+that do not read back as written (truncated, changed bytes) or NaN params
+raise `CheckpointDamagedError`, one line naming the file. On resume such a
+checkpoint is set aside and the previous one used (`restore_latest_good`);
+when none is left, a rerun is refused rather than started from scratch.
+
+Failures (`flip_jax.checkpoint_guard`): a save into a read-only or full
+folder is refused up front; one that fails while writing ends the run with
+one line; both say which step is kept. Ctrl-C during a save stops the run
+once the save is complete.
 """
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
 
 import grain
 import jax
@@ -36,23 +47,27 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from flip_jax import checkpoint_digest
+from flip_jax import checkpoint_guard as guard
+from flip_jax import checkpoint_read as read
 from flip_jax.tree_paths import path_str
 
-CHECKPOINT_DIR = "checkpoints"
-STATE = "state"
-DATA_ITER = "data_iter"
-
+# pylint: disable=unused-import
+from flip_jax.checkpoint_guard import CheckpointDamagedError
+from flip_jax.checkpoint_guard import CheckpointError
+from flip_jax.checkpoint_guard import CheckpointMismatchError
+from flip_jax.checkpoint_read import CHECKPOINT_DIR
+from flip_jax.checkpoint_read import DATA_ITER
+from flip_jax.checkpoint_read import DIGEST
+from flip_jax.checkpoint_read import STATE
+from flip_jax.checkpoint_read import restore_model_state
+from flip_jax.checkpoint_read import restore_params
+from flip_jax.checkpoint_read import restore_variables
+# pylint: enable=unused-import
 
 DAMAGED_DIR = "damaged_checkpoints"
 
-
-class CheckpointError(RuntimeError):
-  """A checkpoint could not be saved, or no saved one can be restored."""
-
-
-def _handlers(state_handler) -> dict[str, Any]:
-  return {STATE: state_handler,
-          DATA_ITER: grain.checkpoint.CheckpointHandler()}
+guard.quiet_orbax_failures()
 
 
 class Checkpointer:
@@ -64,7 +79,8 @@ class Checkpointer:
     save_interval_steps: `save` without force only writes when step is a
       multiple of this.
     async_save: write in a background thread (call `wait_until_finished`
-      before reading the files or exiting; `close` does it).
+      before reading the files or exiting; `close` does it; a run that
+      stops on an exception still completes it at interpreter exit).
   """
 
   def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int | None,
@@ -89,11 +105,16 @@ class Checkpointer:
         cleanup_tmp_directories=True, create=True)
     self._mgr = ocp.CheckpointManager(
         self.directory, options=options,
-        item_handlers=_handlers(ocp.StandardCheckpointHandler()))
+        item_handlers=read.handlers(ocp.StandardCheckpointHandler()))
+    self._failed: CheckpointError | None = None
+    self._pending = None  # the step of the last save started
+    guard.finish_at_exit(self)
 
   def save(self, step: int, state, data_iter=None, *,
            force: bool = False) -> bool:
     """Saves `state` (and the iterator position) as `step`.
+
+    Ctrl-C meanwhile raises KeyboardInterrupt once the step is complete.
 
     Args:
       step: the step number (normally ``int(state.step)``).
@@ -104,52 +125,73 @@ class Checkpointer:
     Returns:
       True if a save was started; False off the interval, or if `step` is
       already saved (e.g. re-saving the step just restored).
+
+    Raises:
+      CheckpointError: the folder is read-only or full (nothing written), or
+        writing failed; the message says which step is kept.
     """
-    if int(step) in self._mgr.all_steps():
-      logging.warning("checkpoint: step %d already saved in %s; not "
-                      "overwriting", step, self.directory)
-      return False
-    items = {STATE: ocp.args.StandardSave(state)}
-    if data_iter is not None:
-      items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
-    self._probe_writable(step)
-    try:
-      saved = self._mgr.save(int(step), args=ocp.args.Composite(**items),
-                             force=force)
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"saving checkpoint step {step} to "
-                            f"{self.directory} failed: {e}") from e
-    if saved:
-      logging.info("checkpoint: saving step %d to %s", step, self.directory)
+    with guard.sigint_deferred(f"saving checkpoint step {step}") as ctrl_c:
+      self.wait_until_finished()  # an earlier async save's failure
+      if not force and not self._mgr.should_save(int(step)):
+        return False
+      if int(step) in self._mgr.all_steps():
+        logging.warning("checkpoint: step %d already saved in %s; not "
+                        "overwriting", step, self.directory)
+        return False
+      guard.check_storage(self.directory, step)
+      items = {STATE: ocp.args.StandardSave(state),
+               DIGEST: ocp.args.JsonSave(checkpoint_digest.digest(state))}
+      if data_iter is not None:
+        items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
+      self._pending = int(step)
+      try:
+        saved = self._mgr.save(int(step), args=ocp.args.Composite(**items),
+                               force=True)
+      except Exception as e:  # pylint: disable=broad-except
+        raise self._fail(e) from e
+      if saved:
+        logging.info("checkpoint: saving step %d to %s", step,
+                     self.directory)
+      if ctrl_c.received:  # stop only with the whole step on disk
+        self.wait_until_finished()
     return saved
 
-  def _probe_writable(self, step) -> None:
-    """Fails fast (one message, path and OS error) where a save cannot
-    write: a read-only or full filesystem would otherwise surface late,
-    buried in the async writer's tracebacks."""
-    probe = os.path.join(self.directory, f".write_probe.{os.getpid()}")
+  def _fail(self, e: BaseException) -> CheckpointError:
+    """The one-line error of a failed write; the manager is released now
+    (its threads and the failed write's tasks), not in interpreter
+    teardown, where they print tracebacks."""
+    self._failed = guard.save_failed(self.directory, self._pending, e)
+    guard.forget_at_exit(self)
     try:
-      with open(probe, "wb") as f:
-        f.write(b"0" * 4096)
-        f.flush()
-        os.fsync(f.fileno())
-      os.remove(probe)
-    except OSError as e:
-      raise CheckpointError(
-          f"cannot save checkpoint step {step}: {self.directory} is not "
-          f"writable ({e.strerror or e}); the last saved step "
-          f"{self.latest_step()} is intact") from e
+      self._mgr.close()
+    except Exception:  # pylint: disable=broad-except
+      pass  # the same failure, already reported
+    gc.collect()
+    guard.remove_partial(self.directory, self._pending)
+    return self._failed
+
+  def _check_usable(self) -> None:
+    if self._failed is not None:
+      raise CheckpointError(str(self._failed))
 
   def latest_step(self) -> int | None:
-    """The newest complete checkpoint step, or None."""
-    return self._mgr.latest_step()
+    """The newest complete checkpoint step, or None for a new run.
+
+    Raises:
+      CheckpointDamagedError: the run has checkpoints, but every one was
+        set aside as damaged: starting afresh would overwrite its metrics.
+    """
+    latest = self._mgr.latest_step()
+    if latest is None and self._damaged_steps():
+      raise CheckpointDamagedError(self._none_left_message())
+    return latest
 
   def all_steps(self) -> list[int]:
     """All complete checkpoint steps, ascending."""
     return sorted(self._mgr.all_steps())
 
   def restore(self, step: int, abstract_state, data_iter=None):
-    """Restores `step` onto the shardings of `abstract_state`.
+    """Restores `step` onto the shardings of `abstract_state`, verified.
 
     Args:
       step: a step from `all_steps`.
@@ -162,34 +204,50 @@ class Checkpointer:
 
     Returns:
       The restored state, with the structure of `abstract_state`.
+
+    Raises:
+      CheckpointDamagedError: files that do not read back as written.
+      CheckpointMismatchError: a leaf saved with another shape.
     """
     steps = self.all_steps()
     if step not in steps:
       raise FileNotFoundError(f"checkpoint step {step} not in "
                               f"{self.directory}; available: {steps}")
     _check_shardings(abstract_state)
-    meta = self._mgr.item_metadata(int(step))[STATE]
-    _check_saved_shapes(getattr(meta, "tree", meta), abstract_state,
-                        f"{self.directory}/{step}")
+    where = os.path.join(self.directory, str(step))
+    try:
+      meta = self._mgr.item_metadata(int(step))[STATE]
+    except Exception as e:  # pylint: disable=broad-except
+      raise read.damaged(where, e) from e
+    _check_saved_shapes(getattr(meta, "tree", meta), abstract_state, where)
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
-      if not os.path.isdir(os.path.join(self.directory, str(step),
-                                        DATA_ITER)):
+      if not os.path.isdir(os.path.join(where, DATA_ITER)):
         raise FileNotFoundError(f"checkpoint step {step} in {self.directory} "
                                 "has no data_iter item to restore")
       items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self._mgr.restore(int(step), args=ocp.args.Composite(**items))
+    if read.has_digest(where):
+      items[DIGEST] = ocp.args.JsonRestore()
+    try:
+      restored = self._mgr.restore(int(step),
+                                   args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except
+      raise read.damaged(where, e) from e
+    read.check_digest(restored[STATE], restored.get(DIGEST), where)
     logging.info("checkpoint: restored step %d from %s", step, self.directory)
     return restored[STATE]
 
   def restore_latest_good(self, abstract_state, data_iter=None):
     """Restores the newest checkpoint that is intact; (state, step).
 
-    A checkpoint that fails to restore (truncated or missing files) or
-    restores with non-finite params is damaged: it is moved, whole, to
-    ``<workdir>/damaged_checkpoints/<step>`` (never deleted), a warning names
-    it and the reason, and the previous one is tried. Raises CheckpointError
-    when none is usable.
+    A damaged checkpoint (`restore` raises CheckpointDamagedError, its
+    data_iter item is missing, or its params are not finite) is moved,
+    whole, to ``<workdir>/damaged_checkpoints/<step>`` (never deleted), a
+    warning names it and the reason, and the previous one is tried.
+
+    Raises:
+      CheckpointDamagedError: none is intact (every one was set aside); it
+        says what to do, and later reruns say the same (`latest_step`).
     """
     damaged = []
     for step in reversed(self.all_steps()):
@@ -197,24 +255,37 @@ class Checkpointer:
         state = self.restore(step, abstract_state, data_iter=data_iter)
         bad = non_finite_leaves(getattr(state, "params", state))
         if bad:
-          raise CheckpointError(f"non-finite values in {', '.join(bad[:5])}")
-        if damaged:
-          logging.warning("checkpoint: resumed from step %d; damaged "
-                          "checkpoints moved to %s: %s", step,
-                          self._damaged_dir(), "; ".join(damaged))
-        return state, step
-      except (CheckpointError, ValueError, OSError, KeyError) as e:
-        if isinstance(e, ValueError) and "shape" in str(e):
-          raise  # another model's checkpoint: not damage
-        reason = str(e).splitlines()[0][:300]
+          raise CheckpointDamagedError(
+              f"non-finite values in {', '.join(bad[:5])}")
+      except (CheckpointDamagedError, FileNotFoundError) as e:
+        reason = str(e).splitlines()[0].split(" is damaged: ", 1)[-1][:300]
         logging.warning("checkpoint %s/%d is damaged (%s); trying the "
                         "previous one", self.directory, step, reason)
         self._set_aside(step)
         damaged.append(f"step {step}: {reason}")
-    raise CheckpointError(
-        f"no usable checkpoint in {self.directory}"
-        + (f"; damaged ones were moved to {self._damaged_dir()}: "
-           + "; ".join(damaged) if damaged else ""))
+        continue
+      if damaged:
+        logging.warning("checkpoint: resumed from step %d; damaged "
+                        "checkpoints moved to %s: %s", step,
+                        self._damaged_dir(), "; ".join(damaged))
+      return state, step
+    raise CheckpointDamagedError(self._none_left_message(damaged))
+
+  def _none_left_message(self, damaged: list[str] | None = None) -> str:
+    names = self._damaged_steps()
+    why = f" ({damaged[0]})" if damaged else ""
+    return (f"no usable checkpoint in {self.directory}: every one is "
+            f"damaged{why} and was moved to {self._damaged_dir()} (steps "
+            f"{', '.join(names[:8])}); not starting from scratch over this "
+            "run's results: restore the checkpoints from a backup, or delete "
+            f"{self._damaged_dir()} (or use a new --workdir) to train again "
+            "from the start")
+
+  def _damaged_steps(self) -> list[str]:
+    try:
+      return sorted(os.listdir(self._damaged_dir()))
+    except OSError:
+      return []
 
   def _damaged_dir(self) -> str:
     return os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
@@ -230,16 +301,25 @@ class Checkpointer:
     self._mgr.reload()
 
   def wait_until_finished(self) -> None:
-    """Blocks until a pending async save is committed."""
-    try:
-      self._mgr.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"saving a checkpoint to {self.directory} "
-                            f"failed: {e}") from e
+    """Blocks until a pending async save is committed (Ctrl-C meanwhile
+    raises KeyboardInterrupt once it is).
+
+    Raises:
+      CheckpointError: that save failed; it says which step is kept.
+    """
+    self._check_usable()
+    with guard.sigint_deferred("writing a checkpoint"):
+      try:
+        self._mgr.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        raise self._fail(e) from e
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""
-    self._mgr.wait_until_finished()
+    if self._failed is not None:
+      return  # released when the save failed
+    self.wait_until_finished()
+    guard.forget_at_exit(self)
     self._mgr.close()
 
   def __enter__(self) -> "Checkpointer":
@@ -292,88 +372,9 @@ def _check_saved_shapes(saved_tree, abstract_state, where: str) -> None:
       hint = (" (the run's PRNG key data: it was started with another "
               "config.prng_impl)" if name == "rng" else
               " (the model or data config differs from the run that wrote it)")
-      raise ValueError(f"checkpoint {where}: {name!r} was saved with shape "
-                       f"{tuple(got)}, this run expects {want}{hint}")
-
-
-def restore_params(init_from_workdir: str | os.PathLike, *,
-                   step: int | None = None) -> dict:
-  """Loads only the ``params`` subtree of a run's checkpoint, as numpy.
-
-  The optimiser structure of that run is not needed: only the params are
-  read (partial restore against the saved metadata).
-
-  Args:
-    init_from_workdir: the (pretraining) run directory.
-    step: the step to load; None = the latest complete one.
-
-  Returns:
-    Nested dict of numpy arrays.
-  """
-  return _restore_entry(init_from_workdir, "params", step=step, required=True)
-
-
-def restore_model_state(init_from_workdir: str | os.PathLike, *,
-                        step: int | None = None) -> dict:
-  """Loads the ``model_state`` subtree (e.g. BatchNorm statistics), as numpy.
-
-  Same rules as `restore_params`; ``{}`` where the run keeps none (or the
-  checkpoint predates the field, or holds params only).
-  """
-  return _restore_entry(init_from_workdir, "model_state", step=step,
-                        required=False)
-
-
-def restore_variables(workdir: str | os.PathLike, *,
-                      step: int | None = None) -> dict:
-  """Loads a checkpoint that holds a variables dict (``{'params': ...,
-  'batch_stats': ...}``, as finetuning's ``best/`` does), as numpy."""
-  return _restore_entry(workdir, None, step=step, required=True)
-
-
-def _restore_entry(workdir, key: str | None, *, step: int | None,
-                   required: bool):
-  """One top-level entry (None: all) of a checkpoint's state as numpy."""
-  what = "init_from" if key else "checkpoint"  # the prefix of messages
-  directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"{what}: no checkpoint directory {directory}")
-  mgr = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers=_handlers(ocp.PyTreeCheckpointHandler()))
-  try:
-    steps = sorted(mgr.all_steps())
-    if not steps:
-      raise FileNotFoundError(f"{what}: no complete checkpoint in "
-                              f"{directory}")
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise FileNotFoundError(f"{what}: step {step} not in {directory}; "
-                              f"available: {steps}")
-    meta = mgr.item_metadata(step)[STATE]
-    tree = None if meta is None else meta.tree
-    if not isinstance(tree, dict) or (key is not None and key not in tree):
-      if required or not isinstance(tree, dict):
-        raise ValueError(f"{what}: checkpoint {directory}/{step}/state has "
-                         f"no {key or 'state'!r} entry")
-      return {}
-    meta = tree if key is None else tree[key]
-    if not jax.tree.leaves(meta):
-      return {}
-    item = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
-    rargs = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray),
-                         meta)
-    if key is not None:  # partial restore of one entry
-      item, rargs = {key: item}, {key: rargs}
-    out = mgr.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.PyTreeRestore(item=item, restore_args=rargs,
-                                      partial_restore=key is not None)}))
-  finally:
-    mgr.close()
-  logging.info("%s: loaded %s of step %d from %s", what, key or "the state",
-               step, directory)
-  return out[STATE] if key is None else out[STATE][key]
+      raise CheckpointMismatchError(
+          f"checkpoint {where}: {name!r} was saved with shape "
+          f"{tuple(got)}, this run expects {want}{hint}")
 
 
 def init_rule(checkpointer: Checkpointer, init_from: str | None) -> str:

@@ -16,10 +16,12 @@ weights:
 
 The write is atomic: everything goes to a temporary sibling folder that is
 renamed onto `out_dir` at the end. Every export holds `EXPORT_MARKER`
-(`flip_jax_export.json`); an existing `out_dir` is replaced only when it is
-an earlier export (it has the marker) or an empty folder. Anything else (a
-file, a folder of other files, a protected folder such as the run's own
-workdir) is refused with `ExportDestinationError` before any work
+(`flip_jax_export.json`), which lists the files the export wrote; an
+existing `out_dir` is replaced only when it is an empty folder or an earlier
+export holding nothing else (a workflow's ``check.json`` aside). Anything
+else (a file, a folder of other files, an earlier export to which files were
+added, a protected folder such as the run's own workdir) is refused with
+`ExportDestinationError` naming what is in the way, before any work
 (`check_destination`), so an export never deletes what it did not write.
 """
 from __future__ import annotations
@@ -109,32 +111,98 @@ def to_hf_tensors(config: PLMConfig, params, *, mlm_head_params=None,
   return out
 
 
-# Written into every export folder; `replace_dir` replaces only folders
-# that hold it (or empty ones).
+# Written into every export folder, with the list of the files the export
+# wrote (`files`); `replace_dir` replaces only folders that hold it (or empty
+# ones), and only while they hold nothing else.
 EXPORT_MARKER = "flip_jax_export.json"
 _MARKER_FORMAT = "flip_jax_export"
+_MARKER_VERSION = 2
+# Written next to an export by the workflows (its parity record).
+_RECORDS = frozenset({"check.json"})
+# What exports wrote before the marker listed its files (version 1): HF
+# model and tokenizer files, the finetuned exports' files, and `plm/`.
+_HF_NAMES = frozenset({
+    "config.json", "model.safetensors", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model",
+    "sentencepiece.bpe.model", EXPORT_MARKER})
+_V1_NAMES = _HF_NAMES | _RECORDS | {
+    "flip_ctr.json", "ctr_model.safetensors", "feature_map.json",
+    "clickprompt.json", "clickprompt_model.safetensors"}
+_V1_PLM_DIR = "plm"
 
 
 class ExportDestinationError(ValueError):
   """An export destination that must not be replaced; names the path."""
 
 
+def _files_under(folder: pathlib.Path) -> list[str]:
+  return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                if not p.is_dir() or p.is_symlink())
+
+
 def write_marker(folder: pathlib.Path, kind: str) -> None:
-  """Marks `folder` as a flip_jax export of `kind` (see EXPORT_MARKER)."""
-  (pathlib.Path(folder) / EXPORT_MARKER).write_text(json.dumps(
-      {"format": _MARKER_FORMAT, "kind": kind, "version": 1}, indent=2)
-                                                    + "\n")
+  """Marks `folder` as a flip_jax export of `kind` (see EXPORT_MARKER),
+  listing every file already in it: call it once the export is written."""
+  folder = pathlib.Path(folder)
+  (folder / EXPORT_MARKER).write_text(json.dumps(
+      {"format": _MARKER_FORMAT, "kind": kind, "version": _MARKER_VERSION,
+       "files": [f for f in _files_under(folder) if f != EXPORT_MARKER]},
+      indent=2) + "\n")
+
+
+def _read_marker(folder) -> dict | None:
+  marker = pathlib.Path(folder) / EXPORT_MARKER
+  if not marker.is_file():
+    return None
+  try:
+    data = json.loads(marker.read_text())
+  except (OSError, ValueError):
+    return None
+  if not isinstance(data, dict) or data.get("format") != _MARKER_FORMAT:
+    return None
+  return data
 
 
 def is_export(folder) -> bool:
   """True when `folder` holds a flip_jax export marker."""
-  marker = pathlib.Path(folder) / EXPORT_MARKER
-  if not marker.is_file():
-    return False
-  try:
-    return json.loads(marker.read_text()).get("format") == _MARKER_FORMAT
-  except (OSError, ValueError, AttributeError):
-    return False
+  return _read_marker(folder) is not None
+
+
+def foreign_entries(folder) -> list[str]:
+  """Entries of an earlier export that the export did not write (a user's
+  notes, a folder of results), relative to `folder`; a folder is named once.
+
+  The marker's file list says what the export wrote; a marker written
+  before the list existed is matched by the names exports used then.
+  """
+  folder = pathlib.Path(folder)
+  marker = _read_marker(folder) or {}
+  files = marker.get("files")
+  if not isinstance(files, list):
+    return _foreign_v1(folder)
+  owned = set(files) | {EXPORT_MARKER} | _RECORDS
+  dirs = {str(parent) for f in owned for parent in pathlib.PurePath(f).parents}
+  out = []
+  for path in sorted(folder.rglob("*")):
+    rel = str(path.relative_to(folder))
+    if any(rel.startswith(f + os.sep) for f in out):
+      continue  # inside a foreign folder already named
+    is_dir = path.is_dir() and not path.is_symlink()
+    if (rel not in dirs) if is_dir else (rel not in owned):
+      out.append(rel)
+  return out
+
+
+def _foreign_v1(folder: pathlib.Path) -> list[str]:
+  out = []
+  for path in sorted(folder.iterdir()):
+    if path.name == _V1_PLM_DIR and path.is_dir() and not path.is_symlink():
+      out += [f"{_V1_PLM_DIR}/{p.name}" for p in sorted(path.iterdir())
+              if p.name not in _HF_NAMES or p.is_dir()]
+    elif path.name not in _V1_NAMES or path.is_dir():
+      out.append(path.name)
+  return out
 
 
 def check_destination(out_dir, *, protect: Mapping[str, Any] | None = None,
@@ -143,7 +211,8 @@ def check_destination(out_dir, *, protect: Mapping[str, Any] | None = None,
 
   Allowed: a path that does not exist yet (its parent folders are created),
   an empty folder, or an earlier export (`is_export`, or `legacy(path)`
-  for exports written before the marker existed).
+  for exports written before the marker existed) that holds only what the
+  export wrote (`foreign_entries`: anything added to it is named).
 
   Args:
     out_dir: the destination.
@@ -187,6 +256,13 @@ def check_destination(out_dir, *, protect: Mapping[str, Any] | None = None,
           f"(no {EXPORT_MARKER}) and holds {listing[:8]}"
           f"{' ...' if len(listing) > 8 else ''}; choose a new or empty "
           "folder")
+    foreign = foreign_entries(out) if is_export(out) else []
+    if foreign:
+      raise ExportDestinationError(
+          f"export: refusing to replace {out}: it is an earlier export, but "
+          f"holds files the export did not write: {foreign[:8]}"
+          f"{' ...' if len(foreign) > 8 else ''}; move them out of the "
+          "folder, or choose a new or empty folder")
   return out
 
 

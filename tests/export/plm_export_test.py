@@ -134,6 +134,7 @@ def test_export_is_atomic_and_accepts_boxed_bf16_params(tmp_path):
   dest = tmp_path / "dest"
   hf_export.export_hf(cfg, boxed, dest)
   (dest / "stale.txt").write_text("left in an earlier export")
+  hf_export.write_marker(dest, "hf_plm")  # listed: the export wrote it
   hf_export.export_hf(cfg, boxed, dest)  # replaces its own earlier export
   assert sorted(p.name for p in dest.iterdir()) == [
       "config.json", "flip_jax_export.json", "model.safetensors"]

@@ -189,10 +189,16 @@ def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
                      match="not an earlier export"):
     finetuned.export_model(ft_cfg, params, other)
   assert [p.name for p in other.iterdir()] == ["stale.txt"]
-  # An earlier export is replaced as a whole (its stray files go too).
+  # An earlier export is replaced as a whole (the files it wrote go too);
+  # one holding a file it did not write is refused, the file kept.
   out = tmp_path / "export"
   finetuned.export_model(ft_cfg, params, out)
   (out / "stale.txt").write_text("old")
+  with pytest.raises(hf_export.ExportDestinationError,
+                     match=r"did not write: \['stale.txt'\]"):
+    finetuned.export_model(ft_cfg, params, out)
+  assert (out / "stale.txt").read_text() == "old"
+  hf_export.write_marker(out, "flip_ctr")  # as if the export had written it
   finetuned.export_model(ft_cfg, params, out)
   assert not (out / "stale.txt").exists()
   bad = {"params": dict(params["params"])}
