@@ -115,3 +115,18 @@ def test_claims_carry_the_smaller_share_and_the_table_shows_it(tmp_path):
   assert v["p_sign_flip"] == pytest.approx(0.25)
   line = next(x for x in report.claims(rows) if x.startswith("- FLIP_ID"))
   assert "sign-flip p = 0.250" in line and "at 8.3 % of the official" in line
+
+
+def test_alpha_variant_config():
+  from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
+  cfg = flip_finetune.get_config("preset=full,mode=joint,alpha=sigmoid")
+  assert cfg.finetune.alpha_param == "sigmoid"
+  assert cfg.optim.param_groups[0] == (
+      r"^alpha$", flip_finetune.ALPHA_SIGMOID_LR[True])
+  official_cfg = flip_finetune.get_config("preset=full,mode=joint")
+  assert official_cfg.finetune.alpha_param == "raw"
+  assert all(r != r"^alpha$" for r, _ in official_cfg.optim.param_groups)
+  # Official patience counts epochs in the full preset.
+  assert official_cfg.train.patience_unit == "epochs"
+  with pytest.raises(ValueError, match="alpha"):
+    flip_finetune.get_config("mode=id,alpha=sigmoid")

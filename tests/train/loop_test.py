@@ -316,6 +316,9 @@ def test_old_layout_config_json_still_loads(tiny_bert_dir, cache_dir,
   with open(tmp_path / "config.json", "w") as f:
     json.dump(old, f)
   up = config_compat.upgrade(old)
+  # Old layouts counted patience in evaluations (the field came later).
+  assert up["train"].pop("patience_unit") == "evals"
+  assert new["train"].pop("patience_unit") == "epochs"
   for section in ("task", "train", "loss", "ckpt", "finetune"):
     assert up[section] == new[section], section
 
@@ -339,8 +342,10 @@ def test_old_layout_config_json_still_loads(tiny_bert_dir, cache_dir,
 def test_eval_every_steps_is_an_interval_or_evaluations_per_epoch(every,
                                                                   expected):
   cfg = mlc.ConfigDict({"train": {"batch_size": 4, "num_epochs": 2,
-                                  "max_steps": -1,
+                                  "max_steps": -1, "patience": 3,
+                                  "patience_unit": "evals",
                                   "eval_every_steps": every}})
   s = loop.schedule(cfg, num_rows=100)  # 25 steps per epoch
   assert s == {"steps_per_epoch": 25, "total_steps": 50,
-               "eval_every": expected}
+               "eval_every": expected, "train_rows": 100, "batch_size": 4,
+               "patience_evals": 3}

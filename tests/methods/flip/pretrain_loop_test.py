@@ -82,8 +82,13 @@ def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
     last = np.mean([r[key] for r in recs[-2:]])
     assert last < first, (key, first, last)
   assert all(k in recs[-1] for k in ("train/loss", "examples_per_sec"))
-  for name in ("config.json", "feature_map.json"):
+  for name in ("config.json", "feature_map.json", "schedule.json"):
     assert (full / name).exists()
+  # ICL on the fixed held-out batch in eval mode at every log step; its
+  # rows are the config's heldout_rows (chance = 1 / rows).
+  assert all("heldout/icl_acc" in r for r in recs)
+  assert 1 < recs[-1]["heldout/icl_rows"] <= cfg.pretrain.heldout_rows
+  assert 0.0 <= recs[-1]["heldout/icl_acc"] <= 1.0
 
   # Interrupted after step 10, then the same command again: identical params.
   part = tmp_path / "part"
