@@ -33,6 +33,7 @@ import jax
 
 from experiments import budget
 from experiments import report
+from experiments import run_identity
 from experiments import workflow
 from flip_jax import jsonio
 
@@ -112,6 +113,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   workflow.check_overrides(overrides, [
       pretrain_config(*args, {}),
       finetune_config(*args, "prefix_add", "", {})])
+  run_identity.claim(workdir, "clickprompt", locals())  # before any stage
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
   if "prepare" in stages:
     cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,

@@ -25,9 +25,11 @@ encoder and PyTorch on a padded batch.
 (e.g. for exporting trained runs from a workdir).
 
 `--out` must be a new path, an empty folder or an earlier export (it holds
-`flip_jax_export.json`, written into every export); a file, a folder of
-other files, the run's `--workdir` (or a folder inside it) and the `--plm`
-folder are refused before anything is loaded. Errors print one line
+`flip_jax_export.json`, written into every export with the list of its
+files); a file, a folder of other files, an earlier export to which files
+were added (they are named: move them out first), the run's `--workdir` (or
+a folder inside it) and the `--plm` folder are refused before anything is
+loaded. Errors print one line
 (`error: ...`, exit 1); `--verbosity=1` adds the traceback.
 """
 from __future__ import annotations
@@ -154,20 +156,16 @@ def main(argv):
   if _WORKDIR.value:
     if _PLM.value or not _OUT.value:
       raise app.UsageError("--workdir needs --out and excludes --plm")
-    from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
-    if not os.path.isdir(_WORKDIR.value):
-      raise FileNotFoundError(f"--workdir {_WORKDIR.value}: not a folder "
-                              "(expected a finetuning run)")
-    # Before anything is loaded: --out must be new, empty or an earlier
-    # export, and not the run's workdir (hf_export.check_destination).
-    finetuned.check_destination(_OUT.value, _WORKDIR.value)
     # pylint: disable=g-import-not-at-top
-    from flip_jax import jsonio
     from flip_jax import methods
-    from flip_jax.train import config_compat
+    from flip_jax.methods.flip import export as finetuned
+    from flip_jax.train import finished
     # pylint: enable=g-import-not-at-top
-    task = config_compat.upgrade(jsonio.read_json(
-        os.path.join(_WORKDIR.value, "config.json")))["task"]
+    # Before anything is loaded: --out must be new, empty or an earlier
+    # export, and not the run's workdir (hf_export.check_destination);
+    # --workdir a finished finetuning run (else one line saying what it is).
+    finetuned.check_destination(_OUT.value, _WORKDIR.value)
+    task = finished.require(_WORKDIR.value)["task"]
     if task == "flip_finetune":
       diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
                                         check=_CHECK.value,

@@ -38,19 +38,12 @@ def check_args(workdir: str, out: str, batch_size: int) -> str:
   """Validates the arguments before any work; returns the output format.
 
   Raises:
-    NotADirectoryError / FileNotFoundError / ValueError: naming the flag.
+    finished.NotAFinishedRunError: --workdir is not a finished finetuning
+      run (saying what it is and what to give instead).
+    NotADirectoryError / ValueError ...: --out or --batch_size, named.
   """
-  if not os.path.isdir(workdir):
-    if os.path.exists(workdir):
-      raise NotADirectoryError(f"--workdir {workdir} is a file, not a "
-                               "finetuning run folder")
-    raise FileNotFoundError(f"--workdir {workdir} does not exist")
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a "
-                            "finetuning run?)")
-  from flip_jax import jsonio  # pylint: disable=g-import-not-at-top
-  launch.check_plm_folder(jsonio.read_json(os.path.join(workdir,
-                                                        "config.json")))
+  from flip_jax.train import finished  # pylint: disable=g-import-not-at-top
+  launch.check_plm_folder(finished.require(workdir))
   if batch_size <= 0:
     raise ValueError(f"--batch_size {batch_size} must be positive")
   if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Tasks whose finished runs score_splits can rebuild (FLIP's loader).
+SCORABLE = ("flip_finetune",)
+
 
 def score_splits(workdir: str, splits, *, batch_size: int = 256,
                  data_overrides: dict | None = None
@@ -23,8 +26,13 @@ def score_splits(workdir: str, splits, *, batch_size: int = 256,
   from flip_jax.data import prepare
   from flip_jax.methods.flip import finetune
   from flip_jax.train import evaluate as eval_lib
+  from flip_jax.train import finished
   from flip_jax.train import runtime
   # pylint: enable=g-import-not-at-top
+  task_name = finished.require(workdir, flag=None)["task"]
+  if task_name not in SCORABLE:
+    raise ValueError(f"{workdir} is a finished {task_name} run; scoring "
+                     f"rebuilds {', '.join(SCORABLE)} runs only so far")
   config, model, variables, tokenizer, prepared = finetune.load_finetuned(
       workdir, data_overrides=data_overrides)
   if tokenizer is not None:

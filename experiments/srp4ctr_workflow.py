@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from experiments import report
+from experiments import run_identity
 from experiments import workflow
 from flip_jax import jsonio
 
@@ -108,6 +109,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
                       overrides={}),
       ctr_config(**args, cache_dir="", ctr=ctr, seed=seeds[0],
                  stage="srp4ctr", pretrained="", overrides={})])
+  run_identity.claim(workdir, "srp4ctr", locals())  # before any stage
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
   args.update(cache_dir=cache_dir)
   log = workflow.StageLog(workdir)

@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections.config_flags import config_flags
 
 from experiments import config_errors
+from experiments import run_identity
 from flip_jax import jsonio
 
 PHASES = ("pretrain", "finetune")
@@ -216,6 +217,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
       pretrain_config(dataset, data_dir, "", ctr, plm, preset, seeds[0], {}),
       finetune_config(dataset, data_dir, "", ctr, plm, preset, seeds[0],
                       "joint", "", {})])
+  run_identity.claim(workdir, "flip", locals())  # before any stage writes
   data_overrides = {k: v for k, v in overrides.items()
                     if k.rpartition(":")[2].startswith("data.")}
   # One processed-data cache for every stage and seed of the run.

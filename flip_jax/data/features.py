@@ -217,3 +217,30 @@ class FeatureMap:
       raise ValueError(f"{path}: not a feature map (damaged? "
                        f"{type(e).__name__}: {e})") from e
     return fm
+
+
+def first_difference(expected: FeatureMap, actual: FeatureMap) -> str | None:
+  """Where ``actual`` first departs from ``expected``, or None if the same.
+
+  Id for id: the field names, then field by field its vocabulary size, its
+  values (a renamed user keeps the size but moves ids) and its feature
+  counts (the same values counted over other rows). The phrase names the
+  first field that differs.
+  """
+  names_a, names_b = list(expected.field_names), list(actual.field_names)
+  if names_a != names_b:
+    return f"fields {names_a} vs {names_b}"
+  for f, name in enumerate(names_a):
+    size_a, size_b = int(expected.vocab_sizes[f]), int(actual.vocab_sizes[f])
+    if size_a != size_b:
+      return f"field {name!r}: vocabulary of {size_a} ids vs {size_b}"
+    values_a = [str(v) for v in expected.vocabs[f]]
+    values_b = [str(v) for v in actual.vocabs[f]]
+    if values_a != values_b:
+      k = next(i for i, (a, b) in enumerate(zip(values_a, values_b)) if a != b)
+      return (f"field {name!r}: id {k + NUM_RESERVED} is {values_a[k]!r} vs "
+              f"{values_b[k]!r}")
+    lo, hi = int(expected.offsets[f]), int(expected.offsets[f]) + size_a
+    if not np.array_equal(expected.counts[lo:hi], actual.counts[lo:hi]):
+      return f"field {name!r}: the feature counts differ (other rows counted)"
+  return None

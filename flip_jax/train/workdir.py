@@ -8,7 +8,8 @@
 * ``check_rerun``: a rerun on a workdir that already has checkpoints or
   results compares its config with the workdir's ``config.json`` *before
   anything is written*, and refuses when a field that defines the run
-  differs (the dataset, the mode, the model ...), naming every such field.
+  differs (the dataset, the mode, the model ...), naming every such field,
+  or when that ``config.json`` is missing.
   The fields in ``MAY_CHANGE`` (run length, cadence, I/O, sharding) may
   change on resume; changing them is logged.
 """
@@ -133,8 +134,13 @@ def config_differences(old: dict, new: dict) -> tuple[list[str], list[str]]:
 def check_rerun(config, workdir: str) -> None:
   """Refuses a rerun whose config redefines the workdir's run (module doc)."""
   path = os.path.join(workdir, "config.json")
-  if not (os.path.exists(path) and has_run_state(workdir)):
+  if not has_run_state(workdir):
     return
+  if not os.path.exists(path):
+    raise ConfigMismatchError(
+        f"{workdir} holds checkpoints or results but no config.json "
+        "(deleted?), so a rerun cannot be checked against the run it "
+        "would continue; restore its config.json, or use a new --workdir")
   old = jsonio.read_json(path, expect=dict)
   new = json.loads(config.to_json_best_effort())
   fixed, changed = config_differences(old, new)

@@ -18,6 +18,7 @@ from experiments import predict
 from flip_jax import jsonio
 from flip_jax.data import rawio
 from flip_jax.data import synthetic
+from flip_jax.train import finished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -81,6 +82,13 @@ def test_pretrain_plm_folder_without_tokenizer(tmp_path):
                          "no tokenizer files")
 
 
+def _finished_run_folder(run):
+  """The files by which a folder reads as a finished finetuning run."""
+  (run / "best" / "checkpoints" / "1").mkdir(parents=True)
+  (run / "config.json").write_text('{"task": "flip_finetune"}')
+  (run / "results.json").write_text("{}")
+
+
 def test_predict_validates_arguments_before_work(tmp_path):
   afile = tmp_path / "afile"
   afile.write_text("x")
@@ -90,7 +98,7 @@ def test_predict_validates_arguments_before_work(tmp_path):
                  "run folder"
   run = tmp_path / "run"
   run.mkdir()
-  (run / "config.json").write_text("{}")
+  _finished_run_folder(run)
   out_dir = tmp_path / "outdir"
   out_dir.mkdir()
   line = _one_error(_run("predict", f"--workdir={run}", f"--out={out_dir}"))
@@ -102,9 +110,9 @@ def test_predict_validates_arguments_before_work(tmp_path):
 def test_predict_check_args_unit(tmp_path):
   run = tmp_path / "run"
   run.mkdir()
-  with pytest.raises(FileNotFoundError, match="no config.json"):
+  with pytest.raises(finished.NotAFinishedRunError, match="no config.json"):
     predict.check_args(str(run), str(tmp_path / "p.csv"), 8)
-  (run / "config.json").write_text("{}")
+  _finished_run_folder(run)
   assert predict.check_args(str(run), str(tmp_path / "a/b/p.csv"), 8) == "csv"
   assert predict.check_args(str(run), str(tmp_path / "p.parquet"), 8) == \
       "parquet"

@@ -22,14 +22,14 @@ import numpy as np
 from absl import logging
 
 from flip_jax import checkpoint
-from flip_jax import jsonio
 from flip_jax import losses
-from flip_jax.data import features
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.flip import finetune as flip_finetune
+from flip_jax.train import finished
+from flip_jax.train import model_record
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -76,6 +76,9 @@ class ClickPromptFinetuneTask(task_lib.Task):
     fm = prepared.feature_map
     if config.ckpt.init_from:
       flip_finetune.check_init_from_feature_map(config.ckpt.init_from, fm)
+    model_record.pin(workdir, {"model": self.model_cfg,
+                               "clickprompt": self.cp_cfg},
+                     config.ckpt.init_from)
     extra = {"prepared": prepared}
     splits = prepared.splits
     if self.uses_plm:
@@ -172,23 +175,23 @@ class ClickPromptFinetuneTask(task_lib.Task):
 def load_finetuned(workdir: str):
   """Rebuilds a finetuned ClickPrompt model and its best variables.
 
+  The architecture is the run's own ``model.json`` (``model_record``), never
+  its PA-MLM run's current config (older runs: that, with a warning).
+
   Returns:
     (config, model, variables (host numpy), tokenizer or None, prepared).
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir}: no config.json (not a finetune run?)")
-  config = mlc.ConfigDict(jsonio.read_json(path))
+  config = mlc.ConfigDict(finished.require(workdir, flag=None))
   if config.task != ClickPromptFinetuneTask.name:
     raise ValueError(f"{workdir}: a {config.task!r} run, not "
                      f"{ClickPromptFinetuneTask.name}")
-  model_cfg, cp_cfg = common.resolve_sections(config)
+  stored = model_record.load(workdir)
+  model_cfg, cp_cfg = ((mlc.ConfigDict(stored["model"]),
+                        mlc.ConfigDict(stored["clickprompt"])) if stored
+                       else common.resolve_sections(config))
   prepared = prepare.load_dataset(
       config.data, prepare.default_cache_root(config.data, workdir))
-  saved_fm = features.FeatureMap.load(os.path.join(workdir, "feature_map.json"))
-  if saved_fm.num_features != prepared.feature_map.num_features:
-    raise ValueError(f"{workdir}: feature map of the data differs from the "
-                     "run's feature_map.json")
+  finished.check_feature_map(workdir, prepared.feature_map)
   mode = config.finetune.mode
   tokenizer = plm_config = None
   if model_lib.MODES[mode][1]:

@@ -27,6 +27,8 @@ from flip_jax.methods.flip import common
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import config_compat
+from flip_jax.train import finished
+from flip_jax.train import model_record
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -80,25 +82,17 @@ def check_init_from_feature_map(init_from: str, feature_map) -> None:
   """The pretraining run's feature map must be this data's, id for id.
 
   Equal sizes are not enough (another subsample or split can give the same
-  number of features with other ids): the field names, the vocabularies'
-  sizes and the digest of the feature counts must all agree, so that no id
-  silently maps to another embedding row.
+  number of features with other ids): the field names, each field's
+  vocabulary and its feature counts must all agree
+  (``features.first_difference``), so that no id silently maps to another
+  embedding row.
   """
   path = os.path.join(init_from, "feature_map.json")
-  pre_fm = features.FeatureMap.load(path)
-  diffs = []
-  if list(pre_fm.field_names) != list(feature_map.field_names):
-    diffs.append(f"fields {list(pre_fm.field_names)} vs "
-                 f"{list(feature_map.field_names)}")
-  elif list(pre_fm.vocab_sizes) != list(feature_map.vocab_sizes):
-    diffs.append(f"vocabulary sizes {list(pre_fm.vocab_sizes)} vs "
-                 f"{list(feature_map.vocab_sizes)}")
-  elif (features.counts_hash(pre_fm.counts)
-        != features.counts_hash(feature_map.counts)):
-    diffs.append("the feature-count digests differ (other rows counted)")
-  if diffs:
+  diff = features.first_difference(features.FeatureMap.load(path),
+                                   feature_map)
+  if diff:
     raise ValueError(
-        f"init_from: {path} does not match this run's data ({diffs[0]}); "
+        f"init_from: {path} does not match this run's data ({diff}); "
         "finetune on the dataset and data config the run was pretrained on")
 
 
@@ -129,6 +123,7 @@ class FlipFinetuneTask(task_lib.Task):
     fm = prepared.feature_map
     if config.ckpt.init_from:
       check_init_from_feature_map(config.ckpt.init_from, fm)
+    model_record.pin(workdir, {"model": self.model_cfg}, config.ckpt.init_from)
     extra = {"prepared": prepared}
     if self.mode in ("plm", "joint"):
       plm_module, plm_params, tokenizer = common.load_plm(self.model_cfg)
@@ -235,27 +230,32 @@ class FlipFinetuneTask(task_lib.Task):
 def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
   """Rebuilds a finetuned model and its best params from a workdir.
 
+  The architecture is the run's own ``model.json`` (``model_record``), never
+  its ``ckpt.init_from`` run's current config (older runs without it fall
+  back to that, with a warning).
+
   Args:
-    workdir: a finetuning run directory (config.json, best/ checkpoint).
-    data_overrides: data config fields to replace (e.g. dataset, data_dir).
+    workdir: a finished finetuning run (config.json, model.json, best/).
+    data_overrides: data config fields to replace (e.g. dataset, data_dir);
+      the data's vocabulary must still be the run's, field by field.
 
   Returns:
     (config, model, variables (host numpy ``{'params': ...}``, plus
     ``batch_stats`` for a BatchNorm backbone), tokenizer or None, prepared).
+    The config stands alone: its ``model`` section is the architecture
+    trained and its ``ckpt.init_from`` is cleared (a task built from it
+    reads no other run).
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir}: no config.json (not a finetune run?)")
-  config = mlc.ConfigDict(config_compat.upgrade(jsonio.read_json(path)))
+  config = mlc.ConfigDict(finished.require(workdir, flag=None))
   for k, v in (data_overrides or {}).items():
     config.data[k] = v
-  model_cfg = resolve_model_config(config)
+  stored = model_record.load(workdir)
+  model_cfg = (mlc.ConfigDict(stored["model"]) if stored
+               else resolve_model_config(config))
+  config.model, config.ckpt.init_from = model_cfg, ""
   prepared = prepare.load_dataset(
       config.data, prepare.default_cache_root(config.data, workdir))
-  saved_fm = features.FeatureMap.load(os.path.join(workdir, "feature_map.json"))
-  if saved_fm.num_features != prepared.feature_map.num_features:
-    raise ValueError(f"{workdir}: feature map of the data differs from the "
-                     "run's feature_map.json")
+  finished.check_feature_map(workdir, prepared.feature_map)
   tokenizer = plm_config = None
   if config.finetune.mode in ("plm", "joint"):
     plm_module, _, tokenizer = common.load_plm(model_cfg)

@@ -33,6 +33,7 @@ from flip_jax.methods.srp4ctr import layers
 from flip_jax.methods.srp4ctr import model as model_lib
 from flip_jax.methods.srp4ctr import torch_model
 from flip_jax.models import ctr as ctr_lib
+from flip_jax.train import finished
 
 CONFIG_FILE = "srp4ctr.json"
 WEIGHTS = "model.safetensors"
@@ -120,11 +121,11 @@ def export_srp4ctr(workdir: str, out: str, *, check: bool = True,
     without ``check``); raises if it exceeds 1e-5.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  config = mlc.ConfigDict(jsonio.read_json(os.path.join(workdir,
-                                                        "config.json")))
-  task = finetune.Srp4ctrTask(config)
-  prepared, store = data_lib.load_store(task.cfg, workdir)
-  model = finetune.build_model(task.cfg, store, prepared.feature_map)
+  cfg = finetune.run_config(
+      mlc.ConfigDict(finished.require(workdir, flag=None)), workdir)
+  prepared, store = data_lib.load_store(cfg, workdir)
+  finished.check_feature_map(workdir, prepared.feature_map)
+  model = finetune.build_model(cfg, store, prepared.feature_map)
   best = os.path.join(workdir, "best")
   ckpt = checkpoint.Checkpointer(best, max_to_keep=1, save_interval_steps=1,
                                  async_save=False)
@@ -145,7 +146,7 @@ def export_srp4ctr(workdir: str, out: str, *, check: bool = True,
   n = min(num_check, len(cols["label"]))
   hist, mask = sequences.gather_windows(store.tokens, cols["hist_begin"][:n],
                                         cols["hist_end"][:n],
-                                        task.cfg.sequence.max_length)
+                                        cfg.sequence.max_length)
   batch = {"ids": np.asarray(cols["ids"][:n], np.int32),
            "target": np.asarray(cols["target"][:n], np.int32),
            "hist": hist, "hist_mask": mask}
