@@ -1,5 +1,6 @@
-"""Runtime set-up shared by every absl main: multi-host init, logging, and
-`run_main`, which turns expected errors into one `error: ...` line.
+"""Runtime set-up shared by every absl main: multi-host init, logging, the
+compilation cache, and `run_main`, which turns expected errors into one
+`error: ...` line.
 """
 import functools
 import io
@@ -17,6 +18,7 @@ from absl import flags
 from absl import logging
 
 from experiments import config_errors
+from flip_jax import compile_cache
 from flip_jax.data import tokenize as tokenize_lib
 
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -28,6 +30,12 @@ _COORD = flags.DEFINE_string("coordinator_address", None,
                              "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache", None,
+    "Folder of JAX's persistent compilation cache, shared by the stages, "
+    "seeds and later runs (compiled programs are loaded, not compiled "
+    f"again); 'off' turns it off. Default: ${compile_cache.ENV}, else "
+    f"${compile_cache.JAX_ENV}, else {compile_cache.default_dir()}.")
 
 
 def flag(define, name: str, *args, **kwargs):
@@ -60,10 +68,22 @@ class _QuietLibraries(logging_std.Filter):
         n in record.pathname for n in noisy)
 
 
+def setup_compile_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache (`flip_jax.compile_cache`)
+  in the folder --compile_cache names; returns it (None: off)."""
+  try:
+    value = _COMPILE_CACHE.value
+  except flags.UnparsedFlagAccessError:  # a library caller: env / default
+    value = None
+  return compile_cache.setup(value)
+
+
 def init_runtime() -> None:
-  """Initialises jax.distributed when asked and logs the topology."""
+  """Initialises jax.distributed when asked, the compilation cache, and
+  logs the topology."""
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  setup_compile_cache()
   if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     kwargs = {}
     if _COORD.value:
@@ -355,5 +375,23 @@ def run_main(main: Callable[[list[str]], Any]) -> None:
   file or field>`` to stderr and exits with status 1, the traceback only
   with --verbosity=1 or FLIP_JAX_TRACEBACK=1. Usage errors keep absl's
   usage message; other exceptions (bugs) keep their traceback.
+
+  JAX's compilation cache is set up before ``main`` (also for launchers
+  that call no `init_runtime`) and its use logged after.
   """
-  app.run(guarded(main, silence_after=True), flags_parser=parse_flags)
+  app.run(guarded(_with_compile_cache(main), silence_after=True),
+          flags_parser=parse_flags)
+
+
+def _with_compile_cache(main: Callable[[list[str]], Any]
+                        ) -> Callable[[list[str]], Any]:
+  """`main` after `setup_compile_cache`; logs the cache's use when done."""
+
+  @functools.wraps(main)
+  def wrapper(argv):
+    setup_compile_cache()
+    out = main(argv)
+    compile_cache.log_use()
+    return out
+
+  return wrapper

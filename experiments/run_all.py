@@ -22,9 +22,9 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from experiments import launch
+from flip_jax import compile_cache
 
 # Method -> the module whose run_all(...) runs its stages and report.
 METHODS = {"flip": "experiments.workflow",
@@ -105,13 +105,23 @@ def main(argv):
       raise app.UsageError(f"--stages {unknown}: no method of {methods} has "
                            f"them; known: {sorted(known)}")
   if len(methods) == 1:
-    print(run_method(methods[0], workdir, **kwargs))
-    logging.info("report: %s", os.path.join(workdir, "report.md"))
+    table = run_method(methods[0], workdir, **kwargs)
+    compile_cache.log_use()  # before the table: the table ends the output
+    print(table)
+    _print_path("report", os.path.join(workdir, "report.md"))
     return
   for m in methods:
     print(f"## {m}\n" + run_method(m, os.path.join(workdir, m), **kwargs))
-  print(report.write_comparison(workdir, methods))
-  logging.info("comparison: %s", os.path.join(workdir, "comparison.md"))
+    _print_path("report", os.path.join(workdir, m, "report.md"))
+  table = report.write_comparison(workdir, methods)
+  compile_cache.log_use()
+  print(table)
+  _print_path("comparison", os.path.join(workdir, "comparison.md"))
+
+
+def _print_path(what: str, path: str) -> None:
+  """The line after a table (stdout): where its full report is."""
+  print(f"{what}: {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""Pytest setup: 8 fake CPU devices, fast compiles, shared fixtures."""
+"""Pytest setup: 8 fake CPU devices, fast compiles, one compilation cache
+per run, shared fixtures."""
 import os
 import pathlib
+import shutil
+import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
@@ -14,7 +17,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+from flip_jax import compile_cache  # pylint: disable=g-import-not-at-top
+
 jax.config.update("jax_disable_most_optimizations", True)
+
+# JAX's persistent compilation cache, one folder per pytest run: made by the
+# first process (the xdist controller, or the only one with -n 0), found in
+# the environment by its workers and by the launchers tests start, so a
+# program compiled by one test is loaded by the others; removed at the end.
+# FLIP_JAX_TEST_COMPILE_CACHE=<folder> keeps one across runs (a warm cache),
+# =off runs without. The user's own cache folder is never written.
+TEST_CACHE_ENV = "FLIP_JAX_TEST_COMPILE_CACHE"
+_OWN_CACHE = not os.environ.get(TEST_CACHE_ENV)
+if _OWN_CACHE:
+  os.environ[TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="flip_jax_test_jit_")
+os.environ[compile_cache.ENV] = os.environ[TEST_CACHE_ENV]
+compile_cache.setup(os.environ[TEST_CACHE_ENV])
+
+
+def pytest_unconfigure(config):
+  """Removes the run's cache folder (in the process that made it)."""
+  if _OWN_CACHE and not hasattr(config, "workerinput"):
+    shutil.rmtree(os.environ[TEST_CACHE_ENV], ignore_errors=True)
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,0 +1,145 @@
+"""JAX's persistent compilation cache (flip_jax.compile_cache): where the
+folder comes from, `off`, and a second process loading what a first one
+compiled through the launchers' set-up (`experiments.launch`)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import launch
+from flip_jax import compile_cache
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def session_cache_back():
+  """Points this process back at the run's cache folder after a test."""
+  yield
+  compile_cache.setup(os.environ[compile_cache.ENV])
+
+
+def test_default_folder_is_per_user():
+  home = os.path.expanduser("~")
+  assert compile_cache.resolve(None, {}) == os.path.join(
+      home, ".cache", "flip_jax", "jax_compile")
+  assert compile_cache.resolve(None, {"XDG_CACHE_HOME": "/x/cache"}) == (
+      "/x/cache/flip_jax/jax_compile")
+
+
+def test_flag_then_env_then_jax_env(tmp_path):
+  env = {compile_cache.ENV: str(tmp_path / "env"),
+         compile_cache.JAX_ENV: str(tmp_path / "jax")}
+  assert compile_cache.resolve(str(tmp_path / "flag"), env) == str(
+      tmp_path / "flag")
+  assert compile_cache.resolve(None, env) == str(tmp_path / "env")
+  assert compile_cache.resolve("", env) == str(tmp_path / "env")
+  del env[compile_cache.ENV]
+  assert compile_cache.resolve(None, env) == str(tmp_path / "jax")
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", " none ", "false", "0"])
+def test_off_from_the_flag_or_the_env(value, tmp_path):
+  assert compile_cache.resolve(value, {}) is None
+  assert compile_cache.resolve(None, {compile_cache.ENV: value}) is None
+  # The flag wins over the environment both ways.
+  assert compile_cache.resolve(str(tmp_path), {compile_cache.ENV: value}) == (
+      str(tmp_path))
+  assert compile_cache.resolve(value, {compile_cache.ENV: str(tmp_path)}) is (
+      None)
+
+
+def test_relative_and_home_folders_are_made_absolute(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  assert compile_cache.resolve("c", {}) == str(tmp_path / "c")
+  assert compile_cache.resolve("~/c", {}) == os.path.join(
+      os.path.expanduser("~"), "c")
+
+
+def _launch_setup(value):
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(compile_cache=value):
+    return launch.setup_compile_cache()
+
+
+def test_flag_sets_jax_config(tmp_path, session_cache_back):
+  folder = str(tmp_path / "jit")
+  assert _launch_setup(folder) == folder
+  assert os.path.isdir(folder)
+  assert jax.config.jax_enable_compilation_cache
+  assert jax.config.jax_compilation_cache_dir == folder
+  # Small CPU programs are cached too.
+  assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
+  assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1
+
+
+def test_off_turns_the_cache_off(session_cache_back):
+  assert _launch_setup("off") is None
+  assert not jax.config.jax_enable_compilation_cache
+
+
+def test_no_flag_takes_the_env(session_cache_back, monkeypatch, tmp_path):
+  monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "from_env"))
+  assert _launch_setup(None) == str(tmp_path / "from_env")
+
+
+def test_unwritable_folder_turns_it_off(tmp_path, session_cache_back):
+  (tmp_path / "file").write_text("not a folder")
+  assert compile_cache.setup(str(tmp_path / "file" / "jit")) is None
+  assert not jax.config.jax_enable_compilation_cache
+
+
+# A launcher in miniature: run_main parses --compile_cache, init_runtime
+# sets the cache up, then one program is compiled (or loaded).
+_PROGRAM = """
+import json
+from experiments import launch
+from flip_jax import compile_cache
+
+def main(argv):
+  launch.init_runtime()
+  import jax, jax.numpy as jnp
+  f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
+  f(jnp.ones((16, 16))).block_until_ready()
+  print(json.dumps(compile_cache.stats()))
+
+launch.run_main(main)
+"""
+
+
+def _run_program(*args):
+  proc = subprocess.run([sys.executable, "-c", _PROGRAM, *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _entries(folder):
+  return sorted(n for n in os.listdir(folder) if n.endswith("-cache"))
+
+
+def test_second_process_loads_what_the_first_compiled(tmp_path):
+  folder = tmp_path / "jit"
+  first, log = _run_program(f"--compile_cache={folder}")
+  assert first["requests"] > 0 and first["hits"] == 0, first
+  assert first["writes"] == first["requests"], first
+  written = _entries(folder)
+  assert len(written) == first["writes"]
+  # The folder is logged once (run_main and init_runtime both set it up).
+  assert log.count(f"compile cache: {folder} ") == 1, log[-3000:]
+  assert f"compile cache: 0 of {first['requests']} programs loaded" in log
+
+  second, log = _run_program(f"--compile_cache={folder}")
+  assert second["hits"] == second["requests"] == first["requests"], second
+  assert second["writes"] == 0 and _entries(folder) == written
+  assert f"compile cache: {second['hits']} of {second['hits']}" in log
+
+  off, _ = _run_program("--compile_cache=off")
+  assert off == {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
