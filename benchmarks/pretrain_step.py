@@ -45,13 +45,16 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
             dtype: str, max_masked: int, remat: bool,
             trace_dir: str | None = None, count_only: bool = False,
             attention: str = "xla",
-            attention_dropout: float | None = None) -> dict:
+            attention_dropout: float | None = None, *,
+            fused_qkv: bool = False, window: int = 1, gate=None) -> dict:
   """Builds the model and times `steps` train steps (in this process).
 
-  count_only: only lower the step and return its model FLOPs.
+  count_only: only lower the step and return its model FLOPs. fused_qkv:
+  PLMConfig.fused_qkv. window, gate: see step_timing.measure.
   """
   # pylint: disable=g-import-not-at-top
   import functools
+  import jax
   import jax.numpy as jnp
   import numpy as np
   import optax
@@ -71,11 +74,13 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   form, micro_batches = step_timing.variant(form)
   if plm.startswith("random:"):  # a config.json alone: random weights
     module, plm_params, mask_id = _random_plm(
-        plm[len("random:"):], dt, remat, attention, attention_dropout, bits)
+        plm[len("random:"):], dt, remat, attention, attention_dropout, bits,
+        fused_qkv)
   else:
     module, plm_params, tok = plm_lib.load_pretrained(
         plm, dtype=dt, remat=remat, attention=attention,
-        attention_dropout=attention_dropout, dropout_bits=bits)
+        attention_dropout=attention_dropout, dropout_bits=bits,
+        fused_qkv=fused_qkv)
     mask_id = tok.mask_token_id
   num_fields, field_size = 8, 500
   n = num_fields * field_size
@@ -110,16 +115,25 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   consts = {"log_q": np.asarray(noise_lib.noise_log_probs(counts), np.float32)}
   tx = optax.adamw(1e-4, weight_decay=1e-3)
   rng = state_lib.new_key(0, impl)
-  params = nn.meta.unbox(model.init({"params": rng, "dropout": rng,
-                                     "noise": rng}, b, consts)["params"])
+  init = functools.partial(jax.jit(model.init), {"params": rng,
+                                                 "dropout": rng,
+                                                 "noise": rng}, b, consts)
+  make_state = functools.partial(state_lib.create_train_state, tx=tx,
+                                 rng=rng)
+  # Counting needs shapes only: no forward pass at the full batch; else one
+  # jitted init (not op by op).
+  params = nn.meta.unbox((jax.eval_shape(init) if count_only
+                          else init())["params"])
   params["plm"] = plm_params
-  state = state_lib.create_train_state(params, tx, rng)
+  state = (jax.eval_shape(make_state, params) if count_only
+           else make_state(params))
   task = flip_task.FlipPretrainTask(None)
   task.model = model
   res = step_timing.measure(
       lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
                                    micro_batches=mb, rng_impl=impl),
-      micro_batches, state, (b, consts), steps, trace_dir, count_only)
+      micro_batches, state, (b, consts), steps, trace_dir, count_only,
+      window=window, gate=gate)
   res["form"] = name
   if count_only:
     return res
@@ -130,7 +144,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
               losses={k: float(v) for k, v in m.items() if k.endswith("loss")})
 
 
-def _random_plm(folder, dt, remat, attention, attention_dropout, bits=32):
+def _random_plm(folder, dt, remat, attention, attention_dropout, bits=32,
+                fused_qkv=False):
   """(module, random params, mask id) of the HF config in ``folder``.
 
   For sizes whose weights are not on the machine (RoBERTa-base): the step's
@@ -145,7 +160,7 @@ def _random_plm(folder, dt, remat, attention, attention_dropout, bits=32):
   from flip_jax.models.plm import hf_import
   # pylint: enable=g-import-not-at-top
   cfg = hf_import.read_config(pathlib.Path(folder)).replace(
-      attention_impl=attention, dropout_bits=bits)
+      attention_impl=attention, dropout_bits=bits, fused_qkv=fused_qkv)
   if attention_dropout is not None:
     cfg = cfg.replace(attention_dropout=attention_dropout)
   module = bert.PLMEncoder(cfg, dt, jnp.float32, remat)
@@ -170,7 +185,8 @@ def main():
                   help="rematerialise PLM layers (less memory, more compute)")
   ap.add_argument("--trace_dir", default=None,
                   help="also write a profiler trace of 2 steps here")
-  ap.add_argument("--attention", default="xla", choices=("xla", "fused"),
+  ap.add_argument("--attention", default="xla",
+                  choices=("xla", "fused", "cudnn"),
                   help="PLM attention implementation (fused needs "
                        "--attention_dropout=0)")
   ap.add_argument("--attention_dropout", type=float, default=None,

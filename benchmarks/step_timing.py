@@ -9,6 +9,7 @@ spelling of a micro-batched variant, ``rng_impl`` an ``@impl`` suffix and
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any, Callable
@@ -62,16 +63,23 @@ def matmul_peak_gflops(n: int | None = None, reps: int = 10,
 
 def measure(make_step: Callable[[int], Any], micro_batches: int, state,
             args: tuple, steps: int, trace_dir: str | None = None,
-            count_only: bool = False) -> dict:
+            count_only: bool = False, window: int = 1,
+            gate: Callable[[], Any] | None = None) -> dict:
   """Times ``make_step(micro_batches)`` (a step function) on (state, *args).
 
   Model FLOPs are those of the whole-batch step ``make_step(1)``: a scan
   body is counted once, and a micro-batched step's recompute is overhead,
   not model work. count_only: return {'gflop_per_step'} without compiling.
+  Each of the ``steps`` timed samples is a window of ``window`` steps
+  dispatched back to back; step_s is the median sample over ``window``.
+  ``gate``: a context manager factory held from the warm-up to the end of
+  the trace (e.g. a lock, so that processes compiling side by side take
+  turns on the device). A failing trace is reported, not raised.
 
   Returns:
-    dict with compile_s, step_s, gflop_per_step, gflops_per_s, xla_temp_gib,
-    device_peak_gib and the last step's ``metrics`` (device arrays).
+    dict with compile_s, step_s, window_s (every sample), gflop_per_step,
+    gflops_per_s, xla_temp_gib, device_peak_gib, trace_error and the last
+    step's ``metrics`` (device arrays).
   """
   import jax  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
@@ -88,22 +96,29 @@ def measure(make_step: Callable[[int], Any], micro_batches: int, state,
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
-  state, m = compiled(state, *args)  # warm-up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = compiled(state, *args)
+  trace_error = None
+  with (gate or contextlib.nullcontext)():
+    state, m = compiled(state, *args)  # warm-up
     jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_s = statistics.median(times)
-  if trace_dir:
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      for _ in range(2):
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      for _ in range(window):
         state, m = compiled(state, *args)
       jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
+    step_s = statistics.median(times) / window
+    if trace_dir:
+      try:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+          for _ in range(2):
+            state, m = compiled(state, *args)
+          jax.block_until_ready(m)
+      except Exception as e:  # pylint: disable=broad-except
+        trace_error = f"{type(e).__name__}: {e}"[:500]
   dev_stats = jax.devices()[0].memory_stats() or {}
   return {"compile_s": compile_s, "step_s": step_s,
+          "window_s": [t / window for t in times], "trace_error": trace_error,
           "gflop_per_step": flops / 1e9, "gflops_per_s": flops / step_s / 1e9,
           "xla_temp_gib": getattr(mem, "temp_size_in_bytes", 0) / 2 ** 30,
           "device_peak_gib": dev_stats.get("peak_bytes_in_use", 0) / 2 ** 30,

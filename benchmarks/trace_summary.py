@@ -93,6 +93,61 @@ def by_kind(trace: dict, top: int = 25) -> str:
   return "\n".join(lines)
 
 
+# Op categories by name (first match wins; approximate: XLA names fusions
+# by their root op, cuBLAS / cuDNN by kernel): what share of the op time
+# goes to matmuls, attention, elementwise work and data movement.
+CATEGORIES = (
+    ("attention", r"sdpa|fmha|flash|attention|softmax"),
+    ("matmul", r"gemm|xmma|nvjet|cutlass|cublas|matmul|wgmma|\bdot|^dot|"
+               r"_dot|dot_|convolution|ynn"),
+    ("copy", r"copy|transpose|memcpy|memset|concatenate|slice|gather|"
+             r"scatter|broadcast|\bpad|bitcast"),
+    ("elementwise", r"fusion|loop_|input_|reduce|add|multiply|subtract|"
+                    r"divide|exp|log|convert|select|compare|max|min|tanh|"
+                    r"erf|sqrt|negate|power|iota|rng|threefry|and|or|xor|"
+                    r"shift"),
+)
+
+
+def op_times(trace) -> collections.Counter:
+  """Device time (us) per op name: the GPU streams' events when the trace
+  has any, else the XLA op events of a CPU trace (as ``by_kind``)."""
+  events = _events(trace)
+  pnames = {e["pid"]: e["args"].get("name", "") for e in events
+            if e.get("ph") == "M" and e.get("name") == "process_name"}
+  gpu = {p for p, n in pnames.items() if "/device:GPU" in n}
+  per = collections.Counter()
+  for e in events:
+    if e.get("ph") != "X":
+      continue
+    if (e.get("pid") not in gpu) if gpu else e["name"].startswith(_ENCLOSING):
+      continue
+    per[e["name"]] += float(e.get("dur", 0))
+  return per
+
+
+def category(name: str) -> str:
+  low = name.lower()
+  for cat, pattern in CATEGORIES:
+    if re.search(pattern, low):
+      return cat
+  return "other"
+
+
+def profile(trace, top: int = 15) -> dict:
+  """Op time, its share per category and the top ops (JSON-ready)."""
+  per = op_times(trace)
+  total = sum(per.values()) or 1.0
+  cats = collections.Counter()
+  for name, d in per.items():
+    cats[category(name)] += d
+  return {"op_ms": sum(per.values()) / 1e3, "ops": len(per),
+          "share": {c: cats[c] / total for c, _ in CATEGORIES + (("other",
+                                                                  ""),)},
+          "top": [[name[:120], d / 1e3, d / total, category(name)]
+                  for name, d in per.most_common(top)]}
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("path")

@@ -68,6 +68,9 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       # cheaper masks (rate rounded to a multiple of 2**-bits; other draws;
       # benchmarks/README.md has the A/B).
       "dropout_bits": 32,
+      # One matmul for query, key and value (the three kernels concatenated
+      # at apply time; same params, HF import and export).
+      "fused_qkv": False,
       "remat": False,
   })
   # Compute dtype of the PLM and heads; params stay float32.

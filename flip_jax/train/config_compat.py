@@ -25,7 +25,7 @@ _CKPT_DEFAULTS = {"every_steps": -1, "keep": 2, "async_save": False,
                   "drop_regex": [], "allow_missing_regex": []}
 _PLM_DEFAULTS = {"remat": False, "attention": "xla",
                  "attention_dropout": None, "dropout": None,
-                 "num_layers": None, "dropout_bits": 32}
+                 "num_layers": None, "dropout_bits": 32, "fused_qkv": False}
 # Keys older layouts had -> today's (dotted), per task: `upgrade` moves
 # them, and the launchers name the new key when a flag or override uses an
 # old one (`renamed_to`).

@@ -37,7 +37,7 @@ def load_plm(model_cfg, **extra):
       plm.name, num_layers=plm.num_layers, dtype=DTYPES[model_cfg.dtype],
       dropout=plm.dropout, remat=plm.remat, attention=plm.attention,
       attention_dropout=plm.attention_dropout,
-      dropout_bits=plm.dropout_bits, **extra)
+      dropout_bits=plm.dropout_bits, fused_qkv=plm.fused_qkv, **extra)
 
 
 def load_prepared(config, workdir: str):
@@ -77,7 +77,7 @@ def model_errors(model_cfg) -> list[str]:
   errors: list[str] = []
   validate.one_of(errors, "model.dtype", model_cfg.dtype, tuple(DTYPES))
   validate.one_of(errors, "model.plm.attention", model_cfg.plm.attention,
-                  ("xla", "fused"))
+                  plm_lib.ATTENTION_IMPLS)
   validate.one_of(errors, "model.plm.dropout_bits", model_cfg.plm.dropout_bits,
                   plm_lib.DROPOUT_BITS)
   validate.one_of(errors, "model.ctr.name", model_cfg.ctr.name,

@@ -13,6 +13,7 @@ Imported params are plain arrays; their logical partition specs come from
 `jax.eval_shape(module.init, ...)` + `nn.get_partition_spec` as usual.
 """
 from flip_jax.models.plm.bert import PLMEncoder
+from flip_jax.models.plm.config import ATTENTION_IMPLS
 from flip_jax.models.plm.config import DROPOUT_BITS
 from flip_jax.models.plm.config import PLMConfig
 from flip_jax.models.plm.config import SUPPORTED_MODEL_TYPES
@@ -24,6 +25,6 @@ from flip_jax.models.plm.registry import resolve_path
 from flip_jax.models.plm.registry import SHORT_NAMES
 
 __all__ = [
-    "DROPOUT_BITS", "ImportReport", "MLMHead", "PLMConfig", "PLMEncoder", "PLMForMaskedLM",
+    "ATTENTION_IMPLS", "DROPOUT_BITS", "ImportReport", "MLMHead", "PLMConfig", "PLMEncoder", "PLMForMaskedLM",
     "SHORT_NAMES", "SUPPORTED_MODEL_TYPES", "load_pretrained", "resolve_path",
 ]

@@ -19,6 +19,8 @@ SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 # Random bits per dropped element (PLMConfig.dropout_bits).
 DROPOUT_BITS = (32, 16, 8)
+# Attention implementations (PLMConfig.attention_impl).
+ATTENTION_IMPLS = ("xla", "fused", "cudnn")
 
 _REQUIRED_HF_FIELDS = (
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers",
@@ -48,15 +50,22 @@ class PLMConfig:
     initializer_range: std of the normal init of fresh weights.
     bos_token_id: kept for a faithful `config.json` round trip.
     eos_token_id: kept for a faithful `config.json` round trip.
-    attention_impl: 'xla' (einsums, softmax, attention dropout) or 'fused'
-      (`jax.nn.dot_product_attention`, cuDNN's fused kernel on GPUs in
-      bf16/fp16; no attention-probability dropout, so it needs
-      attention_dropout == 0 when training). Not part of the checkpoint.
+    attention_impl: 'xla' (einsums, softmax, attention dropout), 'fused'
+      (`jax.nn.dot_product_attention` with its default implementation,
+      which in jax 0.10 is XLA's own, not cuDNN) or 'cudnn' (the same with
+      implementation='cudnn': cuDNN's fused kernel, GPUs only, bf16/fp16,
+      head size a multiple of 8, even lengths when training). 'fused' and
+      'cudnn' have no attention-probability dropout, so they need
+      attention_dropout == 0 when training. Not part of the checkpoint.
     dropout_bits: random bits drawn per dropped element: 32 (flax's
       Bernoulli draw, the default) or 16 / 8 (one 32-bit draw shared by
       2 / 4 elements; the rate becomes round(rate * 2**bits) / 2**bits,
       e.g. 0.100006 / 0.1016 for 0.1; cheaper masks, other draws). Not part
       of the checkpoint.
+    fused_qkv: compute the query, key and value projections as one matmul
+      (the three kernels, kept as separate params, concatenated at apply
+      time: the param tree, HF import and export are unchanged; outputs
+      equal to float tolerance). Not part of the checkpoint.
   """
   model_type: str
   vocab_size: int
@@ -76,14 +85,15 @@ class PLMConfig:
   eos_token_id: int | None = None
   attention_impl: str = "xla"
   dropout_bits: int = 32
+  fused_qkv: bool = False
 
   def __post_init__(self):
     if self.dropout_bits not in DROPOUT_BITS:
       raise ValueError(f"PLMConfig: dropout_bits must be one of "
                        f"{DROPOUT_BITS}, got {self.dropout_bits!r}")
-    if self.attention_impl not in ("xla", "fused"):
-      raise ValueError(f"PLMConfig: attention_impl must be 'xla' or 'fused', "
-                       f"got {self.attention_impl!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"PLMConfig: attention_impl must be one of "
+                       f"{ATTENTION_IMPLS}, got {self.attention_impl!r}")
     if self.model_type not in SUPPORTED_MODEL_TYPES:
       raise ValueError(
           f"PLMConfig: unsupported model_type {self.model_type!r}; supported:"

@@ -256,6 +256,7 @@ def load_pretrained(name_or_path, *, num_layers: int | None = None,
                     attention: str = "xla",
                     attention_dropout: float | None = None,
                     dropout_bits: int = 32,
+                    fused_qkv: bool = False,
                     with_mlm_head: bool = False,
                     return_report: bool = False) -> tuple[Any, ...]:
   """Builds a PLM module and its params from a local HF checkpoint.
@@ -268,11 +269,13 @@ def load_pretrained(name_or_path, *, num_layers: int | None = None,
     dropout: overrides both hidden and attention dropout; None keeps the
       checkpoint's config values.
     remat: per-layer rematerialisation.
-    attention: 'xla' or 'fused' (PLMConfig.attention_impl).
+    attention: 'xla', 'fused' or 'cudnn' (PLMConfig.attention_impl).
     attention_dropout: overrides the attention dropout alone (after
       `dropout`); 'fused' attention trains only with 0.
     dropout_bits: random bits per dropped element, 32 / 16 / 8
       (PLMConfig.dropout_bits).
+    fused_qkv: one matmul for query, key and value (PLMConfig.fused_qkv;
+      same params).
     with_mlm_head: return `PLMForMaskedLM` with params {'encoder', 'mlm_head'}
       (head from the checkpoint, or fresh and reported when absent) instead of
       `PLMEncoder` with the encoder param dict.
@@ -293,7 +296,8 @@ def load_pretrained(name_or_path, *, num_layers: int | None = None,
     cfg = cfg.replace(hidden_dropout=dropout, attention_dropout=dropout)
   if attention_dropout is not None:
     cfg = cfg.replace(attention_dropout=attention_dropout)
-  cfg = cfg.replace(attention_impl=attention, dropout_bits=dropout_bits)
+  cfg = cfg.replace(attention_impl=attention, dropout_bits=dropout_bits,
+                    fused_qkv=fused_qkv)
   enc, head, report = import_checkpoint(path, cfg, param_dtype=param_dtype,
                                         with_mlm_head=with_mlm_head)
   log.info("load_pretrained(%s): %s", name_or_path, report)

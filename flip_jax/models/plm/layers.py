@@ -92,6 +92,16 @@ def dropout(cfg: PLMConfig, rate: float, name: str | None = None
   return LowBitDropout(rate, cfg.dropout_bits, name=name)
 
 
+def _dense_params(module) -> tuple[jax.Array, jax.Array]:
+  """(kernel, bias) params of a MultiAxisDense-shaped ``module``."""
+  kernel = module.param(
+      "kernel", normal_init(module.init_std, module.kernel_names),
+      (*module.in_shape, *module.out_shape), module.param_dtype)
+  bias = module.param("bias", zeros_init(module.bias_names),
+                      module.out_shape, module.param_dtype)
+  return kernel, bias
+
+
 class MultiAxisDense(nn.Module):
   """Dense layer with multi-axis kernels, e.g. [H, heads, kv] or [heads, kv, H].
 
@@ -114,17 +124,22 @@ class MultiAxisDense(nn.Module):
     if tuple(x.shape[-n_in:]) != tuple(self.in_shape):
       raise ValueError(f"{self.name}: input {x.shape} does not end with"
                        f" {self.in_shape}")
-    kernel = self.param(
-        "kernel", normal_init(self.init_std, self.kernel_names),
-        (*self.in_shape, *self.out_shape), self.param_dtype)
-    bias = self.param("bias", zeros_init(self.bias_names), self.out_shape,
-                      self.param_dtype)
+    kernel, bias = _dense_params(self)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
     y = jax.lax.dot_general(
         x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))),
                      tuple(range(n_in))), ((), ())))
     return y + bias
+
+
+class DenseParams(MultiAxisDense):
+  """A MultiAxisDense's params alone: returns (kernel, bias), same names,
+  shapes and initial values (the fused QKV projection reads three)."""
+
+  @nn.compact
+  def __call__(self):  # pylint: disable=arguments-differ
+    return _dense_params(self)
 
 
 class SubLayerOutput(nn.Module):
@@ -156,29 +171,21 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x, bias, *, deterministic: bool, prefix=None):
     cfg = self.config
-
-    def proj(name):
-      return MultiAxisDense(
-          (cfg.hidden_size,), (cfg.num_heads, cfg.head_dim),
-          ("embed", "heads", "kv"), ("heads", "kv"), cfg.initializer_range,
-          self.dtype, self.param_dtype, name=name)(x)
-
     spec = ("batch", "length", "heads", "kv")
-    q = nn.with_logical_constraint(proj("query"), spec)  # [B, L, N, D]
-    k = nn.with_logical_constraint(proj("key"), spec)
-    v = nn.with_logical_constraint(proj("value"), spec)
+    q, k, v = (nn.with_logical_constraint(t, spec)  # [B, L, N, D] each
+               for t in self._qkv(x))
     if prefix is not None:
       # [B, N, K, D] -> [B, K, N, D], in front of the text keys / values.
       kp, vp = (jnp.swapaxes(t, 1, 2).astype(k.dtype) for t in prefix)
       k = nn.with_logical_constraint(jnp.concatenate([kp, k], axis=1), spec)
       v = nn.with_logical_constraint(jnp.concatenate([vp, v], axis=1), spec)
-    if cfg.attention_impl == "fused":
+    if cfg.attention_impl != "xla":
       if not deterministic and cfg.attention_dropout > 0:
         raise ValueError(
-            "attention_impl='fused' has no attention-probability dropout: "
+            f"attention_impl={cfg.attention_impl!r} has no attention-"
+            "probability dropout: "
             "train it with attention_dropout=0 (model.plm.attention_dropout)")
-      ctx = jax.nn.dot_product_attention(
-          q, k, v, bias=bias.astype(q.dtype), scale=cfg.head_dim ** -0.5)
+      ctx = _fused_attention(cfg, q, k, v, bias)
     else:
       q = q * jnp.asarray(cfg.head_dim ** -0.5, q.dtype)
       scores = jnp.einsum("bqnd,bknd->bnqk", q, k)  # [B, N, L, L]
@@ -192,6 +199,40 @@ class SelfAttention(nn.Module):
                           ("heads", "kv", "embed"),
                           self.dtype, self.param_dtype, name="output")(
                               ctx, x, deterministic=deterministic)
+
+  def _qkv(self, x):
+    """(q, k, v) [B, L, N, D]: three matmuls, or one (config.fused_qkv) on
+    the three kernels concatenated (the params stay query / key / value)."""
+    cfg = self.config
+    args = ((cfg.hidden_size,), (cfg.num_heads, cfg.head_dim),
+            ("embed", "heads", "kv"), ("heads", "kv"), cfg.initializer_range,
+            self.dtype, self.param_dtype)
+    names = ("query", "key", "value")
+    if not cfg.fused_qkv:
+      return tuple(MultiAxisDense(*args, name=n)(x) for n in names)
+    kernels, biases = zip(*(DenseParams(*args, name=n)() for n in names))
+    kernel = jnp.stack(kernels, axis=1)  # [H, 3, N, D]
+    bias = jnp.stack(biases)  # [3, N, D]
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=self.dtype)
+    y = jnp.einsum("blh,hcnd->blcnd", x, kernel) + bias
+    return y[:, :, 0], y[:, :, 1], y[:, :, 2]
+
+
+def _fused_attention(cfg: PLMConfig, q, k, v, bias):
+  """``jax.nn.dot_product_attention`` of q, k, v [B, L, N, D] with the
+  [B, 1, 1, K] padding bias: default implementation ('fused') or cuDNN's
+  ('cudnn', whose bias must span the query length: broadcast to
+  [B, 1, L, K])."""
+  bias = bias.astype(q.dtype)
+  impl = None
+  if cfg.attention_impl == "cudnn":
+    impl = "cudnn"
+    bias = jnp.broadcast_to(bias, bias.shape[:2] + (q.shape[1],)
+                            + bias.shape[3:])
+  return jax.nn.dot_product_attention(q, k, v, bias=bias,
+                                      scale=cfg.head_dim ** -0.5,
+                                      implementation=impl)
 
 
 class Intermediate(nn.Module):
