@@ -61,8 +61,9 @@ def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
       "dropout": mlc.config_dict.placeholder(float),
       # Override the attention-probability dropout alone (None = as above).
       "attention_dropout": mlc.config_dict.placeholder(float),
-      # 'xla' or 'fused' (jax.nn.dot_product_attention: cuDNN's fused kernel
-      # on GPUs in bf16; trains only with attention_dropout=0).
+      # 'xla', 'fused' (jax.nn.dot_product_attention with XLA's own
+      # implementation) or 'cudnn' (the same asking for cuDNN's kernel on
+      # GPUs in bf16; trains only with attention_dropout=0).
       "attention": "xla",
       # Random bits per dropped element: 32 (flax's draw), or 16 / 8 for
       # cheaper masks (rate rounded to a multiple of 2**-bits; other draws;
