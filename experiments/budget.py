@@ -122,7 +122,9 @@ def run_budget(run_dir: str) -> dict | None:
              official_steps=off["epochs"] * math.ceil(rows / off["batch_size"]))
   share = min(1.0, epochs / off["epochs"])
   if off["patience_epochs"] is not None:
-    patience = (sched["patience_evals"] * sched["eval_every"] * batch / rows)
+    # In epochs of the run's own steps (drop-remainder batches).
+    patience = (sched["patience_evals"] * sched["eval_every"]
+                / sched["steps_per_epoch"])
     out["patience_epochs"] = patience
     out["stopped_early"] = _stopped_early(run_dir)
     if out["stopped_early"] and patience >= off["patience_epochs"] - 1e-9:
