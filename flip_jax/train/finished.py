@@ -105,11 +105,14 @@ def require(workdir: str, flag: str | None = "--workdir") -> dict:
       os.path.join(workdir, "config.json"), expect=dict))
 
 
-def check_feature_map(workdir: str, feature_map: features.FeatureMap) -> None:
+def check_feature_map(workdir: str, feature_map: features.FeatureMap, *,
+                      advice: str = "give the --dataset / --data_dir the run "
+                      "was trained on") -> None:
   """The data's feature map must be the run's ``feature_map.json``, id for id.
 
   Raises:
-    ValueError: naming the first field whose vocabulary differs.
+    ValueError: naming the file, the first field whose vocabulary differs
+      and ``advice``.
   """
   path = os.path.join(workdir, "feature_map.json")
   diff = features.first_difference(features.FeatureMap.load(path),
@@ -117,5 +120,4 @@ def check_feature_map(workdir: str, feature_map: features.FeatureMap) -> None:
   if diff:
     raise ValueError(
         f"the data does not match {path} ({diff}): its ids would map to "
-        "other embeddings; give the --dataset / --data_dir the run was "
-        "trained on")
+        f"other embeddings; {advice}")

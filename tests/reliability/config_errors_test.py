@@ -9,8 +9,6 @@ message; run_all's --set named no new key, and a wrong type there was a
 traceback (TypeError). Dropout rates outside [0, 1) were accepted.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -20,27 +18,19 @@ from experiments import workflow
 from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
 from flip_jax.train import config_compat
+from tests.reliability import launch_errors_test as ltest  # pylint: disable=g-bad-import-order
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 PRE = "--config=experiments/configs/flip_pretrain.py:dataset=synthetic"
 
 
-def _run(module, *args, env=None):
-  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        check=False, env=dict(os.environ, **(env or {})))
+_run = ltest._run
 
 
 def _one_error(proc) -> str:
-  """The single `error:` line; asserts rc 1, no traceback, nothing after."""
-  assert proc.returncode == 1, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  assert proc.stderr.rstrip().endswith(errors[0]), proc.stderr[-3000:]
+  """launch_errors_test's single `error:` line, and no absl FATAL either."""
+  line = ltest._one_error(proc)
   assert "FATAL" not in proc.stderr
-  return errors[0]
+  return line
 
 
 # ------------------------------------------------------------ the messages

@@ -7,22 +7,16 @@ import unittest.mock
 
 import pytest
 
-from experiments.configs import ctr as ctr_configs
 from flip_jax import methods
 from flip_jax.train import loop
 from flip_jax.train import steps as steps_lib
+from tests.train import workdir_test as wtest  # pylint: disable=g-bad-import-order
 
 
 def _config(tmp_path):
-  cfg = ctr_configs.get_config("dataset=synthetic,model=dcnv2")
-  cfg.data.synthetic.num_ratings = 1200
-  cfg.data.cache_dir = str(tmp_path / "cache")
-  cfg.train.batch_size = 64
-  cfg.train.eval_every_steps = 3
-  cfg.train.max_steps = 12
-  cfg.train.patience = 10
+  """workdir_test's tiny ctr run, longer, with a moving AUC."""
+  cfg = wtest._config(tmp_path, max_steps=12, patience=10)
   cfg.optim.lr = 0.05
-  cfg.log_every_steps = 3
   return cfg
 
 

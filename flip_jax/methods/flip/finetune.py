@@ -20,7 +20,6 @@ from absl import logging
 from flip_jax import jsonio
 from flip_jax import losses
 from flip_jax import checkpoint
-from flip_jax.data import features
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.methods.flip import common
@@ -87,13 +86,9 @@ def check_init_from_feature_map(init_from: str, feature_map) -> None:
   (``features.first_difference``), so that no id silently maps to another
   embedding row.
   """
-  path = os.path.join(init_from, "feature_map.json")
-  diff = features.first_difference(features.FeatureMap.load(path),
-                                   feature_map)
-  if diff:
-    raise ValueError(
-        f"init_from: {path} does not match this run's data ({diff}); "
-        "finetune on the dataset and data config the run was pretrained on")
+  finished.check_feature_map(
+      init_from, feature_map, advice="init_from: finetune on the dataset and "
+      "data config the run was pretrained on")
 
 
 class FlipFinetuneTask(task_lib.Task):
