@@ -22,9 +22,12 @@ import math
 import os
 import re
 
+import ml_collections
+
 from experiments.configs import official
 from experiments.report_io import read_json, read_jsonl
 from flip_jax.train import config_compat
+from flip_jax.train import loop
 
 # A share at or above this is "the official budget" for a contradiction.
 FULL = 0.9
@@ -56,17 +59,12 @@ def schedule(run_dir: str, cfg: dict) -> dict | None:
   sched = read_json(os.path.join(run_dir, "schedule.json"))
   if sched is not None:
     return sched
-  stats, t = _stats(run_dir), cfg["train"]
+  stats = _stats(run_dir)
   if "train_rows" not in stats:
     return None
   rows = stats["train_rows"] + (stats.get("valid_rows", 0)
                                 if cfg["task"].endswith("pretrain") else 0)
-  per_epoch = max(1, rows // t["batch_size"])
-  every = (t["eval_every_steps"] if t["eval_every_steps"] > 0
-           else max(1, per_epoch // -t["eval_every_steps"]))
-  return {"train_rows": rows, "batch_size": t["batch_size"],
-          "steps_per_epoch": per_epoch, "eval_every": every,
-          "patience_evals": t["patience"]}
+  return loop.schedule(ml_collections.ConfigDict(cfg), rows)
 
 
 def _steps(run_dir: str) -> int | None:
