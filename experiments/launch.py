@@ -90,6 +90,7 @@ def init_runtime() -> None:
       kwargs = dict(coordinator_address=_COORD.value,
                     num_processes=_NPROC.value, process_id=_PID.value)
     jax.distributed.initialize(**kwargs)
+  compile_cache.check_backend()
   logging.info("process %d/%d, %d local / %d global devices (%s)",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),

@@ -11,6 +11,14 @@ the per-user default `$XDG_CACHE_HOME/flip_jax/jax_compile` (else
 Entries are keyed by the program, the jax / XLA versions, the devices and
 the XLA flags, so one folder serves CPU, GPU and test runs alike. JAX
 trusts what it loads: never point the cache at a folder others can write.
+
+On a CPU backend with several devices (`--xla_force_host_platform_device_
+count`, the tests' 8 fake devices, or several CPU processes) the cache is
+turned off by `check_backend`: with jax 0.10.2, the sharded pretraining
+step loaded from the cache deadlocks in XLA:CPU's in-process collectives
+(devices wait in different all-gather / all-reduce rendezvous until XLA
+aborts the process after 40 s), while the same step compiled afresh runs.
+Reproduce with `python -m benchmarks.cpu_cache_collectives`.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ _EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": "requests",
 _SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 
 _state = {"folder": None, "configured": False, "listening": False,
-          "logged": None}
+          "logged": None, "unsafe": None}
 _stats = {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
 
 
@@ -96,6 +104,8 @@ def setup(value: str | None = None) -> str | None:
     The folder in use, or None when the cache is off.
   """
   folder = resolve(value)
+  if folder is not None and _state["unsafe"]:
+    folder = None  # check_backend found this backend unsafe
   if folder is not None:
     try:
       os.makedirs(folder, exist_ok=True)
@@ -113,6 +123,37 @@ def setup(value: str | None = None) -> str | None:
     logging.info("compile cache: %s (--compile_cache=off turns it off)",
                  folder)
   return folder
+
+
+def unsafe_reason(platform: str, num_devices: int) -> str | None:
+  """Why the cache must stay off on a backend; None where it is safe.
+
+  Args:
+    platform: `jax.default_backend()` ('cpu', 'gpu', 'tpu').
+    num_devices: `jax.device_count()` (all processes).
+  """
+  if platform == "cpu" and num_devices > 1:
+    return (f"{num_devices} CPU devices: XLA:CPU collectives in programs "
+            f"loaded from the cache deadlock with jax {jax.__version__} "
+            "(see flip_jax/compile_cache.py)")
+  return None
+
+
+def check_backend() -> str | None:
+  """Turns the cache off where `unsafe_reason` says so, for good in this
+  process; returns the folder in use (None: off).
+
+  Call it once the backend may start (after `jax.distributed.initialize`):
+  it asks jax for the platform and the device count.
+  """
+  if _state["folder"] is None:
+    return None
+  reason = unsafe_reason(jax.default_backend(), jax.device_count())
+  if reason:
+    logging.warning("compile cache off: %s", reason)
+    _apply(None)
+    _state.update(folder=None, unsafe=reason)
+  return _state["folder"]
 
 
 def _on_event(event: str, **_) -> None:

@@ -18,10 +18,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def session_cache_back():
-  """Points this process back at the run's cache folder after a test."""
+def session_cache_back(monkeypatch):
+  """Lets a test set the cache up as on a safe backend, then puts this
+  process back as conftest left it (off: 8 CPU devices)."""
+  monkeypatch.setitem(compile_cache._state, "unsafe", None)  # pylint: disable=protected-access
   yield
+  monkeypatch.undo()
   compile_cache.setup(os.environ[compile_cache.ENV])
+  compile_cache.check_backend()
 
 
 def test_default_folder_is_per_user():
@@ -113,10 +117,12 @@ launch.run_main(main)
 """
 
 
-def _run_program(*args):
+def _run_program(*args, devices=1):
+  env = dict(os.environ, XLA_FLAGS=(
+      f"--xla_force_host_platform_device_count={devices}"))
   proc = subprocess.run([sys.executable, "-c", _PROGRAM, *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
-                        check=False)
+                        check=False, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -143,3 +149,20 @@ def test_second_process_loads_what_the_first_compiled(tmp_path):
 
   off, _ = _run_program("--compile_cache=off")
   assert off == {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
+
+
+def test_unsafe_only_on_several_cpu_devices():
+  assert compile_cache.unsafe_reason("cpu", 1) is None
+  assert compile_cache.unsafe_reason("gpu", 8) is None
+  assert compile_cache.unsafe_reason("tpu", 256) is None
+  assert "8 CPU devices" in compile_cache.unsafe_reason("cpu", 8)
+
+
+def test_several_cpu_devices_turn_it_off(tmp_path):
+  """The deadlock guard: a launcher on 8 CPU devices neither reads nor
+  writes the folder, says why, and runs."""
+  folder = tmp_path / "jit"
+  stats, log = _run_program(f"--compile_cache={folder}", devices=8)
+  assert stats == {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
+  assert "compile cache off: 8 CPU devices" in log, log[-3000:]
+  assert not folder.exists() or not _entries(folder)

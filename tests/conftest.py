@@ -33,6 +33,9 @@ if _OWN_CACHE:
   os.environ[TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="flip_jax_test_jit_")
 os.environ[compile_cache.ENV] = os.environ[TEST_CACHE_ENV]
 compile_cache.setup(os.environ[TEST_CACHE_ENV])
+# Off in this process with its 8 CPU devices (see compile_cache); launchers
+# the tests start with one device still share the folder.
+compile_cache.check_backend()
 
 
 def pytest_unconfigure(config):

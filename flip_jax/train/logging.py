@@ -5,6 +5,9 @@
   ``{workdir}/tb`` (process 0 only). On resume it drops what was logged past
   the restored step, so no step appears twice.
 * `Progress` logs "step/total, scalars, examples/s, ETA" every N steps.
+* `save_pending` / `load_pending` carry the metrics of the steps after the
+  last logged row across a preemption, so the resumed run's next row
+  averages the same steps as an uninterrupted run's.
 * `check_finite` fails fast on NaN/Inf with every loss term in the message.
 * `log_startup` logs versions, devices, the mesh, the config and a param
   overview.
@@ -25,10 +28,12 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from flip_jax import jsonio
 from flip_jax.optim import param_paths
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
+PENDING_FILE = "pending_metrics.json"
 
 
 def _to_scalar(key: str, value) -> float | int:
@@ -134,6 +139,34 @@ class MetricWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def save_pending(workdir: str | os.PathLike, step: int,
+                 values: Mapping[str, np.ndarray]) -> None:
+  """Records the per-step metrics of the steps up to `step` not yet in a
+  row ({name: [steps]}, `steps.fetch_metrics`), atomically."""
+  jsonio.write_json_atomic(
+      os.path.join(os.fspath(workdir), PENDING_FILE),
+      {"step": int(step),
+       "values": {k: [float(x) for x in v] for k, v in values.items()}})
+
+
+def load_pending(workdir: str | os.PathLike, step: int) -> list[dict]:
+  """The pending steps' metrics saved at `step` (one dict per step, the
+  form the loop's history holds); [] when none were saved at that step.
+
+  The file is removed: it belongs to the one resume from `step`.
+  """
+  path = os.path.join(os.fspath(workdir), PENDING_FILE)
+  if not os.path.exists(path):
+    return []
+  record = jsonio.read_json(path)
+  os.remove(path)
+  if record.get("step") != step or not record.get("values"):
+    return []
+  values = {k: np.asarray(v, np.float64) for k, v in record["values"].items()}
+  n = len(next(iter(values.values())))
+  return [{k: v[i] for k, v in values.items()} for i in range(n)]
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:

@@ -60,6 +60,10 @@ RESULTS = "results.json"
 # The run's shape (rows, steps per epoch, total steps, evaluation cadence,
 # patience in evaluations): what a report needs to state its budget.
 SCHEDULE = "schedule.json"
+# Steps dispatched ahead of the last finished one: enough to keep a device
+# busy, few enough that a SIGTERM (seen by Python only between device
+# waits) is honoured within about this many steps, not at the next log row.
+_IN_FLIGHT = 2
 # Valid / test predictions of the best checkpoint (the fusion bound's input).
 PREDICTIONS = "predictions.npz"
 
@@ -295,7 +299,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
   progress = log_lib.Progress(total_steps, every_steps=config.log_every_steps,
                               examples_per_step=t.batch_size, start_step=step)
   every_ckpt = config.ckpt.every_steps
-  history, last = [], {}
+  # Steps after the last row that a preemption carried over (their row
+  # then averages the same steps as an uninterrupted run's).
+  history, last = (log_lib.load_pending(workdir, step) if is_main else []), {}
   t_last, step_last, compile_s = time.perf_counter(), step, None
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     while step < total_steps and not tracker["done"]:
@@ -310,8 +316,12 @@ def _train_and_evaluate(config, workdir, task, watcher):
         logging.info("first step (compile + run) took %.1fs", compile_s)
         t_last, step_last = time.perf_counter(), step + 1
       history.append(metrics)
+      if len(history) > _IN_FLIGHT:  # bounded run-ahead: SIGTERM is seen
+        jax.block_until_ready(history[-1 - _IN_FLIGHT])  # within steps
       step += 1
       if watcher.preempted(step):
+        if is_main and history:
+          log_lib.save_pending(workdir, step, steps.fetch_metrics(history))
         ckpt.save(step, state, data_iter=data_iter, force=True)
         ckpt.wait_until_finished()
         if evaluated and is_main:  # the early-stopping record of this step

@@ -250,18 +250,20 @@ def test_export_finetuned_end_to_end_and_cli(tiny_bert_dir, tmp_path):
                               ("ids", "input_ids", "attention_mask")}).numpy()
   assert metrics.auc(test["label"], prob) == pytest.approx(
       results["test/auc"], abs=1e-6)
-  # The CLI (same run; one training run per test keeps xdist cheap).
+  # The CLI (same run; one training run per test keeps xdist cheap). --plm
+  # is pinned: run_all, imported by other tests of this worker, shares the
+  # flag with its own default (launch.flag: the first definition wins).
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   buf = io.StringIO()
   with flagsaver.flagsaver(workdir=str(workdir), out=str(tmp_path / "o"),
-                           check=False):
+                           check=False, plm=None):
     with contextlib.redirect_stdout(buf):
       export_torch.main(["export_torch"])
   assert f"exported finetuned model of {workdir}" in buf.getvalue()
   again = ctr_torch.FlipCtrTorch.from_pretrained(tmp_path / "o")
   np.testing.assert_array_equal(again.alpha.detach().numpy(),
                                 model.alpha.detach().numpy())
-  with flagsaver.flagsaver(workdir=str(workdir), out=None):
+  with flagsaver.flagsaver(workdir=str(workdir), out=None, plm=None):
     with pytest.raises(app.UsageError, match="--workdir needs --out"):
       export_torch.main(["export_torch"])
