@@ -44,6 +44,7 @@ def _by_config(doc):
   return {r["config"]: r for r in doc["results"]}
 
 
+@pytest.mark.slow  # the CPU dry run (~60 s); pure parts below stay fast
 def test_runs_record_times_throughput_and_mfu_fields(dry_run):
   doc, log = dry_run
   assert doc["platform"] == "cpu"
@@ -63,6 +64,7 @@ def test_runs_record_times_throughput_and_mfu_fields(dry_run):
   assert "base" in log and "MFU" in log
 
 
+@pytest.mark.slow  # the CPU dry run (~60 s); pure parts below stay fast
 def test_skipped_and_failed_configurations_are_recorded(dry_run):
   runs = _by_config(dry_run[0])
   assert runs["fqkv"]["status"] == "skipped"
@@ -73,6 +75,7 @@ def test_skipped_and_failed_configurations_are_recorded(dry_run):
   assert "unknown atom" in runs["nope"]["error"]
 
 
+@pytest.mark.slow  # the CPU dry run (~60 s); pure parts below stay fast
 def test_profiles_of_the_baseline_and_the_best(dry_run):
   doc = dry_run[0]
   (label, best), = doc["best"].items()

@@ -4,10 +4,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # ~40 s: a research sweep, not library behaviour
 def test_icl_probe_prints_the_spread_and_the_steps(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
