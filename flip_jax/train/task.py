@@ -72,6 +72,9 @@ class Task:
   # PRNG streams of a training step; with several, the step key is split in
   # this order (e.g. ('dropout', 'noise')).
   rng_streams: tuple[str, ...] = ("dropout",)
+  # Config fields naming another run the task starts from; a finished run
+  # is reloaded with them cleared (`train.reload`: it reads no other run).
+  source_fields: tuple[str, ...] = ("ckpt.init_from",)
 
   def __init__(self, config):
     self.config = config

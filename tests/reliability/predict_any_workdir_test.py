@@ -17,7 +17,6 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import scoring
 from experiments.configs import ctr as ctr_configs
 from flip_jax import methods
 from flip_jax.data import features
@@ -116,14 +115,6 @@ def test_export_of_an_unfinished_run_is_one_line(tmp_path):
   assert line.startswith(f"error: --workdir {run} is an unfinished "
                          "flip_finetune run")
   assert sorted(os.listdir(tmp_path)) == ["run"]
-
-
-def test_scoring_another_methods_run_is_one_line(tmp_path):
-  run = _folder(tmp_path / "cp", {"task": "clickprompt_finetune"},
-                best=[3], results=True)
-  with pytest.raises(ValueError, match="is a finished clickprompt_finetune "
-                     "run; scoring rebuilds flip_finetune runs only"):
-    scoring.score_splits(str(run), ["test"])
 
 
 def test_rerun_on_checkpoints_without_config_json_writes_nothing(tmp_path):

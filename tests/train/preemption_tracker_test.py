@@ -76,3 +76,24 @@ def test_patience_in_epochs_follows_the_cadence(tmp_path):
   assert sched["patience_evals"] == 6
   cfg.train.patience_unit = "evals"
   assert loop.schedule(cfg, num_rows=640)["patience_evals"] == 3
+
+
+def test_run_ahead_is_bounded_so_sigterm_is_seen_within_steps(
+    tmp_path, monkeypatch):
+  """Python sees a SIGTERM only between device waits: the loop waits on the
+  step `loop._IN_FLIGHT` steps back at every step, not only at a log row
+  (which left every dispatched step to run first: seconds on a GPU)."""
+  cfg = _config(tmp_path)
+  cfg.log_every_steps = 100   # no row, no evaluation before the last step
+  cfg.train.eval_every_steps = 12
+  waited = []
+  real = loop.jax.block_until_ready
+
+  def block(x):
+    waited.append(x)
+    return real(x)
+  monkeypatch.setattr(loop.jax, "block_until_ready", block)
+  _run(cfg, tmp_path / "run")
+  per_step = [x for x in waited if isinstance(x, dict)
+              and "train/loss" in x]
+  assert len(per_step) >= 12 - loop._IN_FLIGHT - 1, len(per_step)  # pylint: disable=protected-access

@@ -99,6 +99,7 @@ def build_model(cfg, store, feature_map) -> model_lib.Srp4ctrModel:
 class Srp4ctrTask(task_lib.Task):
   """CTR with behaviour sequences, selected on valid AUC."""
   name = "srp4ctr"
+  source_fields = ("ckpt.init_from", "srp4ctr.pretrained")
 
   def __init__(self, config):
     super().__init__(config)

@@ -6,6 +6,7 @@ import json
 import pytest
 import transformers
 
+from experiments import scoring
 from experiments.configs import clickprompt_finetune
 from flip_jax import checkpoint
 from flip_jax.methods.clickprompt import export
@@ -69,3 +70,9 @@ def test_prefix_add_exports_as_one_module(tiny_bert_dir, pa_mlm):
   assert meta["mode"] == "prefix_add" and meta["pooler"] == "avg_first_last"
   # The PLM part is also a plain Hugging Face folder.
   transformers.AutoModel.from_pretrained(str(out / export.PLM_DIR))
+  # predict's scoring (the one loader of every method) gives the test AUC
+  # of both branches and their mix as the run's final evaluation did.
+  _, metrics = scoring.score_splits(str(pa_mlm / "prefix_add"), ["test"],
+                                    batch_size=32)
+  for key in ("test/auc", "test/ctr_auc", "test/txt_auc"):
+    assert metrics["test"][key] == pytest.approx(res[key], abs=1e-6), key
