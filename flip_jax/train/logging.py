@@ -5,9 +5,9 @@
   ``{workdir}/tb`` (process 0 only). On resume it drops what was logged past
   the restored step, so no step appears twice.
 * `Progress` logs "step/total, scalars, examples/s, ETA" every N steps.
-* `save_pending` / `load_pending` carry the metrics of the steps after the
-  last logged row across a preemption, so the resumed run's next row
-  averages the same steps as an uninterrupted run's.
+* `save_pending` / `load_pending` keep, with each checkpoint, the metrics
+  of its steps after the last logged row, so a run resumed from it (after
+  SIGTERM or SIGKILL) logs the same rows as an uninterrupted run.
 * `check_finite` fails fast on NaN/Inf with every loss term in the message.
 * `log_startup` logs versions, devices, the mesh, the config and a param
   overview.
@@ -142,29 +142,35 @@ class MetricWriter:
 
 
 def save_pending(workdir: str | os.PathLike, step: int,
-                 values: Mapping[str, np.ndarray]) -> None:
-  """Records the per-step metrics of the steps up to `step` not yet in a
-  row ({name: [steps]}, `steps.fetch_metrics`), atomically."""
-  jsonio.write_json_atomic(
-      os.path.join(os.fspath(workdir), PENDING_FILE),
-      {"step": int(step),
-       "values": {k: [float(x) for x in v] for k, v in values.items()}})
+                 values: Mapping[str, np.ndarray], keep_steps) -> None:
+  """Records, with the checkpoint of `step`, the per-step metrics of its
+  steps not yet in a row ({name: [steps]}, `steps.fetch_metrics`; empty:
+  none). Entries of checkpoints not in `keep_steps` are dropped; atomic.
+  """
+  path = os.path.join(os.fspath(workdir), PENDING_FILE)
+  exists = os.path.exists(path)
+  if not values and not exists:
+    return
+  record = jsonio.read_json(path, expect=dict) if exists else {}
+  keep = {str(int(s)) for s in keep_steps} | {str(int(step))}
+  record = {k: v for k, v in record.items() if k in keep}
+  record.pop(str(int(step)), None)
+  if values:
+    record[str(int(step))] = {k: [float(x) for x in v]
+                              for k, v in values.items()}
+  jsonio.write_json_atomic(path, record)
 
 
 def load_pending(workdir: str | os.PathLike, step: int) -> list[dict]:
-  """The pending steps' metrics saved at `step` (one dict per step, the
-  form the loop's history holds); [] when none were saved at that step.
-
-  The file is removed: it belongs to the one resume from `step`.
-  """
+  """The pending steps' metrics saved with the checkpoint of `step` (one
+  dict per step, the form the loop's history holds); [] when none."""
   path = os.path.join(os.fspath(workdir), PENDING_FILE)
   if not os.path.exists(path):
     return []
-  record = jsonio.read_json(path)
-  os.remove(path)
-  if record.get("step") != step or not record.get("values"):
+  values = jsonio.read_json(path, expect=dict).get(str(int(step)))
+  if not values:
     return []
-  values = {k: np.asarray(v, np.float64) for k, v in record["values"].items()}
+  values = {k: np.asarray(v, np.float64) for k, v in values.items()}
   n = len(next(iter(values.values())))
   return [{k: v[i] for k, v in values.items()} for i in range(n)]
 

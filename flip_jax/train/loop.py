@@ -299,7 +299,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   progress = log_lib.Progress(total_steps, every_steps=config.log_every_steps,
                               examples_per_step=t.batch_size, start_step=step)
   every_ckpt = config.ckpt.every_steps
-  # Steps after the last row that a preemption carried over (their row
+  # Steps after the last row, saved with the checkpoint resumed (their row
   # then averages the same steps as an uninterrupted run's).
   history, last = (log_lib.load_pending(workdir, step) if is_main else []), {}
   t_last, step_last, compile_s = time.perf_counter(), step, None
@@ -320,8 +320,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
         jax.block_until_ready(history[-1 - _IN_FLIGHT])  # within steps
       step += 1
       if watcher.preempted(step):
-        if is_main and history:
-          log_lib.save_pending(workdir, step, steps.fetch_metrics(history))
+        if is_main:
+          log_lib.save_pending(workdir, step, steps.fetch_metrics(history)
+                               if history else {}, ckpt.all_steps())
         ckpt.save(step, state, data_iter=data_iter, force=True)
         ckpt.wait_until_finished()
         if evaluated and is_main:  # the early-stopping record of this step
@@ -338,15 +339,19 @@ def _train_and_evaluate(config, workdir, task, watcher):
                    or (every_ckpt > 0 and step % every_ckpt == 0))
       if not (is_log or is_eval or must_save):
         continue
-      scalars = steps.drain_metrics(history, step)
-      history = []
-      now = time.perf_counter()
-      if step > step_last:
-        scalars["examples_per_sec"] = ((step - step_last) * t.batch_size
-                                       / (now - t_last))
-      scalars["train/lr"] = float(lr_schedule(step - 1))
-      scalars["compile_sec"] = compile_s
-      t_last, step_last = now, step
+      scalars = {}
+      if is_log or is_eval:
+        scalars = steps.drain_metrics(history, step)
+        history = []
+        now = time.perf_counter()
+        if step > step_last:
+          scalars["examples_per_sec"] = ((step - step_last) * t.batch_size
+                                         / (now - t_last))
+        scalars["train/lr"] = float(lr_schedule(step - 1))
+        scalars["compile_sec"] = compile_s
+        t_last, step_last = now, step
+      elif history:  # a checkpoint between two rows: its steps stay pending
+        steps.drain_metrics(history, step)  # (checked finite before saving)
       if monitor is not None and is_log:
         scalars.update(monitor(state.variables))
       if is_eval:
@@ -365,6 +370,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
             tracker["done"] = True
       if must_save:
         ckpt.save(step, state, data_iter=data_iter, force=True)
+        if is_main:
+          log_lib.save_pending(workdir, step, steps.fetch_metrics(history)
+                               if history else {}, ckpt.all_steps())
         if evaluated:
           ckpt.wait_until_finished()
           if is_main:
