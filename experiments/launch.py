@@ -112,11 +112,17 @@ def _get(config, *keys):
 
 
 def uses_plm(config) -> bool:
-  """Whether a run of `config` reads text through the PLM's tokenizer."""
-  task = _get(config, "task")
-  return task == "flip_pretrain" or (
-      task == "flip_finetune" and _get(config, "finetune", "mode") in (
-          "plm", "joint"))
+  """Whether a run of `config` reads text through the PLM's tokenizer (a
+  fact of its task: `Task.reads_text`); False for an unknown task."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from flip_jax import methods  # pylint: disable=g-import-not-at-top
+  task = methods.TASKS.get(_get(config, "task"))
+  if isinstance(config, dict):  # a run's config.json
+    config = ml_collections.ConfigDict(config)
+  try:
+    return task is not None and task.reads_text(config)
+  except (KeyError, AttributeError):  # a field missing: validation says so
+    return False
 
 
 def check_plm_folder(config) -> None:

@@ -76,6 +76,13 @@ class Task:
   # is reloaded with them cleared (`train.reload`: it reads no other run).
   source_fields: tuple[str, ...] = ("ckpt.init_from",)
 
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    """Whether a run of `config` tokenizes text with ``model.plm.name``'s
+    tokenizer (launchers check that folder before any work)."""
+    del config
+    return False
+
   def __init__(self, config):
     self.config = config
     self.model: nn.Module | None = None

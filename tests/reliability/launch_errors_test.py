@@ -187,3 +187,27 @@ def test_tokenizer_folder_checks(tmp_path):
   launch.check_plm_folder(ctr)  # the ID task reads no text
   (tmp_path / "vocab.txt").write_text("[PAD]\n")
   launch.check_plm_folder(dict(ctr, task="flip_pretrain"))
+
+
+@pytest.mark.parametrize("config,reads", [
+    ({"task": "flip_pretrain"}, True),
+    ({"task": "flip_finetune", "finetune": {"mode": "id"}}, False),
+    ({"task": "flip_finetune", "finetune": {"mode": "joint"}}, True),
+    ({"task": "clickprompt_pretrain"}, True),
+    ({"task": "clickprompt_finetune", "finetune": {"mode": "ctr_only"}}, False),
+    ({"task": "clickprompt_finetune", "finetune": {"mode": "prefix_add"}},
+     True),
+    ({"task": "ctr_bert"}, True), ({"task": "p_tab_pretrain"}, True),
+    ({"task": "ctr"}, False), ({"task": "srp4ctr"}, False),
+    ({"task": "no_such_task"}, False),
+])
+def test_reading_text_is_a_fact_of_the_task(tmp_path, config, reads):
+  """The early tokenizer check covers every task that tokenizes text
+  (ClickPrompt, CTR-BERT and P-Tab were skipped when it listed FLIP's)."""
+  assert launch.uses_plm(config) is reads
+  config = dict(config, model={"plm": {"name": str(tmp_path)}})
+  if reads:
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+      launch.check_plm_folder(config)
+  else:
+    launch.check_plm_folder(config)

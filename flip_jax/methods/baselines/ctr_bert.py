@@ -107,6 +107,10 @@ class CtrBertTask(task_lib.Task):
   """CTR-BERT from the public PLM weights, selected on valid AUC."""
   name = "ctr_bert"
 
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return True
+
   def config_errors(self):
     cfg = self.config
     c = cfg.ctr_bert

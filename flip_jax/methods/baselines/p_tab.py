@@ -106,6 +106,10 @@ class PTabPretrainTask(task_lib.Task):
   """P-Tab's token-level MLM (no evaluation splits: trains and stops)."""
   name = "p_tab_pretrain"
 
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return True
+
   def __init__(self, config):
     super().__init__(config)
     self._head_initialized = None

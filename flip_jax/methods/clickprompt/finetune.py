@@ -52,6 +52,10 @@ class ClickPromptFinetuneTask(task_lib.Task):
   """Finetuning in one of the modes, selected on valid AUC."""
   name = "clickprompt_finetune"
 
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return model_lib.MODES[config.finetune.mode][1]
+
   def __init__(self, config):
     super().__init__(config)
     self.mode = config.finetune.mode

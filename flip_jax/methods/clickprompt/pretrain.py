@@ -41,6 +41,10 @@ def max_masked(config) -> int:
 class ClickPromptPretrainTask(task_lib.Task):
   """PA-MLM (no evaluation splits: trains, checkpoints, stops)."""
   name = "clickprompt_pretrain"
+
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return True
   # Whether the LM head started fresh (set by load_data).
   head_fresh = False
 

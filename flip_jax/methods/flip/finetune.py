@@ -95,6 +95,10 @@ class FlipFinetuneTask(task_lib.Task):
   """Finetuning in one of the three modes, selected on valid AUC."""
   name = "flip_finetune"
 
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return config.finetune.mode in ("plm", "joint")
+
   def __init__(self, config):
     super().__init__(config)
     self.mode = config.finetune.mode

@@ -92,6 +92,10 @@ def flip_config(config, plm_config, feature_map, max_masked: int
 class FlipPretrainTask(task_lib.Task):
   """FLIP pretraining (no evaluation splits: trains, checkpoints, stops)."""
   name = "flip_pretrain"
+
+  @classmethod
+  def reads_text(cls, config) -> bool:
+    return True
   rng_streams = ("dropout", "noise")
 
   def config_errors(self):
