@@ -174,12 +174,12 @@ def _prepare(cfg, workdir):
 
 def _export(folder, name):
   """Exports a finetuning stage with the parity check (check.json)."""
-  from flip_jax.methods.clickprompt import export  # pylint: disable=g-import-not-at-top
+  from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
   out = os.path.join(folder, f"export_{name}")
-  diff = export.export_finetuned(os.path.join(folder, name), out, check=True)
+  diff = run_export.export_run(os.path.join(folder, name), out, check=True)
   jsonio.write_json_atomic(os.path.join(out, "check.json"),
                            {"max_abs_diff": float(diff),
-                            "atol": export.CHECK_ATOL})
+                            "atol": run_export.CHECK_ATOL})
   return diff
 
 

@@ -6,15 +6,18 @@ Round trip of an imported checkpoint (unchanged weights):
   python -m experiments.export_torch --plm=/path/to/hf_folder --out=runs/plm_hf \
       --num_layers=4 --check
 
-A finetuned FLIP CTR model (its best checkpoint; modes id / plm / joint) to a
-PyTorch folder loadable with `flip_jax.export.ctr_torch.FlipCtrTorch`:
+A finished run of any method (its best checkpoint: FLIP id / plm / joint,
+the ID model from scratch, CTR-BERT, ClickPrompt, SRP4CTR and DIN) to a
+PyTorch folder, through `flip_jax.export.run_export` (the run reloaded by
+`flip_jax.train.reload.load_run`, as `predict` does):
 
   python -m experiments.export_torch --workdir=runs/ft_joint \
       --out=runs/ft_joint_torch --check
 
-With `--workdir`, `--check` reloads the export with
-`FlipCtrTorch.from_pretrained`, scores `--num_rows` rows of the run's test
-split and fails if any probability differs from Flax's by more than 1e-5.
+With `--workdir`, `--check` reloads the export in PyTorch (e.g.
+`FlipCtrTorch.from_pretrained` for FLIP and the ID model), scores
+`--num_rows` rows of the run's test split and fails if any probability
+differs from Flax's by more than 1e-5.
 
 With `--plm`, `--check` reloads the folder with `transformers.AutoModel` and
 `AutoModelForMaskedLM`, requires clean loading (no missing weights), and prints
@@ -157,22 +160,17 @@ def main(argv):
     if _PLM.value or not _OUT.value:
       raise app.UsageError("--workdir needs --out and excludes --plm")
     # pylint: disable=g-import-not-at-top
-    from flip_jax import methods
-    from flip_jax.methods.flip import export as finetuned
+    from flip_jax.export import run_export
     from flip_jax.train import finished
     # pylint: enable=g-import-not-at-top
     # Before anything is loaded: --out must be new, empty or an earlier
     # export, and not the run's workdir (hf_export.check_destination);
-    # --workdir a finished finetuning run (else one line saying what it is).
-    finetuned.check_destination(_OUT.value, _WORKDIR.value)
-    task = finished.require(_WORKDIR.value)["task"]
-    if task == "flip_finetune":
-      diff = finetuned.export_finetuned(_WORKDIR.value, _OUT.value,
-                                        check=_CHECK.value,
-                                        num_rows=_NUM_ROWS.value)
-    else:
-      diff = methods.exporter(task)(_WORKDIR.value, _OUT.value,
-                                    check=_CHECK.value)
+    # --workdir a finished run (else one line saying what it is) of a task
+    # with an exporter.
+    run_export.check_destination(_OUT.value, _WORKDIR.value)
+    run_export.exporter(finished.require(_WORKDIR.value)["task"])
+    diff = run_export.export_run(_WORKDIR.value, _OUT.value,
+                                 check=_CHECK.value, num_rows=_NUM_ROWS.value)
     print(f"exported finetuned model of {_WORKDIR.value} to {_OUT.value}"
           + (f"; check max |p_torch - p_flax| {diff:.3e}" if _CHECK.value
              else ""))

@@ -162,8 +162,9 @@ def _run_seed(folder, stages, seed, args, ctr, overrides) -> None:
     out = os.path.join(folder, "export_srp4ctr")
 
     def _export():
-      from flip_jax.methods.srp4ctr import export  # pylint: disable=g-import-not-at-top
-      diff = export.export_srp4ctr(os.path.join(folder, "srp4ctr"), out)
+      from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
+      diff = run_export.export_run(os.path.join(folder, "srp4ctr"), out,
+                                   check=True)
       jsonio.write_json_atomic(os.path.join(out, "check.json"),
                                {"max_abs_diff": diff})
     log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),

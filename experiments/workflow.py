@@ -334,9 +334,9 @@ def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
     out = os.path.join(folder, "export_joint")
 
     def _export():
-      from flip_jax.methods.flip import export as finetuned  # pylint: disable=g-import-not-at-top
-      diff = finetuned.export_finetuned(os.path.join(folder, "flip_joint"),
-                                        out, check=True)
+      from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
+      diff = run_export.export_run(os.path.join(folder, "flip_joint"), out,
+                                   check=True)
       jsonio.write_json_atomic(os.path.join(out, "check.json"),
                                {"max_abs_diff": float(diff)})
     log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),

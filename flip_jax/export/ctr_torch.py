@@ -137,24 +137,8 @@ class FlipCtrTorch(nn.Module):
         raise ValueError(f"{path / EXPORT_CONFIG}: bad ctr_config ({e})"
                          ) from e
     if mode != "id":
-      import transformers  # pylint: disable=g-import-not-at-top
-      # The folder also holds the MLM head (hf_export always writes it);
-      # AutoModel does not use it, so only missing weights are an error.
-      hf_log = transformers.logging
-      verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
-      hf_log.set_verbosity_error()
-      hf_log.disable_progress_bar()
-      try:
-        plm, info = transformers.AutoModel.from_pretrained(
-            str(path / PLM_DIR), attn_implementation=attn_implementation,
-            output_loading_info=True)
-      finally:
-        hf_log.set_verbosity(verbosity)
-        if bars:
-          hf_log.enable_progress_bar()
-      if info["missing_keys"]:
-        raise ValueError(f"{path / PLM_DIR}: PLM weights missing "
-                         f"{sorted(info['missing_keys'])[:8]}")
+      plm = load_hf_encoder(path / PLM_DIR,
+                            attn_implementation=attn_implementation)
     model = cls(mode, ctr_cfg, plm, alpha_param=meta["alpha_param"])
     sd = load_file(str(path / CTR_WEIGHTS))
     rows = ctr_mapping.finetune_rows(mode, ctr_cfg)
@@ -165,6 +149,45 @@ class FlipCtrTorch(nn.Module):
       raise ValueError(f"{path / CTR_WEIGHTS}: missing {missing[:8]}, "
                        f"unexpected {info.unexpected_keys[:8]}")
     return model.to(device).eval()
+
+
+def load_hf_encoder(folder, *, attn_implementation: str = "eager",
+                    **kwargs):
+  """`transformers.AutoModel` of an exported PLM folder, quietly.
+
+  The folder also holds the MLM head (hf_export always writes it), which
+  AutoModel does not use: only missing weights are an error.
+  """
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_log = transformers.logging
+  verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
+  hf_log.set_verbosity_error()
+  hf_log.disable_progress_bar()
+  try:
+    plm, info = transformers.AutoModel.from_pretrained(
+        str(folder), attn_implementation=attn_implementation,
+        output_loading_info=True, **kwargs)
+  finally:
+    hf_log.set_verbosity(verbosity)
+    if bars:
+      hf_log.enable_progress_bar()
+  if info["missing_keys"]:
+    raise ValueError(f"{folder}: PLM weights missing "
+                     f"{sorted(info['missing_keys'])[:8]}")
+  return plm.eval()
+
+
+# Everything an export folder written before the marker existed could hold
+# (check.json: run_all's parity record).
+_LEGACY_ENTRIES = frozenset({EXPORT_CONFIG, CTR_WEIGHTS, "feature_map.json",
+                             PLM_DIR, "check.json"})
+
+
+def is_legacy_export(folder) -> bool:
+  """A finetuned export without marker: flip_ctr.json and only export files."""
+  folder = pathlib.Path(folder)
+  names = {p.name for p in folder.iterdir()}
+  return EXPORT_CONFIG in names and names <= _LEGACY_ENTRIES
 
 
 def read_export_config(path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ added, a protected folder such as the run's own workdir) is refused with
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -281,6 +282,29 @@ def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path, *,
   os.replace(tmp, out_dir)
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: pathlib.Path, kind: str, *, legacy=None):
+  """Yields a temporary sibling of `out_dir` to write an export of `kind`
+  into; on success marks it (`write_marker`), makes it world-readable and
+  moves it into place (`replace_dir`); on any error removes it, so
+  `out_dir` holds the previous export or nothing, never half of one."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
+                                      dir=out_dir.parent))
+  try:
+    yield tmp
+    write_marker(tmp, kind)
+    # mkdtemp / safetensors create owner-only entries; make them readable.
+    for f in tmp.rglob("*"):
+      os.chmod(f, 0o755 if f.is_dir() else 0o644)
+    os.chmod(tmp, 0o755)
+    replace_dir(tmp, out_dir, legacy=legacy)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 def export_hf(config: PLMConfig, params, out_dir, *, tokenizer=None,

@@ -28,24 +28,16 @@ TASKS = {
 }
 
 
-# Task -> "module:function(workdir, out, *, check) -> max |p_torch - p_flax|"
-# exporting a finished run of it to PyTorch (experiments.export_torch).
+# Task -> the module exporting a finished run of it to PyTorch: its
+# ``write(run, out_dir, source)`` and ``compare(folder, run, batch)`` (the
+# contract of flip_jax.export.run_export; experiments.export_torch).
 EXPORTERS = {
-    "flip_finetune": "flip_jax.methods.flip.export:export_finetuned",
-    "srp4ctr": "flip_jax.methods.srp4ctr.export:export_srp4ctr",
-    "clickprompt_finetune":
-        "flip_jax.methods.clickprompt.export:export_finetuned",
+    "ctr": "flip_jax.methods.ctr_export",
+    "ctr_bert": "flip_jax.methods.baselines.ctr_bert_export",
+    "flip_finetune": "flip_jax.methods.flip.export",
+    "srp4ctr": "flip_jax.methods.srp4ctr.export",
+    "clickprompt_finetune": "flip_jax.methods.clickprompt.export",
 }
-
-
-def exporter(task: str):
-  """The export function of ``task`` (see EXPORTERS)."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  if task not in EXPORTERS:
-    raise ValueError(f"task {task!r} has no PyTorch export; exportable: "
-                     f"{sorted(EXPORTERS)}")
-  module, fn = EXPORTERS[task].split(":")
-  return getattr(importlib.import_module(module), fn)
 
 
 def make_task(config):

@@ -48,6 +48,7 @@ from flip_jax.data import pipeline
 from flip_jax.train import evaluate as eval_lib
 from flip_jax.train import init as init_lib
 from flip_jax.train import logging as log_lib
+from flip_jax.train import model_record
 from flip_jax.train import preemption
 from flip_jax.train import runtime
 from flip_jax.train import state as state_lib
@@ -180,6 +181,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
 
   # ------------------------------------------------------------------ data
   data = task.load_data(workdir)
+  model_record.pin(workdir, *task.recorded_sections())
   fm = data.feature_map
   # Model selection on valid; a protocol without one (FLIP's 'official'
   # 90/10) selects on test, and its results say so.

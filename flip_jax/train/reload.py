@@ -50,17 +50,22 @@ def _set(config, dotted: str, value) -> None:
 def run_config(workdir: str, tasks: dict[str, type], *,
                data_overrides: dict | None = None) -> mlc.ConfigDict:
   """The run's config, standing alone: its recorded sections in place and
-  the task's `source_fields` cleared; `data_overrides` replace data fields."""
+  the task's `source_fields` cleared; `data_overrides` replace data fields
+  (a run from before `model_record` keeps its source fields)."""
   config = mlc.ConfigDict(finished.require(workdir, flag=None))
   for key, value in (data_overrides or {}).items():
     config.data[key] = value
-  for name, section in (model_record.load(workdir) or {}).items():
+  record = model_record.load(workdir)
+  for name, section in (record or {}).items():
     config[name] = mlc.ConfigDict(section)
   if config.task not in tasks:
     raise ValueError(f"{workdir}: config.task={config.task!r} is no known "
                      f"task ({sorted(tasks)})")
-  for field in tasks[config.task].source_fields:
-    _set(config, field, "")
+  if record is not None:
+    # An older run without its record (warned by model_record.load) keeps
+    # them: its sections are resolved from those runs, as they are now.
+    for field in tasks[config.task].source_fields:
+      _set(config, field, "")
   return config
 
 

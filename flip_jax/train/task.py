@@ -92,6 +92,13 @@ class Task:
     with the shared ones before any work; see ``train.validate``)."""
     return []
 
+  def recorded_sections(self) -> tuple[dict[str, Any], str]:
+    """(config sections holding the architecture this run trains, the run
+    they were resolved from or ''): pinned by the loop in ``model.json``
+    at the start, checked on resume, read back by every reload
+    (``model_record``), so a finished run never reads another run."""
+    return {"model": self.config.model}, ""
+
   # ------------------------------------------------------------------ data
   def load_data(self, workdir: str) -> TaskData:
     raise NotImplementedError

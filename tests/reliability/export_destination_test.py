@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import pytest
 
 from flip_jax.export import hf_export
-from flip_jax.methods.flip import export as finetuned
+from flip_jax.export import run_export
 from flip_jax.models import plm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -106,11 +106,11 @@ def test_finetuned_export_with_plm_names_a_file_added_inside(tmp_path):
   hf_export.write_marker(out / "plm", "hf_plm")
   (out / "flip_ctr.json").write_text("{}")
   hf_export.write_marker(out, "flip_ctr")
-  assert finetuned.check_destination(out) == out.resolve()
+  assert run_export.check_destination(out) == out.resolve()
   (out / "plm" / "mine.md").write_text("x")
   with pytest.raises(hf_export.ExportDestinationError,
                      match=r"\['plm/mine.md'\]"):
-    finetuned.check_destination(out)
+    run_export.check_destination(out)
 
 
 def test_marker_without_file_list_is_matched_by_export_names(tmp_path):
@@ -136,7 +136,7 @@ def test_workdir_and_inside_it_are_refused_before_loading(tmp_path):
                      (workdir / "torch", r"it is inside the run's --workdir"),
                      (tmp_path, r"it contains the run's --workdir")):
     with pytest.raises(hf_export.ExportDestinationError, match=match):
-      finetuned.export_finetuned(workdir, out)
+      run_export.export_run(workdir, out)
   assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
 
 
@@ -145,10 +145,10 @@ def test_legacy_ctr_export_without_marker_is_recognised(tmp_path):
   (old / "plm").mkdir(parents=True)
   for name in ("flip_ctr.json", "ctr_model.safetensors", "check.json"):
     (old / name).write_text("{}")
-  assert finetuned.check_destination(old) == old.resolve()
+  assert run_export.check_destination(old) == old.resolve()
   (old / "mine.txt").write_text("x")
   with pytest.raises(hf_export.ExportDestinationError, match="mine.txt"):
-    finetuned.check_destination(old)
+    run_export.check_destination(old)
 
 
 def test_cli_refuses_workdir_as_out_in_one_line(tmp_path):

@@ -19,8 +19,8 @@ import pytest
 from absl import logging
 
 from experiments import scoring
-from flip_jax.methods.flip import finetune
 from flip_jax.train import model_record
+from flip_jax.train import reload
 from tests.methods.flip import finetune_loop_test as ftest  # pylint: disable=g-bad-import-order
 from tests.methods.flip import pretrain_loop_test as ptest
 
@@ -41,9 +41,10 @@ def runs(tiny_bert_dir, tmp_path_factory):
 
 
 def _scores(workdir):
-  _, model, variables, _, prepared = finetune.load_finetuned(str(workdir))
-  ids = np.asarray(prepared.splits["test"]["ids"][:64])
-  logit = model.apply(variables, {"ids": ids}, deterministic=True)["logit"]
+  run = reload.load_run(str(workdir))
+  model = run.task.model
+  ids = np.asarray(run.data.eval_splits["test"]["ids"][:64])
+  logit = model.apply(run.variables, {"ids": ids}, deterministic=True)["logit"]
   return model.config, np.asarray(jax.device_get(logit))
 
 
@@ -128,4 +129,4 @@ def test_other_data_is_refused_naming_the_field(runs):
   other["num_ratings"] += 40  # the same users and movies, other rows
   with pytest.raises(ValueError, match=r"does not match .*feature_map.json "
                      r"\(field '[a-z_]+': "):
-    finetune.load_finetuned(str(ft), data_overrides={"synthetic": other})
+    reload.load_run(str(ft), data_overrides={"synthetic": other})

@@ -24,9 +24,9 @@ import pytest
 
 from flip_jax import checkpoint
 from flip_jax import methods
-from flip_jax.methods.flip import finetune as ft_lib
 from flip_jax.train import config_compat
 from flip_jax.train import loop
+from flip_jax.train import reload
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments/configs"
 # Config variants (the part after ':' of --config) of the tasks whose runs
@@ -309,7 +309,9 @@ def test_old_layout_config_json_still_loads(tiny_bert_dir, cache_dir,
                     cache_dir, **{"train.batch_size": 32})
   train(cfg, tmp_path)
   new = read_json(tmp_path / "config.json")
-  _, model, variables, _, prepared = ft_lib.load_finetuned(str(tmp_path))
+  run = reload.load_run(str(tmp_path))
+  model, variables = run.task.model, run.variables
+  test_ids = run.data.eval_splits["test"]["ids"]
 
   old = old_layout(new)
   assert "task" not in old and "train" not in old and "loss" not in old
@@ -322,16 +324,16 @@ def test_old_layout_config_json_still_loads(tiny_bert_dir, cache_dir,
   for section in ("task", "train", "loss", "ckpt", "finetune"):
     assert up[section] == new[section], section
 
-  config, model2, variables2, tokenizer, prepared2 = ft_lib.load_finetuned(
-      str(tmp_path))
+  run2 = reload.load_run(str(tmp_path))
+  config, model2, variables2 = run2.config, run2.task.model, run2.variables
   assert config.task == "flip_finetune" and config.finetune.mode == "id"
   assert config.train.batch_size == 32 and config.loss.reduction == "sum"
-  assert config.ckpt.every_steps == -1 and tokenizer is None
+  assert config.ckpt.every_steps == -1 and "tokenizer" not in run2.data.extra
   assert model2.config == model.config
   jax.tree.map(np.testing.assert_array_equal, variables2, variables)
-  ids = np.asarray(prepared2.splits["test"]["ids"][:16])
-  np.testing.assert_array_equal(prepared2.splits["test"]["ids"],
-                                prepared.splits["test"]["ids"])
+  ids = np.asarray(run2.data.eval_splits["test"]["ids"][:16])
+  np.testing.assert_array_equal(run2.data.eval_splits["test"]["ids"],
+                                test_ids)
   np.testing.assert_array_equal(
       model2.apply(variables2, {"ids": ids}, deterministic=True)["logit"],
       model.apply(variables, {"ids": ids}, deterministic=True)["logit"])

@@ -15,18 +15,16 @@
     plm/                           Hugging Face folder of the finetuned PLM
     feature_map.json
 
-``export_finetuned(workdir, out, check=True)`` compares p_torch with p_flax
-on test rows (float32) and fails above ``CHECK_ATOL``.
+``write`` / ``compare`` are the exporter contract of
+`flip_jax.export.run_export` (``export_run(workdir, out, check=True)``
+compares p_torch with p_flax on test rows, float32).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
 import pathlib
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +34,8 @@ from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
 from flip_jax import tree_paths
-from flip_jax.data import prepare
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
-from flip_jax.methods.clickprompt import finetune as ft_lib
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.clickprompt import torch_model
 from flip_jax.methods.flip import export as flip_export
@@ -49,7 +45,6 @@ from flip_jax.models.ctr.config import CTRConfig
 
 log = logging.getLogger(__name__)
 
-CHECK_ATOL = 1e-5
 META = "clickprompt.json"
 WEIGHTS = "clickprompt_model.safetensors"
 PLM_DIR = "plm"
@@ -120,27 +115,15 @@ def export_model(cp, variables, out_dir, *, tokenizer=None, feature_map=None,
     return flip_export.export_model(ft_cfg, plain, out_dir,
                                     feature_map=feature_map, source=source)
   meta = export_meta(cp, source)
-  out_dir = hf_export.check_destination(out_dir)
   flat = tree_paths.flatten({"params": jax.device_get(variables["params"])})
   tensors = torch_model.to_torch(meta, cp.ctr, flat, _zero_keys(meta, cp.ctr))
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
-                                      dir=out_dir.parent))
-  try:
+  with hf_export.staged_folder(out_dir, "clickprompt") as tmp:
     save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
     hf_export.export_hf(cp.plm, jax.device_get(variables["params"]["plm"]),
                         tmp / PLM_DIR, tokenizer=tokenizer)
     if feature_map is not None:
       feature_map.save(str(tmp / "feature_map.json"))
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    hf_export.write_marker(tmp, "clickprompt")
-    for f in tmp.rglob("*"):
-      os.chmod(f, 0o755 if f.is_dir() else 0o644)
-    os.chmod(tmp, 0o755)
-    hf_export.replace_dir(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   log.info("export: ClickPrompt %s (%d tensors + plm/) written to %s",
            cp.mode, len(tensors), out_dir)
   return out_dir
@@ -148,19 +131,10 @@ def export_model(cp, variables, out_dir, *, tokenizer=None, feature_map=None,
 
 def load_torch(folder) -> torch_model.ClickPromptTorch:
   """``ClickPromptTorch`` of an export folder, in eval mode."""
-  import transformers  # pylint: disable=g-import-not-at-top
   folder = pathlib.Path(folder)
   meta = json.loads((folder / META).read_text())
   ctr_cfg = CTRConfig(**meta["ctr_config"]) if meta["ctr_config"] else None
-  # The folder also holds an MLM head (hf_export writes one), unused here.
-  verbosity = transformers.logging.get_verbosity()
-  transformers.logging.set_verbosity_error()
-  try:
-    plm = transformers.AutoModel.from_pretrained(
-        str(folder / PLM_DIR), attn_implementation="eager",
-        add_pooling_layer=False)
-  finally:
-    transformers.logging.set_verbosity(verbosity)
+  plm = ctr_torch.load_hf_encoder(folder / PLM_DIR, add_pooling_layer=False)
   model = torch_model.ClickPromptTorch(meta, ctr_cfg, plm)
   info = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
   missing = [k for k in info.missing_keys if not k.startswith("plm.")]
@@ -182,8 +156,10 @@ def flax_probabilities(cp, variables, batch) -> dict[str, np.ndarray]:
           if k.endswith("logit")}
 
 
-def compare(folder, cp, variables, batch) -> dict[str, float]:
-  """Max |p_torch - p_flax| per output ('prob', 'ctr/prob' ...) + 'max'."""
+def compare(folder, run, batch) -> dict[str, float]:
+  """The exporter contract: max |p_torch - p_flax| per output ('prob',
+  'ctr/prob' ...) of the export against the run's model."""
+  cp, variables = run.task.model.config, run.variables
   ours = flax_probabilities(cp, variables, batch)
   if cp.mode == "ctr_only":
     twin = ctr_torch.FlipCtrTorch.from_pretrained(folder)
@@ -194,35 +170,11 @@ def compare(folder, cp, variables, batch) -> dict[str, float]:
               if k.endswith("logit")}
   diffs = {k.replace("logit", "prob"): float(np.max(np.abs(v - theirs[k])))
            for k, v in ours.items() if k in theirs}
-  diffs["max"] = max(diffs.values())
   return diffs
 
 
-def export_finetuned(workdir, out_dir, *, check: bool = False,
-                     num_rows: int = 256) -> float:
-  """Exports a finetuning run's best checkpoint; returns the check's max
-  |p_torch - p_flax| (NaN without ``check``); raises above CHECK_ATOL."""
-  config, model, variables, tokenizer, prepared = ft_lib.load_finetuned(
-      os.fspath(workdir))
-  cp = model.config
-  source = {"workdir": os.path.abspath(os.fspath(workdir)),
-            "dataset": config.data.dataset}
-  folder = export_model(cp, variables, out_dir, tokenizer=tokenizer,
-                        feature_map=prepared.feature_map, source=source)
-  if not check:
-    return float("nan")
-  splits = (prepared.splits if tokenizer is None else
-            prepare.tokenize_dataset(prepared, tokenizer,
-                                     config.data.max_length))
-  keys = ft_lib.model_keys(cp.mode)
-  cols = splits["test"]
-  n = len(cols[keys[0]])
-  idx = np.unique(np.linspace(0, n - 1, min(num_rows, n)).astype(np.int64))
-  batch = {k: np.asarray(cols[k][idx]).astype(np.int64) for k in keys}
-  diffs = compare(folder, cp, variables, batch)
-  print(f"check: {len(idx)} test rows, max |p_torch - p_flax| = "
-        f"{diffs['max']:.3e}")
-  if not diffs["max"] <= CHECK_ATOL:
-    raise RuntimeError(f"export check FAILED for {folder}: max |p_torch - "
-                       f"p_flax| = {diffs['max']:.3e} > {CHECK_ATOL}")
-  return diffs["max"]
+def write(run, out_dir, source) -> pathlib.Path:
+  """The exporter contract: a finished ClickPrompt finetuning run."""
+  return export_model(run.task.model.config, run.variables, out_dir,
+                      tokenizer=run.data.extra.get("tokenizer"),
+                      feature_map=run.data.feature_map, source=source)

@@ -8,28 +8,22 @@ alone), ``prompt_add`` (input-layer prompts), ``prefix`` / ``prompt`` (no
 CTR logit). From a PA-MLM run (``ckpt.init_from``: the backbone, PLM, K and
 position rule are then that run's) or from scratch with the PLM's public
 weights. Loss: mean BCE of the fused logit. Selected on valid AUC by the
-loop, the test split evaluated once; ``load_finetuned`` rebuilds a
-finished run for export.
+loop, the test split evaluated once; a finished run is reloaded by
+``flip_jax.train.reload`` (predict, export).
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 from absl import logging
 
-from flip_jax import checkpoint
 from flip_jax import losses
 from flip_jax.data import pipeline
-from flip_jax.data import prepare
 from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.flip import finetune as flip_finetune
-from flip_jax.train import finished
-from flip_jax.train import model_record
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -74,15 +68,16 @@ class ClickPromptFinetuneTask(task_lib.Task):
     return model_lib.MODES[self.mode][1]
 
   # ------------------------------------------------------------------ data
+  def recorded_sections(self):
+    return ({"model": self.model_cfg, "clickprompt": self.cp_cfg},
+            self.config.ckpt.init_from)
+
   def load_data(self, workdir):
     config = self.config
     prepared = common.load_prepared(config, workdir)
     fm = prepared.feature_map
     if config.ckpt.init_from:
       flip_finetune.check_init_from_feature_map(config.ckpt.init_from, fm)
-    model_record.pin(workdir, {"model": self.model_cfg,
-                               "clickprompt": self.cp_cfg},
-                     config.ckpt.init_from)
     extra = {"prepared": prepared}
     splits = prepared.splits
     if self.uses_plm:
@@ -174,43 +169,3 @@ class ClickPromptFinetuneTask(task_lib.Task):
     if "alpha" in variables["params"]:
       out["alpha"] = float(jax.device_get(variables["params"]["alpha"]))
     return out
-
-
-def load_finetuned(workdir: str):
-  """Rebuilds a finetuned ClickPrompt model and its best variables.
-
-  The architecture is the run's own ``model.json`` (``model_record``), never
-  its PA-MLM run's current config (older runs: that, with a warning).
-
-  Returns:
-    (config, model, variables (host numpy), tokenizer or None, prepared).
-  """
-  config = mlc.ConfigDict(finished.require(workdir, flag=None))
-  if config.task != ClickPromptFinetuneTask.name:
-    raise ValueError(f"{workdir}: a {config.task!r} run, not "
-                     f"{ClickPromptFinetuneTask.name}")
-  stored = model_record.load(workdir)
-  model_cfg, cp_cfg = ((mlc.ConfigDict(stored["model"]),
-                        mlc.ConfigDict(stored["clickprompt"])) if stored
-                       else common.resolve_sections(config))
-  prepared = prepare.load_dataset(
-      config.data, prepare.default_cache_root(config.data, workdir))
-  finished.check_feature_map(workdir, prepared.feature_map)
-  mode = config.finetune.mode
-  tokenizer = plm_config = None
-  if model_lib.MODES[mode][1]:
-    module, _, tokenizer, _ = common.load_plm(model_cfg)
-    plm_config = module.config
-  model = build_model(mode, model_cfg, cp_cfg, prepared.feature_map,
-                      plm_config, config.data.max_length)
-  best_dir = os.path.join(workdir, "best")
-  best = checkpoint.Checkpointer(best_dir, max_to_keep=1,
-                                 save_interval_steps=1, async_save=False)
-  step = best.latest_step()
-  best.close()
-  if step is None:
-    raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
-  variables = checkpoint.restore_variables(best_dir, step=step)
-  logging.info("load_finetuned(%s): mode %s, best step %d", workdir, mode,
-               step)
-  return config, model, variables, tokenizer, prepared

@@ -28,10 +28,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -41,24 +38,15 @@ import torch
 from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
-from flip_jax.data import prepare
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
+from flip_jax.export import run_export
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.models.ctr.config import CTRConfig
-from flip_jax.methods.flip import finetune as ft_train
 
 log = logging.getLogger(__name__)
-
-# Largest |p_torch - p_flax| accepted by the parity check (float32).
-CHECK_ATOL = 1e-5
-
-
-class ExportCheckError(RuntimeError):
-  """The export's parity check failed (a RuntimeError, as before)."""
-
 
 def _fm_summary(feature_map) -> dict[str, Any] | None:
   if feature_map is None:
@@ -125,27 +113,6 @@ def export_config(ft_cfg, params, *, feature_map=None, max_length=None,
   }
 
 
-# Everything an export folder written before the marker existed could hold
-# (check.json: run_all's parity record).
-_LEGACY_ENTRIES = frozenset({ctr_torch.EXPORT_CONFIG, ctr_torch.CTR_WEIGHTS,
-                             "feature_map.json", ctr_torch.PLM_DIR,
-                             "check.json"})
-
-
-def is_legacy_export(folder) -> bool:
-  """A finetuned export without marker: flip_ctr.json and only export files."""
-  folder = pathlib.Path(folder)
-  names = {p.name for p in folder.iterdir()}
-  return ctr_torch.EXPORT_CONFIG in names and names <= _LEGACY_ENTRIES
-
-
-def check_destination(out_dir, workdir=None) -> pathlib.Path:
-  """`hf_export.check_destination` for a finetuned export of `workdir`."""
-  return hf_export.check_destination(
-      out_dir, protect={"the run's --workdir": workdir},
-      legacy=is_legacy_export)
-
-
 def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
                  tokenizer=None, feature_map=None, max_length=None,
                  source=None) -> pathlib.Path:
@@ -169,17 +136,15 @@ def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
     KeyError: variables that do not match the model's mapping rows.
     hf_export.ExportDestinationError: `out_dir` may not be replaced.
   """
-  out_dir = check_destination(out_dir)
+  out_dir = run_export.check_destination(out_dir)
   mode = ft_cfg.mode
   params = _params_of(variables)
   rows = ctr_mapping.finetune_rows(mode, ft_cfg.ctr)
   tensors = ctr_mapping.to_torch(rows, variables, ignore=r"^params/plm/")
   meta = export_config(ft_cfg, params, feature_map=feature_map,
                        max_length=max_length, source=source)
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
-                                      dir=out_dir.parent))
-  try:
+  with hf_export.staged_folder(out_dir, "flip_ctr",
+                               legacy=ctr_torch.is_legacy_export) as tmp:
     save_file(tensors, str(tmp / ctr_torch.CTR_WEIGHTS),
               metadata={"format": "pt"})
     if mode != "id":
@@ -189,15 +154,6 @@ def export_model(ft_cfg, variables: Mapping[str, Any], out_dir, *,
       feature_map.save(str(tmp / "feature_map.json"))
     (tmp / ctr_torch.EXPORT_CONFIG).write_text(
         json.dumps(meta, indent=2) + "\n")
-    hf_export.write_marker(tmp, "flip_ctr")
-    # mkdtemp / safetensors create owner-only entries; make them readable.
-    for f in tmp.rglob("*"):
-      os.chmod(f, 0o755 if f.is_dir() else 0o644)
-    os.chmod(tmp, 0o755)
-    hf_export.replace_dir(tmp, out_dir, legacy=is_legacy_export)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   log.info("export: %s model (%d ID/head tensors%s) written to %s", mode,
            len(tensors), ", PLM in plm/" if mode != "id" else "", out_dir)
   return out_dir
@@ -269,7 +225,7 @@ def compare_export(folder, ft_cfg, variables, batch) -> dict[str, float]:
       needs).
 
   Returns:
-    {'prob': ..., 'ctr/prob' / 'txt/prob' where present, 'max': ...}.
+    {'prob': ..., 'ctr/prob' / 'txt/prob' where present}.
   """
   ours = flax_probabilities(ft_cfg, variables, batch)
   model = ctr_torch.FlipCtrTorch.from_pretrained(folder)
@@ -280,78 +236,21 @@ def compare_export(folder, ft_cfg, variables, batch) -> dict[str, float]:
   for k, v in ours.items():
     name = k.replace("logit", "prob")
     diffs[name] = float(np.max(np.abs(v - theirs[k])))
-  diffs["max"] = max(diffs.values())
   return diffs
 
 
-def check_batch(mode: str, splits: Mapping[str, Mapping[str, np.ndarray]],
-                num_rows: int, split: str = "test") -> dict[str, np.ndarray]:
-  """`num_rows` rows spread evenly over a split (all of it if smaller)."""
-  if num_rows <= 0:
-    raise ValueError(f"num_rows must be > 0, got {num_rows}")
-  cols = splits[split]
-  n = len(cols["ids"])
-  if n == 0:
-    raise ValueError(f"the {split!r} split is empty; nothing to check")
-  idx = np.unique(np.linspace(0, n - 1, min(num_rows, n)).astype(np.int64))
-  keys = ("ids",) if mode == "id" else (("input_ids", "attention_mask")
-                                         if mode == "plm" else
-                                         ("ids", "input_ids", "attention_mask"))
-  return {k: np.asarray(cols[k][idx]).astype(np.int64) for k in keys}
+def write(run, out_dir, source) -> pathlib.Path:
+  """The exporter contract (`flip_jax.export.run_export`): a finished
+  FLIP finetuning run (id / plm / joint) as an export folder."""
+  ft_cfg = run.task.model.config
+  return export_model(ft_cfg, run.variables, out_dir,
+                      tokenizer=run.data.extra.get("tokenizer"),
+                      feature_map=run.data.feature_map,
+                      max_length=(run.config.data.max_length
+                                  if ft_cfg.mode != "id" else None),
+                      source=source)
 
 
-def export_finetuned(workdir, out_dir, *, check: bool = False,
-                     num_rows: int = 256) -> float:
-  """Exports the best checkpoint of a finetuning run to PyTorch.
-
-  Args:
-    workdir: the finetuning run (config.json, feature_map.json, best/).
-    out_dir: destination folder (see the module docstring).
-    check: reload the export with `FlipCtrTorch.from_pretrained` and compare
-      probabilities with Flax's on rows of the run's test split.
-    num_rows: rows of the check batch.
-
-  Returns:
-    The largest |p_torch - p_flax| over the joint/branch probabilities, or
-    NaN when `check` is False.
-
-  Raises:
-    ExportCheckError: (a RuntimeError) the check exceeds `CHECK_ATOL`.
-    hf_export.ExportDestinationError: `out_dir` is a file, a folder that is
-      not an earlier export, or the run's workdir (or inside/around it);
-      checked before anything is loaded.
-  """
-  check_destination(out_dir, workdir)
-  config, model, variables, tokenizer, prepared = ft_train.load_finetuned(
-      os.fspath(workdir))
-  ft_cfg = model.config
-  best_path = os.path.join(os.fspath(workdir), "results.json")
-  source = {"workdir": os.path.abspath(os.fspath(workdir)),
-            "dataset": config.data.dataset}
-  if os.path.exists(best_path):
-    with open(best_path) as f:
-      source["best_step"] = json.load(f).get("best_step")
-  folder = export_model(ft_cfg, variables, out_dir, tokenizer=tokenizer,
-                        feature_map=prepared.feature_map,
-                        max_length=(config.data.max_length
-                                    if ft_cfg.mode != "id" else None),
-                        source=source)
-  if not check:
-    return float("nan")
-  if ft_cfg.mode == "id":
-    splits = prepared.splits
-  else:
-    splits = prepare.tokenize_dataset(prepared, tokenizer,
-                                      config.data.max_length)
-  batch = check_batch(ft_cfg.mode, splits, num_rows)
-  diffs = compare_export(folder, ft_cfg, variables, batch)
-  log.info("export check on %d test rows: %s", len(next(iter(batch.values()))),
-           diffs)
-  print(f"check: {len(next(iter(batch.values())))} test rows, max |p_torch -"
-        f" p_flax| = {diffs['max']:.3e} ("
-        + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items() if k != "max")
-        + ")")
-  if not diffs["max"] <= CHECK_ATOL:
-    raise ExportCheckError(f"export check FAILED for {folder}: max |p_torch - "
-                       f"p_flax| = {diffs['max']:.3e} > {CHECK_ATOL}")
-  return diffs["max"]
+def compare(folder, run, batch) -> dict[str, float]:
+  """The exporter contract: max |p_torch - p_flax| per output."""
+  return compare_export(folder, run.task.model.config, run.variables, batch)

@@ -5,7 +5,7 @@ or ``joint`` (both, mixed by a learned alpha, with both branches' BCE as
 auxiliary terms). From a pretraining run (``ckpt.init_from``: the backbone
 and PLM architecture are then the pretraining run's) or, as baselines, from
 scratch with the PLM's public weights. Selected on valid AUC by the loop;
-``load_finetuned`` rebuilds a finished run for prediction and export.
+a finished run is reloaded by ``flip_jax.train.reload`` (predict, export).
 """
 from __future__ import annotations
 
@@ -19,15 +19,12 @@ from absl import logging
 
 from flip_jax import jsonio
 from flip_jax import losses
-from flip_jax import checkpoint
 from flip_jax.data import pipeline
-from flip_jax.data import prepare
 from flip_jax.methods.flip import common
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import config_compat
 from flip_jax.train import finished
-from flip_jax.train import model_record
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -115,6 +112,9 @@ class FlipFinetuneTask(task_lib.Task):
     validate.positive(errors, "loss.l2", self.config.loss.l2, zero_ok=True)
     return errors
 
+  def recorded_sections(self):
+    return {"model": self.model_cfg}, self.config.ckpt.init_from
+
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):
     config = self.config
@@ -122,7 +122,6 @@ class FlipFinetuneTask(task_lib.Task):
     fm = prepared.feature_map
     if config.ckpt.init_from:
       check_init_from_feature_map(config.ckpt.init_from, fm)
-    model_record.pin(workdir, {"model": self.model_cfg}, config.ckpt.init_from)
     extra = {"prepared": prepared}
     if self.mode in ("plm", "joint"):
       plm_module, plm_params, tokenizer = common.load_plm(self.model_cfg)
@@ -224,49 +223,3 @@ class FlipFinetuneTask(task_lib.Task):
     if self.mode == "joint":
       out["alpha"] = float(jax.device_get(variables["params"]["alpha"]))
     return out
-
-
-def load_finetuned(workdir: str, *, data_overrides: dict | None = None):
-  """Rebuilds a finetuned model and its best params from a workdir.
-
-  The architecture is the run's own ``model.json`` (``model_record``), never
-  its ``ckpt.init_from`` run's current config (older runs without it fall
-  back to that, with a warning).
-
-  Args:
-    workdir: a finished finetuning run (config.json, model.json, best/).
-    data_overrides: data config fields to replace (e.g. dataset, data_dir);
-      the data's vocabulary must still be the run's, field by field.
-
-  Returns:
-    (config, model, variables (host numpy ``{'params': ...}``, plus
-    ``batch_stats`` for a BatchNorm backbone), tokenizer or None, prepared).
-    The config stands alone: its ``model`` section is the architecture
-    trained and its ``ckpt.init_from`` is cleared (a task built from it
-    reads no other run).
-  """
-  config = mlc.ConfigDict(finished.require(workdir, flag=None))
-  for k, v in (data_overrides or {}).items():
-    config.data[k] = v
-  stored = model_record.load(workdir)
-  model_cfg = (mlc.ConfigDict(stored["model"]) if stored
-               else resolve_model_config(config))
-  config.model, config.ckpt.init_from = model_cfg, ""
-  prepared = prepare.load_dataset(
-      config.data, prepare.default_cache_root(config.data, workdir))
-  finished.check_feature_map(workdir, prepared.feature_map)
-  tokenizer = plm_config = None
-  if config.finetune.mode in ("plm", "joint"):
-    plm_module, _, tokenizer = common.load_plm(model_cfg)
-    plm_config = plm_module.config
-  model = build_model(config.finetune, model_cfg, prepared.feature_map,
-                      plm_config)
-  best_dir = os.path.join(workdir, "best")
-  best_ckpt = checkpoint.Checkpointer(best_dir, max_to_keep=1,
-                                      save_interval_steps=1, async_save=False)
-  step = best_ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{best_dir}: no best checkpoint (run unfinished?)")
-  variables = checkpoint.restore_variables(best_dir, step=step)
-  best_ckpt.close()
-  return config, model, variables, tokenizer, prepared

@@ -1,41 +1,40 @@
 """The final SRP4CTR CTR model to PyTorch, with a parity check.
 
-Folder layout: ``srp4ctr.json`` (the frozen ``model.ModelConfig``) and
-``model.safetensors`` (the state dict of `torch_model.Srp4ctrTorch`). The
+Folder layout: ``srp4ctr.json`` (the frozen ``model.ModelConfig``),
+``model.safetensors`` (the state dict of `torch_model.Srp4ctrTorch`) and
+``source.json`` (the run it came from), written atomically. The
 weight table is one list of (flax path, torch key, hook) rows used in both
 directions (`flip_jax.export.ctr_mapping.to_torch` / ``to_flax``): the
 backbone's rows come from the zoo's table under ``ctr``; DIN's attention
 unit is a torch MLP (kernels transposed); everything else keeps its layout
 (the torch key is the Flax path with dots).
 
-  python -c "from flip_jax.methods.srp4ctr import export; \
-    print(export.export_srp4ctr('runs/srp_ml100k', 'runs/srp_torch'))"
+  python -m experiments.export_torch --workdir=runs/srp_ml100k \
+      --out=runs/srp_torch --check
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import re
 
 import jax
-import ml_collections as mlc
 import numpy as np
 import torch
+from safetensors.numpy import save_file
 
-from flip_jax import checkpoint
 from flip_jax import jsonio
-from flip_jax.data import sequences
 from flip_jax.export import ctr_mapping
-from flip_jax.methods.srp4ctr import data as data_lib
+from flip_jax.export import hf_export
 from flip_jax.methods.srp4ctr import fgbert
-from flip_jax.methods.srp4ctr import finetune
 from flip_jax.methods.srp4ctr import layers
 from flip_jax.methods.srp4ctr import model as model_lib
 from flip_jax.methods.srp4ctr import torch_model
 from flip_jax.models import ctr as ctr_lib
-from flip_jax.train import finished
 
 CONFIG_FILE = "srp4ctr.json"
+SOURCE_FILE = "source.json"
 WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
 _DIN_DENSE = re.compile(r"^params/din/att/dense_(\d+)/(kernel|bias)$")
@@ -112,45 +111,20 @@ def max_prob_diff(model, variables, torch_model_, batch) -> float:
   return float(np.max(np.abs(p - q)))
 
 
-def export_srp4ctr(workdir: str, out: str, *, check: bool = True,
-                   num_check: int = 256) -> float:
-  """Exports a finished SRP4CTR CTR run's best model; returns the parity.
+def write(run, out_dir, source) -> pathlib.Path:
+  """The exporter contract (`flip_jax.export.run_export`): the run's best
+  model as ``model.safetensors`` + ``srp4ctr.json`` (+ ``source.json``)."""
+  cfg = run.task.model.config
+  sd = ctr_mapping.to_torch(export_rows(cfg, run.variables["params"]),
+                            run.variables)
+  with hf_export.staged_folder(out_dir, "srp4ctr") as tmp:
+    save_file(dict(sd), str(tmp / WEIGHTS))
+    jsonio.write_json_atomic(str(tmp / CONFIG_FILE), config_to_json(cfg))
+    jsonio.write_json_atomic(str(tmp / SOURCE_FILE), source)
+  return out_dir
 
-  Returns:
-    max |p_torch - p_flax| over the first ``num_check`` test rows (0.0
-    without ``check``); raises if it exceeds 1e-5.
-  """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  cfg = finetune.run_config(
-      mlc.ConfigDict(finished.require(workdir, flag=None)), workdir)
-  prepared, store = data_lib.load_store(cfg, workdir)
-  finished.check_feature_map(workdir, prepared.feature_map)
-  model = finetune.build_model(cfg, store, prepared.feature_map)
-  best = os.path.join(workdir, "best")
-  ckpt = checkpoint.Checkpointer(best, max_to_keep=1, save_interval_steps=1,
-                                 async_save=False)
-  step = ckpt.latest_step()
-  ckpt.close()
-  if step is None:
-    raise FileNotFoundError(f"{best}: no best checkpoint (run unfinished?)")
-  variables = checkpoint.restore_variables(best, step=step)
-  rows = export_rows(model.config, variables["params"])
-  sd = ctr_mapping.to_torch(rows, variables)
-  os.makedirs(out, exist_ok=True)
-  save_file(dict(sd), os.path.join(out, WEIGHTS))
-  jsonio.write_json_atomic(os.path.join(out, CONFIG_FILE),
-                           config_to_json(model.config))
-  if not check:
-    return 0.0
-  cols = data_lib.ctr_columns(prepared, store, "test")
-  n = min(num_check, len(cols["label"]))
-  hist, mask = sequences.gather_windows(store.tokens, cols["hist_begin"][:n],
-                                        cols["hist_end"][:n],
-                                        cfg.sequence.max_length)
-  batch = {"ids": np.asarray(cols["ids"][:n], np.int32),
-           "target": np.asarray(cols["target"][:n], np.int32),
-           "hist": hist, "hist_mask": mask}
-  diff = max_prob_diff(model, variables, load(out), batch)
-  if diff > 1e-5:
-    raise ValueError(f"export parity: max |p_torch - p_flax| = {diff:.2e}")
-  return diff
+
+def compare(folder, run, batch) -> dict[str, float]:
+  """The exporter contract: max |p_torch - p_flax| on ``batch``."""
+  return {"prob": max_prob_diff(run.task.model, run.variables, load(folder),
+                                batch)}

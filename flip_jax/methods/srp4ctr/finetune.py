@@ -30,7 +30,6 @@ from flip_jax.methods.srp4ctr import data as data_lib
 from flip_jax.methods.srp4ctr import model as model_lib
 from flip_jax.methods.srp4ctr import pretrain as pretrain_lib
 from flip_jax.models import ctr as ctr_lib
-from flip_jax.train import model_record
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -57,22 +56,6 @@ def resolve_config(config) -> mlc.ConfigDict:
                    part, want)
     node[key] = mlc.ConfigDict(want)
   config.model.dtype = saved["model"]["dtype"]
-  return config
-
-
-def run_config(config, workdir: str) -> mlc.ConfigDict:
-  """A finished run's resolved config, from its own ``model.json``.
-
-  ``model`` and ``sequence`` are the sections the run trained
-  (``model_record``), never its pretraining run's current ones (a run
-  without the record: ``resolve_config``, with a warning).
-  """
-  stored = model_record.load(workdir)
-  if not stored:
-    return resolve_config(config)
-  config = mlc.ConfigDict(config.to_dict())
-  for name, section in stored.items():
-    config[name] = mlc.ConfigDict(section)
   return config
 
 
@@ -123,6 +106,10 @@ class Srp4ctrTask(task_lib.Task):
     return errors
 
   # ------------------------------------------------------------------ data
+  def recorded_sections(self):
+    return ({"model": self.cfg.model, "sequence": self.cfg.sequence},
+            self.cfg.srp4ctr.pretrained)
+
   def load_data(self, workdir):
     cfg = self.cfg
     prepared, store = data_lib.load_store(cfg, workdir)
@@ -133,8 +120,6 @@ class Srp4ctrTask(task_lib.Task):
       if diff:
         raise ValueError(f"srp4ctr.pretrained: {path} differs from this "
                          f"run's data ({diff})")
-    model_record.pin(workdir, {"model": cfg.model, "sequence": cfg.sequence},
-                     cfg.srp4ctr.pretrained)
     for split in ("train", "test"):
       if split not in prepared.splits:
         raise ValueError(f"data: split {split!r} missing (protocol "

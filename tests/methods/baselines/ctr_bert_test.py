@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from experiments import scoring
+from flip_jax.export import run_export
 from flip_jax.methods.baselines import ctr_bert
 from flip_jax.models import plm as plm_lib
 
@@ -101,3 +103,15 @@ def test_two_steps_through_the_loop(tiny_bert_dir, bl_cache_dir, plm,
   u = params["user_plm"]["embeddings"]["word_embeddings"]["embedding"]
   i = params["item_plm"]["embeddings"]["word_embeddings"]["embedding"]
   assert not np.array_equal(np.asarray(u), np.asarray(i))
+  # The finished run scores and exports through the one seam: predict's
+  # scoring reproduces its test AUC, the PyTorch twin its probabilities.
+  _, scored = scoring.score_splits(str(tmp_path / "run"), ["test"],
+                                   batch_size=cfg.train.eval_batch_size)
+  assert scored["test"]["test/auc"] == pytest.approx(res["test/auc"],
+                                                     abs=1e-6)
+  out = tmp_path / "torch"
+  diff = run_export.export_run(tmp_path / "run", out, check=True,
+                               num_rows=32)
+  assert 0.0 <= diff <= run_export.CHECK_ATOL
+  assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+      "item_plm", "user_plm"]

@@ -9,6 +9,7 @@ import transformers
 from experiments import scoring
 from experiments.configs import clickprompt_finetune
 from flip_jax import checkpoint
+from flip_jax.export import run_export
 from flip_jax.methods.clickprompt import export
 from tests.methods.clickprompt import pretrain_loop_test as pre_lib
 
@@ -46,8 +47,8 @@ def test_ctr_only_exports_as_the_plain_ctr_model(tiny_bert_dir, pa_mlm):
   assert 0.0 < res["test/auc"] < 1.0
   params = checkpoint.restore_params(pa_mlm / "ctr_only")
   assert set(params) == {"ctr", "ctr_head"}     # no PLM, no generator
-  diff = export.export_finetuned(pa_mlm / "ctr_only", pa_mlm / "ctr_torch",
-                                 check=True, num_rows=64)
+  diff = run_export.export_run(pa_mlm / "ctr_only", pa_mlm / "ctr_torch",
+                               check=True, num_rows=64)
   assert diff <= 1e-5
   meta = json.loads((pa_mlm / "ctr_torch" / "flip_ctr.json").read_text())
   assert meta["mode"] == "id" and meta["ctr_config"]["cross_type"] == "full"
@@ -63,8 +64,8 @@ def test_prefix_add_exports_as_one_module(tiny_bert_dir, pa_mlm):
     assert key in res, key
   assert res["num_prompt"] == 3 and res["prompt_usage"] == "cat"
   out = pa_mlm / "prefix_add_torch"
-  diff = export.export_finetuned(pa_mlm / "prefix_add", out, check=True,
-                                 num_rows=64)
+  diff = run_export.export_run(pa_mlm / "prefix_add", out, check=True,
+                               num_rows=64)
   assert diff <= 1e-5
   meta = json.loads((out / export.META).read_text())
   assert meta["mode"] == "prefix_add" and meta["pooler"] == "avg_first_last"

@@ -17,12 +17,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.configs import flip_pretrain
 from flip_jax import checkpoint
-from flip_jax.methods.flip import export as finetuned
-from flip_jax.methods.flip import finetune
+from flip_jax.export import run_export
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.methods.flip import pretrain
 from flip_jax.methods.flip import pretrain_model as flip_lib
 from flip_jax.train import loop
+from flip_jax.train import reload
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
 
@@ -147,8 +147,8 @@ def test_afn_pretrain_finetune_export_end_to_end(tiny_bert_dir, tmp_path):
                               "train.eval_every_steps": 2})
   res = ptest.train(ft_cfg, tmp_path / "ft")
   assert np.isfinite(res["test/auc"]) and res["best_step"] > 0
-  _, _, variables, _, _ = finetune.load_finetuned(str(tmp_path / "ft"))
+  variables = reload.load_run(str(tmp_path / "ft")).variables
   assert set(variables) == {"params", "batch_stats"}
-  diff = finetuned.export_finetuned(tmp_path / "ft", tmp_path / "torch",
-                                    check=True, num_rows=32)
-  assert diff <= finetuned.CHECK_ATOL
+  diff = run_export.export_run(tmp_path / "ft", tmp_path / "torch",
+                               check=True, num_rows=32)
+  assert diff <= run_export.CHECK_ATOL

@@ -25,16 +25,16 @@ from experiments import export_torch
 from experiments.configs import flip_finetune
 from flip_jax import methods
 from flip_jax import metrics
-from flip_jax.data import prepare
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
+from flip_jax.export import run_export
 from flip_jax.methods.flip import export as finetuned
-from flip_jax.methods.flip import finetune as ft_train
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import loop
+from flip_jax.train import reload
 
 torch.set_num_threads(1)
 
@@ -160,7 +160,8 @@ def test_sigmoid_alpha_and_other_backbone(tiny_plm, tmp_path):
   meta = json.loads((folder / ctr_torch.EXPORT_CONFIG).read_text())
   assert meta["alpha"] == pytest.approx(1 / (1 + np.exp(-0.3)))
   assert meta["backbone"] == "autoint"
-  assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
+  assert max(finetuned.compare_export(folder, ft_cfg, params,
+                                     batch).values()) <= 1e-5
 
 
 def test_bfloat16_run_is_checked_against_its_float32_computation(
@@ -174,7 +175,8 @@ def test_bfloat16_run_is_checked_against_its_float32_computation(
   params = _random_variables(ft_cfg, batch, plm_params, seed=2)
   folder = finetuned.export_model(ft_cfg, params, tmp_path / "bf16")
   assert finetuned.float32_config(ft_cfg).ctr.dtype == "float32"
-  assert finetuned.compare_export(folder, ft_cfg, params, batch)["max"] <= 1e-5
+  assert max(finetuned.compare_export(folder, ft_cfg, params,
+                                     batch).values()) <= 1e-5
 
 
 def test_export_replaces_atomically_and_fails_cleanly(tiny_plm, tmp_path):
@@ -231,8 +233,8 @@ def _joint_run(tiny_bert_dir, root):
 def test_export_finetuned_end_to_end_and_cli(tiny_bert_dir, tmp_path):
   workdir, results = _joint_run(tiny_bert_dir, tmp_path / "run")
   out = tmp_path / "torch"
-  diff = finetuned.export_finetuned(workdir, out, check=True, num_rows=64)
-  assert 0.0 <= diff <= finetuned.CHECK_ATOL
+  diff = run_export.export_run(workdir, out, check=True, num_rows=64)
+  assert 0.0 <= diff <= run_export.CHECK_ATOL
   meta = json.loads((out / ctr_torch.EXPORT_CONFIG).read_text())
   assert meta["mode"] == "joint" and meta["backbone"] == "dcnv2"
   assert meta["alpha"] == pytest.approx(results["alpha"], abs=1e-7)
@@ -240,10 +242,9 @@ def test_export_finetuned_end_to_end_and_cli(tiny_bert_dir, tmp_path):
   assert (out / "feature_map.json").exists()
   assert (out / "plm" / "tokenizer.json").exists()
   # The torch model reproduces the run's test AUC over the whole split.
-  config, _, _, tokenizer, prepared = ft_train.load_finetuned(str(workdir))
-  test = prepare.tokenize_dataset(prepared, tokenizer,
-                                  config.data.max_length)["test"]
-  fmap = prepared.feature_map
+  run = reload.load_run(str(workdir))
+  test = run.data.eval_splits["test"]
+  fmap = run.data.feature_map
   assert meta["feature_map"]["num_features"] == fmap.num_features
   model = ctr_torch.FlipCtrTorch.from_pretrained(out)
   prob = model.predict_proba({k: np.asarray(test[k]) for k in

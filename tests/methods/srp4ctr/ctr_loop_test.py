@@ -5,6 +5,7 @@ import jax
 import numpy as np
 
 from experiments.configs import srp4ctr_ctr
+from flip_jax.export import run_export
 from flip_jax.methods.srp4ctr import export
 from tests.methods.srp4ctr import srp_testlib as lib
 
@@ -35,6 +36,6 @@ def test_resume_is_bitwise(tmp_path):
   assert logged == list(range(1, 7))
   # The finished run's best model in PyTorch (parity checked on test rows).
   out = tmp_path / "torch"
-  diff = export.export_srp4ctr(str(tmp_path / "full"), str(out))
+  diff = run_export.export_run(tmp_path / "full", out, check=True)
   assert diff <= 1e-5
   assert export.load(str(out)).cfg.num_queries == 2
