@@ -30,13 +30,27 @@ _TIMING = ("examples_per_sec", "compile_sec", "wall_sec", "train_sec",
 
 
 def _launch(plm_dir, workdir):
+  """The run in the background, this launch's output in a file beside the
+  workdir (a pipe nobody reads while waiting for the kill moment would fill
+  and stall the run)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   cmd = [sys.executable, "-m", "experiments.run_all", "--dataset=synthetic",
          f"--workdir={workdir}", "--preset=tiny", f"--plm={plm_dir}",
          f"--seeds={','.join(map(str, SEEDS))}", f"--stages={STAGES}"]
-  return subprocess.Popen(cmd, cwd=plt.REPO, env=env, stdout=subprocess.PIPE,
+  log = open(f"{workdir}.log", "w")  # pylint: disable=consider-using-with
+  proc = subprocess.Popen(cmd, cwd=plt.REPO, env=env, stdout=log,
                           stderr=subprocess.STDOUT, text=True)
+  proc.log_path = log.name
+  log.close()  # the child holds its own copy
+  return proc
+
+
+def _wait(proc) -> str:
+  """The exit of a launch and its output."""
+  proc.wait(timeout=900)
+  with open(proc.log_path) as f:
+    return f.read()
 
 
 def _strip(value):
@@ -83,7 +97,7 @@ def _stage_logs(workdir):
 
 
 def _finish(proc):
-  out = proc.communicate(timeout=900)[0]
+  out = _wait(proc)
   assert proc.returncode == 0, out[-3000:]
   return out
 
@@ -105,7 +119,7 @@ def test_run_all_seeds_killed_at_random_moments_reports_the_same(
     if proc.poll() is not None:
       break  # finished before the kill
     proc.send_signal(sig)
-    out = proc.communicate(timeout=900)[0]
+    out = _wait(proc)
     kills.append((sig.name, _progress(run), proc.returncode))
     if sig == signal.SIGTERM:
       assert proc.returncode in (0, 143), out[-3000:]
