@@ -156,6 +156,7 @@ def _sharded_tree(mesh, spec):
           "step": jax.device_put(jnp.int32(5), rep)}
 
 
+@pytest.mark.multidevice
 @pytest.mark.parametrize("save_devices,restore_devices", [(8, 1), (1, 8)])
 def test_restore_onto_other_mesh(tmp_path, save_devices, restore_devices):
   assert jax.device_count() >= 8, "conftest should provide 8 fake devices"

@@ -158,6 +158,7 @@ def test_unsafe_only_on_several_cpu_devices():
   assert "8 CPU devices" in compile_cache.unsafe_reason("cpu", 8)
 
 
+@pytest.mark.multidevice
 def test_several_cpu_devices_turn_it_off(tmp_path):
   """The deadlock guard: a launcher on 8 CPU devices neither reads nor
   writes the folder, says why, and runs."""

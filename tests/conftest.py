@@ -1,14 +1,18 @@
-"""Pytest setup: 8 fake CPU devices, fast compiles, one compilation cache
+"""Pytest setup: fake CPU devices (8 by default), fast compiles, one compilation cache
 per run, shared fixtures."""
 import os
 import pathlib
 import shutil
 import tempfile
 
+# 8 fake CPU devices unless FLIP_JAX_TEST_DEVICES says otherwise: `make test`
+# runs the tests not marked `multidevice` on 1 device (where the compilation
+# cache is on, see below), then the `multidevice` ones on 8.
+DEVICES = int(os.environ.get("FLIP_JAX_TEST_DEVICES", "8"))
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (
-      f"{_flags} --xla_force_host_platform_device_count=8".strip())
+      f"{_flags} --xla_force_host_platform_device_count={DEVICES}".strip())
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,9 +37,18 @@ if _OWN_CACHE:
   os.environ[TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="flip_jax_test_jit_")
 os.environ[compile_cache.ENV] = os.environ[TEST_CACHE_ENV]
 compile_cache.setup(os.environ[TEST_CACHE_ENV])
-# Off in this process with its 8 CPU devices (see compile_cache); launchers
-# the tests start with one device still share the folder.
+# Off in a process with 8 CPU devices (see compile_cache), on with 1;
+# launchers the tests start with one device share the folder either way.
 compile_cache.check_backend()
+
+
+def pytest_runtest_setup(item):
+  """A `multidevice` test on fewer than 8 devices fails naming the fix (it
+  would otherwise pass without checking what it is for)."""
+  if item.get_closest_marker("multidevice") and jax.device_count() < 8:
+    pytest.fail(f"needs 8 devices, has {jax.device_count()}: run it with "
+                "FLIP_JAX_TEST_DEVICES=8 (make test's second pass)",
+                pytrace=False)
 
 
 def pytest_unconfigure(config):

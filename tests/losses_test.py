@@ -83,6 +83,7 @@ def test_icl_bf16_inputs_compute_in_float32():
   np.testing.assert_allclose(loss, ref, rtol=1e-5)
 
 
+@pytest.mark.multidevice
 def test_icl_sharded_gradient_equals_unsharded_and_per_rank_form():
   """Global-batch gradient on 8 devices == single device; == code's ranks."""
   b, d, world = 16, 4, 8

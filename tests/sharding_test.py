@@ -10,6 +10,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from flip_jax import sharding
 
+pytestmark = pytest.mark.multidevice  # 8 fake devices (conftest)
+
 RULES = (("hidden_in", None), ("mlp", "tensor"), ("rows", ("data", "tensor")))
 
 

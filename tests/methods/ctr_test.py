@@ -157,6 +157,7 @@ def _mesh(axes):
   return sharding.make_mesh(axes, devices)
 
 
+@pytest.mark.multidevice
 def test_row_sharded_lookup_equals_unsharded():
   mesh = _mesh([("data", 1), ("fsdp", 8), ("tensor", 1)])
   emb = ctr.build(CFG)
@@ -227,6 +228,7 @@ def _run(mesh, num_steps=2, batch_size=16):
 @pytest.mark.parametrize("axes,table_axis", [
     ([("data", 1), ("fsdp", 8), ("tensor", 1)], "fsdp"),
     ([("data", 2), ("fsdp", 1), ("tensor", 4)], "tensor")])
+@pytest.mark.multidevice
 def test_sharded_train_step_equals_single_device(axes, table_axis):
   s8, l8, _ = _run(_mesh(axes))
   s1, l1, init1 = _run(_mesh([("data", 1), ("fsdp", 1), ("tensor", 1)]))

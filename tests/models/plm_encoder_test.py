@@ -186,6 +186,7 @@ def test_masked_positions_logits_match_full():
       full, pos[..., None], axis=1), atol=1e-6)
 
 
+@pytest.mark.multidevice
 def test_sharded_forward_equals_unsharded():
   cfg = tiny(num_heads=2, intermediate_size=32)
   ids, mask = batch(cfg, b=8)

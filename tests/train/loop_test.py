@@ -155,6 +155,7 @@ def _cases():
 
 
 # ------------------------------------------------------------------- smoke
+@pytest.mark.multidevice  # every task's step sharded over 8 devices
 @pytest.mark.parametrize("name,variant", list(_cases()))
 def test_two_steps_of_every_task(name, variant, tiny_bert_dir, cache_dir,
                                  tmp_path):

@@ -60,6 +60,7 @@ def test_invalid_config_is_refused_before_any_work(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.multidevice
 def test_batch_not_divisible_by_data_parallel_devices(tmp_path):
   cfg = _config(tmp_path, batch_size=60)  # 8 fake devices (conftest)
   with pytest.raises(validate.ConfigError, match="8 data-parallel devices"):

@@ -5,10 +5,7 @@ import pytest
 
 from tests.methods.clickprompt import cp_testlib as lib
 
-needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
-
-
-@needs_8
+@pytest.mark.multidevice
 @pytest.mark.parametrize("mode", ["pretrain", "prefix_add"])
 def test_eight_devices_equal_one(mode):
   task, example = lib.task_for(mode, dropout=0.1), lib.batch()

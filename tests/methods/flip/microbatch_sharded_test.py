@@ -7,6 +7,8 @@ import optax
 
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
 
+pytestmark = pytest.mark.multidevice  # 8 fake devices (conftest)
+
 
 @fst.needs_8_devices
 # slow: covered by pretrain_sharded_sgd_test.py (sharded == one device)

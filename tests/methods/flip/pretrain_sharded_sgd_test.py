@@ -2,8 +2,11 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
+
+pytestmark = pytest.mark.multidevice  # 8 fake devices (conftest)
 
 
 @fst.needs_8_devices

@@ -9,6 +9,8 @@ import numpy as np
 
 from tests.methods.flip import flip_testlib as fst  # pylint: disable=g-bad-import-order
 
+pytestmark = pytest.mark.multidevice  # 8 fake devices (conftest)
+
 
 @fst.needs_8_devices
 # slow: pretrain_sharded_sgd_test.py checks the same with SGD (stricter than Adam).

@@ -4,6 +4,7 @@ import functools
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import linen as nn
 
 from experiments.configs import srp4ctr_ctr
@@ -83,11 +84,13 @@ def _close(a, b, tol=2e-5):
                                                        atol=tol), a[1], b[1])
 
 
+@pytest.mark.multidevice
 def test_ctr_step_8_devices_equals_1():
   task, batch, consts = ctr_task()
   _close(run_steps(task, batch, consts, 1), run_steps(task, batch, consts, 8))
 
 
+@pytest.mark.multidevice
 def test_pretrain_step_8_devices_equals_1():
   task, batch, consts = pretrain_task()
   _close(run_steps(task, batch, consts, 1), run_steps(task, batch, consts, 8))
