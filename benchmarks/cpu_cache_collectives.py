@@ -31,11 +31,11 @@ jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 from experiments.configs import flip_pretrain
-from experiments import workflow
+from experiments import stages
 from flip_jax import methods
 from flip_jax.train import loop
 cfg = flip_pretrain.get_config("dataset=synthetic,preset=tiny")
-workflow.apply_overrides(cfg, {
+stages.apply_overrides(cfg, {
     "model.plm.num_layers": "1", "data.cache_dir": sys.argv[2] + "/data",
     "train.max_steps": sys.argv[3], "ckpt.every_steps": sys.argv[3],
     "ckpt.async_save": "False"})

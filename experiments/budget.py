@@ -27,7 +27,7 @@ import ml_collections
 from experiments.configs import official
 from experiments.report_io import read_json, read_jsonl
 from flip_jax.train import config_compat
-from flip_jax.train import loop
+from flip_jax.train import run_files
 
 # A share at or above this is "the official budget" for a contradiction.
 FULL = 0.9
@@ -64,7 +64,7 @@ def schedule(run_dir: str, cfg: dict) -> dict | None:
     return None
   rows = stats["train_rows"] + (stats.get("valid_rows", 0)
                                 if cfg["task"].endswith("pretrain") else 0)
-  return loop.schedule(ml_collections.ConfigDict(cfg), rows)
+  return run_files.schedule(ml_collections.ConfigDict(cfg), rows)
 
 
 def _steps(run_dir: str) -> int | None:

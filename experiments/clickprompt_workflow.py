@@ -2,7 +2,7 @@
 
 Stages, each in its own sub-workdir, each resumable (a finished stage is
 skipped; an interrupted training stage resumes from its checkpoint), timed
-in ``stages.json`` (``experiments.workflow.StageLog``):
+in ``stages.json`` (the stage runner ``experiments.stages``):
 
   prepare          data preparation and statistics          <workdir>/data
   pretrain         PA-MLM                                   <workdir>/pretrain
@@ -22,20 +22,17 @@ not supported at N % of the official budget (``report.verdict``)
 (``experiments.report``: with several seeds, in ``seed<N>/`` folders, mean
 ± std and per-seed paired verdicts).
 Overrides: ``key=value`` for every stage whose config has the section,
-``pretrain:key`` / ``finetune:key`` for one phase (``workflow.stage_overrides``).
+``pretrain:key`` / ``finetune:key`` for one phase (``stages.stage_overrides``).
 """
 from __future__ import annotations
 
-import html
 import os
-
-import jax
 
 from experiments import budget
 from experiments import report
+from experiments import report_plots
 from experiments import run_identity
-from experiments import workflow
-from flip_jax import jsonio
+from experiments import stages as stages_lib
 
 STAGES = ("prepare", "pretrain", "base_id", "nlp_only", "add", "prompt_add",
           "prefix_add_nopt", "ctr_only", "prefix_add", "export")
@@ -82,8 +79,8 @@ def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
   from experiments.configs import clickprompt_pretrain  # pylint: disable=g-import-not-at-top
   cfg = clickprompt_pretrain.get_config(_arg(dataset, ctr, plm, preset))
   cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
-  return workflow.apply_overrides(
-      cfg, workflow.stage_overrides(cfg, overrides, "pretrain"))
+  return stages_lib.apply_overrides(
+      cfg, stages_lib.stage_overrides(cfg, overrides, "pretrain"))
 
 
 def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
@@ -93,8 +90,8 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
                                         + f",mode={mode}")
   cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
   cfg.ckpt.init_from = init_from
-  return workflow.apply_overrides(
-      cfg, workflow.stage_overrides(cfg, overrides, "finetune"))
+  return stages_lib.apply_overrides(
+      cfg, stages_lib.stage_overrides(cfg, overrides, "finetune"))
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
@@ -107,10 +104,10 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   stages in ``<workdir>/seed<N>/`` (data prepared once).
   """
   overrides = overrides or {}
-  stages, seeds = workflow.run_args(stages, STAGES, STAGES, seeds, seed)
+  stages, seeds = stages_lib.run_args(stages, STAGES, STAGES, seeds, seed)
   os.makedirs(workdir, exist_ok=True)
   args = (dataset, data_dir, "", ctr, plm, preset, seeds[0])
-  workflow.check_overrides(overrides, [
+  stages_lib.check_overrides(overrides, [
       pretrain_config(*args, {}),
       finetune_config(*args, "prefix_add", "", {})])
   run_identity.claim(workdir, "clickprompt", locals())  # before any stage
@@ -118,12 +115,11 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   if "prepare" in stages:
     cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
                           seeds[0], overrides)
-    workflow.StageLog(workdir).run(
+    stages_lib.StageLog(workdir).run(
         "prepare", lambda: os.path.exists(
             os.path.join(workdir, "data", "stats.json")),
-        lambda: _prepare(cfg, workdir))
-  for s in seeds:
-    folder = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{s}")
+        lambda: stages_lib.prepare_data(cfg, workdir))
+  for s, folder in stages_lib.seed_folders(workdir, seeds):
     _run_seed(folder, stages, (dataset, data_dir, cache_dir, ctr, plm, preset,
                                s), overrides)
   return write_report(workdir, dataset=dataset, preset=preset)
@@ -131,56 +127,21 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
 
 def _run_seed(folder, stages, args, overrides) -> None:
   """The training and export stages of one seed in ``folder``."""
-  from experiments import launch  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
-  log = workflow.StageLog(folder)
+  log = stages_lib.StageLog(folder)
   pre_dir = os.path.join(folder, "pretrain")
   if "pretrain" in stages:
-    cfg = pretrain_config(*args, overrides)
-    done = os.path.join(pre_dir, "pretrain_done.json")
-
-    def _pretrain():
-      last = launch.run(cfg, pre_dir)
-      if jax.process_index() == 0:
-        jsonio.write_json_atomic(done, last)
-    log.run("pretrain", lambda: os.path.exists(done), _pretrain)
+    stages_lib.pretrain(log, "pretrain", pretrain_config(*args, overrides),
+                        pre_dir)
   for name, (mode, from_pre) in FINETUNE_STAGES.items():
-    if name not in stages:
-      continue
-    out = os.path.join(folder, name)
-    cfg = finetune_config(*args, mode, pre_dir if from_pre else "", overrides)
-    log.run(name, lambda d=out: os.path.exists(
-        os.path.join(d, "results.json")),
-            lambda c=cfg, d=out: launch.run(c, d))
+    if name in stages:
+      stages_lib.train(log, name, finetune_config(
+          *args, mode, pre_dir if from_pre else "", overrides),
+                       os.path.join(folder, name))
   if "export" in stages:
     for name in EXPORTS:
-      log.run(f"export_{name}", lambda n=name: os.path.exists(
-          os.path.join(folder, f"export_{n}", "check.json")),
-              lambda n=name: _export(folder, n))
-
-
-def _prepare(cfg, workdir):
-  """Data preparation + statistics into <workdir>/data."""
-  from flip_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  prepared = prepare.load_dataset(cfg.data,
-                                  prepare.default_cache_root(cfg.data, workdir))
-  out = os.path.join(workdir, "data")
-  os.makedirs(out, exist_ok=True)
-  if jax.process_index() == 0:
-    prepared.feature_map.save(os.path.join(out, "feature_map.json"))
-    jsonio.write_json_atomic(os.path.join(out, "stats.json"), prepared.stats)
-  return prepared.stats
-
-
-def _export(folder, name):
-  """Exports a finetuning stage with the parity check (check.json)."""
-  from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
-  out = os.path.join(folder, f"export_{name}")
-  diff = run_export.export_run(os.path.join(folder, name), out, check=True)
-  jsonio.write_json_atomic(os.path.join(out, "check.json"),
-                           {"max_abs_diff": float(diff),
-                            "atol": run_export.CHECK_ATOL})
-  return diff
+      stages_lib.export(log, f"export_{name}", os.path.join(folder, name),
+                        os.path.join(folder, f"export_{name}"))
 
 
 # ------------------------------------------------------------------ report
@@ -210,38 +171,20 @@ def claim_lines(verdicts: list[dict]) -> list[str]:
 def plots(workdir: str) -> list[tuple[str, str]]:
   """PA-MLM loss, valid AUC per stage, alpha (of the first seed): (title,
   PNG file) pairs."""
-  out_dir, first = workdir, report.seed_dirs(workdir)[0][1]
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  made = []
-
-  def curve(fname, title, ylabel, series):
-    series = [(label, pts) for label, pts in series if pts]
-    if not series:
-      return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, pts in series:
-      ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, fname), dpi=100)
-    plt.close(fig)
-    made.append((title, fname))
-
-  def points(stage, key):
-    return [(r["step"], r[key]) for r in report.read_jsonl(
-        os.path.join(first, stage, "metrics.jsonl")) if key in r]
-
-  curve("pa_mlm_loss.png", "PA-MLM loss", "masked-token CE",
-        [("mlm_loss", points("pretrain", "train/mlm_loss"))])
-  curve("valid_auc.png", "Validation AUC during finetuning", "valid AUC",
-        [(name, points(key, "valid/auc")) for key, name in ROWS])
-  curve("alpha.png", "Learned alpha (weight of the CTR logit)", "alpha",
-        [(name, points(key, "train/alpha")) for key, name in ROWS])
+  first, made = report.seed_dirs(workdir)[0][1], []
+  pts = report_plots.points
+  report_plots.curve(workdir, "pa_mlm_loss.png", "PA-MLM loss",
+                     "masked-token CE", [("mlm_loss", pts(
+                         os.path.join(first, "pretrain"), "train/mlm_loss"))],
+                     made)
+  report_plots.curve(workdir, "valid_auc.png",
+                     "Validation AUC during finetuning", "valid AUC",
+                     [(name, pts(os.path.join(first, key), "valid/auc"))
+                      for key, name in ROWS], made)
+  report_plots.curve(workdir, "alpha.png",
+                     "Learned alpha (weight of the CTR logit)", "alpha",
+                     [(name, pts(os.path.join(first, key), "train/alpha"))
+                      for key, name in ROWS], made)
   return made
 
 
@@ -282,12 +225,6 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   text = "\n".join(md) + "\n"
   summary = dict(report.summary(workdir, rows, [c[:3] for c in CLAIMS]),
                  claims=verdicts)
-  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(text)
-  body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>" for t, f in made)
-  with open(os.path.join(workdir, "report.html"), "w") as f:
-    f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+  stages_lib.write_report_files(workdir, table=table, text=text, plots=made,
+                                summary=summary)
   return table + ("\n" + "\n".join(claim_lines(verdicts)) if verdicts else "")

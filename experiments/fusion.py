@@ -19,7 +19,7 @@ import numpy as np
 
 from flip_jax import jsonio
 from flip_jax import metrics as metrics_lib
-from flip_jax.train import loop
+from flip_jax.train import run_files
 
 # stage -> (the two finetuning stages mixed).
 PAIRS = {"fusion_flip": ("flip_id", "flip_plm"),
@@ -38,11 +38,11 @@ def predictions(run_dir: str) -> dict[str, dict[str, np.ndarray]]:
   """{'valid' / 'test': {row_id, label, prob, ...}} of a finished run: its
   ``predictions.npz``, or (a run older than that file) scored again from its
   best checkpoint and saved there."""
-  path = os.path.join(run_dir, loop.PREDICTIONS)
+  path = os.path.join(run_dir, run_files.PREDICTIONS)
   if not os.path.exists(path):
     from experiments import scoring  # pylint: disable=g-import-not-at-top
     preds, _ = scoring.score_splits(run_dir, ("valid", "test"))
-    loop.write_predictions(path, preds)
+    run_files.write_predictions(path, preds)
   with np.load(path) as z:
     out: dict[str, dict[str, np.ndarray]] = {}
     for key in z.files:
@@ -105,15 +105,15 @@ def run_stage(folder: str, stage: str) -> dict | None:
   """Writes ``<folder>/<stage>/results.json`` (None when an input run is
   missing: the bound needs both)."""
   a, b = (os.path.join(folder, s) for s in PAIRS[stage])
-  if not all(os.path.exists(os.path.join(d, loop.RESULTS)) for d in (a, b)):
+  if not all(os.path.exists(os.path.join(d, run_files.RESULTS)) for d in (a, b)):
     return None
   res = bound(a, b)
-  seed = jsonio.read_json(os.path.join(a, loop.RESULTS)).get("seed")
+  seed = jsonio.read_json(os.path.join(a, run_files.RESULTS)).get("seed")
   res.update(task="fusion", inputs=[a, b], seed=seed, best_step="fit",
              steps=None, stopped="valid fit",
              fit=f"logistic regression on the valid logits of "
                  f"{PAIRS[stage][0]} and {PAIRS[stage][1]}")
   out = os.path.join(folder, stage)
   os.makedirs(out, exist_ok=True)
-  jsonio.write_json_atomic(os.path.join(out, loop.RESULTS), res)
+  jsonio.write_json_atomic(os.path.join(out, run_files.RESULTS), res)
   return res

@@ -10,7 +10,6 @@ Writes ``results.md``, ``report.md`` / ``report.html`` (with PNG plots) and
 """
 from __future__ import annotations
 
-import html
 import itertools
 import os
 
@@ -18,10 +17,10 @@ import numpy as np
 
 from flip_jax import metrics as metrics_lib
 
-from flip_jax import jsonio
 from experiments import budget as budget_lib
 from experiments import pretrain_check
 from experiments import report_plots
+from experiments import stages as stages_lib
 # Re-exported: the methods' workflows read run files through ``report``.
 from experiments.report_io import read_json, read_jsonl, seed_dirs  # pylint: disable=unused-import
 
@@ -371,17 +370,9 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   for title, fname in made:
     md += [f"## {title}", "", f"![{title}]({fname})", ""]
   text = "\n".join(md)
-  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"),
-                           summary(workdir, rows))
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(text)
-  body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>" for t, f in made)
-  with open(os.path.join(workdir, "report.html"), "w") as f:
-    f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+  stages_lib.write_report_files(workdir, table=table, text=text, plots=made,
+                                summary=summary(workdir, rows))
   return table + "".join("\n" + line for line in cl + icl)
-
 
 
 def write_comparison(workdir: str, methods) -> str:

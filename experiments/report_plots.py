@@ -67,3 +67,33 @@ def plots(workdir: str, rows) -> list[tuple[str, str]]:
     plt.close(fig)
     made.append(("Learned alpha", "alpha.png"))
   return made
+
+
+def curve(out_dir: str, fname: str, title: str, ylabel: str, series,
+          made: list[tuple[str, str]]) -> None:
+  """One line plot ``<out_dir>/<fname>`` of ``series`` ((label, [(step,
+  value)]) pairs; empty ones left out, nothing written when all are);
+  appends (title, fname) to ``made``."""
+  series = [(label, pts) for label, pts in series if pts]
+  if not series:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for label, pts in series:
+    ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, fname), dpi=100)
+  plt.close(fig)
+  made.append((title, fname))
+
+
+def points(run_dir: str, key: str) -> list[tuple[int, float]]:
+  """(step, value) of ``key`` in a run's ``metrics.jsonl``."""
+  return [(r["step"], r[key]) for r in read_jsonl(
+      os.path.join(run_dir, "metrics.jsonl")) if key in r]

@@ -27,7 +27,7 @@ from experiments import launch
 from flip_jax import compile_cache
 
 # Method -> the module whose run_all(...) runs its stages and report.
-METHODS = {"flip": "experiments.workflow",
+METHODS = {"flip": "experiments.flip_workflow",
            "clickprompt": "experiments.clickprompt_workflow",
            "srp4ctr": "experiments.srp4ctr_workflow"}
 
@@ -60,22 +60,18 @@ _SET = launch.flag(flags.DEFINE_multi_string,
 
 
 def run_method(method: str, workdir: str, **kwargs) -> str:
-  """Runs one method's run_all with the arguments it takes."""
+  """Runs one method's workflow through the contract of
+  ``experiments.stages``: ``run_all`` with the run's arguments, the listed
+  stages cut to the ones the method has (``STAGES``)."""
   import importlib  # pylint: disable=g-import-not-at-top
-  import inspect  # pylint: disable=g-import-not-at-top
   if method not in METHODS:
     raise app.UsageError(f"--method {method!r}: expected one of "
                          f"{', '.join(METHODS)}")
   module = importlib.import_module(METHODS[method])
-  fn = module.run_all
-  params = inspect.signature(fn).parameters
   if kwargs.get("stages"):  # each method runs the listed stages it has
     kwargs = dict(kwargs, stages=[s for s in kwargs["stages"]
                                   if s in module.STAGES])
-  if kwargs.get("seeds") and "seeds" not in params:
-    raise app.UsageError(f"--seeds is not supported by --method={method}")
-  return fn(workdir=workdir, **{k: v for k, v in kwargs.items()
-                                if k in params})
+  return module.run_all(workdir=workdir, **kwargs)
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 """SRP4CTR's end-to-end workflow (``run_all --method=srp4ctr``).
 
 Stages (each resumable and skipped once done; wall time and device in
-``stages.json``, `workflow.StageLog`):
+``stages.json``; the stage runner ``experiments.stages``):
 
   prepare         data + sequence statistics, the samples parquet  data/
   pretrain        FG-BERT on the train histories                  pretrain/
@@ -25,15 +25,15 @@ at N % of the official budget (``report.verdict``).
 """
 from __future__ import annotations
 
-import html
 import os
 
 import jax
 import numpy as np
 
 from experiments import report
+from experiments import report_plots
 from experiments import run_identity
-from experiments import workflow
+from experiments import stages as stages_lib
 from flip_jax import jsonio
 
 STAGES = ("prepare", "pretrain", "pretrain_id", "backbone", "din", "srp4ctr",
@@ -78,8 +78,8 @@ def pretrain_config(dataset, data_dir, cache_dir, preset, seed, attributes,
   cfg = srp4ctr_pretrain.get_config(
       f"dataset={dataset},preset={preset},attributes={attributes}")
   cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
-  return workflow.apply_overrides(
-      cfg, workflow.stage_overrides(cfg, overrides, "pretrain"))
+  return stages_lib.apply_overrides(
+      cfg, stages_lib.stage_overrides(cfg, overrides, "pretrain"))
 
 
 def ctr_config(dataset, data_dir, cache_dir, preset, ctr, seed, stage,
@@ -91,20 +91,24 @@ def ctr_config(dataset, data_dir, cache_dir, preset, ctr, seed, stage,
       f"freeze={freeze}")
   cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
   cfg.srp4ctr.pretrained = pretrained
-  return workflow.apply_overrides(
-      cfg, workflow.stage_overrides(cfg, overrides, "finetune"))
+  return stages_lib.apply_overrides(
+      cfg, stages_lib.stage_overrides(cfg, overrides, "finetune"))
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
-            ctr: str, seed: int, stages=None,
+            plm: str, ctr: str, seed: int, stages=None,
             overrides: dict[str, str] | None = None,
             seeds: list[int] | None = None) -> str:
-  """Runs the selected stages; returns the results table and claims."""
+  """Runs the selected stages; returns the results table and claims.
+
+  ``plm`` is part of the workflow contract; SRP4CTR reads no text.
+  """
+  del plm
   overrides = overrides or {}
-  stages, seeds = workflow.run_args(stages, STAGES, STAGES, seeds, seed)
+  stages, seeds = stages_lib.run_args(stages, STAGES, STAGES, seeds, seed)
   os.makedirs(workdir, exist_ok=True)
   args = dict(dataset=dataset, data_dir=data_dir, preset=preset)
-  workflow.check_overrides(overrides, [
+  stages_lib.check_overrides(overrides, [
       pretrain_config(**args, cache_dir="", seed=seeds[0], attributes="fg",
                       overrides={}),
       ctr_config(**args, cache_dir="", ctr=ctr, seed=seeds[0],
@@ -112,15 +116,14 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   run_identity.claim(workdir, "srp4ctr", locals())  # before any stage
   cache_dir = os.path.join(workdir, ".flip_jax_cache")
   args.update(cache_dir=cache_dir)
-  log = workflow.StageLog(workdir)
+  log = stages_lib.StageLog(workdir)
   if "prepare" in stages:
     log.run("prepare", lambda: os.path.exists(
         os.path.join(workdir, "data", "sequences.json")),
             lambda: _prepare(workdir, ctr_config(
                 **args, ctr=ctr, seed=seeds[0], stage="srp4ctr",
                 pretrained="", overrides=overrides)))
-  for s in seeds:
-    folder = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{s}")
+  for s, folder in stages_lib.seed_folders(workdir, seeds):
     _run_seed(folder, stages, s, args, ctr, overrides)
   if "flops" in stages:
     out = os.path.join(workdir, "flops.json")
@@ -133,42 +136,22 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
 
 
 def _run_seed(folder, stages, seed, args, ctr, overrides) -> None:
-  from experiments import launch  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
-  log = workflow.StageLog(folder)
+  log = stages_lib.StageLog(folder)
   for name, attributes in PRETRAIN_STAGES.items():
-    if name not in stages:
-      continue
-    cfg = pretrain_config(**args, seed=seed, attributes=attributes,
-                          overrides=overrides)
-    pre_dir = os.path.join(folder, name)
-    done = os.path.join(pre_dir, "pretrain_done.json")
-
-    def _pretrain(c=cfg, d=pre_dir, done=done):
-      last = launch.run(c, d)
-      if jax.process_index() == 0:
-        jsonio.write_json_atomic(done, last)
-    log.run(name, lambda done=done: os.path.exists(done), _pretrain)
+    if name in stages:
+      stages_lib.pretrain(log, name, pretrain_config(
+          **args, seed=seed, attributes=attributes, overrides=overrides),
+                          os.path.join(folder, name))
   for name, (_, _, pre) in CTR_STAGES.items():
-    if name not in stages:
-      continue
-    d = os.path.join(folder, name)
-    cfg = ctr_config(**args, ctr=ctr, seed=seed, stage=name,
-                     pretrained=os.path.join(folder, pre) if pre else "",
-                     overrides=overrides)
-    log.run(name, lambda d=d: os.path.exists(os.path.join(d, "results.json")),
-            lambda c=cfg, d=d: launch.run(c, d))
+    if name in stages:
+      stages_lib.train(log, name, ctr_config(
+          **args, ctr=ctr, seed=seed, stage=name,
+          pretrained=os.path.join(folder, pre) if pre else "",
+          overrides=overrides), os.path.join(folder, name))
   if "export" in stages:
-    out = os.path.join(folder, "export_srp4ctr")
-
-    def _export():
-      from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
-      diff = run_export.export_run(os.path.join(folder, "srp4ctr"), out,
-                                   check=True)
-      jsonio.write_json_atomic(os.path.join(out, "check.json"),
-                               {"max_abs_diff": diff})
-    log.run("export", lambda: os.path.exists(os.path.join(out, "check.json")),
-            _export)
+    stages_lib.export(log, "export", os.path.join(folder, "srp4ctr"),
+                      os.path.join(folder, "export_srp4ctr"))
 
 
 def _prepare(workdir, cfg) -> dict:
@@ -241,33 +224,16 @@ def flops_verdict(flops: dict | None) -> dict | None:
 
 
 def _plots(workdir: str) -> list[tuple[str, str]]:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   first, made = report.seed_dirs(workdir)[0][1], []
-  for fname, title, series in (
-      ("pretrain_losses.png", "FG-BERT pretraining losses",
-       [(k, os.path.join(first, "pretrain"), k) for k in
-        ("train/loss", "train/item_loss")]),
-      ("valid_auc.png", "Validation AUC per model",
-       [("valid/auc", os.path.join(first, k), n) for k, n in ROWS])):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    drawn = False
-    for key, folder, label in series:
-      pts = [(r["step"], r[key]) for r in report.read_jsonl(
-          os.path.join(folder, "metrics.jsonl")) if key in r]
-      if pts:
-        drawn = True
-        ax.plot(*zip(*pts), marker="o" if "auc" in key else None,
-                label=label)
-    if drawn:
-      ax.set_xlabel("step")
-      ax.set_title(title)
-      ax.legend(fontsize=7)
-      fig.tight_layout()
-      fig.savefig(os.path.join(workdir, fname), dpi=100)
-      made.append((title, fname))
-    plt.close(fig)
+  pre = os.path.join(first, "pretrain")
+  report_plots.curve(workdir, "pretrain_losses.png",
+                     "FG-BERT pretraining losses", "loss",
+                     [(k, report_plots.points(pre, k))
+                      for k in ("train/loss", "train/item_loss")], made)
+  report_plots.curve(workdir, "valid_auc.png", "Validation AUC per model",
+                     "valid AUC", [(n, report_plots.points(
+                         os.path.join(first, k), "valid/auc"))
+                                   for k, n in ROWS], made)
   return made
 
 
@@ -308,13 +274,6 @@ def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
   if fv is not None:
     summary["claims"].append(fv)
   summary["flops"] = flops
-  jsonio.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(text)
-  body = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}'>"
-                 for t, f in made)
-  with open(os.path.join(workdir, "report.html"), "w") as f:
-    f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+  stages_lib.write_report_files(workdir, table=table, text=text, plots=made,
+                                summary=summary)
   return table + ("\n" + "\n".join(cl) if cl else "")

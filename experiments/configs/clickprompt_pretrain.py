@@ -80,32 +80,28 @@ def clickprompt_config() -> mlc.ConfigDict:
 
 def optim_config(*, ctr_lr: float, plm_lr: float, weight_decay: float,
                  warmup_steps: int, epochs_ref) -> mlc.ConfigDict:
-  """AdamW with ClickPrompt's groups (spec A8); shared with finetuning."""
-  o = mlc.ConfigDict()
-  o.name = "adamw"
-  # The 'ctr' group: CTR model, generator, ctr_head, alpha (and anything
-  # no group below matches).
-  o.lr = ctr_lr
-  # Named groups (regex, lr); the task turns them into param_groups for the
-  # modes that have such params. lr 0 freezes the group.
+  """AdamW with ClickPrompt's groups (spec A8); shared with finetuning.
+
+  The shared optimizer fields (``common.optim_config``; biases and
+  LayerNorms take no decay, at their owner group's lr) plus the groups.
+  ``lr`` is the 'ctr' group's: CTR model, generator, ctr_head, alpha (and
+  anything no group matches). Official schedule: cosine or linear with
+  warm-up ratio {0, 0.05, 0.1}; a ratio needs the loop's total step count,
+  so warm-up is given in steps here.
+  """
+  o = common.optim_config(name="adamw", lr=ctr_lr, weight_decay=weight_decay,
+                          schedule="cosine", epochs=epochs_ref,
+                          decay_mask="no_bias_norm")
+  o.schedule.warmup_steps = warmup_steps
+  # Named groups (regex, lr); the task turns them into param_groups (after
+  # the extra ones in o.param_groups) for the modes that have such params.
+  # lr 0 freezes the group.
   o.groups = mlc.ConfigDict({"plm": {
       "regex": r"^(plm|lm_head|nlp_head)/|^lm_decoder$", "lr": plm_lr}})
-  o.weight_decay = weight_decay
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  # Biases and LayerNorms take no decay, at their owner group's lr.
-  o.decay_mask = "no_bias_norm"
   # The official optimizer gives every bias / LayerNorm lr 1e-3 (AdamW's
   # default: the group has no lr). An ablation only.
   o.reproduce_bias_ln_lr_quirk = False
   o.quirk_lr = 1e-3
-  o.grad_clip = mlc.config_dict.placeholder(float)
-  # Extra (regex, lr[, name]) groups; the task appends o.groups after them.
-  o.param_groups = []
-  o.freeze = []
-  # Official: cosine or linear with warm-up ratio {0, 0.05, 0.1}; a ratio
-  # needs the loop's total step count, so warm-up is given in steps here.
-  o.schedule = mlc.ConfigDict({"name": "cosine", "epochs": epochs_ref,
-                               "warmup_steps": warmup_steps})
   return o
 
 

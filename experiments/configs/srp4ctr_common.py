@@ -81,22 +81,3 @@ def seq_model_config(preset: str) -> mlc.ConfigDict:
       act="gelu",
       init_std=0.02,
   ))
-
-
-def optim_config(*, name: str, lr: float, weight_decay: float,
-                 schedule: str) -> mlc.ConfigDict:
-  """``config.optim`` (every field the optimiser builder needs)."""
-  o = mlc.ConfigDict()
-  o.name, o.lr, o.weight_decay = name, lr, weight_decay
-  o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-  o.decay_mask = "no_bias_norm"
-  o.grad_clip = mlc.config_dict.placeholder(float)
-  # (regex, lr) pairs, first match wins.
-  o.param_groups = []
-  # Regexes of params that get no updates (frozen FG-BERT: ['^seq/']).
-  o.freeze = []
-  # B5 mentions polynomial decay; the shared builder has none, so cosine
-  # (pretraining) or constant (CTR) [assumed].
-  o.schedule = mlc.ConfigDict({"name": schedule, "epochs": 1,
-                               "warmup_steps": 0})
-  return o

@@ -83,9 +83,10 @@ def get_config(arg=None):
       eval_batch_size={"tiny": 64, "cpu-small": 1024,
                        "full": 4096}[arg.preset],
       patience=2)
-  cfg.optim = srp4ctr_common.optim_config(name="adam", lr=1e-3,
-                                          weight_decay=0.0,
-                                          schedule="constant")
+  # B5 mentions polynomial decay; the shared builder has none, so constant
+  # (cosine in pretraining) [assumed].
+  cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0,
+                                  decay_mask="no_bias_norm")
   # B7.7: frozen vs finetuned pretrained parameters (both are run).
   cfg.optim.freeze = [r"^seq/"] if arg.freeze else []
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 50, "full": 100}[arg.preset]

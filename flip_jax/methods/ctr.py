@@ -8,16 +8,14 @@ by the shared loop, which gives it checkpoints, resume and TensorBoard.
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 from absl import logging
 
-from flip_jax import losses
 from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
+from flip_jax.train import ctr_task
 from flip_jax.train import runtime
-from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
 KEYS = ("ids",)
@@ -43,15 +41,13 @@ def check_split(name: str, cols, num_features: int, num_fields: int):
     raise ValueError(f"data split {name!r}: labels must be 0/1")
 
 
-class CtrTask(task_lib.Task):
+class CtrTask(ctr_task.BaseCtrTask):
   """The ID model alone, from scratch."""
   name = "ctr"
 
   def config_errors(self):
-    errors: list[str] = []
+    errors = super().config_errors()
     c = self.config
-    validate.one_of(errors, "loss.reduction", c.loss.reduction,
-                    ("sum", "mean"))
     validate.one_of(errors, "loss.l2_preset", c.loss.l2_preset,
                     tuple(ctr_lib.L2_PRESETS))
     validate.one_of(errors, "model.ctr.name", c.model.ctr.name,
@@ -71,18 +67,15 @@ class CtrTask(task_lib.Task):
                          f"{config.data.protocol!r}); the ctr task needs it")
     for split, cols in prepared.splits.items():
       check_split(split, cols, fm.num_features, fm.num_fields)
-    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, KEYS)
-              for k, v in prepared.splits.items()}
-    return task_lib.TaskData(
-        train=splits["train"],
-        eval_splits={k: v for k, v in splits.items() if k != "train"},
-        feature_map=fm)
+    return ctr_task.task_data(
+        {k: pipeline.ctr_split_columns(v, fm.field_names, KEYS)
+         for k, v in prepared.splits.items()}, fm)
 
-  def train_keys(self, data):
-    return KEYS + ("label", "weight")
-
-  def eval_keys(self, data):
+  def model_keys(self, data):
     return KEYS
+
+  def model_inputs(self, batch):
+    return batch["ids"]
 
   def build_model(self, data):
     fm = data.feature_map
@@ -91,48 +84,19 @@ class CtrTask(task_lib.Task):
     logging.info("model %s: rep_dim %d, N=%d, F=%d", cfg.name,
                  ctr_lib.rep_dim(cfg), fm.num_features, fm.num_fields)
     self.model = ctr_lib.CTRClassifier(cfg)
-    self._coeffs = {k: v * self.config.loss.l2_scale
-                    for k, v in ctr_lib.preset(
-                        self.config.loss.l2_preset).items()}
     return self.model
 
-  def example_batch(self, data, n):
-    return {"ids": np.asarray(data.train["ids"][:n])}
-
-  def init_variables(self, rng, example, consts):
-    return self.model.init({"params": rng, "dropout": rng}, example["ids"])
+  def l2_coefficients(self):
+    """``loss.l2_preset``'s coefficients times ``loss.l2_scale``."""
+    return {k: v * self.config.loss.l2_scale
+            for k, v in ctr_lib.preset(self.config.loss.l2_preset).items()}
 
   def post_init(self, params, model_state, put, data):
+    coeffs = self.l2_coefficients()
     logging.info("l2 on %s; patterns matching nothing: %s",
-                 ctr_lib.l2_coefficients(params, self._coeffs),
-                 ctr_lib.unmatched_patterns(params, self._coeffs))
+                 ctr_lib.l2_coefficients(params, coeffs),
+                 ctr_lib.unmatched_patterns(params, coeffs))
     return params, model_state
-
-  def loss_norms(self, batch):
-    if self.config.loss.reduction == "sum":
-      return jax.numpy.ones((), jax.numpy.float32)
-    return losses.weight_denominator(batch["weight"])
-
-  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    reduction = self.config.loss.reduction
-    if reduction not in ("sum", "mean"):
-      raise ValueError(f"loss.reduction {reduction!r}: expected sum|mean")
-    out, model_state = task_lib.apply_train(
-        self.model, params, model_state, batch["ids"], deterministic=False,
-        rngs=rngs)
-    scale = 1.0 if norms is None else 1.0 / norms
-    bce = scale * losses.bce_with_logits(
-        out["logit"], batch["label"], batch["weight"],
-        reduction=reduction if norms is None else "sum")
-    return bce, ({"bce": bce}, model_state)
-
-  def param_loss(self, params):
-    l2 = ctr_lib.l2_penalty(params, self._coeffs)
-    return l2, {"l2": l2}
-
-  def predict(self, variables, batch):
-    out = self.model.apply(variables, batch["ids"], deterministic=True)
-    return {"prob": jax.nn.sigmoid(out["logit"].astype(jax.numpy.float32))}
 
   def results(self, variables):
     return {"model": self.config.model.ctr.name,

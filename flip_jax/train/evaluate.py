@@ -6,15 +6,19 @@ are computed on the host over the entire split.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import numpy as np
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
+from flip_jax import metrics as metrics_lib
 from flip_jax import sharding
 from flip_jax.data import pipeline
+
+# Optional column of every split: the row's user, for user-grouped AUC.
+GROUP = "group"
 
 
 def make_predict_fn(predict: Callable, mesh, rules,
@@ -47,7 +51,7 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
       batch = sharding.global_batch({k: local[k] for k in keys}, mesh, rules,
                                     shardings)
       pred = predict_fn(variables, batch)
-      extra = {k: local[k] for k in ("label", "weight", "row_id", "group")
+      extra = {k: local[k] for k in ("label", "weight", "row_id", GROUP)
                if k in local}
       if jax.process_count() > 1:
         pred = multihost_utils.process_allgather(pred, tiled=True)
@@ -63,10 +67,19 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
   return {k: v[order] for k, v in cat.items()}
 
 
-def evaluate(predict_fn, variables, columns, *, task, keys, batch_size, mesh,
-             rules, prefix: str, transform=None) -> dict[str, float]:
-  """The task's metrics (``task.eval_metrics``) over a whole split."""
-  pred = predict_split(predict_fn, variables, columns, keys=keys,
-                       batch_size=batch_size, mesh=mesh, rules=rules,
-                       transform=transform)
-  return task.eval_metrics(pred, prefix)
+def split_metrics(pred: Mapping[str, np.ndarray],
+                  prefix: str) -> dict[str, float]:
+  """AUC / LogLoss of ``prob``, AUC of every other ``<name>_prob``, and
+  gAUC over the split's ``group`` column (its user) where it has one."""
+  y = pred["label"]
+  out = {f"{prefix}/auc": float(metrics_lib.auc(y, pred["prob"])),
+         f"{prefix}/logloss": float(metrics_lib.logloss(y, pred["prob"]))}
+  for key in sorted(pred):
+    if key.endswith("_prob"):
+      out[f"{prefix}/{key[:-len('_prob')]}_auc"] = float(
+          metrics_lib.auc(y, pred[key]))
+  if GROUP in pred:  # user-grouped AUC (impression-weighted)
+    for k, v in metrics_lib.gauc_stats(y, pred["prob"], pred[GROUP]).items():
+      out[f"{prefix}/{k}"] = v
+  return out
+

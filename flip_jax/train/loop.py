@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -50,65 +49,17 @@ from flip_jax.train import init as init_lib
 from flip_jax.train import logging as log_lib
 from flip_jax.train import model_record
 from flip_jax.train import preemption
+from flip_jax.train import run_files
 from flip_jax.train import runtime
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
 from flip_jax.train import validate
 from flip_jax.train import workdir as workdir_lib
 
-TRACKER = "early_stopping.json"
-RESULTS = "results.json"
-# The run's shape (rows, steps per epoch, total steps, evaluation cadence,
-# patience in evaluations): what a report needs to state its budget.
-SCHEDULE = "schedule.json"
 # Steps dispatched ahead of the last finished one: enough to keep a device
 # busy, few enough that a SIGTERM (seen by Python only between device
 # waits) is honoured within about this many steps, not at the next log row.
 _IN_FLIGHT = 2
-# Valid / test predictions of the best checkpoint (the fusion bound's input).
-PREDICTIONS = "predictions.npz"
-
-
-def schedule(config, num_rows: int) -> dict[str, int]:
-  """Steps per epoch, total steps and the evaluation interval."""
-  t = config.train
-  if t.batch_size % jax.process_count():
-    raise ValueError(f"train.batch_size={t.batch_size} is not divisible by "
-                     f"the {jax.process_count()} processes")
-  per_epoch = pipeline.steps_per_epoch(num_rows, t.batch_size)
-  if per_epoch < 1:
-    raise ValueError(f"train.batch_size={t.batch_size} exceeds the "
-                     f"{num_rows} training rows")
-  total = t.num_epochs * per_epoch
-  if t.max_steps > 0:
-    total = min(total, t.max_steps)
-  # eval_every_steps > 0: a step interval; -N: N evaluations per epoch.
-  every = (t.eval_every_steps if t.eval_every_steps > 0 else
-           max(1, per_epoch // -t.eval_every_steps))
-  # patience_unit 'epochs': as the official code counts it, whatever the
-  # evaluation cadence (3 epochs at 2 evaluations per epoch = 6).
-  patience = (t.patience if t.patience_unit == "evals" else
-              max(1, math.ceil(t.patience * per_epoch / every)))
-  return {"train_rows": num_rows, "batch_size": t.batch_size,
-          "steps_per_epoch": per_epoch, "total_steps": total,
-          "eval_every": every, "patience_evals": patience}
-
-
-def _load_tracker(workdir: str, step: int) -> dict | None:
-  path = os.path.join(workdir, TRACKER)
-  if not os.path.exists(path):
-    return None
-  return jsonio.read_json(path).get(str(step))
-
-
-def _save_tracker(workdir: str, step: int, tracker: dict) -> None:
-  path = os.path.join(workdir, TRACKER)
-  data = jsonio.read_json(path) if os.path.exists(path) else {}
-  data = {k: v for k, v in data.items() if int(k) <= step}
-  data[str(step)] = tracker
-  jsonio.write_json_atomic(path, data)
-
-
 def _init_from(ckpt_cfg, params, model_state, shardings):
   """Params (and BatchNorm statistics) from another run's checkpoint.
 
@@ -134,19 +85,6 @@ def _init_from(ckpt_cfg, params, model_state, shardings):
                                shardings.model_state[name])
                    for name, fresh in model_state.items()}
   return params, model_state
-
-
-def median_throughput(workdir: str) -> float:
-  """Median examples/s over the run's logged intervals (metrics.jsonl)."""
-  path = os.path.join(workdir, log_lib.METRICS_FILE)
-  vals = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        rec = json.loads(line)
-        if "examples_per_sec" in rec:
-          vals.append(rec["examples_per_sec"])
-  return float(np.median(vals)) if vals else 0.0
 
 
 def train_and_evaluate(config, workdir: str, task) -> dict[str, Any]:
@@ -191,7 +129,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   if select == "test":
     logging.warning("no valid split: selecting on test (results tagged "
                     "selection=test)")
-  sched = schedule(config, len(data.train["label"]))
+  sched = run_files.schedule(config, len(data.train["label"]))
   total_steps, eval_every = sched["total_steps"], sched["eval_every"]
   data_iter = pipeline.train_iterator(
       data.train, global_batch_size=t.batch_size, seed=config.seed,
@@ -201,7 +139,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
     jsonio.write_json_atomic(os.path.join(workdir, "config.json"),
                              json.loads(config.to_json_best_effort()))
     fm.save(os.path.join(workdir, "feature_map.json"))
-    jsonio.write_json_atomic(os.path.join(workdir, SCHEDULE), sched)
+    jsonio.write_json_atomic(os.path.join(workdir, run_files.SCHEDULE), sched)
   logging.info("task %s: %d training rows, %d steps/epoch, %d total steps",
                task.name, len(data.train["label"]), sched["steps_per_epoch"],
                total_steps)
@@ -240,7 +178,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
     state, latest = ckpt.restore_latest_good(init.abstract,
                                              data_iter=data_iter)
     init_rule = f"resume from step {latest}"
-    tracker = _load_tracker(workdir, latest) or tracker
+    tracker = run_files.load_tracker(workdir, latest) or tracker
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state = init.init(state_lib.new_key(config.seed, rng_impl))
@@ -256,7 +194,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
       params, model_state = task.post_init(params, model_state, put, data)
     state = state.replace(params=params, model_state=model_state)
   logging.info("init rule: %s", init_rule)
-  results_path = os.path.join(workdir, RESULTS)
+  results_path = os.path.join(workdir, run_files.RESULTS)
   finished = int(jax.device_get(state.step)) >= total_steps or tracker["done"]
   if evaluated and finished and os.path.exists(results_path):
     logging.info("%s: the run is finished; its results.json is returned",
@@ -281,7 +219,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
         in_shardings=(init.shardings, batch_sh, const_sh),
         out_shardings=(init.shardings, sharding.replicated(mesh)),
         donate_argnums=0)
-  evaluate = predict = None
+  predict = None
   if evaluated:
     predict_fn = eval_lib.make_predict_fn(
         task.predict, mesh, rules,
@@ -291,8 +229,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
         batch_size=t.eval_batch_size, mesh=mesh, rules=rules,
         transform=task.eval_transform(data))
 
-    def evaluate(variables, columns, prefix):
-      return task.eval_metrics(predict(variables, columns), prefix)
+
+  def evaluate(variables, columns, prefix):
+    return eval_lib.split_metrics(predict(variables, columns), prefix)
   monitor = _make_monitor(task, data, mesh, rules, init.shardings, consts)
 
   # ------------------------------------------------------------------- loop
@@ -328,7 +267,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
         ckpt.save(step, state, data_iter=data_iter, force=True)
         ckpt.wait_until_finished()
         if evaluated and is_main:  # the early-stopping record of this step
-          _save_tracker(workdir, step, tracker)
+          run_files.save_tracker(workdir, step, tracker)
         ckpt.close()
         writer.close()
         raise preemption.Preempted(
@@ -378,7 +317,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
         if evaluated:
           ckpt.wait_until_finished()
           if is_main:
-            _save_tracker(workdir, step, tracker)
+            run_files.save_tracker(workdir, step, tracker)
           t_last = time.perf_counter()
       if is_log or is_eval:
         writer.write_scalars(step, scalars)
@@ -402,28 +341,18 @@ def _train_and_evaluate(config, workdir, task, watcher):
   for split in ("valid", "test"):
     if split in data.eval_splits:
       preds[split] = predict(best, data.eval_splits[split])
-      results.update(task.eval_metrics(preds[split], split))
+      results.update(eval_lib.split_metrics(preds[split], split))
   results.update(task.results(best))
-  results["examples_per_sec"] = median_throughput(workdir)
+  results["examples_per_sec"] = run_files.median_throughput(workdir)
   results["compile_sec"] = compile_s
   if is_main:
-    write_predictions(os.path.join(workdir, PREDICTIONS), preds)
+    run_files.write_predictions(
+        os.path.join(workdir, run_files.PREDICTIONS), preds)
     jsonio.write_json_atomic(results_path, results)
   ckpt.close()
   best_ckpt.close()
   logging.info("results: %s", results)
   return results
-
-
-def write_predictions(path: str, preds: dict[str, dict[str, np.ndarray]]
-                      ) -> None:
-  """``predictions.npz``: ``<split>/<name>`` arrays (row_id, label, prob and
-  every ``<branch>_prob``) of the best checkpoint, written atomically."""
-  flat = {f"{split}/{k}": np.asarray(v) for split, pred in preds.items()
-          for k, v in pred.items()}
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **flat)
-  os.replace(tmp, path)
 
 
 def _make_monitor(task, data, mesh, rules, shardings, consts):

@@ -112,5 +112,5 @@ def predict_splits(run: Run, splits, *, batch_size: int = 256
         predict_fn, run.variables, columns, keys=task.eval_keys(data),
         batch_size=batch_size, mesh=mesh, rules=rules,
         transform=task.eval_transform(data))
-    metrics[split] = task.eval_metrics(preds[split], split)
+    metrics[split] = eval_lib.split_metrics(preds[split], split)
   return preds, metrics

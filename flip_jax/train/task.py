@@ -33,13 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from flip_jax import metrics as metrics_lib
 from flip_jax.train import microbatch
 from flip_jax.train import state as state_lib
 
 Columns = Mapping[str, np.ndarray]
-# Optional column of every split: the row's user, for user-grouped AUC.
-GROUP = "group"
 # (params, path tuple, host value) -> params with the value placed, sharded.
 Placer = Callable[[Any, tuple[str, ...], Any], Any]
 
@@ -67,6 +64,10 @@ class Task:
 
   Subclasses set ``name`` and implement at least ``load_data``,
   ``build_model``, ``example_batch``, ``init_variables`` and ``data_loss``.
+  The CTR tasks derive from ``flip_jax.train.ctr_task.BaseCtrTask``, which
+  implements all but the first two; the evaluation metrics are the loop's
+  (``evaluate.split_metrics`` of the named probabilities ``predict``
+  returns).
   """
   name: str = ""
   # PRNG streams of a training step; with several, the step key is split in
@@ -238,23 +239,6 @@ class Task:
   def predict(self, variables, batch) -> dict[str, jax.Array]:
     """Named probabilities of a batch: ``prob`` (+ ``<name>_prob``)."""
     raise NotImplementedError
-
-  def eval_metrics(self, pred: Mapping[str, np.ndarray],
-                   prefix: str) -> dict[str, float]:
-    """AUC / LogLoss of ``prob``, AUC of every other ``<name>_prob``, and
-    gAUC over the split's ``group`` column (its user) where it has one."""
-    y = pred["label"]
-    out = {f"{prefix}/auc": float(metrics_lib.auc(y, pred["prob"])),
-           f"{prefix}/logloss": float(metrics_lib.logloss(y, pred["prob"]))}
-    for key in sorted(pred):
-      if key.endswith("_prob"):
-        out[f"{prefix}/{key[:-len('_prob')]}_auc"] = float(
-            metrics_lib.auc(y, pred[key]))
-    if GROUP in pred:  # user-grouped AUC (impression-weighted)
-      for k, v in metrics_lib.gauc_stats(y, pred["prob"],
-                                         pred[GROUP]).items():
-        out[f"{prefix}/{k}"] = v
-    return out
 
   def monitor_batch(self, data: TaskData) -> dict[str, np.ndarray] | None:
     """A fixed held-out host batch scored at every log step (None: none)."""

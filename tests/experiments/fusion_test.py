@@ -8,7 +8,7 @@ import pytest
 from experiments import budget
 from experiments import fusion
 from flip_jax import metrics as metrics_lib
-from flip_jax.train import loop
+from flip_jax.train import run_files
 
 
 def test_fit_logistic_recovers_the_weights():
@@ -26,7 +26,7 @@ def _run(d, z, y, seed=7):
   preds = {s: {"row_id": np.arange(len(y[s])), "label": y[s],
                "prob": 1 / (1 + np.exp(-z[s][:len(y[s])]))}
            for s in ("valid", "test")}
-  loop.write_predictions(str(d / loop.PREDICTIONS), preds)
+  run_files.write_predictions(str(d / run_files.PREDICTIONS), preds)
   (d / "results.json").write_text(json.dumps({"seed": seed}))
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from flip_jax.methods.flip import common as flip_common
 from flip_jax.models.plm import PLMConfig
 from flip_jax.models.plm import PLMEncoder
 from flip_jax.models.plm import layers
+from flip_jax.train import inputs
 from experiments.configs import flip_finetune
 
 
@@ -90,5 +90,5 @@ def test_bad_bits_refused_by_config_and_model_config():
   cfg = flip_finetune.get_config("mode=joint,preset=tiny")
   assert cfg.model.plm.dropout_bits == 32
   cfg.model.plm.dropout_bits = 4
-  assert flip_common.model_errors(cfg.model) == [
+  assert inputs.model_errors(cfg.model) == [
       "model.plm.dropout_bits=4: expected one of [32, 16, 8]"]

@@ -14,7 +14,8 @@ import pytest
 
 from experiments import config_errors
 from experiments import launch
-from experiments import workflow
+from experiments import flip_workflow
+from experiments import stages
 from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
 from flip_jax.train import config_compat
@@ -82,27 +83,27 @@ def test_apply_overrides_errors_name_key_and_fix():
   with pytest.raises(config_errors.ConfigKeyError,
                      match=r"^override finetune\.max_steps=5: renamed to "
                      r"train\.max_steps$"):
-    workflow.apply_overrides(cfg, {"finetune.max_steps": "5"})
+    stages.apply_overrides(cfg, {"finetune.max_steps": "5"})
   with pytest.raises(config_errors.ConfigKeyError,
                      match="did you mean data.ctr_mask_ratio"):
-    workflow.apply_overrides(cfg, {"data.mlm_mask_ratio": "0.2"})
+    stages.apply_overrides(cfg, {"data.mlm_mask_ratio": "0.2"})
   with pytest.raises(config_errors.ConfigKeyError,
                      match=r"train\.max_steps=abc: expected an int value"):
-    workflow.apply_overrides(cfg, {"train.max_steps": "abc"})
-  err = pytest.raises(ValueError, workflow.apply_overrides, cfg,
+    stages.apply_overrides(cfg, {"train.max_steps": "abc"})
+  err = pytest.raises(ValueError, stages.apply_overrides, cfg,
                       {"train.max_steps": "abc"})
   assert launch.is_expected(err.value)  # one line at the launcher
-  workflow.apply_overrides(cfg, {"train.max_steps": "7"})
+  stages.apply_overrides(cfg, {"train.max_steps": "7"})
   assert cfg.train.max_steps == 7
 
 
 def test_check_overrides_refuses_before_any_stage():
-  configs = [workflow.pretrain_config("synthetic", "", "", "dcnv2",
+  configs = [flip_workflow.pretrain_config("synthetic", "", "", "dcnv2",
                                       "minilm-l6", "tiny", 1, {}),
-             workflow.finetune_config("synthetic", "", "", "dcnv2",
+             flip_workflow.finetune_config("synthetic", "", "", "dcnv2",
                                       "minilm-l6", "tiny", 1, "joint", "",
                                       {})]
-  workflow.check_overrides({"train.max_steps": "3",
+  stages.check_overrides({"train.max_steps": "3",
                             "pretrain:pretrain.mlm.weight": "0.5"}, configs)
   for key, value, want in (
       ("total_steps", "3", "renamed to train.max_steps"),
@@ -111,7 +112,7 @@ def test_check_overrides_refuses_before_any_stage():
       ("train.max_steps", "abc", "expected an int value"),
       ("pretrain:finetune.mode", "id", "no field 'finetune'")):
     with pytest.raises(config_errors.ConfigKeyError, match=want):
-      workflow.check_overrides({key: value}, configs)
+      stages.check_overrides({key: value}, configs)
 
 
 # ---------------------------------------------------------- the launchers

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments import launch
-from experiments import workflow
+from experiments import stages
 from experiments.configs import data as data_config
 from flip_jax import jsonio
 from flip_jax.data import cache
@@ -164,7 +164,7 @@ def test_damaged_json_names_the_file(tmp_path):
   # stages.json of run_all, read back at every stage.
   (tmp_path / "stages.json").write_text('{"prepare": {"wall_')
   with pytest.raises(jsonio.JSONFileError) as info:
-    workflow.StageLog(str(tmp_path))
+    stages.StageLog(str(tmp_path))
   assert launch.error_message(info.value).startswith(
       f"{tmp_path}/stages.json: invalid JSON")
 

@@ -14,15 +14,15 @@ import sys
 import pytest
 
 from experiments import clickprompt_workflow
+from experiments import flip_workflow
 from experiments import run_identity
 from experiments import srp4ctr_workflow
-from experiments import workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 BASE = dict(dataset="synthetic", data_dir="", preset="tiny",
             plm="minilm-l6", ctr="dcnv2", overrides={}, seeds=[2012])
-RUN_ALLS = {"flip": workflow.run_all,
+RUN_ALLS = {"flip": flip_workflow.run_all,
             "clickprompt": clickprompt_workflow.run_all,
             "srp4ctr": srp4ctr_workflow.run_all}
 
@@ -41,8 +41,6 @@ def _tree(folder):
 def _finished(workdir, method="flip", **args):
   """A workdir as a finished run of ``method`` with ``args`` leaves it."""
   args = {**BASE, **args}
-  if method == "srp4ctr":  # no PLM
-    args.pop("plm")
   run_identity.claim(str(workdir), method, args)
   (workdir / "data").mkdir()
   (workdir / "data" / "stats.json").write_text("{}")
@@ -146,8 +144,6 @@ def test_every_method_run_all_refuses_before_writing(tmp_path, method):
   workdir = _finished(tmp_path / "run", method=method)
   before = _tree(workdir)
   args = {k: v for k, v in BASE.items() if k != "seeds"}
-  if method == "srp4ctr":
-    args.pop("plm")
   with pytest.raises(run_identity.RunIdentityError,
                      match="was run with --dataset=synthetic, not ml-100k"):
     RUN_ALLS[method](**{**args, "dataset": "ml-100k",

@@ -26,6 +26,7 @@ from flip_jax import checkpoint
 from flip_jax import methods
 from flip_jax.train import config_compat
 from flip_jax.train import loop
+from flip_jax.train import run_files
 from flip_jax.train import reload
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments/configs"
@@ -168,18 +169,18 @@ def test_two_steps_of_every_task(name, variant, tiny_bert_dir, cache_dir,
   assert read_json(tmp_path / "config.json")["task"] == name
   assert (tmp_path / "feature_map.json").exists()
   assert latest_step(tmp_path) == 2
-  evaluated = (tmp_path / loop.RESULTS).exists()
+  evaluated = (tmp_path / run_files.RESULTS).exists()
   assert evaluated == EVALUATED.get(name, evaluated)
   if not evaluated:
     assert res["train/loss"] == recs[-1]["train/loss"]
     return
-  assert read_json(tmp_path / loop.RESULTS) == res
+  assert read_json(tmp_path / run_files.RESULTS) == res
   assert res["task"] == name and res["steps"] == 2 and res["best_step"] == 2
   for key in ("valid/auc", "valid/logloss", "test/auc", "test/logloss"):
     assert math.isfinite(res[key]), key
   assert recs[-1]["valid/auc"] == res["valid/auc"]
   assert latest_step(tmp_path / "best") == 2
-  assert read_json(tmp_path / loop.TRACKER)["2"]["best_step"] == 2
+  assert read_json(tmp_path / run_files.TRACKER)["2"]["best_step"] == 2
 
 
 # ---------------------------------------------------------- early stopping
@@ -203,7 +204,7 @@ def test_early_stopping_stops_after_patience_evaluations(stopped_run):
   assert aucs[0] == aucs[1] == aucs[2]
   assert res["steps"] == 3 and res["best_step"] == 1
   assert latest_step(workdir) == 3
-  tracker = read_json(workdir / loop.TRACKER)
+  tracker = read_json(workdir / run_files.TRACKER)
   assert sorted(tracker, key=int) == ["1", "2", "3"]
   assert tracker["1"] == {"best_auc": aucs[0], "best_step": 1,
                           "bad_evals": 0, "done": False}
@@ -214,7 +215,7 @@ def test_early_stopping_stops_after_patience_evaluations(stopped_run):
   # The best checkpoint is step 1's, and results.json evaluates it.
   assert latest_step(workdir / "best") == 1
   assert res["valid/auc"] == aucs[0]
-  assert read_json(workdir / loop.RESULTS) == res
+  assert read_json(workdir / run_files.RESULTS) == res
   best = checkpoint.restore_variables(str(workdir / "best"), step=1)
   jax.tree.map(np.testing.assert_array_equal, best["params"],
                checkpoint.restore_params(str(workdir), step=1))
@@ -242,7 +243,7 @@ def test_early_stopping_reloads_the_best_evaluation(cache_dir, tmp_path):
   assert res["steps"] == stop and res["best_step"] == best_step
   assert res["valid/auc"] == aucs[best_step]
   assert latest_step(tmp_path / "best") == best_step
-  assert read_json(tmp_path / loop.TRACKER)[str(stop)]["done"]
+  assert read_json(tmp_path / run_files.TRACKER)[str(stop)]["done"]
   if aucs[stop] < aucs[best_step]:
     # Reloading mattered: the last evaluation was worse than the result.
     assert res["valid/auc"] > aucs[stop]
@@ -252,7 +253,7 @@ def test_early_stopping_reloads_the_best_evaluation(cache_dir, tmp_path):
 def test_rerun_of_a_finished_run_does_not_train(stopped_run):
   workdir, cfg, res = stopped_run
   before = {n: (workdir / n).read_text()
-            for n in ("metrics.jsonl", loop.TRACKER)}
+            for n in ("metrics.jsonl", run_files.TRACKER)}
   again = train(cfg, workdir)
   for name, text in before.items():
     assert (workdir / name).read_text() == text, name
@@ -265,7 +266,7 @@ def test_rerun_of_a_finished_run_does_not_train(stopped_run):
 def test_rerun_of_a_finished_run_returns_the_same_results(stopped_run):
   workdir, cfg, res = stopped_run
   assert train(cfg, workdir) == res
-  assert read_json(workdir / loop.RESULTS) == res
+  assert read_json(workdir / run_files.RESULTS) == res
 
 
 # ---------------------------------------------------------- config_compat
@@ -348,7 +349,7 @@ def test_eval_every_steps_is_an_interval_or_evaluations_per_epoch(every,
                                   "max_steps": -1, "patience": 3,
                                   "patience_unit": "evals",
                                   "eval_every_steps": every}})
-  s = loop.schedule(cfg, num_rows=100)  # 25 steps per epoch
+  s = run_files.schedule(cfg, num_rows=100)  # 25 steps per epoch
   assert s == {"steps_per_epoch": 25, "total_steps": 50,
                "eval_every": expected, "train_rows": 100, "batch_size": 4,
                "patience_evals": 3}

@@ -10,6 +10,7 @@ import pytest
 
 from flip_jax import methods
 from flip_jax.train import loop
+from flip_jax.train import run_files
 from flip_jax.train import steps as steps_lib
 from tests.train import workdir_test as wtest  # pylint: disable=g-bad-import-order
 
@@ -26,7 +27,7 @@ def _run(cfg, workdir):
 
 
 def _tracker(workdir):
-  with open(os.path.join(workdir, loop.TRACKER)) as f:
+  with open(os.path.join(workdir, run_files.TRACKER)) as f:
     return json.load(f)
 
 
@@ -70,11 +71,11 @@ def test_patience_in_epochs_follows_the_cadence(tmp_path):
   cfg = _config(tmp_path)
   cfg.train.patience, cfg.train.patience_unit = 3, "epochs"
   cfg.train.eval_every_steps = -2   # two evaluations per epoch
-  sched = loop.schedule(cfg, num_rows=64 * 10)
+  sched = run_files.schedule(cfg, num_rows=64 * 10)
   assert sched["steps_per_epoch"] == 10 and sched["eval_every"] == 5
   assert sched["patience_evals"] == 6
   cfg.train.patience_unit = "evals"
-  assert loop.schedule(cfg, num_rows=640)["patience_evals"] == 3
+  assert run_files.schedule(cfg, num_rows=640)["patience_evals"] == 3
 
 
 def test_run_ahead_is_bounded_so_sigterm_is_seen_within_steps(

@@ -17,19 +17,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from flip_jax import losses
 from flip_jax.data import pipeline
 from flip_jax.methods.baselines import towers as towers_lib
-from flip_jax.methods.flip import common
 from flip_jax.models import plm as plm_lib
 from flip_jax.models.layers import TorchDense
-from flip_jax.train import task as task_lib
+from flip_jax.train import ctr_task
+from flip_jax.train import inputs
 from flip_jax.train import validate
 
 # Batch keys of the model: each tower's tokens.
@@ -103,7 +100,7 @@ def plm_paths(share_plm: bool) -> tuple[str, ...]:
   return ("plm",) if share_plm else ("user_plm", "item_plm")
 
 
-class CtrBertTask(task_lib.Task):
+class CtrBertTask(ctr_task.BaseCtrTask):
   """CTR-BERT from the public PLM weights, selected on valid AUC."""
   name = "ctr_bert"
 
@@ -114,7 +111,8 @@ class CtrBertTask(task_lib.Task):
   def config_errors(self):
     cfg = self.config
     c = cfg.ctr_bert
-    errors = common.model_errors(cfg.model) + common.data_errors(cfg.data)
+    errors = super().config_errors() + inputs.model_errors(
+        cfg.model) + inputs.data_errors(cfg.data)
     fields = list(c.user_fields)
     if not fields or not all(isinstance(f, str) for f in fields):
       errors.append(f"ctr_bert.user_fields={fields!r}: expected a non-empty "
@@ -148,11 +146,11 @@ class CtrBertTask(task_lib.Task):
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):
     config = self.config
-    prepared = common.load_prepared(config, workdir)
+    prepared = inputs.load_prepared(config, workdir)
     fm = prepared.feature_map
     by_side = towers_lib.side_fields(fm.field_names,
                                      list(config.ctr_bert.user_fields))
-    plm_module, plm_params, tokenizer = common.load_plm(config.model)
+    plm_module, plm_params, tokenizer = inputs.load_plm(config.model)
     splits, stats = {}, {}
     for name, cols in prepared.splits.items():
       tok, stats[name] = towers_lib.tower_columns(
@@ -167,20 +165,14 @@ class CtrBertTask(task_lib.Task):
           tower_max_length(config))
     if config.data.pad_to == "longest":
       splits = towers_lib.cut_to_longest(splits)
-    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, MODEL_KEYS)
-              for k, v in splits.items()}
-    return task_lib.TaskData(
-        train=splits["train"],
-        eval_splits={k: v for k, v in splits.items() if k != "train"},
-        feature_map=fm,
-        extra={"plm_module": plm_module, "plm_params": plm_params,
+    return ctr_task.task_data(
+        {k: pipeline.ctr_split_columns(v, fm.field_names, MODEL_KEYS)
+         for k, v in splits.items()}, fm,
+        {"plm_module": plm_module, "plm_params": plm_params,
                "tokenizer": tokenizer, "fields": by_side,
                "tower_stats": stats})
 
-  def train_keys(self, data):
-    return MODEL_KEYS + ("label", "weight")
-
-  def eval_keys(self, data):
+  def model_keys(self, data):
     return MODEL_KEYS
 
   # ----------------------------------------------------------------- model
@@ -189,14 +181,8 @@ class CtrBertTask(task_lib.Task):
     self.model = CtrBertModel(CtrBertConfig(
         plm=data.extra["plm_module"].config, share_plm=c.share_plm,
         mlp_hidden=c.mlp_hidden, mlp_dropout=c.mlp_dropout,
-        dtype=common.DTYPES[m.dtype], plm_remat=m.plm.remat))
+        dtype=inputs.DTYPES[m.dtype], plm_remat=m.plm.remat))
     return self.model
-
-  def example_batch(self, data, n):
-    return {k: np.asarray(data.train[k][:n]) for k in MODEL_KEYS}
-
-  def init_variables(self, rng, example, consts):
-    return self.model.init({"params": rng, "dropout": rng}, example)
 
   def post_init(self, params, model_state, put, data):
     for top in plm_paths(self.config.ctr_bert.share_plm):
@@ -210,26 +196,11 @@ class CtrBertTask(task_lib.Task):
             f"{self.config.model.plm.name}")
 
   # ------------------------------------------------------------------ loss
-  def loss_norms(self, batch):
-    return losses.weight_denominator(batch["weight"])
-
-  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    """Mean BCE over ``batch`` (norms None) or its share of the global one."""
-    out, model_state = task_lib.apply_train(
-        self.model, params, model_state, batch, deterministic=False,
-        rngs=rngs)
-    y, w = batch["label"], batch["weight"]
-    if norms is None:
-      bce = losses.bce_with_logits(out["logit"], y, w, reduction="mean")
-    else:
-      bce = losses.bce_with_logits(out["logit"], y, w, reduction="sum") / norms
-    return bce, ({"bce": bce}, model_state)
+  def reduction(self):
+    """Mean BCE (the CTR-BERT recipe has no reduction to choose)."""
+    return "mean"
 
   # ------------------------------------------------------------ evaluation
-  def predict(self, variables, batch):
-    out = self.model.apply(variables, batch, deterministic=True)
-    return {"prob": jax.nn.sigmoid(out["logit"])}
-
   def results(self, variables):
     del variables
     c = self.config.ctr_bert

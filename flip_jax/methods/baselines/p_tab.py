@@ -27,8 +27,8 @@ from flax import linen as nn
 
 from flip_jax import losses
 from flip_jax.data import masking as masking_lib
-from flip_jax.methods.flip import common
 from flip_jax.models import plm as plm_lib
+from flip_jax.train import inputs
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -98,8 +98,8 @@ def mask_batch(batch, *, seed: int, epoch: int, index, prob: float,
 
 def load_plm_with_head(model_cfg):
   """(PLMForMaskedLM, {'encoder', 'mlm_head'} params, tokenizer, report) of
-  ``model.plm`` (the same reading as ``common.load_plm``, with the head)."""
-  return common.load_plm(model_cfg, with_mlm_head=True, return_report=True)
+  ``model.plm`` (the same reading as ``inputs.load_plm``, with the head)."""
+  return inputs.load_plm(model_cfg, with_mlm_head=True, return_report=True)
 
 
 class PTabPretrainTask(task_lib.Task):
@@ -116,7 +116,7 @@ class PTabPretrainTask(task_lib.Task):
 
   def config_errors(self):
     cfg = self.config
-    errors = common.model_errors(cfg.model) + common.data_errors(cfg.data)
+    errors = inputs.model_errors(cfg.model) + inputs.data_errors(cfg.data)
     validate.one_of(errors, "data.mlm_rule", cfg.data.mlm_rule, ("token",))
     p = cfg.data.token_mask_prob
     if not (isinstance(p, (int, float)) and 0 < p <= 1):
@@ -133,7 +133,7 @@ class PTabPretrainTask(task_lib.Task):
     config = self.config
     module, params, tokenizer, report = load_plm_with_head(config.model)
     self._head_initialized = bool(report.head_initialized)
-    prepared, columns = common.pretraining_columns(config, workdir,
+    prepared, columns = inputs.pretraining_columns(config, workdir,
                                                    tokenizer, _COLUMNS)
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
@@ -165,7 +165,7 @@ class PTabPretrainTask(task_lib.Task):
     m = self.config.model
     self.model = PTabPretrainModel(PTabConfig(
         plm=data.extra["plm_module"].config, max_masked=self.max_masked(data),
-        dtype=common.DTYPES[m.dtype], plm_remat=m.plm.remat))
+        dtype=inputs.DTYPES[m.dtype], plm_remat=m.plm.remat))
     return self.model
 
   def example_batch(self, data, n):

@@ -1,8 +1,8 @@
 """What ClickPrompt's tasks share: config freezing, checks, PLM, data, init.
 
 The data (prepared splits, the "<field> is <value>." text, tokenisation) and
-the PLM loader are FLIP's (``flip_jax.methods.flip.common``): one text
-builder and one tokenised cache serve both methods (spec A2).
+the PLM loader are the shared ones (``flip_jax.train.inputs``): one text
+builder and one tokenised cache serve FLIP and ClickPrompt (spec A2).
 """
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ from flip_jax import jsonio
 from flip_jax import tree_paths
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.clickprompt import prompt as prompt_lib
-from flip_jax.methods.flip import common as flip_common
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
+from flip_jax.train import inputs
 from flip_jax.train import validate
 
-DTYPES = flip_common.DTYPES
-load_prepared = flip_common.load_prepared
-tokenized = flip_common.tokenized
+DTYPES = inputs.DTYPES
+load_prepared = inputs.load_prepared
+tokenized = inputs.tokenized
 CTR_INITS = ("xavier", "zoo")
 # Sections of a pretraining run's config a finetuning run must share.
 ARCH_FIELDS = ("num_prompt", "fusion", "shift_positions")
 
 
 def ctr_config(model_cfg, feature_map) -> ctr_lib.CTRConfig:
-  return flip_common.ctr_config(model_cfg, feature_map)
+  return inputs.ctr_config(model_cfg, feature_map)
 
 
 def freeze(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
@@ -62,7 +62,7 @@ def freeze(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
 
 def config_errors(config, mode: str) -> list[str]:
   """Problems with ``model.*`` and ``clickprompt.*`` (one line each)."""
-  errors = flip_common.model_errors(config.model)
+  errors = inputs.model_errors(config.model)
   c = config.clickprompt
   validate.one_of(errors, "clickprompt.fusion", c.fusion, model_lib.FUSIONS)
   validate.one_of(errors, "clickprompt.prompt_usage", c.prompt_usage,
@@ -127,7 +127,7 @@ def check_positions(cp: model_lib.ClickPromptConfig, max_length: int) -> None:
 def load_plm(model_cfg, *, with_head: bool = False):
   """(module, params, tokenizer, report): params {'encoder', 'mlm_head'}
   with the head (from the checkpoint, or fresh and reported)."""
-  return flip_common.load_plm(model_cfg, with_mlm_head=with_head,
+  return inputs.load_plm(model_cfg, with_mlm_head=with_head,
                               return_report=True)
 
 

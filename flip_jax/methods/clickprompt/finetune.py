@@ -13,19 +13,14 @@ loop, the test split evaluated once; a finished run is reloaded by
 """
 from __future__ import annotations
 
-
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
-from flip_jax import losses
 from flip_jax.data import pipeline
 from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.flip import finetune as flip_finetune
-from flip_jax.train import task as task_lib
-from flip_jax.train import validate
+from flip_jax.train import ctr_task
 
 
 def model_keys(mode: str) -> tuple[str, ...]:
@@ -42,7 +37,7 @@ def build_model(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
   return model_lib.ClickPromptModel(cp)
 
 
-class ClickPromptFinetuneTask(task_lib.Task):
+class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
   """Finetuning in one of the modes, selected on valid AUC."""
   name = "clickprompt_finetune"
 
@@ -58,10 +53,8 @@ class ClickPromptFinetuneTask(task_lib.Task):
       common.resolve_optimizer(config, self.mode)
 
   def config_errors(self):
-    errors = common.config_errors(self.config, self.mode)
-    validate.one_of(errors, "loss.reduction", self.config.loss.reduction,
-                    ("sum", "mean"))
-    return errors
+    return super().config_errors() + common.config_errors(self.config,
+                                                           self.mode)
 
   @property
   def uses_plm(self) -> bool:
@@ -86,17 +79,11 @@ class ClickPromptFinetuneTask(task_lib.Task):
                    tokenizer=tokenizer)
       splits = common.tokenized(config, prepared, tokenizer)
     keys = model_keys(self.mode)
-    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
-              for k, v in splits.items()}
-    return task_lib.TaskData(
-        train=splits["train"],
-        eval_splits={k: v for k, v in splits.items() if k != "train"},
-        feature_map=fm, extra=extra)
+    return ctr_task.task_data(
+        {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
+         for k, v in splits.items()}, fm, extra)
 
-  def train_keys(self, data):
-    return model_keys(self.mode) + ("label", "weight")
-
-  def eval_keys(self, data):
+  def model_keys(self, data):
     return model_keys(self.mode)
 
   # ----------------------------------------------------------------- model
@@ -105,12 +92,6 @@ class ClickPromptFinetuneTask(task_lib.Task):
                              data.feature_map, data.extra.get("plm_config"),
                              self.config.data.max_length)
     return self.model
-
-  def example_batch(self, data, n):
-    return {k: np.asarray(data.train[k][:n]) for k in model_keys(self.mode)}
-
-  def init_variables(self, rng, example, consts):
-    return self.model.init({"params": rng, "dropout": rng}, example)
 
   def post_init(self, params, model_state, put, data):
     if self.uses_plm:
@@ -132,36 +113,13 @@ class ClickPromptFinetuneTask(task_lib.Task):
     return "; ".join(parts)
 
   # ------------------------------------------------------------------ loss
-  def loss_norms(self, batch):
-    if self.config.loss.reduction != "mean":
-      return jnp.ones((), jnp.float32)
-    return losses.weight_denominator(batch["weight"])
-
-  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    """BCE of the fused logit (the official loss; no auxiliary terms)."""
-    out, model_state = task_lib.apply_train(
-        self.model, params, model_state, batch, deterministic=False,
-        rngs=rngs)
-    red = self.config.loss.reduction if norms is None else "sum"
-    scale = 1.0 if norms is None else 1.0 / norms
-    bce = scale * losses.bce_with_logits(out["logit"], batch["label"],
-                                         batch["weight"], reduction=red)
-    return bce, ({"bce": bce}, model_state)
-
+  # BCE of the fused logit (the official loss; no auxiliary terms).
   def step_metrics(self, params, model_state, metrics):
     if "alpha" in params:
       metrics["alpha"] = params["alpha"]
     return metrics
 
   # ------------------------------------------------------------ evaluation
-  def predict(self, variables, batch):
-    out = self.model.apply(variables, batch, deterministic=True)
-    probs = {"prob": jax.nn.sigmoid(out["logit"])}
-    if "ctr/logit" in out and "txt/logit" in out:
-      probs["ctr_prob"] = jax.nn.sigmoid(out["ctr/logit"])
-      probs["txt_prob"] = jax.nn.sigmoid(out["txt/logit"])
-    return probs
-
   def results(self, variables):
     cp = self.model.config
     out = {"mode": self.mode, "num_prompt": cp.num_prompt,

@@ -22,7 +22,7 @@ from flip_jax.data import pipeline
 from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import masking as masking_lib
 from flip_jax.methods.clickprompt import model as model_lib
-from flip_jax.methods.flip import common as flip_common
+from flip_jax.train import inputs
 from flip_jax.train import task as task_lib
 
 # Batch keys the PA-MLM step reads (the unmasked text stays on the host).
@@ -68,7 +68,7 @@ class ClickPromptPretrainTask(task_lib.Task):
     config = self.config
     module, params, tokenizer, report = common.load_plm(config.model,
                                                         with_head=True)
-    prepared, columns = flip_common.pretraining_columns(
+    prepared, columns = inputs.pretraining_columns(
         config, workdir, tokenizer, _COLUMNS)
     self.head_fresh = bool(report.head_initialized)
     if self.head_fresh:

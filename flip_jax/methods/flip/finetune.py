@@ -12,27 +12,23 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 from absl import logging
 
 from flip_jax import jsonio
-from flip_jax import losses
 from flip_jax.data import pipeline
-from flip_jax.methods.flip import common
 from flip_jax.methods.flip import finetune_model as ft_lib
-from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import config_compat
+from flip_jax.train import ctr_task
 from flip_jax.train import finished
-from flip_jax.train import task as task_lib
+from flip_jax.train import inputs
 from flip_jax.train import validate
 
 
 def model_keys(mode: str) -> tuple[str, ...]:
   """Batch keys the model of ``mode`` reads."""
-  return {"id": common.CTR_KEYS, "plm": common.TEXT_KEYS,
-          "joint": common.CTR_KEYS + common.TEXT_KEYS}[mode]
+  return {"id": inputs.CTR_KEYS, "plm": inputs.TEXT_KEYS,
+          "joint": inputs.CTR_KEYS + inputs.TEXT_KEYS}[mode]
 
 
 # Training-time PLM fields a finetuning config keeps from its own model
@@ -67,11 +63,11 @@ def build_model(mode_cfg, model_cfg, feature_map,
   """The finetuning model of ``finetune`` config ``mode_cfg``."""
   return ft_lib.FlipCtrModel(ft_lib.FinetuneConfig(
       mode=mode_cfg.mode,
-      ctr=(common.ctr_config(model_cfg, feature_map)
+      ctr=(inputs.ctr_config(model_cfg, feature_map)
            if mode_cfg.mode != "plm" else None),
       plm=plm_config, alpha_init=mode_cfg.alpha_init,
       alpha_param=mode_cfg.alpha_param,
-      dtype=common.DTYPES[model_cfg.dtype], plm_remat=model_cfg.plm.remat))
+      dtype=inputs.DTYPES[model_cfg.dtype], plm_remat=model_cfg.plm.remat))
 
 
 def check_init_from_feature_map(init_from: str, feature_map) -> None:
@@ -88,7 +84,7 @@ def check_init_from_feature_map(init_from: str, feature_map) -> None:
       "data config the run was pretrained on")
 
 
-class FlipFinetuneTask(task_lib.Task):
+class FlipFinetuneTask(ctr_task.BaseCtrTask):
   """Finetuning in one of the three modes, selected on valid AUC."""
   name = "flip_finetune"
 
@@ -102,13 +98,11 @@ class FlipFinetuneTask(task_lib.Task):
     self.model_cfg = resolve_model_config(config)
 
   def config_errors(self):
-    errors = common.model_errors(self.model_cfg) + common.data_errors(
-        self.config.data)
+    errors = super().config_errors() + inputs.model_errors(
+        self.model_cfg) + inputs.data_errors(self.config.data)
     validate.one_of(errors, "finetune.mode", self.mode, ft_lib.MODES)
     validate.one_of(errors, "finetune.alpha_param",
                     self.config.finetune.alpha_param, ("raw", "sigmoid"))
-    validate.one_of(errors, "loss.reduction", self.config.loss.reduction,
-                    ("sum", "mean"))
     validate.positive(errors, "loss.l2", self.config.loss.l2, zero_ok=True)
     return errors
 
@@ -118,30 +112,24 @@ class FlipFinetuneTask(task_lib.Task):
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):
     config = self.config
-    prepared = common.load_prepared(config, workdir)
+    prepared = inputs.load_prepared(config, workdir)
     fm = prepared.feature_map
     if config.ckpt.init_from:
       check_init_from_feature_map(config.ckpt.init_from, fm)
     extra = {"prepared": prepared}
     if self.mode in ("plm", "joint"):
-      plm_module, plm_params, tokenizer = common.load_plm(self.model_cfg)
+      plm_module, plm_params, tokenizer = inputs.load_plm(self.model_cfg)
       extra.update(plm_module=plm_module, plm_params=plm_params,
                    tokenizer=tokenizer)
-      splits = common.tokenized(config, prepared, tokenizer)
+      splits = inputs.tokenized(config, prepared, tokenizer)
     else:
       splits = prepared.splits
     keys = model_keys(self.mode)
-    splits = {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
-              for k, v in splits.items()}
-    return task_lib.TaskData(
-        train=splits["train"],
-        eval_splits={k: v for k, v in splits.items() if k != "train"},
-        feature_map=fm, extra=extra)
+    return ctr_task.task_data(
+        {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
+         for k, v in splits.items()}, fm, extra)
 
-  def train_keys(self, data):
-    return model_keys(self.mode) + ("label", "weight")
-
-  def eval_keys(self, data):
+  def model_keys(self, data):
     return model_keys(self.mode)
 
   # ----------------------------------------------------------------- model
@@ -151,12 +139,6 @@ class FlipFinetuneTask(task_lib.Task):
                              data.feature_map,
                              plm_module.config if plm_module else None)
     return self.model
-
-  def example_batch(self, data, n):
-    return {k: np.asarray(data.train[k][:n]) for k in model_keys(self.mode)}
-
-  def init_variables(self, rng, example, consts):
-    return self.model.init({"params": rng, "dropout": rng}, example)
 
   def post_init(self, params, model_state, put, data):
     if self.mode in ("plm", "joint"):
@@ -169,39 +151,17 @@ class FlipFinetuneTask(task_lib.Task):
     return "scratch"
 
   # ------------------------------------------------------------------ loss
-  def loss_norms(self, batch):
-    if self.config.loss.reduction != "mean":
-      return jnp.ones((), jnp.float32)
-    return losses.weight_denominator(batch["weight"])
-
-  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    """BCE of the prediction (+ both branches' BCE for joint).
-
-    norms=None: the configured reduction over ``batch``; otherwise its share
-    of the global batch's loss (the sum over its rows divided by ``norms``).
-    """
-    cfg = self.config.loss
-    out, model_state = task_lib.apply_train(
-        self.model, params, model_state, batch, deterministic=False,
-        rngs=rngs)
-    y, w = batch["label"], batch["weight"]
-    red = cfg.reduction if norms is None else "sum"
-    scale = 1.0 if norms is None else 1.0 / norms
-    bce = scale * losses.bce_with_logits(out["logit"], y, w, reduction=red)
-    total, metrics = bce, {"bce": bce}
+  def aux_logits(self):
+    """Joint: both branches' BCE, weighted by ``loss.aux_weight``."""
     if self.mode == "joint":
-      aux = scale * (
-          losses.bce_with_logits(out["ctr/logit"], y, w, reduction=red)
-          + losses.bce_with_logits(out["txt/logit"], y, w, reduction=red))
-      total = total + cfg.aux_weight * aux
-    return total, (metrics, model_state)
+      return ("ctr/logit", "txt/logit"), self.config.loss.aux_weight
+    return (), 0.0
 
-  def param_loss(self, params):
+  def l2_coefficients(self):
     cfg = self.config.loss
     if cfg.l2 <= 0:
-      return None, {}
-    l2 = ctr_lib.l2_penalty(params, {r: cfg.l2 for r in cfg.l2_regex})
-    return l2, {"l2": l2}
+      return None
+    return {r: cfg.l2 for r in cfg.l2_regex}
 
   def step_metrics(self, params, model_state, metrics):
     if self.mode == "joint":
@@ -210,14 +170,6 @@ class FlipFinetuneTask(task_lib.Task):
     return metrics
 
   # ------------------------------------------------------------ evaluation
-  def predict(self, variables, batch):
-    out = self.model.apply(variables, batch, deterministic=True)
-    probs = {"prob": jax.nn.sigmoid(out["logit"])}
-    if self.mode == "joint":
-      probs["ctr_prob"] = jax.nn.sigmoid(out["ctr/logit"])
-      probs["txt_prob"] = jax.nn.sigmoid(out["txt/logit"])
-    return probs
-
   def results(self, variables):
     out = {"mode": self.mode}
     if self.mode == "joint":

@@ -19,8 +19,8 @@ from absl import logging
 from flip_jax import losses
 from flip_jax.data import masking as masking_lib
 from flip_jax.data import pipeline
-from flip_jax.methods.flip import common
 from flip_jax.methods.flip import pretrain_model as flip_lib
+from flip_jax.train import inputs
 from flip_jax.train import microbatch
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
@@ -70,7 +70,7 @@ def flip_config(config, plm_config, feature_map, max_masked: int
   """Freezes the ConfigDict into the model's dataclass (model boundary)."""
   p = config.pretrain
   return flip_lib.FlipConfig(
-      ctr=common.ctr_config(config.model, feature_map),
+      ctr=inputs.ctr_config(config.model, feature_map),
       plm=plm_config,
       num_features=feature_map.num_features,
       num_fields=feature_map.num_fields,
@@ -85,7 +85,7 @@ def flip_config(config, plm_config, feature_map, max_masked: int
       mtm_attn_padding_mask=p.mtm.attn_padding_mask,
       mtm_attn_scale=p.mtm.attn_scale, mtm_field_dim=p.mtm.field_dim,
       share_unmasked_pass=p.share_unmasked_pass,
-      dtype=common.DTYPES[config.model.dtype],
+      dtype=inputs.DTYPES[config.model.dtype],
       plm_remat=config.model.plm.remat)
 
 
@@ -100,8 +100,8 @@ class FlipPretrainTask(task_lib.Task):
 
   def config_errors(self):
     p = self.config.pretrain
-    errors = (common.model_errors(self.config.model)
-              + common.data_errors(self.config.data))
+    errors = (inputs.model_errors(self.config.model)
+              + inputs.data_errors(self.config.data))
     validate.one_of(errors, "pretrain.mtm.loss", p.mtm.loss,
                     ("nce", "sampled", "full"))
     validate.one_of(errors, "pretrain.mtm.noise", p.mtm.noise,
@@ -124,8 +124,8 @@ class FlipPretrainTask(task_lib.Task):
   # ------------------------------------------------------------------ data
   def load_data(self, workdir):
     config = self.config
-    plm_module, plm_params, tokenizer = common.load_plm(config.model)
-    prepared, columns = common.pretraining_columns(config, workdir,
+    plm_module, plm_params, tokenizer = inputs.load_plm(config.model)
+    prepared, columns = inputs.pretraining_columns(config, workdir,
                                                    tokenizer, _COLUMNS)
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
@@ -140,7 +140,7 @@ class FlipPretrainTask(task_lib.Task):
     n = self.config.pretrain.heldout_rows
     if n <= 0 or not self.config.pretrain.icl.enabled:
       return None
-    test = common.tokenized(self.config, prepared, tokenizer).get("test")
+    test = inputs.tokenized(self.config, prepared, tokenizer).get("test")
     if test is None or not len(test["ids"]):
       return None
     return {k: np.asarray(test[k][:n]) for k in _HELDOUT_KEYS}

@@ -16,21 +16,19 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 from absl import logging
 
 from flip_jax import checkpoint
 from flip_jax import jsonio
-from flip_jax import losses
 from flip_jax.data import features
 from flip_jax.data import sequences
 from flip_jax.methods.srp4ctr import data as data_lib
 from flip_jax.methods.srp4ctr import model as model_lib
 from flip_jax.methods.srp4ctr import pretrain as pretrain_lib
 from flip_jax.models import ctr as ctr_lib
-from flip_jax.train import task as task_lib
+from flip_jax.train import ctr_task
 from flip_jax.train import validate
 
 
@@ -79,7 +77,7 @@ def build_model(cfg, store, feature_map) -> model_lib.Srp4ctrModel:
       din_hidden=tuple(s.din.hidden), din_act=s.din.act))
 
 
-class Srp4ctrTask(task_lib.Task):
+class Srp4ctrTask(ctr_task.BaseCtrTask):
   """CTR with behaviour sequences, selected on valid AUC."""
   name = "srp4ctr"
   source_fields = ("ckpt.init_from", "srp4ctr.pretrained")
@@ -90,14 +88,12 @@ class Srp4ctrTask(task_lib.Task):
 
   def config_errors(self):
     c = self.cfg
-    errors = pretrain_lib.config_errors(c)
+    errors = super().config_errors() + pretrain_lib.config_errors(c)
     validate.one_of(errors, "srp4ctr.sequence", c.srp4ctr.sequence,
                     model_lib.SEQUENCE_MODELS)
     validate.positive(errors, "srp4ctr.num_queries", c.srp4ctr.num_queries,
                       zero_ok=True)
     validate.positive(errors, "srp4ctr.query_layers", c.srp4ctr.query_layers)
-    validate.one_of(errors, "loss.reduction", c.loss.reduction,
-                    ("sum", "mean"))
     validate.one_of(errors, "model.ctr.name", c.model.ctr.name,
                     tuple(ctr_lib.CTR_MODELS))
     if c.srp4ctr.pretrained and c.srp4ctr.sequence != "fgbert":
@@ -129,10 +125,7 @@ class Srp4ctrTask(task_lib.Task):
     logging.info("srp4ctr: %s, %d users, %d events, windows of %d",
                  sequences.TIE_RULE, store.num_users, len(store.tokens),
                  cfg.sequence.max_length)
-    return task_lib.TaskData(
-        train=splits["train"],
-        eval_splits={k: v for k, v in splits.items() if k != "train"},
-        feature_map=fm, extra={"store": store})
+    return ctr_task.task_data(splits, fm, {"store": store})
 
   def batch_transform(self, data):
     if self.cfg.srp4ctr.sequence == "none":
@@ -143,16 +136,12 @@ class Srp4ctrTask(task_lib.Task):
   def eval_transform(self, data):
     return self.batch_transform(data)  # deterministic: gathers the windows
 
-  def train_keys(self, data):
-    return model_keys(self.cfg) + ("label", "weight")
-
-  def eval_keys(self, data):
+  def model_keys(self, data):
     return model_keys(self.cfg)
 
   # ----------------------------------------------------------------- model
   def build_model(self, data):
     self.model = build_model(self.cfg, data.extra["store"], data.feature_map)
-    self._l2 = {r: self.cfg.loss.l2 for r in self.cfg.loss.l2_regex}
     return self.model
 
   def example_batch(self, data, n):
@@ -161,9 +150,6 @@ class Srp4ctrTask(task_lib.Task):
     batch = sequences.WindowTransform(data.extra["store"].tokens,
                                       self.cfg.sequence.max_length)(batch)
     return {k: batch[k] for k in model_keys(self.cfg)}
-
-  def init_variables(self, rng, example, consts):
-    return self.model.init({"params": rng, "dropout": rng}, example)
 
   def post_init(self, params, model_state, put, data):
     s = self.cfg.srp4ctr
@@ -188,33 +174,16 @@ class Srp4ctrTask(task_lib.Task):
     return f"FG-BERT from {s.pretrained}{cross}, the rest from scratch"
 
   # ------------------------------------------------------------------ loss
-  def loss_norms(self, batch):
-    if self.cfg.loss.reduction == "sum":
-      return jnp.ones((), jnp.float32)
-    return losses.weight_denominator(batch["weight"])
+  def reduction(self):
+    return self.cfg.loss.reduction
 
-  def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    red = self.cfg.loss.reduction
-    out, model_state = task_lib.apply_train(
-        self.model, params, model_state, batch, deterministic=False,
-        rngs=rngs)
-    scale = 1.0 if norms is None else 1.0 / norms
-    bce = scale * losses.bce_with_logits(
-        out["logit"], batch["label"], batch["weight"],
-        reduction=red if norms is None else "sum")
-    return bce, ({"bce": bce}, model_state)
-
-  def param_loss(self, params):
-    if not self._l2 or self.cfg.loss.l2 <= 0:
-      return None, {}
-    l2 = ctr_lib.l2_penalty(params, self._l2)
-    return l2, {"l2": l2}
+  def l2_coefficients(self):
+    loss = self.cfg.loss
+    if not loss.l2_regex or loss.l2 <= 0:
+      return None
+    return {r: loss.l2 for r in loss.l2_regex}
 
   # ------------------------------------------------------------ evaluation
-  def predict(self, variables, batch):
-    out = self.model.apply(variables, batch, deterministic=True)
-    return {"prob": jax.nn.sigmoid(out["logit"].astype(jnp.float32))}
-
   def results(self, variables):
     s = self.cfg.srp4ctr
     return {"sequence": s.sequence, "cross_attention": s.cross_attention,

@@ -1,6 +1,5 @@
 """ClickPrompt's train steps: 8 fake devices (data, FSDP and heads sharded)
 equal one device (micro-batches: microbatch_test.py)."""
-import jax
 import pytest
 
 from tests.methods.clickprompt import cp_testlib as lib

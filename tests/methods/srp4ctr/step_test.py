@@ -26,7 +26,6 @@ def ctr_task(dropout=0.1):
       "dataset=synthetic,preset=tiny"))
   task.model = model_lib.Srp4ctrModel(lib.model_config(dropout=dropout,
                                                        layers_=1))
-  task._l2 = {}  # pylint: disable=protected-access
   batch = lib.random_batch(batch=8)
   return task, {k: batch[k] for k in finetune.model_keys(task.cfg)
                 + ("label", "weight")}, {}

@@ -21,7 +21,7 @@ TINY = {"data.synthetic.num_users": "40", "data.synthetic.num_movies": "30",
 @pytest.mark.slow
 def test_run_all_stages_end_to_end(tmp_path):
   table = wf.run_all(dataset="synthetic", data_dir="", workdir=str(tmp_path),
-                     preset="tiny", ctr="dcnv2", seed=3,
+                     preset="tiny", plm="minilm-l6", ctr="dcnv2", seed=3,
                      stages=["prepare", "pretrain", "backbone", "srp4ctr",
                              "export"], overrides=TINY)
   assert "SRP4CTR (FG-BERT finetuned)" in table
@@ -41,7 +41,7 @@ def test_run_all_stages_end_to_end(tmp_path):
   # A rerun skips every finished stage.
   before = json.loads((tmp_path / "stages.json").read_text())
   wf.run_all(dataset="synthetic", data_dir="", workdir=str(tmp_path),
-             preset="tiny", ctr="dcnv2", seed=3,
+             preset="tiny", plm="minilm-l6", ctr="dcnv2", seed=3,
              stages=["prepare", "pretrain", "backbone", "srp4ctr"],
              overrides=TINY)
   assert json.loads((tmp_path / "stages.json").read_text()) == before

@@ -1,4 +1,6 @@
-"""What FLIP's tasks share: the PLM, the ID backbone's config, the data."""
+"""What the tasks that read text or the ID fields share (FLIP, ClickPrompt,
+CTR-BERT, P-Tab): the PLM, the ID backbone's config, the prepared and
+tokenized data, and the checks of their config fields."""
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -86,7 +88,7 @@ def model_errors(model_cfg) -> list[str]:
 
 
 def data_errors(data_cfg) -> list[str]:
-  """Problems with the ``data.*`` fields FLIP's tasks read."""
+  """Problems with the ``data.*`` fields the text tasks read."""
   errors: list[str] = []
   validate.one_of(errors, "data.pad_to", data_cfg.pad_to,
                   ("longest", "max_length"))
