@@ -193,8 +193,8 @@ def alpha_reach(run_dir: str, steps: int) -> float | None:
     return None
   optim = config_compat.upgrade(raw).get("optim", {})
   lr = optim.get("lr")
-  for regex, group_lr in optim.get("param_groups", []):
-    if re.search(regex, "alpha"):
-      lr = group_lr
+  for group in optim.get("param_groups", []):  # (regex, lr[, name])
+    if re.search(group[0], "alpha"):
+      lr = group[1]
       break
   return None if lr is None else float(lr) * steps

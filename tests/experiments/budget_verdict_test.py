@@ -130,3 +130,17 @@ def test_alpha_variant_config():
   assert official_cfg.train.patience_unit == "epochs"
   with pytest.raises(ValueError, match="alpha"):
     flip_finetune.get_config("mode=id,alpha=sigmoid")
+
+
+def test_alpha_reach_reads_named_param_groups(tmp_path):
+  """A param group may carry a name (ClickPrompt's optimizer groups): alpha
+  takes the first group whose regex matches it, else the base rate."""
+  groups = [["^(plm|lm_head|nlp_head)/", 1e-3, "plm"], ["^alpha$", 0.5]]
+  _write(tmp_path, "config.json", {"task": "clickprompt_finetune",
+                                   "optim": {"lr": 0.01,
+                                             "param_groups": groups}})
+  assert budget.alpha_reach(str(tmp_path), 10) == pytest.approx(5.0)
+  _write(tmp_path, "config.json", {"task": "clickprompt_finetune",
+                                   "optim": {"lr": 0.01,
+                                             "param_groups": groups[:1]}})
+  assert budget.alpha_reach(str(tmp_path), 10) == pytest.approx(0.1)
