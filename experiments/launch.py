@@ -19,7 +19,6 @@ from absl import logging
 
 from experiments import config_errors
 from flip_jax import compile_cache
-from flip_jax.data import tokenize as tokenize_lib
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False,
@@ -97,65 +96,25 @@ def init_runtime() -> None:
                jax.devices()[0].platform)
 
 
-# Files of which a local PLM folder needs one to have a tokenizer (the set
-# flip_jax.models.plm.hf_import reads).
-TOKENIZER_FILES = tokenize_lib.TOKENIZER_FILES
+def training_main(default_config: str | None) -> Callable[[list[str]], Any]:
+  """The ``main`` of the one training launcher (``experiments.train``; its
+  aliases give another ``--config`` default): ``--config`` (a config file
+  with :variant, overrides ``--config.<key>=...``) and ``--workdir``;
+  rerunning on the same workdir resumes."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config = flag(config_flags.DEFINE_config_file, "config", default_config,
+                "Config file (with :variant).", lock_config=True)
+  workdir = flag(flags.DEFINE_string, "workdir", None, "Run directory.",
+                 required=True)
 
-
-def _get(config, *keys):
-  for k in keys:
-    try:
-      config = config[k]
-    except (KeyError, TypeError, AttributeError):
-      return None
-  return config
-
-
-def uses_plm(config) -> bool:
-  """Whether a run of `config` reads text through the PLM's tokenizer (a
-  fact of its task: `Task.reads_text`); False for an unknown task."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from flip_jax import methods  # pylint: disable=g-import-not-at-top
-  task = methods.TASKS.get(_get(config, "task"))
-  if isinstance(config, dict):  # a run's config.json
-    config = ml_collections.ConfigDict(config)
-  try:
-    return task is not None and task.reads_text(config)
-  except (KeyError, AttributeError):  # a field missing: validation says so
-    return False
-
-
-def check_plm_folder(config) -> None:
-  """A local `model.plm.name` folder must hold tokenizer files.
-
-  Without them the PLM loads with tokenizer=None and the run fails much
-  later (or a tokenizer is built from nothing); this says so before any
-  work. Short names ('minilm-l6') are left to the PLM registry.
-
-  Raises:
-    FileNotFoundError: naming the folder, the field and the files looked for.
-  """
-  if uses_plm(config):
-    check_tokenizer_folder(_get(config, "model", "plm", "name"),
-                           "model.plm.name")
-
-
-def check_tokenizer_folder(name, field: str) -> None:
-  """A local folder named by `field` must hold tokenizer files.
-
-  Raises:
-    FileNotFoundError: naming the field, the folder and the files.
-  """
-  if not isinstance(name, str):
-    return
-  path = os.path.expanduser(name)
-  if not os.path.isdir(path):
-    return
-  if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
-    raise FileNotFoundError(
-        f"{field} {name}: the folder has no tokenizer files (one of "
-        f"{', '.join(TOKENIZER_FILES)}); copy the checkpoint's tokenizer "
-        "into it")
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if config.value is None:
+      raise app.UsageError("--config is required")
+    init_runtime()
+    logging.info("done: %s", run(config.value, workdir.value))
+  return main
 
 
 def run(config, workdir: str):
@@ -165,11 +124,11 @@ def run(config, workdir: str):
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise NotADirectoryError(f"--workdir {workdir} is a file, not a folder")
-  check_plm_folder(config)
   # pylint: disable=g-import-not-at-top
   from flip_jax import methods
   from flip_jax.train import loop
   # pylint: enable=g-import-not-at-top
+  methods.check_plm_folder(config)
   return loop.train_and_evaluate(config, workdir, methods.make_task(config))
 
 

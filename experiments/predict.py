@@ -42,8 +42,11 @@ def check_args(workdir: str, out: str, batch_size: int) -> str:
       run (saying what it is and what to give instead).
     NotADirectoryError / ValueError ...: --out or --batch_size, named.
   """
-  from flip_jax.train import finished  # pylint: disable=g-import-not-at-top
-  launch.check_plm_folder(finished.require(workdir))
+  # pylint: disable=g-import-not-at-top
+  from flip_jax import methods
+  from flip_jax.train import finished
+  # pylint: enable=g-import-not-at-top
+  methods.check_plm_folder(finished.require(workdir))
   if batch_size <= 0:
     raise ValueError(f"--batch_size {batch_size} must be positive")
   if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):

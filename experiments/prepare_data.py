@@ -33,6 +33,7 @@ from flip_jax import jsonio
 from flip_jax.data import prepare
 from flip_jax.data import sources
 from flip_jax.data import textify
+from flip_jax.data import tokenize as tokenize_lib
 
 _DATASET = launch.flag(flags.DEFINE_string, 
     "dataset", None, f"one of {', '.join(sources.dataset_names())} (overrides "
@@ -114,7 +115,7 @@ def main(argv):
     raise NotADirectoryError(f"--workdir {_WORKDIR.value} is a file, not a "
                              "folder")
   cfg = _resolve_config()
-  launch.check_tokenizer_folder(cfg.tokenizer, "config.tokenizer")
+  tokenize_lib.check_tokenizer_folder(cfg.tokenizer, "config.tokenizer")
   logging.info("config:\n%s", cfg)
   # A data error (DataError, naming file:line) and every other expected
   # error is printed as one `error: ...` line with exit status 1

@@ -14,29 +14,12 @@ workdir resumes. Multi-host (TPU pod slice, several GPU hosts): add
 --jax_distributed on every process (or rely on the standard JAX coordinator
 environment variables); each process reads only its shard of the data.
 ``experiments.pretrain``, ``experiments.finetune`` and
-``experiments.train_ctr`` are this launcher with another default config.
+``experiments.train_ctr`` are this launcher with another default config
+(``launch.training_main``).
 """
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
 from experiments import launch
 
-_CONFIG = launch.flag(config_flags.DEFINE_config_file, "config", None,
-                      "Config file (with :variant).", lock_config=True)
-_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.",
-                       required=True)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required")
-  launch.init_runtime()
-  logging.info("done: %s", launch.run(_CONFIG.value, _WORKDIR.value))
-
+main = launch.training_main(None)
 
 if __name__ == "__main__":
   launch.run_main(main)

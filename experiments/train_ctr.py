@@ -9,26 +9,9 @@ default config: the shared loop gives the run checkpoints, resume (rerun the
 same command), TensorBoard, early stopping on valid AUC with the best
 checkpoint reloaded and the test split evaluated once (``results.json``).
 """
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
 from experiments import launch
 
-_CONFIG = launch.flag(config_flags.DEFINE_config_file, "config",
-                      "experiments/configs/ctr.py",
-                      "CTR config file (with :variant).", lock_config=True)
-_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.",
-                       required=True)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  launch.init_runtime()
-  logging.info("done: %s", launch.run(_CONFIG.value, _WORKDIR.value))
-
+main = launch.training_main("experiments/configs/ctr.py")
 
 if __name__ == "__main__":
   launch.run_main(main)

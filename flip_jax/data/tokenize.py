@@ -36,6 +36,25 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json",
                    "spiece.model", "sentencepiece.bpe.model")
 
 
+def check_tokenizer_folder(name, field: str) -> None:
+  """A local folder named by config field ``field`` must hold tokenizer
+  files (short names such as 'minilm-l6' are left to the PLM registry).
+
+  Raises:
+    FileNotFoundError: naming the field, the folder and the files.
+  """
+  if not isinstance(name, str):
+    return
+  path = os.path.expanduser(name)
+  if not os.path.isdir(path):
+    return
+  if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    raise FileNotFoundError(
+        f"{field} {name}: the folder has no tokenizer files (one of "
+        f"{', '.join(TOKENIZER_FILES)}); copy the checkpoint's tokenizer "
+        "into it")
+
+
 def load_tokenizer(name_or_path: str):
   """Loads a Hugging Face fast tokenizer from a local folder (no network).
 

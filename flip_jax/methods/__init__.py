@@ -5,6 +5,9 @@ method adds its folder and one line here.
 """
 from __future__ import annotations
 
+import ml_collections
+
+from flip_jax.data import tokenize as tokenize_lib
 from flip_jax.methods import ctr
 from flip_jax.methods.baselines import ctr_bert
 from flip_jax.methods.baselines import p_tab
@@ -46,3 +49,39 @@ def make_task(config):
     raise ValueError(f"config.task={config.task!r}: known tasks are "
                      f"{sorted(TASKS)}")
   return TASKS[config.task](config)
+
+
+def _get(config, *keys):
+  for k in keys:
+    try:
+      config = config[k]
+    except (KeyError, TypeError, AttributeError):
+      return None
+  return config
+
+
+def reads_text(config) -> bool:
+  """Whether a run of ``config`` (a ConfigDict or a run's config.json)
+  tokenizes text with ``model.plm.name``'s tokenizer: its task's
+  ``reads_text``; False for an unknown task or a missing field (validation
+  says so)."""
+  task = TASKS.get(_get(config, "task"))
+  if isinstance(config, dict):
+    config = ml_collections.ConfigDict(config)
+  try:
+    return task is not None and task.reads_text(config)
+  except (KeyError, AttributeError):
+    return False
+
+
+def check_plm_folder(config) -> None:
+  """A local ``model.plm.name`` folder of a run that reads text must hold
+  tokenizer files: said before any work, not when the PLM loads with no
+  tokenizer much later.
+
+  Raises:
+    FileNotFoundError: naming the folder, the field and the files looked for.
+  """
+  if reads_text(config):
+    tokenize_lib.check_tokenizer_folder(_get(config, "model", "plm", "name"),
+                                        "model.plm.name")

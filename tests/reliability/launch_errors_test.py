@@ -16,8 +16,10 @@ import pytest
 from experiments import launch
 from experiments import predict
 from flip_jax import jsonio
+from flip_jax import methods
 from flip_jax.data import rawio
 from flip_jax.data import synthetic
+from flip_jax.data import tokenize as tokenize_lib
 from flip_jax.train import finished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -181,12 +183,13 @@ def test_tokenizer_folder_checks(tmp_path):
   (tmp_path / "config.json").write_text("{}")
   with pytest.raises(FileNotFoundError, match=r"config.tokenizer .*: the "
                      "folder has no tokenizer files"):
-    launch.check_tokenizer_folder(str(tmp_path), "config.tokenizer")
-  launch.check_tokenizer_folder("minilm-l6", "config.tokenizer")  # a name
+    tokenize_lib.check_tokenizer_folder(str(tmp_path), "config.tokenizer")
+  # A short name is the PLM registry's.
+  tokenize_lib.check_tokenizer_folder("minilm-l6", "config.tokenizer")
   ctr = {"task": "ctr", "model": {"plm": {"name": str(tmp_path)}}}
-  launch.check_plm_folder(ctr)  # the ID task reads no text
+  methods.check_plm_folder(ctr)  # the ID task reads no text
   (tmp_path / "vocab.txt").write_text("[PAD]\n")
-  launch.check_plm_folder(dict(ctr, task="flip_pretrain"))
+  methods.check_plm_folder(dict(ctr, task="flip_pretrain"))
 
 
 @pytest.mark.parametrize("config,reads", [
@@ -204,10 +207,10 @@ def test_tokenizer_folder_checks(tmp_path):
 def test_reading_text_is_a_fact_of_the_task(tmp_path, config, reads):
   """The early tokenizer check covers every task that tokenizes text
   (ClickPrompt, CTR-BERT and P-Tab were skipped when it listed FLIP's)."""
-  assert launch.uses_plm(config) is reads
+  assert methods.reads_text(config) is reads
   config = dict(config, model={"plm": {"name": str(tmp_path)}})
   if reads:
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):
-      launch.check_plm_folder(config)
+      methods.check_plm_folder(config)
   else:
-    launch.check_plm_folder(config)
+    methods.check_plm_folder(config)
