@@ -78,7 +78,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   launch.init_runtime()
-  from experiments import report  # pylint: disable=g-import-not-at-top
+  from experiments import stages  # pylint: disable=g-import-not-at-top
   overrides = {}
   for item in _SET.value:
     if "=" not in item:
@@ -109,7 +109,7 @@ def main(argv):
   for m in methods:
     print(f"## {m}\n" + run_method(m, os.path.join(workdir, m), **kwargs))
     _print_path("report", os.path.join(workdir, m, "report.md"))
-  table = report.write_comparison(workdir, methods)
+  table = stages.write_comparison(workdir, methods)
   compile_cache.log_use()
   print(table)
   _print_path("comparison", os.path.join(workdir, "comparison.md"))

@@ -31,6 +31,7 @@ from absl import logging
 from ml_collections.config_flags import config_flags
 
 from experiments import config_errors
+from experiments import report_io
 from flip_jax import jsonio
 
 PHASES = ("pretrain", "finetune")
@@ -229,3 +230,30 @@ def write_report_files(workdir: str, *, table: str, text: str,
                  for t, f in plots)
   with open(os.path.join(workdir, "report.html"), "w") as f:
     f.write(f"<html><body><pre>{html.escape(text)}</pre>{body}</body></html>")
+
+
+def write_comparison(workdir: str, methods) -> str:
+  """``comparison.md``: every model of every method's ``summary.json`` on
+  the same split, one table (test AUC / gAUC / LogLoss)."""
+  lines = ["| method | model | seeds | test AUC | test gAUC | test LogLoss |",
+           "|---|---|---|---|---|---|"]
+  for m in methods:
+    summ = report_io.read_json(os.path.join(workdir, m, "summary.json")) or {}
+    for name, e in summ.get("models", {}).items():
+      per = e.get("per_seed", {})
+      cells = []
+      for k in ("test/auc", "test/gauc", "test/logloss"):
+        if k in per and len(per[k]["values"]) > 1:  # mean ± std over seeds
+          cells.append(f"{per[k]['mean']:.4f} ± {per[k]['std']:.4f}")
+        else:
+          cells.append(f"{e[k]:.4f}" if isinstance(e.get(k), float) else "")
+      n = len(per["test/auc"]["values"]) if "test/auc" in per else 1
+      lines.append(f"| {m} | {name} | {n} | " + " | ".join(cells) + " |")
+  table = "\n".join(lines)
+  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write("# Methods side by side\n\nSame dataset and split protocol; "
+            "each method's preset sets its data sizes (e.g. FLIP's CPU "
+            "presets subsample, SRP4CTR's keep whole histories), so compare "
+            "rows across methods only where their presets' data agree.\n\n"
+            + table + "\n")
+  return table

@@ -1,7 +1,7 @@
 """comparison.md: every method's models, mean ± std where seeds were run."""
 import json
 
-from experiments import report
+from experiments import stages
 
 
 def _summary(path, values):
@@ -18,7 +18,7 @@ def test_comparison_shows_seeds_mean_and_std(tmp_path):
                             "test/logloss": [0.50, 0.52]})
   _summary(tmp_path / "b", {"test/auc": [0.75], "test/gauc": [0.65],
                             "test/logloss": [0.55]})
-  table = report.write_comparison(str(tmp_path), ["a", "b"])
+  table = stages.write_comparison(str(tmp_path), ["a", "b"])
   rows = table.splitlines()
   assert rows[2] == ("| a | M | 2 | 0.7100 ± 0.0100 | 0.6100 ± 0.0100 | "
                      "0.5100 ± 0.0100 |")

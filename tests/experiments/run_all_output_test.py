@@ -4,7 +4,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from experiments import report
+from experiments import stages
 from experiments import run_all
 
 
@@ -28,7 +28,7 @@ def test_several_methods_print_each_report_and_the_comparison(
     parsed_flags, monkeypatch, capsys, tmp_path):
   monkeypatch.setattr(run_all, "run_method",
                       lambda method, workdir, **_: f"| {method} table |")
-  monkeypatch.setattr(report, "write_comparison",
+  monkeypatch.setattr(stages, "write_comparison",
                       lambda workdir, methods: "| comparison |")
   with flagsaver.flagsaver(workdir=str(tmp_path),
                            method=["flip", "clickprompt"]):
