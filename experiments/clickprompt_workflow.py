@@ -33,7 +33,10 @@ from experiments import report
 from experiments import report_plots
 from experiments import run_identity
 from experiments import stages as stages_lib
+from experiments.configs import clickprompt_pretrain
 
+# The presets the method has (run_all's --preset).
+PRESETS = clickprompt_pretrain.PRESETS
 STAGES = ("prepare", "pretrain", "base_id", "nlp_only", "add", "prompt_add",
           "prefix_add_nopt", "ctr_only", "prefix_add", "export")
 # stage -> (finetuning mode, from the PA-MLM run?)

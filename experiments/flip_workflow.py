@@ -15,6 +15,7 @@ import os
 
 from experiments import run_identity
 from experiments import stages as stages_lib
+from experiments.configs import flip_pretrain
 
 # The default run: the paper's headline table.
 DEFAULT_STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
@@ -28,6 +29,8 @@ ABLATIONS = {"no_mlm": "mlm", "no_mtm": "mtm", "no_icl": "icl"}
 BASELINES = ("ctr_bert", "p_tab")
 # Opt-in variant: the joint model with alpha = sigmoid(θ) at its own rate.
 VARIANTS = ("flip_joint_sigmoid",)
+# The presets the method has (run_all's --preset).
+PRESETS = flip_pretrain.PRESETS
 STAGES = DEFAULT_STAGES + tuple(f"ablate_{a}" for a in ABLATIONS) + (
     "base_joint",) + BASELINES + VARIANTS
 

@@ -22,7 +22,7 @@ from experiments import pretrain_check
 from experiments import report_plots
 from experiments import stages as stages_lib
 # Re-exported: the methods' workflows read run files through ``report``.
-from experiments.report_io import read_json, read_jsonl, seed_dirs  # pylint: disable=unused-import
+from experiments.report_io import read_json, seed_dirs  # pylint: disable=unused-import
 
 ROWS = (("base_id", "ID model from scratch"),
         ("base_plm", "PLM only (public weights)"),

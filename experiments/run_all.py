@@ -41,9 +41,9 @@ _DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "", "Raw data folder (n
 _WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.", required=True)
 _PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-small", "cpu-full", "full"],
                             "Sizes: tiny (smoke test, seconds), cpu-small "
-                            "(minutes on 2 cores), cpu-full (FLIP: all of "
-                            "ML-100K, hours on 2 cores), full (official "
-                            "sizes).")
+                            "(minutes on 2 cores), cpu-full (FLIP only: all "
+                            "of ML-100K, hours on 2 cores), full (official "
+                            "sizes); each method's PRESETS.")
 _PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6", "PLM short name or HF folder.")
 _CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
 _SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")
@@ -92,10 +92,15 @@ def main(argv):
       stages=_STAGES.value, overrides=overrides,
       seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
   methods = list(_METHOD.value)
+  import importlib  # pylint: disable=g-import-not-at-top
+  modules = {m: importlib.import_module(METHODS[m]) for m in methods
+             if m in METHODS}
+  for m, module in modules.items():  # before any method runs
+    if _PRESET.value not in module.PRESETS:
+      raise app.UsageError(f"--preset {_PRESET.value}: --method={m} has "
+                           f"the presets {', '.join(module.PRESETS)}")
   if _STAGES.value:
-    import importlib  # pylint: disable=g-import-not-at-top
-    known = set().union(*(importlib.import_module(METHODS[m]).STAGES
-                          for m in methods if m in METHODS))
+    known = set().union(*(module.STAGES for module in modules.values()))
     unknown = [s for s in _STAGES.value if s not in known]
     if unknown:
       raise app.UsageError(f"--stages {unknown}: no method of {methods} has "

@@ -34,8 +34,11 @@ from experiments import report
 from experiments import report_plots
 from experiments import run_identity
 from experiments import stages as stages_lib
+from experiments.configs import srp4ctr_common
 from flip_jax import jsonio
 
+# The presets the method has (run_all's --preset).
+PRESETS = srp4ctr_common.PRESETS
 STAGES = ("prepare", "pretrain", "pretrain_id", "backbone", "din", "srp4ctr",
           "srp4ctr_frozen", "no_cross", "no_queries", "bert4rec", "flops",
           "export")

@@ -25,7 +25,7 @@ import ml_collections as mlc
 from experiments.configs import clickprompt_pretrain
 from experiments.configs import common
 from experiments.configs import data as data_configs
-from experiments.configs import flip_pretrain
+from experiments.configs import presets
 
 MODES = ("prefix_add", "ctr_only", "add", "nlp_only", "prompt_add", "prefix",
          "prompt")
@@ -43,15 +43,10 @@ def get_config(arg=None):
                          ctr="dcnv2", plm="minilm-l6", preset="cpu-small")
   if arg.mode not in MODES:
     raise ValueError(f"mode {arg.mode!r}: expected one of {MODES}")
-  if arg.preset not in clickprompt_pretrain.PRESETS:
-    raise ValueError(f"preset {arg.preset!r}: expected one of "
-                     f"{clickprompt_pretrain.PRESETS}")
+  common.check_preset(arg.preset, clickprompt_pretrain.PRESETS)
   small, plm = arg.preset != "full", arg.mode != "ctr_only"
-  cfg = mlc.ConfigDict()
-  cfg.task = "clickprompt_finetune"
-  cfg.seed = 42
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = flip_pretrain.apply_data_preset(
+  cfg = common.skeleton("clickprompt_finetune", seed=42)
+  cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   cfg.model = clickprompt_pretrain.model_config(arg.dataset, arg.ctr, arg.plm,
                                                 arg.preset)
@@ -104,6 +99,4 @@ def get_config(arg=None):
       drop_regex=[f"^{p}/" for p in _PRETRAINED if p not in parts]
       + [r"^lm_decoder$"])
   cfg.log_every_steps = 20 if plm else 50
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -20,7 +20,7 @@ import ml_collections as mlc
 from experiments.configs import common
 from experiments.configs import ctr as ctr_configs
 from experiments.configs import data as data_configs
-from experiments.configs import flip_pretrain
+from experiments.configs import presets
 
 PRESETS = ("tiny", "cpu-small", "full")
 
@@ -35,7 +35,7 @@ def model_config(dataset: str, ctr: str, plm: str, preset: str
                  ) -> mlc.ConfigDict:
   """ID backbone (ClickPrompt's full-rank DCNv2) and PLM; shared with
   finetuning."""
-  m = flip_pretrain.model_config(ctr, plm, preset)
+  m = presets.model_config(ctr, plm, preset)
   embed, hidden, layers, cross = DCNV2_SIZES.get(dataset,
                                                  DCNV2_SIZES["ml-1m"])
   if preset != "full":  # CPU presets: the same shape, fewer layers
@@ -108,14 +108,10 @@ def optim_config(*, ctr_lr: float, plm_lr: float, weight_decay: float,
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  if arg.preset not in PRESETS:
-    raise ValueError(f"preset {arg.preset!r}: expected one of {PRESETS}")
-  cfg = mlc.ConfigDict()
-  cfg.task = "clickprompt_pretrain"
+  common.check_preset(arg.preset, PRESETS)
   # The official default seed (utils.py).
-  cfg.seed = 42
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = flip_pretrain.apply_data_preset(
+  cfg = common.skeleton("clickprompt_pretrain", seed=42)
+  cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   # Official RoBERTa texts run to <= 512 tokens; ours to data.max_length
   # (+ K prefix positions must fit the table: checked at start-up).
@@ -147,6 +143,4 @@ def get_config(arg=None):
   cfg.ckpt = common.ckpt_config(
       every_steps={"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
       keep=3, async_save=True)
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -49,6 +49,24 @@ def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
   return out
 
 
+def skeleton(task: str, *, seed: int = 2012) -> mlc.ConfigDict:
+  """The fields every config has (its task, seed, PRNG, mesh and logical
+  axis rules); a method's config adds its sections."""
+  cfg = mlc.ConfigDict()
+  cfg.task = task
+  cfg.seed = seed
+  cfg.prng_impl = PRNG_IMPL
+  cfg.mesh = mesh_config()
+  cfg.logical_axis_rules = logical_axis_rules()
+  return cfg
+
+
+def check_preset(preset: str, presets) -> None:
+  """A preset the method has (its config's ``PRESETS``)."""
+  if preset not in presets:
+    raise ValueError(f"preset {preset!r}: expected one of {tuple(presets)}")
+
+
 def mesh_config() -> list:
   """(axis, size) pairs; -1 = the remaining devices."""
   return [("data", -1), ("fsdp", 1), ("tensor", 1)]

@@ -65,10 +65,7 @@ def get_config(arg=None):
   if arg.recipe not in RECIPES:
     raise ValueError(f"recipe {arg.recipe!r}: expected one of {RECIPES}")
   flip_id = arg.recipe == "flip_id"
-  cfg = mlc.ConfigDict()
-  cfg.task = "ctr"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
+  cfg = common.skeleton("ctr")
   cfg.recipe = arg.recipe
   cfg.data = data_configs.get_data_config(arg.dataset)
   cfg.model = mlc.ConfigDict({"ctr": model_config(arg.model)})
@@ -94,6 +91,4 @@ def get_config(arg=None):
       num_epochs=20 if flip_id else 10, eval_batch_size=8192)
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2)
   cfg.log_every_steps = 50
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

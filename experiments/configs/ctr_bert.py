@@ -23,6 +23,7 @@ from experiments.configs import common
 from experiments.configs import data as data_configs
 from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
+from experiments.configs import presets
 
 # The user's fields of each dataset (the item tower reads the others).
 USER_FIELDS = {
@@ -39,19 +40,16 @@ USER_FIELDS = {
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  flip_pretrain.check_preset(arg.preset)
+  common.check_preset(arg.preset, flip_pretrain.PRESETS)
   if arg.dataset not in USER_FIELDS:
     raise ValueError(f"dataset {arg.dataset!r}: no default user fields; "
                      f"known: {sorted(USER_FIELDS)}")
-  cfg = mlc.ConfigDict()
-  cfg.task = "ctr_bert"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = flip_pretrain.apply_data_preset(
+  cfg = common.skeleton("ctr_bert")
+  cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   # model.ctr is unused (no ID model); kept so one model section serves
   # every task of a run_all.
-  cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
 
   c = cfg.ctr_bert = mlc.ConfigDict()
   # Fields whose clauses form the user text; every other field's clause
@@ -83,6 +81,4 @@ def get_config(arg=None):
   # No init_from: the towers start from the public weights.
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)
   cfg.log_every_steps = 20
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -22,6 +22,7 @@ from experiments.configs import common
 from experiments.configs import data as data_configs
 from experiments.configs import flip_pretrain
 from experiments.configs import official
+from experiments.configs import presets
 
 # The PLM recipe of the cpu-full preset (modes plm and joint; CTR-BERT
 # takes it too), chosen on the valid AUC of the PLM-only model on full
@@ -93,14 +94,11 @@ def get_config(arg=None):
                                              and arg.mode != "joint"):
     raise ValueError(f"alpha {arg.alpha!r}: expected raw, or sigmoid with "
                      "mode=joint")
-  flip_pretrain.check_preset(arg.preset)
-  cfg = mlc.ConfigDict()
-  cfg.task = "flip_finetune"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = flip_pretrain.apply_data_preset(
+  common.check_preset(arg.preset, flip_pretrain.PRESETS)
+  cfg = common.skeleton("flip_finetune")
+  cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
-  cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
 
   f = cfg.finetune = mlc.ConfigDict()
   f.mode = arg.mode
@@ -162,6 +160,4 @@ def get_config(arg=None):
       drop_regex=drop, allow_missing_regex=[r"^ctr/(linear|head)/"])
 
   cfg.log_every_steps = 50 if arg.mode == "id" else 20
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -18,18 +18,12 @@ checkpoint (state, RNG and data-iterator position).
 import ml_collections as mlc
 
 from experiments.configs import common
-from experiments.configs import ctr as ctr_configs
 from experiments.configs import data as data_configs
 from experiments.configs import official
+from experiments.configs import presets
 
-# tiny: a smoke-test slice (seconds); cpu-small: a 10 % subsample, minutes
-# on 2 CPU cores; cpu-full: every row of ML-100K (a stated share of ML-1M)
-# with training budgets stated in examples, sized so that FLIP's claim-
-# bearing models over 3 seeds take about 2 hours on 2 cores (RESULTS.md);
-# full: the official sizes.
-PRESETS = ("tiny", "cpu-small", "cpu-full", "full")
-# cpu-full's share of the rows per dataset (index-based, seeded); 1.0 = all.
-CPU_FULL_SUBSAMPLE = {"ml-1m": 0.25}
+# The presets FLIP has (presets.PRESETS: tiny, cpu-small, cpu-full, full).
+PRESETS = presets.PRESETS
 # cpu-full pretraining: 350 steps of 64 = 22,400 examples (a quarter of an
 # epoch of ML-100K's train+valid rows), about 8 minutes on 2 cores.
 CPU_FULL_PRETRAIN_STEPS = 350
@@ -38,87 +32,14 @@ CPU_FULL_PRETRAIN_STEPS = 350
 CPU_FULL_PRETRAIN_SCHEDULE = {"name": "linear", "warmup_steps": 0.05}
 
 
-def check_preset(preset: str) -> None:
-  if preset not in PRESETS:
-    raise ValueError(f"preset {preset!r}: expected one of {PRESETS}")
-
-
-def model_config(ctr: str, plm: str, preset: str) -> mlc.ConfigDict:
-  """ID backbone and PLM; shared with the finetuning config."""
-  m = mlc.ConfigDict()
-  # Every backbone field with its default (embedding 32, DNN 300-300-128,
-  # two cross layers of rank 32 with 4 experts, no dropout); BatchNorm
-  # backbones (dnn_use_bn, AFN) keep their running statistics in the
-  # train state.
-  m.ctr = ctr_configs.model_config(ctr)
-  m.plm = mlc.ConfigDict({
-      # 'minilm-l6' (offline default) or a local Hugging Face folder.
-      "name": plm,
-      # Keep only the first N layers of the pretrained PLM (None = all).
-      "num_layers": mlc.config_dict.placeholder(int) if preset == "full"
-                    else 2,
-      # Override the checkpoint's dropout (None = keep the HF config's).
-      "dropout": mlc.config_dict.placeholder(float),
-      # Override the attention-probability dropout alone (None = as above).
-      "attention_dropout": mlc.config_dict.placeholder(float),
-      # 'xla', 'fused' (jax.nn.dot_product_attention with XLA's own
-      # implementation) or 'cudnn' (the same asking for cuDNN's kernel on
-      # GPUs in bf16; trains only with attention_dropout=0).
-      "attention": "xla",
-      # Random bits per dropped element: 32 (flax's draw), or 16 / 8 for
-      # cheaper masks (rate rounded to a multiple of 2**-bits; other draws;
-      # benchmarks/README.md has the A/B).
-      "dropout_bits": 32,
-      # One matmul for query, key and value (the three kernels concatenated
-      # at apply time; same params, HF import and export).
-      "fused_qkv": False,
-      "remat": False,
-  })
-  # Compute dtype of the PLM and heads; params stay float32.
-  m.dtype = "float32"
-  return m
-
-
-def apply_data_preset(data: mlc.ConfigDict, dataset: str, preset: str):
-  """Sizes of the data for a preset (shared with the finetuning config).
-
-  See PRESETS.
-  """
-  if preset == "tiny":
-    data.max_length = 40
-    if dataset == "synthetic":
-      data.synthetic.num_users = 100
-      data.synthetic.num_movies = 80
-      data.synthetic.num_ratings = 2400
-    else:
-      data.subsample = 0.01
-  elif preset == "cpu-small":
-    data.max_length = 64
-    if dataset == "synthetic":
-      data.synthetic.num_ratings = 12000
-    else:
-      # A 10% index-based subsample keeps PLM evaluation affordable on CPU.
-      data.subsample = 0.1
-  elif preset == "cpu-full":
-    data.max_length = 64
-    if dataset == "synthetic":
-      data.synthetic.num_ratings = 12000
-    else:
-      data.subsample = CPU_FULL_SUBSAMPLE.get(dataset, 1.0)
-  return data
-
-
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  check_preset(arg.preset)
-  cfg = mlc.ConfigDict()
-  cfg.task = "flip_pretrain"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = apply_data_preset(data_configs.get_data_config(arg.dataset),
-                               arg.dataset, arg.preset)
-  cfg.model = model_config(arg.ctr, arg.plm, arg.preset)
+  common.check_preset(arg.preset, PRESETS)
+  cfg = common.skeleton("flip_pretrain")
+  cfg.data = presets.apply_data_preset(
+      data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
 
   cfg.train = common.train_config(
       # Global batch over all devices and hosts (official: 128 x 8 GPUs).
@@ -196,6 +117,4 @@ def get_config(arg=None):
       every_steps={"tiny": 15, "cpu-small": 100, "cpu-full": 200,
                    "full": 1000}[arg.preset],
       keep=3, async_save=True)
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

@@ -26,17 +26,15 @@ import ml_collections as mlc
 from experiments.configs import common
 from experiments.configs import data as data_configs
 from experiments.configs import flip_pretrain
+from experiments.configs import presets
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
-  flip_pretrain.check_preset(arg.preset)
-  cfg = mlc.ConfigDict()
-  cfg.task = "p_tab_pretrain"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
-  cfg.data = flip_pretrain.apply_data_preset(
+  common.check_preset(arg.preset, flip_pretrain.PRESETS)
+  cfg = common.skeleton("p_tab_pretrain")
+  cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   # BERT's masking: each real, non-special token with probability
   # token_mask_prob; 80 % [MASK], 10 % a random token, 10 % unchanged.
@@ -44,7 +42,7 @@ def get_config(arg=None):
   cfg.data.token_mask_prob = 0.15
   # model.ctr is unused here, but the finetuning run that takes this run's
   # PLM reads its whole model section (ckpt.init_from).
-  cfg.model = flip_pretrain.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
 
   cfg.p_tab = mlc.ConfigDict()
   # Masked positions per row the MLM head sees (static shape); -1 = the
@@ -82,6 +80,4 @@ def get_config(arg=None):
       every_steps={"tiny": 15, "cpu-small": 100, "cpu-full": 200,
                    "full": 1000}[arg.preset],
       keep=3, async_save=True)
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

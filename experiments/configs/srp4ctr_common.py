@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
+from experiments.configs import common
 from experiments.configs import data as data_configs
 from flip_jax.data import sequences
 
@@ -26,8 +27,7 @@ ATTRIBUTES = {
 
 
 def check_preset(preset: str) -> None:
-  if preset not in PRESETS:
-    raise ValueError(f"preset {preset!r}: expected one of {PRESETS}")
+  common.check_preset(preset, PRESETS)
 
 
 def data_config(dataset: str, preset: str) -> mlc.ConfigDict:

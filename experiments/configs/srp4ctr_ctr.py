@@ -35,10 +35,7 @@ def get_config(arg=None):
   srp4ctr_common.check_preset(arg.preset)
   if arg.variant not in VARIANTS:
     raise ValueError(f"variant {arg.variant!r}: expected one of {VARIANTS}")
-  cfg = mlc.ConfigDict()
-  cfg.task = "srp4ctr"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
+  cfg = common.skeleton("srp4ctr")
   cfg.data = srp4ctr_common.data_config(arg.dataset, arg.preset)
   cfg.sequence = srp4ctr_common.sequence_config(arg.dataset, arg.preset,
                                                 arg.attributes)
@@ -91,6 +88,4 @@ def get_config(arg=None):
   cfg.optim.freeze = [r"^seq/"] if arg.freeze else []
   cfg.log_every_steps = {"tiny": 5, "cpu-small": 50, "full": 100}[arg.preset]
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

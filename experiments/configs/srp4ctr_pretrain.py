@@ -21,10 +21,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", preset="cpu-small",
                          attributes="fg")
   srp4ctr_common.check_preset(arg.preset)
-  cfg = mlc.ConfigDict()
-  cfg.task = "srp4ctr_pretrain"
-  cfg.seed = 2012
-  cfg.prng_impl = common.PRNG_IMPL
+  cfg = common.skeleton("srp4ctr_pretrain")
   cfg.data = srp4ctr_common.data_config(arg.dataset, arg.preset)
   cfg.sequence = srp4ctr_common.sequence_config(arg.dataset, arg.preset,
                                                 arg.attributes)
@@ -58,6 +55,4 @@ def get_config(arg=None):
   cfg.ckpt = common.ckpt_config(
       every_steps={"tiny": 10, "cpu-small": 200, "full": 1000}[arg.preset],
       keep=2, async_save=False)
-  cfg.mesh = common.mesh_config()
-  cfg.logical_axis_rules = common.logical_axis_rules()
   return cfg

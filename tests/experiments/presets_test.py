@@ -7,6 +7,7 @@ from experiments.configs import ctr_bert
 from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
 from experiments.configs import p_tab_pretrain
+from experiments.configs import presets
 from flip_jax.train import validate
 
 CONFIGS = [flip_pretrain.get_config, p_tab_pretrain.get_config,
@@ -31,7 +32,7 @@ def test_cpu_full_trains_on_all_rows_within_its_stated_budgets():
   pre = flip_pretrain.get_config("dataset=ml-100k,preset=cpu-full")
   assert pre.train.max_steps == flip_pretrain.CPU_FULL_PRETRAIN_STEPS
   ml1m = flip_pretrain.get_config("dataset=ml-1m,preset=cpu-full")
-  assert ml1m.data.subsample == flip_pretrain.CPU_FULL_SUBSAMPLE["ml-1m"]
+  assert ml1m.data.subsample == presets.CPU_FULL_SUBSAMPLE["ml-1m"]
   plm = flip_finetune.get_config("dataset=ml-100k,preset=cpu-full,mode=plm")
   assert plm.train.batch_size == flip_finetune.CPU_FULL_PLM_BATCH
   assert plm.train.max_steps == flip_finetune.CPU_FULL_PLM_STEPS

@@ -1,11 +1,12 @@
 """What `make demo` ends with: the results table, then the report's path
 (experiments.run_all's stdout; the stages are stubbed)."""
 import pytest
+from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
-from experiments import stages
 from experiments import run_all
+from experiments import stages
 
 
 @pytest.fixture
@@ -39,3 +40,17 @@ def test_several_methods_print_each_report_and_the_comparison(
                  "## clickprompt", "| clickprompt table |",
                  f"report: {tmp_path}/clickprompt/report.md",
                  "| comparison |", f"comparison: {tmp_path}/comparison.md"]
+
+
+def test_a_preset_the_method_lacks_is_refused_before_any_method_runs(
+    parsed_flags, monkeypatch, tmp_path):
+  ran = []
+  monkeypatch.setattr(run_all, "run_method",
+                      lambda method, workdir, **_: ran.append(method))
+  with flagsaver.flagsaver(workdir=str(tmp_path), preset="cpu-full",
+                           method=["flip", "srp4ctr"]):
+    with pytest.raises(app.UsageError, match=r"--preset cpu-full: "
+                       r"--method=srp4ctr has the presets tiny, cpu-small, "
+                       r"full"):
+      run_all.main(["run_all"])
+  assert not ran
