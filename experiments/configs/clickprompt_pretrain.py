@@ -31,6 +31,19 @@ DCNV2_SIZES = {"ml-1m": (32, 256, 6, 6), "bookcrossing": (32, 256, 6, 6),
                "goodreads": (16, 512, 6, 6), "amazon-toys": (16, 256, 3, 3)}
 
 
+# The PA-MLM preset table (common.preset_row). Official batch 1024 (16 per
+# device x accumulation), 20 epochs, PLM lr 5e-5; the short presets take
+# bigger steps.
+BUDGETS = {
+    "tiny": dict(batch_size=16, num_epochs=1, max_steps=30, plm_lr=1e-3,
+                 log_every_steps=5, ckpt_every_steps=15),
+    "cpu-small": dict(batch_size=32, num_epochs=1,
+                      max_steps={"synthetic": 150, "other": 300},
+                      plm_lr=3e-4, log_every_steps=20, ckpt_every_steps=100),
+    "full": dict(batch_size=1024, num_epochs=20, max_steps=-1, plm_lr=5e-5,
+                 log_every_steps=100, ckpt_every_steps=1000),
+}
+
 def model_config(dataset: str, ctr: str, plm: str, preset: str
                  ) -> mlc.ConfigDict:
   """ID backbone (ClickPrompt's full-rank DCNv2) and PLM; shared with
@@ -126,21 +139,16 @@ def get_config(arg=None):
   # counted in train/mlm_dropped); -1 = 2 x prob x data.max_length.
   p.max_masked = -1
 
+  row = common.preset_row(BUDGETS, arg.preset, arg.dataset)
   cfg.train = common.train_config(
-      # Official: 1024 (16 per device x accumulation).
-      batch_size={"tiny": 16, "cpu-small": 32, "full": 1024}[arg.preset],
-      num_epochs={"tiny": 1, "cpu-small": 1, "full": 20}[arg.preset],
-      max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                 else 300, "full": -1}[arg.preset],
-      micro_batch_size=0)
+      batch_size=row.batch_size, num_epochs=row.num_epochs,
+      max_steps=row.max_steps, micro_batch_size=0)
   cfg.optim = optim_config(
       ctr_lr=1e-3,
-      # Official 5e-5; the short presets take bigger steps.
-      plm_lr={"tiny": 1e-3, "cpu-small": 3e-4, "full": 5e-5}[arg.preset],
+      plm_lr=row.plm_lr,
       weight_decay=0.0, warmup_steps=0,
       epochs_ref=cfg.train.get_ref("num_epochs"))
-  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "full": 100}[arg.preset]
-  cfg.ckpt = common.ckpt_config(
-      every_steps={"tiny": 15, "cpu-small": 100, "full": 1000}[arg.preset],
-      keep=3, async_save=True)
+  cfg.log_every_steps = row.log_every_steps
+  cfg.ckpt = common.ckpt_config(every_steps=row.ckpt_every_steps, keep=3,
+                                async_save=True)
   return cfg

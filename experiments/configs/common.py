@@ -67,6 +67,16 @@ def check_preset(preset: str, presets) -> None:
     raise ValueError(f"preset {preset!r}: expected one of {tuple(presets)}")
 
 
+def preset_row(table: dict, preset: str, dataset: str) -> mlc.ConfigDict:
+  """A method's row of its preset table (``{preset: {field: value}}``),
+  where a value given as ``{'synthetic': a, 'other': b}`` depends on the
+  dataset: the one place a config reads its preset."""
+  return mlc.ConfigDict({
+      k: (v["synthetic" if dataset == "synthetic" else "other"]
+          if isinstance(v, dict) else v)
+      for k, v in table[preset].items()})
+
+
 def mesh_config() -> list:
   """(axis, size) pairs; -1 = the remaining devices."""
   return [("data", -1), ("fsdp", 1), ("tensor", 1)]

@@ -32,6 +32,32 @@ CPU_FULL_PRETRAIN_STEPS = 350
 CPU_FULL_PRETRAIN_SCHEDULE = {"name": "linear", "warmup_steps": 0.05}
 
 
+# The preset table (common.preset_row). batch_size: global, over all devices
+# and hosts (official: 128 x 8 GPUs). max_steps: the CPU presets stop within
+# the first epoch (cpu-full: CPU_FULL_PRETRAIN_STEPS), full trains its
+# epochs. micro_batch_size: micro-batches keep ICL over the whole global
+# batch by cached gradients (one more forward of the unmasked pass); on a
+# 2-core CPU 8-16-row micro-batches are the fastest (RESULTS.md, micro-batch
+# sweep), on accelerators the whole batch in one pass (0). lr: official
+# 1e-4; the short presets take bigger steps.
+BUDGETS = {
+    "tiny": dict(batch_size=16, num_epochs=1, max_steps=30,
+                 micro_batch_size=0, lr=1e-3, log_every_steps=5,
+                 ckpt_every_steps=15),
+    "cpu-small": dict(batch_size=32, num_epochs=1,
+                      max_steps={"synthetic": 150, "other": 300},
+                      micro_batch_size=0, lr=3e-4, log_every_steps=20,
+                      ckpt_every_steps=100),
+    "cpu-full": dict(batch_size=64, num_epochs=1,
+                     max_steps=CPU_FULL_PRETRAIN_STEPS,
+                     micro_batch_size=common.CPU_MICRO_BATCH, lr=3e-4,
+                     log_every_steps=50, ckpt_every_steps=200),
+    "full": dict(batch_size=official.FLIP_PRETRAIN["batch_size"],
+                 num_epochs=official.FLIP_PRETRAIN["epochs"], max_steps=-1,
+                 micro_batch_size=0, lr=1e-4, log_every_steps=100,
+                 ckpt_every_steps=1000),
+}
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
@@ -41,24 +67,10 @@ def get_config(arg=None):
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
 
+  row = common.preset_row(BUDGETS, arg.preset, arg.dataset)
   cfg.train = common.train_config(
-      # Global batch over all devices and hosts (official: 128 x 8 GPUs).
-      batch_size={"tiny": 16, "cpu-small": 32, "cpu-full": 64,
-                  "full": official.FLIP_PRETRAIN["batch_size"]}[arg.preset],
-      num_epochs={"tiny": 1, "cpu-small": 1, "cpu-full": 1,
-                  "full": official.FLIP_PRETRAIN["epochs"]}[arg.preset],
-      # Optimizer steps cap; the CPU presets stop within the first epoch
-      # (cpu-full: CPU_FULL_PRETRAIN_STEPS), full trains its epochs.
-      max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                 else 300, "cpu-full": CPU_FULL_PRETRAIN_STEPS,
-                 "full": -1}[arg.preset],
-      # Micro-batches keep ICL over the whole global batch by cached
-      # gradients (one more forward of the unmasked pass); on a 2-core CPU
-      # 8-16-row micro-batches are the fastest (RESULTS.md, micro-batch
-      # sweep), on accelerators the whole batch in one pass (0).
-      micro_batch_size={"tiny": 0, "cpu-small": 0,
-                        "cpu-full": common.CPU_MICRO_BATCH,
-                        "full": 0}[arg.preset])
+      batch_size=row.batch_size, num_epochs=row.num_epochs,
+      max_steps=row.max_steps, micro_batch_size=row.micro_batch_size)
 
   p = cfg.pretrain = mlc.ConfigDict()
   # ICL monitored at every log step on a fixed held-out batch (the first
@@ -103,18 +115,14 @@ def get_config(arg=None):
   # says so). The short presets stop within their first epoch, where the
   # per-epoch cosine is constant. cpu-full: CPU_FULL_PRETRAIN_SCHEDULE.
   cfg.optim = common.optim_config(
-      name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "cpu-full": 3e-4,
-                        "full": 1e-4}[arg.preset], weight_decay=1e-3,
+      name="adamw", lr=row.lr, weight_decay=1e-3,
       schedule="cosine_epoch",
       epochs=(official.FLIP_PRETRAIN["epochs"] if arg.preset == "full"
               else cfg.train.get_ref("num_epochs")))
   if arg.preset == "cpu-full":
     cfg.optim.schedule = mlc.ConfigDict(CPU_FULL_PRETRAIN_SCHEDULE)
 
-  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "cpu-full": 50,
-                         "full": 100}[arg.preset]
-  cfg.ckpt = common.ckpt_config(
-      every_steps={"tiny": 15, "cpu-small": 100, "cpu-full": 200,
-                   "full": 1000}[arg.preset],
-      keep=3, async_save=True)
+  cfg.log_every_steps = row.log_every_steps
+  cfg.ckpt = common.ckpt_config(every_steps=row.ckpt_every_steps, keep=3,
+                                async_save=True)
   return cfg

@@ -29,6 +29,16 @@ from experiments.configs import flip_pretrain
 from experiments.configs import presets
 
 
+# The preset table (common.preset_row): FLIP pretraining's short presets;
+# full: official batch 256 (128 per GPU with 2 accumulation steps), 10
+# epochs at lr 5e-5.
+BUDGETS = {
+    **flip_pretrain.BUDGETS,
+    "full": dict(batch_size=256, num_epochs=10, max_steps=-1,
+                 micro_batch_size=0, lr=5e-5, log_every_steps=100,
+                 ckpt_every_steps=1000),
+}
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", ctr="dcnv2",
                          plm="minilm-l6", preset="cpu-small")
@@ -51,33 +61,21 @@ def get_config(arg=None):
   # every position, never a drop.
   cfg.p_tab.max_masked = -1
 
+  row = common.preset_row(BUDGETS, arg.preset, arg.dataset)
   cfg.train = common.train_config(
-      # Official: 128 per GPU with 2 accumulation steps.
-      batch_size={"tiny": 16, "cpu-small": 32, "cpu-full": 64,
-                  "full": 256}[arg.preset],
-      num_epochs={"tiny": 1, "cpu-small": 1, "cpu-full": 1,
-                  "full": 10}[arg.preset],
-      max_steps={"tiny": 30, "cpu-small": 150 if arg.dataset == "synthetic"
-                 else 300,
-                 "cpu-full": flip_pretrain.CPU_FULL_PRETRAIN_STEPS,
-                 "full": -1}[arg.preset],
-      micro_batch_size=common.CPU_MICRO_BATCH if arg.preset == "cpu-full"
-      else 0)
+      batch_size=row.batch_size, num_epochs=row.num_epochs,
+      max_steps=row.max_steps, micro_batch_size=row.micro_batch_size)
 
   # Official 5e-5 (the short presets take FLIP pretraining's steps);
   # CosineAnnealingLR stepped once per epoch, no warm-up.
   cfg.optim = common.optim_config(
-      name="adamw", lr={"tiny": 1e-3, "cpu-small": 3e-4, "cpu-full": 3e-4,
-                        "full": 5e-5}[arg.preset], weight_decay=1e-3,
+      name="adamw", lr=row.lr, weight_decay=1e-3,
       schedule="cosine_epoch", epochs=cfg.train.get_ref("num_epochs"))
   if arg.preset == "cpu-full":  # FLIP pretraining's schedule of this preset
     cfg.optim.schedule = mlc.ConfigDict(
         flip_pretrain.CPU_FULL_PRETRAIN_SCHEDULE)
 
-  cfg.log_every_steps = {"tiny": 5, "cpu-small": 20, "cpu-full": 50,
-                         "full": 100}[arg.preset]
-  cfg.ckpt = common.ckpt_config(
-      every_steps={"tiny": 15, "cpu-small": 100, "cpu-full": 200,
-                   "full": 1000}[arg.preset],
-      keep=3, async_save=True)
+  cfg.log_every_steps = row.log_every_steps
+  cfg.ckpt = common.ckpt_config(every_steps=row.ckpt_every_steps, keep=3,
+                                async_save=True)
   return cfg

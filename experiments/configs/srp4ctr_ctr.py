@@ -28,6 +28,18 @@ from experiments.configs import srp4ctr_common
 VARIANTS = ("srp4ctr", "no_cross", "no_queries", "din", "backbone")
 
 
+# The CTR stages' preset table (common.preset_row).
+BUDGETS = {
+    "tiny": dict(batch_size=32, num_epochs=1, max_steps=20,
+                 eval_every_steps=10, eval_batch_size=64, log_every_steps=5),
+    "cpu-small": dict(batch_size=256, num_epochs=5, max_steps=-1,
+                      eval_every_steps=-1, eval_batch_size=1024,
+                      log_every_steps=50),
+    "full": dict(batch_size=1024, num_epochs=10, max_steps=-1,
+                 eval_every_steps=-1, eval_batch_size=4096,
+                 log_every_steps=100),
+}
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="synthetic", preset="cpu-small",
                          ctr="dcnv2", variant="srp4ctr", freeze=False,
@@ -72,20 +84,17 @@ def get_config(arg=None):
   cfg.loss.l2 = 0.0
   cfg.loss.l2_regex = [r"^ctr/embedding/", r"^ctr/linear/"]
 
+  row = common.preset_row(BUDGETS, arg.preset, arg.dataset)
   cfg.train = common.train_config(
-      batch_size={"tiny": 32, "cpu-small": 256, "full": 1024}[arg.preset],
-      num_epochs={"tiny": 1, "cpu-small": 5, "full": 10}[arg.preset],
-      max_steps={"tiny": 20, "cpu-small": -1, "full": -1}[arg.preset],
-      eval_every_steps={"tiny": 10, "cpu-small": -1, "full": -1}[arg.preset],
-      eval_batch_size={"tiny": 64, "cpu-small": 1024,
-                       "full": 4096}[arg.preset],
-      patience=2)
+      batch_size=row.batch_size, num_epochs=row.num_epochs,
+      max_steps=row.max_steps, eval_every_steps=row.eval_every_steps,
+      eval_batch_size=row.eval_batch_size, patience=2)
   # B5 mentions polynomial decay; the shared builder has none, so constant
   # (cosine in pretraining) [assumed].
   cfg.optim = common.optim_config(name="adam", lr=1e-3, weight_decay=0.0,
                                   decay_mask="no_bias_norm")
   # B7.7: frozen vs finetuned pretrained parameters (both are run).
   cfg.optim.freeze = [r"^seq/"] if arg.freeze else []
-  cfg.log_every_steps = {"tiny": 5, "cpu-small": 50, "full": 100}[arg.preset]
+  cfg.log_every_steps = row.log_every_steps
   cfg.ckpt = common.ckpt_config(every_steps=-1, keep=2, async_save=False)
   return cfg
