@@ -81,9 +81,9 @@ def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
                     overrides):
   from experiments.configs import clickprompt_pretrain  # pylint: disable=g-import-not-at-top
   cfg = clickprompt_pretrain.get_config(_arg(dataset, ctr, plm, preset))
-  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
-  return stages_lib.apply_overrides(
-      cfg, stages_lib.stage_overrides(cfg, overrides, "pretrain"))
+  return stages_lib.stage_config(cfg, "pretrain", data_dir=data_dir,
+                                 cache_dir=cache_dir, seed=seed,
+                                 overrides=overrides)
 
 
 def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
@@ -91,10 +91,10 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
   from experiments.configs import clickprompt_finetune  # pylint: disable=g-import-not-at-top
   cfg = clickprompt_finetune.get_config(_arg(dataset, ctr, plm, preset)
                                         + f",mode={mode}")
-  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
   cfg.ckpt.init_from = init_from
-  return stages_lib.apply_overrides(
-      cfg, stages_lib.stage_overrides(cfg, overrides, "finetune"))
+  return stages_lib.stage_config(cfg, "finetune", data_dir=data_dir,
+                                 cache_dir=cache_dir, seed=seed,
+                                 overrides=overrides)
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,

@@ -48,26 +48,13 @@ def _base_arg(dataset, ctr, plm, preset):
   return f"dataset={dataset},ctr={ctr},plm={plm},preset={preset}"
 
 
-def _with_run(cfg, data_dir, cache_dir, seed):
-  """The run-wide fields every stage's config shares."""
-  cfg.data.data_dir = data_dir
-  cfg.data.cache_dir = cache_dir
-  cfg.seed = seed
-  return cfg
-
-
-def _phase(cfg, overrides, phase):
-  return stages_lib.apply_overrides(
-      cfg, stages_lib.stage_overrides(cfg, overrides, phase))
-
-
 def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
                     overrides):
   from experiments.configs import flip_pretrain  # pylint: disable=g-import-not-at-top
-  cfg = _with_run(flip_pretrain.get_config(_base_arg(dataset, ctr, plm,
-                                                    preset)),
-                  data_dir, cache_dir, seed)
-  return _phase(cfg, overrides, "pretrain")
+  return stages_lib.stage_config(
+      flip_pretrain.get_config(_base_arg(dataset, ctr, plm, preset)),
+      "pretrain", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
+      overrides=overrides)
 
 
 def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
@@ -75,9 +62,10 @@ def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
   from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
   cfg = flip_finetune.get_config(_base_arg(dataset, ctr, plm, preset)
                                  + f",mode={mode},alpha={alpha}")
-  cfg = _with_run(cfg, data_dir, cache_dir, seed)
   cfg.ckpt.init_from = init_from
-  return _phase(cfg, overrides, "finetune")
+  return stages_lib.stage_config(cfg, "finetune", data_dir=data_dir,
+                                 cache_dir=cache_dir, seed=seed,
+                                 overrides=overrides)
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
@@ -156,17 +144,19 @@ def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
                      os.path.join(folder, f"flip_joint_{abl}"))
   if "ctr_bert" in stages:
     from experiments.configs import ctr_bert  # pylint: disable=g-import-not-at-top
-    cfg = _with_run(ctr_bert.get_config(_base_arg(dataset, ctr, plm, preset)),
-                    data_dir, cache_dir, seed)
-    stages_lib.train(log, "ctr_bert", _phase(cfg, overrides, "finetune"),
-                     os.path.join(folder, "ctr_bert"))
+    cfg = stages_lib.stage_config(
+        ctr_bert.get_config(_base_arg(dataset, ctr, plm, preset)),
+        "finetune", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
+        overrides=overrides)
+    stages_lib.train(log, "ctr_bert", cfg, os.path.join(folder, "ctr_bert"))
   if "p_tab" in stages:
     from experiments.configs import p_tab_pretrain  # pylint: disable=g-import-not-at-top
-    pcfg = _with_run(p_tab_pretrain.get_config(
-        _base_arg(dataset, ctr, plm, preset)), data_dir, cache_dir, seed)
+    pcfg = stages_lib.stage_config(
+        p_tab_pretrain.get_config(_base_arg(dataset, ctr, plm, preset)),
+        "pretrain", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
+        overrides=overrides)
     p_dir = os.path.join(folder, "p_tab_pretrain")
-    stages_lib.pretrain(log, "p_tab_pretrain",
-                        _phase(pcfg, overrides, "pretrain"), p_dir)
+    stages_lib.pretrain(log, "p_tab_pretrain", pcfg, p_dir)
     stages_lib.train(log, "p_tab", finetune_config(
         *run, "plm", p_dir, overrides), os.path.join(folder, "p_tab"))
   if "export" in stages:

@@ -80,9 +80,9 @@ def pretrain_config(dataset, data_dir, cache_dir, preset, seed, attributes,
   from experiments.configs import srp4ctr_pretrain  # pylint: disable=g-import-not-at-top
   cfg = srp4ctr_pretrain.get_config(
       f"dataset={dataset},preset={preset},attributes={attributes}")
-  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
-  return stages_lib.apply_overrides(
-      cfg, stages_lib.stage_overrides(cfg, overrides, "pretrain"))
+  return stages_lib.stage_config(cfg, "pretrain", data_dir=data_dir,
+                                 cache_dir=cache_dir, seed=seed,
+                                 overrides=overrides)
 
 
 def ctr_config(dataset, data_dir, cache_dir, preset, ctr, seed, stage,
@@ -92,10 +92,10 @@ def ctr_config(dataset, data_dir, cache_dir, preset, ctr, seed, stage,
   cfg = srp4ctr_ctr.get_config(
       f"dataset={dataset},preset={preset},ctr={ctr},variant={variant},"
       f"freeze={freeze}")
-  cfg.data.data_dir, cfg.data.cache_dir, cfg.seed = data_dir, cache_dir, seed
   cfg.srp4ctr.pretrained = pretrained
-  return stages_lib.apply_overrides(
-      cfg, stages_lib.stage_overrides(cfg, overrides, "finetune"))
+  return stages_lib.stage_config(cfg, "finetune", data_dir=data_dir,
+                                 cache_dir=cache_dir, seed=seed,
+                                 overrides=overrides)
 
 
 def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,

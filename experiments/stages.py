@@ -160,6 +160,16 @@ def run_args(stages, known, default, seeds, seed):
   return stages, seeds
 
 
+def stage_config(cfg, phase: str, *, data_dir: str, cache_dir: str,
+                 seed: int, overrides: dict[str, str]):
+  """A stage's config: the run-wide fields (raw data, the run's processed
+  data cache, the seed) set, then the overrides of its ``phase``."""
+  cfg.data.data_dir = data_dir
+  cfg.data.cache_dir = cache_dir
+  cfg.seed = seed
+  return apply_overrides(cfg, stage_overrides(cfg, overrides, phase))
+
+
 def seed_folders(workdir: str, seeds) -> list[tuple[int, str]]:
   """(seed, folder) of each seed: ``seed<N>/`` with several, else the
   workdir itself."""
