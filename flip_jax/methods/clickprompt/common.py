@@ -17,21 +17,13 @@ from flip_jax import jsonio
 from flip_jax import tree_paths
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.clickprompt import prompt as prompt_lib
-from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import inputs
 from flip_jax.train import validate
 
-DTYPES = inputs.DTYPES
-load_prepared = inputs.load_prepared
-tokenized = inputs.tokenized
 CTR_INITS = ("xavier", "zoo")
 # Sections of a pretraining run's config a finetuning run must share.
 ARCH_FIELDS = ("num_prompt", "fusion", "shift_positions")
-
-
-def ctr_config(model_cfg, feature_map) -> ctr_lib.CTRConfig:
-  return inputs.ctr_config(model_cfg, feature_map)
 
 
 def freeze(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
@@ -49,14 +41,15 @@ def freeze(mode: str, model_cfg, cp_cfg, feature_map, plm_config,
   uses_q, uses_plm = model_lib.MODES[mode][:2]
   uses_q = uses_q and not (mode == "pretrain" and cp_cfg.fusion == "none")
   return model_lib.ClickPromptConfig(
-      mode=mode, ctr=ctr_config(model_cfg, feature_map) if uses_q else None,
+      mode=mode,
+      ctr=inputs.ctr_config(model_cfg, feature_map) if uses_q else None,
       plm=plm_config if uses_plm else None, num_prompt=cp_cfg.num_prompt,
       fusion=cp_cfg.fusion, prompt_usage=cp_cfg.prompt_usage,
       pooler=cp_cfg.pooler, weighted_add=cp_cfg.alpha.weighted,
       alpha_learnable=cp_cfg.alpha.learnable, alpha_init=cp_cfg.alpha.init,
       shift_positions=cp_cfg.shift_positions, lm_tied=cp_cfg.lm_tied,
-      mlm_max_masked=max_masked, dtype=DTYPES[model_cfg.dtype],
-      generator_dtype=DTYPES[cp_cfg.generator_dtype],
+      mlm_max_masked=max_masked, dtype=inputs.DTYPES[model_cfg.dtype],
+      generator_dtype=inputs.DTYPES[cp_cfg.generator_dtype],
       plm_remat=model_cfg.plm.remat)
 
 
@@ -69,7 +62,7 @@ def config_errors(config, mode: str) -> list[str]:
                   model_lib.PROMPT_USAGES)
   validate.one_of(errors, "clickprompt.pooler", c.pooler, prompt_lib.POOLERS)
   validate.one_of(errors, "clickprompt.generator_dtype", c.generator_dtype,
-                  tuple(DTYPES))
+                  tuple(inputs.DTYPES))
   validate.one_of(errors, "clickprompt.ctr_init", c.ctr_init, CTR_INITS)
   validate.positive(errors, "clickprompt.num_prompt", c.num_prompt)
   if mode != "pretrain":

@@ -21,6 +21,7 @@ from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.flip import finetune as flip_finetune
 from flip_jax.train import ctr_task
+from flip_jax.train import inputs
 
 
 def model_keys(mode: str) -> tuple[str, ...]:
@@ -67,7 +68,7 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
 
   def load_data(self, workdir):
     config = self.config
-    prepared = common.load_prepared(config, workdir)
+    prepared = inputs.load_prepared(config, workdir)
     fm = prepared.feature_map
     if config.ckpt.init_from:
       flip_finetune.check_init_from_feature_map(config.ckpt.init_from, fm)
@@ -77,7 +78,7 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
       module, params, tokenizer, _ = common.load_plm(self.model_cfg)
       extra.update(plm_config=module.config, plm_params=params,
                    tokenizer=tokenizer)
-      splits = common.tokenized(config, prepared, tokenizer)
+      splits = inputs.tokenized(config, prepared, tokenizer)
     keys = model_keys(self.mode)
     return ctr_task.task_data(
         {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
