@@ -51,17 +51,19 @@ from experiments import launch
 from flip_jax.export import hf_export
 from flip_jax.models import plm
 
-_PLM = launch.flag(flags.DEFINE_string, "plm", None, "Short PLM name or HF folder.")
+_PLM = launch.flag(flags.DEFINE_string, "plm", None,
+                   "Short PLM name or HF folder.")
 _OUT = launch.flag(flags.DEFINE_string, "out", None, "Destination folder.")
-_NUM_LAYERS = launch.flag(flags.DEFINE_integer, 
-    "num_layers", None, "Keep only the first N layers (default: all).")
-_CHECK = launch.flag(flags.DEFINE_bool, 
-    "check", False, "Reload with transformers and report the max abs diff.")
-_CHECK_BATCH = launch.flag(flags.DEFINE_integer, "check_batch", 4, "Batch size of --check.")
-_WORKDIR = launch.flag(flags.DEFINE_string, 
-    "workdir", None, "A finetuning run to export (instead of --plm).")
-_NUM_ROWS = launch.flag(flags.DEFINE_integer, 
-    "num_rows", 256, "Test rows scored by --check with --workdir.")
+_NUM_LAYERS = launch.flag(flags.DEFINE_integer, "num_layers", None,
+                          "Keep only the first N layers (default: all).")
+_CHECK = launch.flag(flags.DEFINE_bool, "check", False,
+                     "Reload with transformers and report the max abs diff.")
+_CHECK_BATCH = launch.flag(flags.DEFINE_integer, "check_batch", 4,
+                           "Batch size of --check.")
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None,
+                       "A finetuning run to export (instead of --plm).")
+_NUM_ROWS = launch.flag(flags.DEFINE_integer, "num_rows", 256,
+                        "Test rows scored by --check with --workdir.")
 
 _CHECK_SENTENCES = (
     "User ID is 1. Gender is female. Age is under 18. Job is K-12 student.",

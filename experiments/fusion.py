@@ -105,7 +105,8 @@ def run_stage(folder: str, stage: str) -> dict | None:
   """Writes ``<folder>/<stage>/results.json`` (None when an input run is
   missing: the bound needs both)."""
   a, b = (os.path.join(folder, s) for s in PAIRS[stage])
-  if not all(os.path.exists(os.path.join(d, run_files.RESULTS)) for d in (a, b)):
+  if not all(os.path.exists(os.path.join(d, run_files.RESULTS))
+             for d in (a, b)):
     return None
   res = bound(a, b)
   seed = jsonio.read_json(os.path.join(a, run_files.RESULTS)).get("seed")

@@ -21,17 +21,18 @@ from absl import logging
 
 from experiments import launch
 
-_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Finetune run directory.",
-                               required=True)
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None,
+                       "Finetune run directory.", required=True)
 _DATASET = launch.flag(flags.DEFINE_string, "dataset", None,
-                               "Dataset (default: the run's).")
+                       "Dataset (default: the run's).")
 _DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None,
-                                "Raw data folder (default: the run's).")
-_SPLIT = launch.flag(flags.DEFINE_enum, "split", "test", ["train", "valid", "test"],
-                           "Split to score.")
-_OUT = launch.flag(flags.DEFINE_string, "out", None, "Output .parquet or .csv file.",
-                           required=True)
-_BATCH = launch.flag(flags.DEFINE_integer, "batch_size", 256, "Global batch size.")
+                        "Raw data folder (default: the run's).")
+_SPLIT = launch.flag(flags.DEFINE_enum, "split", "test",
+                     ["train", "valid", "test"], "Split to score.")
+_OUT = launch.flag(flags.DEFINE_string, "out", None,
+                   "Output .parquet or .csv file.", required=True)
+_BATCH = launch.flag(flags.DEFINE_integer, "batch_size", 256,
+                     "Global batch size.")
 
 
 def check_args(workdir: str, out: str, batch_size: int) -> str:
@@ -111,7 +112,8 @@ def main(argv):
   pred, metrics = preds[_SPLIT.value], all_metrics[_SPLIT.value]
   if jax.process_index() == 0:
     write_table_atomic(pa.table({k: pred[k] for k in pred}), _OUT.value, fmt)
-  logging.info("wrote %d rows to %s; %s", len(pred["prob"]), _OUT.value, metrics)
+  logging.info("wrote %d rows to %s; %s", len(pred["prob"]), _OUT.value,
+               metrics)
   print(f"{_SPLIT.value}: {len(pred['prob'])} rows, " + ", ".join(
       f"{k}={v:.4f}" for k, v in metrics.items()))
 

@@ -35,13 +35,17 @@ from flip_jax.data import sources
 from flip_jax.data import textify
 from flip_jax.data import tokenize as tokenize_lib
 
-_DATASET = launch.flag(flags.DEFINE_string, 
-    "dataset", None, f"one of {', '.join(sources.dataset_names())} (overrides "
+_DATASET = launch.flag(
+    flags.DEFINE_string, "dataset", None,
+    f"one of {', '.join(sources.dataset_names())} (overrides "
     "config.data.dataset and picks that dataset's defaults)")
-_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None, "raw data directory")
-_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "output directory")
-_CONFIG = launch.flag(config_flags.DEFINE_config_file, 
-    "config", os.path.join(os.path.dirname(__file__), "configs", "data.py"),
+_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", None,
+                        "raw data directory")
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None,
+                       "output directory")
+_CONFIG = launch.flag(
+    config_flags.DEFINE_config_file, "config",
+    os.path.join(os.path.dirname(__file__), "configs", "data.py"),
     "data config file", lock_config=True)
 _SEQUENCES = launch.flag(
     flags.DEFINE_bool, "sequences", False, "also write the behaviour-"

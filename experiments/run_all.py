@@ -35,28 +35,35 @@ _METHOD = launch.flag(flags.DEFINE_list, "method", ["flip"],
                       f"Method(s): {', '.join(METHODS)}; several run one "
                       "after the other in <workdir>/<method>/ and add a "
                       "comparison table (comparison.md).")
-_DATASET = launch.flag(flags.DEFINE_string, "dataset", "synthetic", "Dataset name.")
-_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "", "Raw data folder (not for "
-                                "synthetic).")
-_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.", required=True)
-_PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small", ["tiny", "cpu-small", "cpu-full", "full"],
-                            "Sizes: tiny (smoke test, seconds), cpu-small "
-                            "(minutes on 2 cores), cpu-full (FLIP only: all "
-                            "of ML-100K, hours on 2 cores), full (official "
-                            "sizes); each method's PRESETS.")
-_PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6", "PLM short name or HF folder.")
+_DATASET = launch.flag(flags.DEFINE_string, "dataset", "synthetic",
+                       "Dataset name.")
+_DATA_DIR = launch.flag(flags.DEFINE_string, "data_dir", "",
+                        "Raw data folder (not for synthetic).")
+_WORKDIR = launch.flag(flags.DEFINE_string, "workdir", None, "Run directory.",
+                       required=True)
+_PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small",
+                      ["tiny", "cpu-small", "cpu-full", "full"],
+                      "Sizes: tiny (smoke test, seconds), cpu-small "
+                      "(minutes on 2 cores), cpu-full (FLIP only: all of "
+                      "ML-100K, hours on 2 cores), full (official sizes); "
+                      "each method's PRESETS.")
+_PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6",
+                   "PLM short name or HF folder.")
 _CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
-_SEED = launch.flag(flags.DEFINE_integer, "seed", 2012, "Seed of every stage.")
+_SEED = launch.flag(flags.DEFINE_integer, "seed", 2012,
+                    "Seed of every stage.")
 _SEEDS = launch.flag(flags.DEFINE_list, "seeds", None, "Train every model "
                      "once per seed (e.g. 2012,2013,2014): mean ± std and "
                      "paired claims; default: --seed alone.")
-_STAGES = launch.flag(flags.DEFINE_list, "stages", None, "Subset of stages to run "
-                            "(default: all).")
-_SET = launch.flag(flags.DEFINE_multi_string, 
-    "set", [], "Config override, key=value in ml_collections' --config.<key> "
-    "syntax, for every stage whose config has the key's section (e.g. "
-    "--set=data.max_length=48, --set=train.max_steps=20); prefix "
-    "'pretrain:' or 'finetune:' to scope it (--set=pretrain:train.max_steps=5).")
+_STAGES = launch.flag(flags.DEFINE_list, "stages", None,
+                      "Subset of stages to run (default: all).")
+_SET = launch.flag(flags.DEFINE_multi_string, "set", [],
+                   "Config override, key=value in ml_collections' "
+                   "--config.<key> syntax, for every stage whose config has "
+                   "the key's section (e.g. --set=data.max_length=48, "
+                   "--set=train.max_steps=20); prefix 'pretrain:' or "
+                   "'finetune:' to scope it "
+                   "(--set=pretrain:train.max_steps=5).")
 
 
 def run_method(method: str, workdir: str, **kwargs) -> str:

@@ -20,8 +20,8 @@ Overrides (``--set``) as in FLIP's workflow: ``pretrain:`` scopes a key to
 the pretraining stages, ``finetune:`` to the CTR stages. With several seeds
 each seed's training stages go to ``seed<N>/`` (data prepared once, FLOPs
 measured once). The report (``results.md``, ``report.md`` / ``.html`` with
-plots, ``summary.json``) states spec B8's claims as holds / contradicted / not supported
-at N % of the official budget (``report.verdict``).
+plots, ``summary.json``) states spec B8's claims as holds / contradicted /
+not supported at N % of the official budget (``report.verdict``).
 """
 from __future__ import annotations
 

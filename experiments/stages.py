@@ -15,8 +15,9 @@ has the key's section, ``pretrain:key`` / ``finetune:key`` for one phase.
 
 The contract ``experiments.run_all`` calls a method through (its module in
 ``run_all.METHODS``): ``STAGES`` (every stage name it knows), ``PRESETS``
-(the ``--preset`` values its configs have) and ``run_all(*, dataset, data_dir, workdir, preset, plm, ctr, seed, stages,
-overrides, seeds) -> str`` (the table and claims it prints).
+(the ``--preset`` values its configs have) and ``run_all(*, dataset,
+data_dir, workdir, preset, plm, ctr, seed, stages, overrides, seeds) ->
+str`` (the table and claims it prints).
 """
 from __future__ import annotations
 
