@@ -43,7 +43,6 @@ import os
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 

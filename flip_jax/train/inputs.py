@@ -11,6 +11,7 @@ from flip_jax.data import pipeline
 from flip_jax.data import prepare
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
+from flip_jax.train import finished
 from flip_jax.train import runtime
 from flip_jax.train import validate
 
@@ -104,3 +105,18 @@ def pretraining_columns(config, workdir: str, tokenizer, keys):
   parts = [tok["train"]] + ([tok["valid"]] if "valid" in tok else [])
   return prepared, pipeline.array_columns(pipeline.concat_columns(*parts),
                                           keys)
+
+
+def check_init_from_feature_map(init_from: str, feature_map) -> None:
+  """A pretraining run (``ckpt.init_from``) a finetuning run starts from must
+  have this data's feature map, id for id.
+
+  Equal sizes are not enough (another subsample or split can give the same
+  number of features with other ids): the field names, each field's
+  vocabulary and its feature counts must all agree
+  (``features.first_difference``), so that no id silently maps to another
+  embedding row.
+  """
+  finished.check_feature_map(
+      init_from, feature_map, advice="init_from: finetune on the dataset and "
+      "data config the run was pretrained on")

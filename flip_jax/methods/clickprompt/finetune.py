@@ -19,7 +19,6 @@ from absl import logging
 from flip_jax.data import pipeline
 from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import model as model_lib
-from flip_jax.methods.flip import finetune as flip_finetune
 from flip_jax.train import ctr_task
 from flip_jax.train import inputs
 
@@ -71,7 +70,7 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
     prepared = inputs.load_prepared(config, workdir)
     fm = prepared.feature_map
     if config.ckpt.init_from:
-      flip_finetune.check_init_from_feature_map(config.ckpt.init_from, fm)
+      inputs.check_init_from_feature_map(config.ckpt.init_from, fm)
     extra = {"prepared": prepared}
     splits = prepared.splits
     if self.uses_plm:

@@ -20,7 +20,6 @@ from flip_jax.data import pipeline
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.train import config_compat
 from flip_jax.train import ctr_task
-from flip_jax.train import finished
 from flip_jax.train import inputs
 from flip_jax.train import validate
 
@@ -70,20 +69,6 @@ def build_model(mode_cfg, model_cfg, feature_map,
       dtype=inputs.DTYPES[model_cfg.dtype], plm_remat=model_cfg.plm.remat))
 
 
-def check_init_from_feature_map(init_from: str, feature_map) -> None:
-  """The pretraining run's feature map must be this data's, id for id.
-
-  Equal sizes are not enough (another subsample or split can give the same
-  number of features with other ids): the field names, each field's
-  vocabulary and its feature counts must all agree
-  (``features.first_difference``), so that no id silently maps to another
-  embedding row.
-  """
-  finished.check_feature_map(
-      init_from, feature_map, advice="init_from: finetune on the dataset and "
-      "data config the run was pretrained on")
-
-
 class FlipFinetuneTask(ctr_task.BaseCtrTask):
   """Finetuning in one of the three modes, selected on valid AUC."""
   name = "flip_finetune"
@@ -115,7 +100,7 @@ class FlipFinetuneTask(ctr_task.BaseCtrTask):
     prepared = inputs.load_prepared(config, workdir)
     fm = prepared.feature_map
     if config.ckpt.init_from:
-      check_init_from_feature_map(config.ckpt.init_from, fm)
+      inputs.check_init_from_feature_map(config.ckpt.init_from, fm)
     extra = {"prepared": prepared}
     if self.mode in ("plm", "joint"):
       plm_module, plm_params, tokenizer = inputs.load_plm(self.model_cfg)
