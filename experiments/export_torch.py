@@ -8,7 +8,7 @@ Round trip of an imported checkpoint (unchanged weights):
 
 A finished run of any method (its best checkpoint: FLIP id / plm / joint,
 the ID model from scratch, CTR-BERT, ClickPrompt, SRP4CTR and DIN) to a
-PyTorch folder, through `flip_jax.export.run_export` (the run reloaded by
+PyTorch folder, through `flip_jax.methods.run_export` (the run reloaded by
 `flip_jax.train.reload.load_run`, as `predict` does):
 
   python -m experiments.export_torch --workdir=runs/ft_joint \
@@ -162,7 +162,7 @@ def main(argv):
     if _PLM.value or not _OUT.value:
       raise app.UsageError("--workdir needs --out and excludes --plm")
     # pylint: disable=g-import-not-at-top
-    from flip_jax.export import run_export
+    from flip_jax.methods import run_export
     from flip_jax.train import finished
     # pylint: enable=g-import-not-at-top
     # Before anything is loaded: --out must be new, empty or an earlier

@@ -149,7 +149,7 @@ EXPECTED_ERRORS = (ValueError, KeyError, OSError, EOFError, OverflowError,
 EXPECTED_ERROR_NAMES = frozenset({
     "SafetensorError",      # safetensors: truncated / corrupt file
     "WorkdirBusyError",     # flip_jax.train.workdir: another live run
-    "ExportCheckError",     # flip_jax.export.run_export: parity failed
+    "ExportCheckError",     # flip_jax.methods.run_export: parity failed
     "DecodeError",          # protobuf / tokenizers file errors
 })
 

@@ -205,7 +205,7 @@ def export(log: StageLog, name: str, run_dir: str, out: str) -> None:
   ``<out>/check.json`` holds the largest difference and the tolerance."""
 
   def _export():
-    from flip_jax.export import run_export  # pylint: disable=g-import-not-at-top
+    from flip_jax.methods import run_export  # pylint: disable=g-import-not-at-top
     diff = run_export.export_run(run_dir, out, check=True)
     jsonio.write_json_atomic(os.path.join(out, CHECK),
                              {"max_abs_diff": float(diff),

@@ -1,4 +1,5 @@
-"""Package layering: flip_jax.models never imports export or train code."""
+"""Package layering: flip_jax.models never imports export or train code;
+flip_jax.export never imports train or methods code."""
 import ast
 import pathlib
 
@@ -25,6 +26,16 @@ def test_models_import_neither_export_nor_train():
   bad = [f"{f.relative_to(ROOT.parent)}: {name}" for f in files
          for name in _imports(f)
          if any(name == m or name.startswith(m + ".") for m in FORBIDDEN)]
+  assert not bad, bad
+
+
+def test_export_imports_neither_train_nor_methods():
+  files = sorted((ROOT / "export").rglob("*.py"))
+  assert files
+  forbidden = ("flip_jax.train", "flip_jax.methods")
+  bad = [f"{f.relative_to(ROOT.parent)}: {name}" for f in files
+         for name in _imports(f)
+         if any(name == m or name.startswith(m + ".") for m in forbidden)]
   assert not bad, bad
 
 

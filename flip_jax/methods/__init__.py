@@ -33,7 +33,7 @@ TASKS = {
 
 # Task -> the module exporting a finished run of it to PyTorch: its
 # ``write(run, out_dir, source)`` and ``compare(folder, run, batch)`` (the
-# contract of flip_jax.export.run_export; experiments.export_torch).
+# contract of flip_jax.methods.run_export; experiments.export_torch).
 EXPORTERS = {
     "ctr": "flip_jax.methods.ctr_export",
     "ctr_bert": "flip_jax.methods.baselines.ctr_bert_export",

@@ -1,5 +1,5 @@
 """The ID model from scratch (task ``ctr``) to PyTorch: the exporter of the
-contract in `flip_jax.export.run_export`.
+contract in `flip_jax.methods.run_export`.
 
 `CTRClassifier` computes ``ctr/logit + out_bias``, the same function as
 FLIP's id-mode model (``ctr/logit + ctr_bias``), so the run is written as

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import pytest
 
 from flip_jax.export import hf_export
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.models import plm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -2,7 +2,7 @@
 
 The twin of `self_contained_run_test.py` (FLIP) for the two other loaders:
 the one loader (`flip_jax.train.reload`) and the export through it
-(`flip_jax.export.run_export`) read the architecture the run recorded
+(`flip_jax.methods.run_export`) read the architecture the run recorded
 (`model.json`); a pretraining run moved away or replaced by one of other
 sizes changes nothing. `predict`'s scoring reproduces each run's test AUC
 from the run alone, and the run exports to PyTorch with parity (ClickPrompt,
@@ -19,7 +19,7 @@ from experiments.configs import ctr as ctr_configs
 from experiments.configs import srp4ctr_ctr
 from experiments.configs import srp4ctr_pretrain
 from flip_jax import methods
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.srp4ctr import export as srp_export
 from flip_jax.train import loop
 from flip_jax.train import model_record

@@ -1,5 +1,5 @@
 """CTR-BERT to PyTorch: the exporter of the ``ctr_bert`` task (the contract
-of `flip_jax.export.run_export`).
+of `flip_jax.methods.run_export`).
 
 Folder layout:
 

@@ -16,7 +16,7 @@
     feature_map.json
 
 ``write`` / ``compare`` are the exporter contract of
-`flip_jax.export.run_export` (``export_run(workdir, out, check=True)``
+`flip_jax.methods.run_export` (``export_run(workdir, out, check=True)``
 compares p_torch with p_flax on test rows, float32).
 """
 from __future__ import annotations

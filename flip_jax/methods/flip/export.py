@@ -41,7 +41,7 @@ from safetensors.numpy import save_file
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.models.ctr.config import CTRConfig
@@ -240,7 +240,7 @@ def compare_export(folder, ft_cfg, variables, batch) -> dict[str, float]:
 
 
 def write(run, out_dir, source) -> pathlib.Path:
-  """The exporter contract (`flip_jax.export.run_export`): a finished
+  """The exporter contract (`flip_jax.methods.run_export`): a finished
   FLIP finetuning run (id / plm / joint) as an export folder."""
   ft_cfg = run.task.model.config
   return export_model(ft_cfg, run.variables, out_dir,

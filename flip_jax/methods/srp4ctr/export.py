@@ -112,7 +112,7 @@ def max_prob_diff(model, variables, torch_model_, batch) -> float:
 
 
 def write(run, out_dir, source) -> pathlib.Path:
-  """The exporter contract (`flip_jax.export.run_export`): the run's best
+  """The exporter contract (`flip_jax.methods.run_export`): the run's best
   model as ``model.safetensors`` + ``srp4ctr.json`` (+ ``source.json``)."""
   cfg = run.task.model.config
   sd = ctr_mapping.to_torch(export_rows(cfg, run.variables["params"]),

@@ -17,7 +17,7 @@ import pytest
 from flax import linen as nn
 
 from experiments import scoring
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.baselines import ctr_bert
 from flip_jax.models import plm as plm_lib
 

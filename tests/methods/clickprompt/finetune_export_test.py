@@ -9,7 +9,7 @@ import transformers
 from experiments import scoring
 from experiments.configs import clickprompt_finetune
 from flip_jax import checkpoint
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.clickprompt import export
 from tests.methods.clickprompt import pretrain_loop_test as pre_lib
 

@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.configs import flip_pretrain
 from flip_jax import checkpoint
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.methods.flip import pretrain
 from flip_jax.methods.flip import pretrain_model as flip_lib

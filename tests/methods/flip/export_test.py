@@ -28,7 +28,7 @@ from flip_jax import metrics
 from flip_jax.export import ctr_mapping
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.flip import export as finetuned
 from flip_jax.methods.flip import finetune_model as ft_lib
 from flip_jax.models import ctr

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 
 from experiments.configs import srp4ctr_ctr
-from flip_jax.export import run_export
+from flip_jax.methods import run_export
 from flip_jax.methods.srp4ctr import export
 from tests.methods.srp4ctr import srp_testlib as lib
 

@@ -17,7 +17,9 @@ The exporter contract (a module named in the registry):
       ``eval_keys``, host numpy, built by `check_batch`) with both models
       in float32 without dropout.
 
-Nothing here knows a method.
+Nothing here knows a method; it sits above ``flip_jax.export`` (the PyTorch
+twins and weight tables, which import neither ``train`` nor ``methods``)
+because it reloads runs and reads the methods' registry.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 from flip_jax.data import pipeline
 from flip_jax.export import ctr_torch
 from flip_jax.export import hf_export
+from flip_jax.train import reload
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ def check_destination(out_dir, workdir=None) -> pathlib.Path:
 
 def exporter(task: str):
   """The exporter module of ``task`` (see the module docstring)."""
+  # The registry is the package this module belongs to (imported late:
+  # the package imports the tasks, and their exporters import this).
   from flip_jax import methods  # pylint: disable=g-import-not-at-top
   if task not in methods.EXPORTERS:
     raise ValueError(f"task {task!r} has no PyTorch export; exportable: "
@@ -118,7 +123,6 @@ def export_run(workdir, out_dir, *, check: bool = False, num_rows: int = 256,
   empty folder or an earlier export holding only what it wrote; never the
   run's workdir (`hf_export.ExportDestinationError` otherwise).
   """
-  from flip_jax.train import reload  # pylint: disable=g-import-not-at-top
   check_destination(out_dir, workdir)
   run = reload.load_run(os.fspath(workdir), data_overrides=data_overrides)
   return export_loaded(run, out_dir, check=check, num_rows=num_rows)
