@@ -118,10 +118,7 @@ def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
   if "prepare" in stages:
     cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
                           seeds[0], overrides)
-    stages_lib.StageLog(workdir).run(
-        "prepare", lambda: os.path.exists(
-            os.path.join(workdir, "data", "stats.json")),
-        lambda: stages_lib.prepare_data(cfg, workdir))
+    stages_lib.prepare(workdir, cfg)
   for s, folder in stages_lib.seed_folders(workdir, seeds):
     _run_seed(folder, stages, (dataset, data_dir, cache_dir, ctr, plm, preset,
                                s), overrides)

@@ -214,6 +214,15 @@ def export(log: StageLog, name: str, run_dir: str, out: str) -> None:
   log.run(name, lambda: os.path.exists(os.path.join(out, CHECK)), _export)
 
 
+def prepare(workdir: str, cfg) -> None:
+  """The ``prepare`` stage: ``prepare_data``, done once
+  ``<workdir>/data/stats.json`` exists."""
+  StageLog(workdir).run(
+      "prepare",
+      lambda: os.path.exists(os.path.join(workdir, "data", "stats.json")),
+      lambda: prepare_data(cfg, workdir))
+
+
 def prepare_data(cfg, workdir: str) -> dict:
   """The data of ``cfg`` prepared once, its feature map and statistics in
   ``<workdir>/data`` (the same as ``experiments.prepare_data``)."""

@@ -64,17 +64,13 @@ def apply_data_preset(data: mlc.ConfigDict, dataset: str, preset: str):
       data.synthetic.num_ratings = 2400
     else:
       data.subsample = 0.01
-  elif preset == "cpu-small":
+  elif preset in ("cpu-small", "cpu-full"):
     data.max_length = 64
     if dataset == "synthetic":
       data.synthetic.num_ratings = 12000
-    else:
+    elif preset == "cpu-small":
       # A 10% index-based subsample keeps PLM evaluation affordable on CPU.
       data.subsample = 0.1
-  elif preset == "cpu-full":
-    data.max_length = 64
-    if dataset == "synthetic":
-      data.synthetic.num_ratings = 12000
     else:
       data.subsample = CPU_FULL_SUBSAMPLE.get(dataset, 1.0)
   return data
