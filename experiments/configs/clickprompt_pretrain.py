@@ -48,7 +48,7 @@ def model_config(dataset: str, ctr: str, plm: str, preset: str
                  ) -> mlc.ConfigDict:
   """ID backbone (ClickPrompt's full-rank DCNv2) and PLM; shared with
   finetuning."""
-  m = presets.model_config(ctr, plm, preset)
+  m = presets.model_config(ctr, plm, preset, dataset)
   embed, hidden, layers, cross = DCNV2_SIZES.get(dataset,
                                                  DCNV2_SIZES["ml-1m"])
   if preset != "full":  # CPU presets: the same shape, fewer layers

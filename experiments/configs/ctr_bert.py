@@ -49,7 +49,8 @@ def get_config(arg=None):
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
   # model.ctr is unused (no ID model); kept so one model section serves
   # every task of a run_all.
-  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset,
+                                   arg.dataset)
 
   c = cfg.ctr_bert = mlc.ConfigDict()
   # Fields whose clauses form the user text; every other field's clause

@@ -45,7 +45,7 @@ BUDGETS = {
                  micro_batch_size=0, lr=1e-3, log_every_steps=5,
                  ckpt_every_steps=15),
     "cpu-small": dict(batch_size=32, num_epochs=1,
-                      max_steps={"synthetic": 150, "other": 300},
+                      max_steps={"synthetic": 70, "other": 300},
                       micro_batch_size=0, lr=3e-4, log_every_steps=20,
                       ckpt_every_steps=100),
     "cpu-full": dict(batch_size=64, num_epochs=1,
@@ -65,7 +65,8 @@ def get_config(arg=None):
   cfg = common.skeleton("flip_pretrain")
   cfg.data = presets.apply_data_preset(
       data_configs.get_data_config(arg.dataset), arg.dataset, arg.preset)
-  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset,
+                                   arg.dataset)
 
   row = common.preset_row(BUDGETS, arg.preset, arg.dataset)
   cfg.train = common.train_config(

@@ -52,7 +52,8 @@ def get_config(arg=None):
   cfg.data.token_mask_prob = 0.15
   # model.ctr is unused here, but the finetuning run that takes this run's
   # PLM reads its whole model section (ckpt.init_from).
-  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset)
+  cfg.model = presets.model_config(arg.ctr, arg.plm, arg.preset,
+                                   arg.dataset)
 
   cfg.p_tab = mlc.ConfigDict()
   # Masked positions per row the MLM head sees (static shape); -1 = the

@@ -78,7 +78,9 @@ def load_run(workdir: str, *, data_overrides: dict | None = None) -> Run:
     FileNotFoundError: no best checkpoint.
   """
   from flip_jax import methods  # pylint: disable=g-import-not-at-top
-  workdir = os.fspath(workdir)
+  # Absolute: orbax refuses relative checkpoint paths (`predict
+  # --workdir=runs/x` from the checkout).
+  workdir = os.path.abspath(os.fspath(workdir))
   config = run_config(workdir, methods.TASKS, data_overrides=data_overrides)
   task = methods.make_task(config)
   data = task.load_data(workdir)

@@ -94,6 +94,15 @@ def test_moved_pretraining_run_still_predicts(runs):
   assert 0 < metrics["test"]["test/auc"] < 1
 
 
+def test_relative_workdir_predicts(runs, monkeypatch):
+  """`predict --workdir=runs/x` from the checkout: a relative path."""
+  _, ft, _ = runs
+  want = scoring.score_splits(str(ft), ["test"], batch_size=64)[0]
+  monkeypatch.chdir(ft.parent)
+  got = scoring.score_splits(ft.name, ["test"], batch_size=64)[0]
+  np.testing.assert_array_equal(got["test"]["prob"], want["test"]["prob"])
+
+
 def test_resume_refuses_another_architecture(runs, tmp_path):
   pre, ft, cfg = runs
   again = tmp_path / "ft"
