@@ -19,6 +19,7 @@ from flip_jax import init_merge
 from flip_jax import optim
 from flip_jax import sharding
 from flip_jax.train import state as state_lib
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -185,10 +186,8 @@ def test_restore_onto_other_mesh(tmp_path, save_devices, restore_devices):
 
 
 def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
-  env = dict(os.environ)
+  env = env_lib.child_env(devices=1)  # the child runs on one CPU device
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-  env.pop("XLA_FLAGS", None)  # the child runs on one CPU device
-  env["JAX_PLATFORMS"] = "cpu"
   child = subprocess.Popen(
       [sys.executable, str(REPO / "tests" / "helpers" / "ckpt_kill_child.py"),
        str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

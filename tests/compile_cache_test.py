@@ -13,6 +13,7 @@ from absl.testing import flagsaver
 
 from experiments import launch
 from flip_jax import compile_cache
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,8 +119,7 @@ launch.run_main(main)
 
 
 def _run_program(*args, devices=1):
-  env = dict(os.environ, XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices}"))
+  env = env_lib.child_env(devices)
   proc = subprocess.run([sys.executable, "-c", _PROGRAM, *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
                         check=False, env=env)

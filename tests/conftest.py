@@ -7,23 +7,18 @@ import tempfile
 
 # 8 fake CPU devices unless FLIP_JAX_TEST_DEVICES says otherwise: `make test`
 # runs the tests not marked `multidevice` on 1 device (where the compilation
-# cache is on, see below), then the `multidevice` ones on 8.
+# cache is on, see below), then the `multidevice` ones on 8. The XLA flags of
+# every test process and child: tests/helpers/env.py.
+from tests.helpers import env as env_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
 DEVICES = int(os.environ.get("FLIP_JAX_TEST_DEVICES", "8"))
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (
-      f"{_flags} --xla_force_host_platform_device_count={DEVICES}".strip())
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+env_lib.setup_process(DEVICES)
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from flip_jax import compile_cache  # pylint: disable=g-import-not-at-top
 
-jax.config.update("jax_disable_most_optimizations", True)
 
 # JAX's persistent compilation cache, one folder per pytest run: made by the
 # first process (the xdist controller, or the only one with -n 0), found in

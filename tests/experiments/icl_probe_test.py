@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -12,8 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 @pytest.mark.slow  # ~40 s: a research sweep, not library behaviour
 def test_icl_probe_prints_the_spread_and_the_steps(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env = env_lib.child_env(devices=1)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.sweeps.icl_probe",
        "--dataset=synthetic", "--preset=tiny", "--batch=8", "--steps=10",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -13,9 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(900)
 def test_run_all_tiny_produces_every_output(tiny_bert_dir, tmp_path):
   workdir = tmp_path / "run"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  env.pop("XLA_FLAGS", None)
+  env = env_lib.child_env(devices=1)
   cmd = [sys.executable, "-m", "experiments.run_all", "--dataset=synthetic",
          f"--workdir={workdir}", "--preset=tiny", f"--plm={tiny_bert_dir}",
          # An override in the shared config names, scoped to finetuning

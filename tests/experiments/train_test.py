@@ -24,6 +24,7 @@ from experiments import train_ctr
 from flip_jax import checkpoint
 
 from tests.methods import ctr_test  # pylint: disable=g-bad-import-order
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ALIASES = {"pretrain": ("flip_pretrain", pretrain.main),
@@ -156,8 +157,7 @@ def test_readme_command_lines_of_the_aliases(tiny_bert_dir, cache_dir,
 
 
 def _python(code_or_module, *args, module=False):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env = env_lib.child_env(devices=1)
   cmd = [sys.executable, *(["-m", code_or_module] if module
                            else ["-c", code_or_module]), *args]
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,

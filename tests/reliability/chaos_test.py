@@ -24,6 +24,7 @@ import pytest
 
 from tests.methods import ctr_test
 from tests.methods.flip import pretrain_loop_test as plt
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 STEPS = 24
 _TIMING = ("examples_per_sec", "compile_sec")
@@ -94,8 +95,7 @@ def test_pretraining_killed_at_random_moments_changes_nothing(tiny_bert_dir,
 
 
 def _train_ctr(workdir, cache):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = env_lib.child_env(devices=1)
   args = [f"--config={ctr_test.CONFIG}:dataset=synthetic,model=dcnv2",
           f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
           *[a for a in ctr_test.SMALL if "max_steps" not in a

@@ -21,6 +21,7 @@ import time
 import pytest
 
 from tests.methods.flip import pretrain_loop_test as plt
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 SEEDS = (1, 2)
 STAGES = "prepare,base_id,base_plm"
@@ -33,8 +34,7 @@ def _launch(plm_dir, workdir):
   """The run in the background, this launch's output in a file beside the
   workdir (a pipe nobody reads while waiting for the kill moment would fill
   and stall the run)."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = env_lib.child_env(devices=1)
   cmd = [sys.executable, "-m", "experiments.run_all", "--dataset=synthetic",
          f"--workdir={workdir}", "--preset=tiny", f"--plm={plm_dir}",
          f"--seeds={','.join(map(str, SEEDS))}", f"--stages={STAGES}"]

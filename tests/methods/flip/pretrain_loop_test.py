@@ -15,6 +15,7 @@ from flip_jax import checkpoint
 from flip_jax import methods
 from flip_jax.train import loop
 from flip_jax.train import steps
+from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 
@@ -134,11 +135,7 @@ def _free_port():
 
 
 def _launch(args, devices, env_extra=None):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
-  env.update(env_extra or {})
+  env = env_lib.child_env(devices, **(env_extra or {}))
   return subprocess.Popen([sys.executable, "-m", "experiments.pretrain", *args],
                           cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,87 @@
+r"""XLA:CPU flags against the test suite's compile time: an interleaved A/B.
+
+  python -m benchmarks.compile_flags                  # 3 rounds
+  python -m benchmarks.compile_flags --rounds=5 \
+      --variant="--xla_cpu_use_fusion_emitters=false --xla_cpu_use_xnnpack=false"
+
+The suite's programs are tiny: compiling them, not running them, is what a
+test pays for. Each round starts one fresh process per variant (no
+compilation cache) in a rotated order and times two workloads the suite
+is made of: the FLIP micro-batched pretraining gradient checked against the
+whole batch (the step-level tests' shape: a dozen jitted programs), and a
+two-step run of the ID model through the shared loop (the loop's init,
+train, evaluation and checkpoint programs). All processes run at optimization
+level 0 (``JAX_DISABLE_MOST_OPTIMIZATIONS``, as the tests). Prints each
+measurement and the medians per variant; the XLA flags the tests use are in
+tests/helpers/env.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_CHILD = r"""
+import json, sys, tempfile, time
+sys.path.insert(0, sys.argv[1])
+import jax
+from tests.methods.flip import flip_testlib as fst
+from tests.train import loop_test
+t0 = time.perf_counter()
+fst.check_micro_batched_equals_whole_batch_without_dropout(2, "official")
+t1 = time.perf_counter()
+with tempfile.TemporaryDirectory() as tmp:
+  cfg = loop_test.ctr_config(tmp + "/cache")
+  loop_test.train(cfg, tmp + "/run")
+t2 = time.perf_counter()
+print(json.dumps({"flip_step_check": t1 - t0, "ctr_loop": t2 - t1}))
+"""
+
+DEFAULT_VARIANTS = ("", "--xla_cpu_use_fusion_emitters=false")
+
+
+def _run(flags: str) -> dict[str, float]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="true",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {flags}")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env.pop("FLIP_JAX_COMPILE_CACHE", None)
+  with tempfile.TemporaryDirectory() as tmp:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, REPO], cwd=tmp,
+                          env=env, capture_output=True, text=True,
+                          check=False)
+  if proc.returncode:
+    raise SystemExit(f"variant {flags!r} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--variant", action="append",
+                      help="XLA_FLAGS of one variant ('' = none); repeat")
+  args = parser.parse_args()
+  variants = args.variant or list(DEFAULT_VARIANTS)
+  times: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+  for r in range(args.rounds):
+    for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+      out = _run(v)
+      times[v].append(out)
+      print(f"round {r} {v or '(none)'!r}: " + ", ".join(
+          f"{k} {t:.2f} s" for k, t in out.items()), flush=True)
+  print("\nmedians over", args.rounds, "rounds:")
+  for v, outs in times.items():
+    med = {k: statistics.median(o[k] for o in outs) for k in outs[0]}
+    print(f"  {v or '(none)'!r}: " + ", ".join(
+        f"{k} {t:.2f} s" for k, t in med.items())
+          + f", total {sum(med.values()):.2f} s")
+
+
+if __name__ == "__main__":
+  main()
