@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-slow venv bench clean
 
 venv: $(STAMP)
 
@@ -26,10 +26,16 @@ demo: $(STAMP)
 # Two passes: the tests not marked multidevice on 1 fake CPU device (the
 # compilation cache shared by the tests' processes and launchers; XLA:CPU
 # deadlocks on cached collectives with several devices), then the sharding
-# tests (marker multidevice) on 8.
+# tests (marker multidevice) on 8, spread test by test (few share fixtures).
 test: $(STAMP)
 	FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
-	FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu"
+	FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load
+
+# The tests make test leaves out (marker slow: chaos runs, variants another
+# test of make test covers), in the same two passes.
+test-slow: $(STAMP)
+	FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "slow and not gpu and not multidevice"
+	FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "slow and multidevice and not gpu" --dist load
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

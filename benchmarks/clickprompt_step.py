@@ -89,7 +89,7 @@ def run(form: str, batch: int, length: int, steps: int, plm: str, k: int,
   tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
   state = state_lib.create_train_state(params, tx, rng)
   res = step_timing.measure(
-      lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
+      lambda mb: functools.partial(steps_lib.train_step, task=task,
                                    micro_batches=mb),
       micro_batches, state, (b, {}), steps, None, count_only)
   res.update(form=name, generator_params=int(gen))

@@ -113,7 +113,7 @@ def throughput(model: str) -> tuple[float, float]:
     batches = [sharding.global_batch({key: b[key] for key in keys}, mesh,
                                      rules, batch_sh)
                for b in (next(it) for _ in range(k))]
-    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx),
+    step = jax.jit(functools.partial(steps.train_step, task=task),
                    donate_argnums=0)
     state, m = step(state, batches[0], {})
     jax.block_until_ready(m)

@@ -6,10 +6,10 @@ r"""Joint (FLIP) finetuning step throughput: DCNv2 + MiniLM-L6.
   python -m benchmarks.finetune_step --modes=joint,joint@rbg   # PRNG impl A/B
   python -m benchmarks.finetune_step --modes=joint/mb8,joint/mb8+b16  # dropout bits
 
-One jitted step of flip_jax.train.finetune (BCE of the mix + both branches +
-L2, AdamW with a PLM parameter group, donated state) on a random batch of
-the real shapes. Reports compile time apart from the steady-state step time,
-examples/s, model GFLOP/s (XLA cost analysis) and the fraction of the
+One jitted step of flip_jax.methods.flip.finetune (BCE of the mix + both
+branches + L2, AdamW with a PLM parameter group, donated state) on a random
+batch of the real shapes. Reports compile time apart from the steady-state step
+time, examples/s, model GFLOP/s (XLA cost analysis) and the fraction of the
 measured float32 matmul peak, and prints one `BENCH {json}` line per mode.
 Reference (FLIP.md / issue 6): the official PyTorch joint step runs at about
 15.6 examples/s on a 2-core machine (851 GFLOP per step).
@@ -73,7 +73,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
   task = finetune.FlipFinetuneTask(cfg)
   task.model = model
   res = step_timing.measure(
-      lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
+      lambda mb: functools.partial(steps_lib.train_step, task=task,
                                    micro_batches=mb, rng_impl=impl),
       micro_batches, state, (b, {}), steps, trace_dir, count_only)
   res["mode"] = name

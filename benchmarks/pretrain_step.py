@@ -130,7 +130,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   task = flip_task.FlipPretrainTask(None)
   task.model = model
   res = step_timing.measure(
-      lambda mb: functools.partial(steps_lib.train_step, task=task, tx=tx,
+      lambda mb: functools.partial(steps_lib.train_step, task=task,
                                    micro_batches=mb, rng_impl=impl),
       micro_batches, state, (b, consts), steps, trace_dir, count_only,
       window=window, gate=gate)

@@ -23,9 +23,10 @@ Hooks:
   transpose  Dense kernel (in, out) <-> torch Linear weight (out, in)
   conv1d     CIN kernel (in, out) <-> torch Conv1d weight (out, in, 1)
 
-The finetuned model (`flip_jax.models.finetune.FlipCtrModel`) adds the rows
-of `FINETUNE_ROWS` and nests the backbone under ``params/ctr/`` <-> ``ctr.``;
-its PLM goes to a Hugging Face folder (`flip_jax.export.hf_export`) instead.
+The finetuned model (`flip_jax.methods.flip.finetune_model.FlipCtrModel`) adds
+the rows of `FINETUNE_ROWS` and nests the backbone under ``params/ctr/`` <->
+``ctr.``; its PLM goes to a Hugging Face folder (`flip_jax.export.hf_export`)
+instead.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """PyTorch twin of the finetuned FLIP CTR model, and its export folder.
 
-`FlipCtrTorch` is the finetuned model of `flip_jax.models.finetune` (modes
-id / plm / joint): the ID backbone (`flip_jax.export.torch_backbones`), a
-Hugging Face `AutoModel` as the PLM (sentence vector = first token of the
+`FlipCtrTorch` is the finetuned model of `flip_jax.methods.flip.finetune_model`
+(modes id / plm / joint): the ID backbone (`flip_jax.export.torch_backbones`),
+a Hugging Face `AutoModel` as the PLM (sentence vector = first token of the
 last layer), `txt_head`, α and the biases, with the joint logit (FLIP.md 6.3)
 
     s = α·(z_ID + b_ID) + (1 − α)·(z_PLM + b_PLM) + b_out.
 
 `FlipCtrTorch.from_pretrained(dir)` loads a folder written by
-`flip_jax.export.finetuned.export_finetuned`.
+`flip_jax.methods.flip.export.export_model`.
 """
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step_fn = jax.jit(
         functools.partial(
-            steps.train_step, task=task, tx=tx, rng_impl=rng_impl,
+            steps.train_step, task=task, rng_impl=rng_impl,
             micro_batches=runtime.num_micro_batches(t.batch_size,
                                                     t.micro_batch_size)),
         in_shardings=(init.shardings, batch_sh, const_sh),

@@ -39,9 +39,9 @@ class TrainState(struct.PyTreeNode):
     """``{'params': ..., **model_state}``: what ``model.apply`` takes."""
     return variables(self.params, self.model_state)
 
-  def apply_gradients(self, grads) -> "TrainState":
+  def apply_gradients(self, grads, model_state=None) -> "TrainState":
     """Same as the module-level `apply_gradients`."""
-    return apply_gradients(self, grads)
+    return apply_gradients(self, grads, model_state)
 
 
 def raw_key(rng) -> jax.Array:
@@ -99,12 +99,15 @@ def apply_train(model, params, model_state, *args, **kwargs):
   return out, dict(new)
 
 
-def apply_gradients(state: TrainState, grads) -> TrainState:
+def apply_gradients(state: TrainState, grads,
+                    model_state=None) -> TrainState:
   """One optimiser update: optax update + apply_updates, step + 1.
 
   Args:
     state: current state.
     grads: gradients with the structure of ``state.params``.
+    model_state: the non-param collections after this step's passes (e.g.
+      BatchNorm's running statistics), or None to keep ``state``'s.
 
   Returns:
     The new state (rng unchanged: per-step randomness comes from
@@ -112,8 +115,9 @@ def apply_gradients(state: TrainState, grads) -> TrainState:
   """
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return state.replace(step=state.step + 1, params=params,
-                       opt_state=opt_state)
+  return state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state,
+      model_state=state.model_state if model_state is None else model_state)
 
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")

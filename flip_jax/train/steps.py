@@ -33,8 +33,8 @@ def step_rngs(rng, step, streams: tuple[str, ...] = ("dropout", "noise"),
   return dict(zip(streams, jax.random.split(key, len(streams))))
 
 
-def train_step(state, batch, consts, *, task, tx: optax.GradientTransformation,
-               micro_batches: int = 1, rng_impl: str | None = None):
+def train_step(state, batch, consts, *, task, micro_batches: int = 1,
+               rng_impl: str | None = None):
   """One optimizer step of ``task`` on the global ``batch``.
 
   Args:
@@ -44,7 +44,6 @@ def train_step(state, batch, consts, *, task, tx: optax.GradientTransformation,
     batch: the global batch (the task's ``train_keys``).
     consts: the task's replicated constants.
     task: a ``flip_jax.train.task.Task`` (static).
-    tx: optimizer.
     micro_batches: M > 1 accumulates the gradient of M micro-batches (same
       loss and gradient up to the dropout draws and summation order).
     rng_impl: PRNG implementation of ``state.rng`` (``config.prng_impl``).
@@ -56,13 +55,9 @@ def train_step(state, batch, consts, *, task, tx: optax.GradientTransformation,
   metrics, grads, model_state = task.grads(
       state.params, state.model_state, batch, consts, rngs,
       micro_batches=micro_batches)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   metrics = {f"train/{k}": v for k, v in metrics.items()}
   metrics["train/grad_norm"] = optax.global_norm(grads)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state, model_state=model_state)
-  return new_state, metrics
+  return state.apply_gradients(grads, model_state), metrics
 
 
 def fetch_metrics(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:

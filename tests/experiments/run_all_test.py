@@ -11,6 +11,7 @@ from tests.helpers import env as env_lib  # pylint: disable=g-bad-import-order
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_run_all_tiny_produces_every_output(tiny_bert_dir, tmp_path):
   workdir = tmp_path / "run"

@@ -211,7 +211,7 @@ def _run(mesh, num_steps=2, batch_size=16):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = init.init(state_lib.new_key(0))
     first = jax.device_get(state.params)
-    step_fn = jax.jit(functools.partial(steps.train_step, task=task, tx=tx),
+    step_fn = jax.jit(functools.partial(steps.train_step, task=task),
                       in_shardings=(init.shardings, batch_sh, {}),
                       out_shardings=(init.shardings,
                                      sharding.replicated(mesh)),

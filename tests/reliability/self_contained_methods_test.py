@@ -54,6 +54,7 @@ def srp_runs(tmp_path_factory):
   return root
 
 
+@pytest.mark.long
 def test_srp4ctr_export_reads_the_run_not_its_pretraining(srp_runs):
   root = srp_runs
   stored = model_record.load(str(root / "ctr"))
@@ -79,6 +80,7 @@ def cp_runs(tiny_bert_dir, tmp_path_factory):
   return root
 
 
+@pytest.mark.long
 def test_clickprompt_reload_reads_the_run_not_its_pretraining(cp_runs):
   root = cp_runs
   run = str(root / "ctr_only")

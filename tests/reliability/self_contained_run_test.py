@@ -62,6 +62,7 @@ def _replaced_model(pre, **ctr):
     path.write_text(saved)
 
 
+@pytest.mark.long
 def test_model_json_holds_the_architecture_trained(runs):
   pre, ft, _ = runs
   stored = model_record.load(str(ft))

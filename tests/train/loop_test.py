@@ -148,11 +148,29 @@ def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("loop_cache")
 
 
+# The 8-device loop smoke of these cases is `slow` (make test skips it):
+# another multidevice test of `make test` checks the same sharded step
+# against one device, and every method keeps one case here (its loop's
+# sharded init, data, evaluation and checkpoints on the mesh).
+SHARDED_ELSEWHERE = {
+    "ctr:model=dcnv2": "methods/ctr_test.py::"
+                       "test_sharded_train_step_equals_single_device",
+    "flip_finetune:preset=tiny,mode=id": "the joint case (both towers)",
+    "flip_finetune:preset=tiny,mode=plm": "the joint case (both towers)",
+    "clickprompt_pretrain:preset=tiny": "methods/clickprompt/step_test.py::"
+                                        "test_eight_devices_equal_one",
+    "srp4ctr_pretrain:preset=tiny": "methods/srp4ctr/step_test.py::"
+                                    "test_pretrain_step_8_devices_equals_1",
+}
+
+
 def _cases():
   configs = task_configs()
   for name in sorted(methods.TASKS):
     for variant in (configs[name][1] if name in configs else [""]):
-      yield pytest.param(name, variant, id=f"{name}:{variant}")
+      case = f"{name}:{variant}"
+      marks = [pytest.mark.slow] if case in SHARDED_ELSEWHERE else []
+      yield pytest.param(name, variant, id=case, marks=marks)
 
 
 # ------------------------------------------------------------------- smoke

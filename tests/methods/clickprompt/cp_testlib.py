@@ -165,7 +165,7 @@ def run_steps(task, example, consts, mesh_shape, num_steps: int = 2,
     state = si.init(jax.random.PRNGKey(seed))
     batch_sh = {k: sharding.batch_sharding(mesh, rules, example[k].ndim)
                 for k in keys}
-    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,
+    step = jax.jit(functools.partial(steps.train_step, task=task,
                                      micro_batches=micro_batches),
                    in_shardings=(si.shardings, batch_sh, {}),
                    out_shardings=(si.shardings, sharding.replicated(mesh)),

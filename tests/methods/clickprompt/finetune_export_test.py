@@ -54,6 +54,7 @@ def test_ctr_only_exports_as_the_plain_ctr_model(tiny_bert_dir, pa_mlm):
   assert meta["mode"] == "id" and meta["ctr_config"]["cross_type"] == "full"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(600)
 def test_prefix_add_exports_as_one_module(tiny_bert_dir, pa_mlm):
   cfg = _finetune_config(tiny_bert_dir, pa_mlm / "cache", "prefix_add",

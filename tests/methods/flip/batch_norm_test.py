@@ -13,6 +13,7 @@ import jax
 import ml_collections as mlc
 import numpy as np
 import optax
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.configs import flip_pretrain
@@ -50,6 +51,7 @@ def _state(model, batch, tx):
   return state_lib.create_train_state(params, tx, jax.random.PRNGKey(3), rest)
 
 
+@pytest.mark.long
 def test_micro_batched_pretrain_step_updates_running_statistics():
   # The whole-batch step runs in the AFN end-to-end test below.
   micro_batches = 2
@@ -59,7 +61,7 @@ def test_micro_batched_pretrain_step_updates_running_statistics():
   state = _state(model, batch, tx)
   before = jax.tree.map(np.asarray, state.model_state)
   step = jax.jit(functools.partial(steps.train_step, task=fst.task_for(model),
-                                   tx=tx, micro_batches=micro_batches))
+                                   micro_batches=micro_batches))
   first = None
   for _ in range(8):
     state, m = step(state, batch, fst.consts())
@@ -131,6 +133,7 @@ def test_init_from_carries_the_backbone_statistics(tmp_path):
                got["batch_stats"]["ctr"], stats["batch_stats"]["ctr"])
 
 
+@pytest.mark.long
 def test_afn_pretrain_finetune_export_end_to_end(tiny_bert_dir, tmp_path):
   cache = tmp_path / "cache"
   cfg = flip_pretrain.get_config("dataset=synthetic,preset=tiny,ctr=afn")

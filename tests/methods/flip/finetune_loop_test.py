@@ -58,6 +58,7 @@ def runs(tiny_bert_dir, cache_dir, pre_dir, tmp_path_factory):
   return out
 
 
+@pytest.mark.long
 def test_joint_from_pretraining_keeps_intended_subtrees(pre_dir, runs):
   workdir, cfg, res = runs["joint"]
   assert res["init_from"] == str(pre_dir)

@@ -37,7 +37,7 @@ def test_micro_batched_step_trains():
   params = fst.tiny_params()
   tx = optax.adamw(1e-2)
   state = state_lib.create_train_state(params, tx, jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,
+  step = jax.jit(functools.partial(steps.train_step, task=task,
                                    micro_batches=4))
   c = fst.consts()
   first = None

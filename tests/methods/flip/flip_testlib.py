@@ -328,7 +328,7 @@ def one_step(ct: ConfigTask, tx=None, micro_batches: int = 1, seed: int = 0):
   tx = tx or optax.adamw(1e-2)
   state = state_lib.create_train_state(ct.params, tx,
                                        jax.random.PRNGKey(seed))
-  step = jax.jit(functools.partial(steps.train_step, task=ct.task, tx=tx,
+  step = jax.jit(functools.partial(steps.train_step, task=ct.task,
                                    micro_batches=micro_batches))
   state, metrics = step(state, ct.batch, ct.consts)
   return state, jax.device_get(metrics)
@@ -391,7 +391,7 @@ def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
     batch_sh = {k: sharding.batch_sharding(mesh, rules, v.ndim)
                 for k, v in batch.items()}
     const_sh = {k: sharding.replicated(mesh) for k in c}
-    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,
+    step = jax.jit(functools.partial(steps.train_step, task=task,
                                      micro_batches=micro_batches),
                    in_shardings=(si.shardings, batch_sh, const_sh),
                    out_shardings=(si.shardings, sharding.replicated(mesh)),

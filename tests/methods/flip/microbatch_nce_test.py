@@ -85,7 +85,7 @@ def _step(num):
   task = fst.task_for(model)
   state = state_lib.create_train_state(fst.tiny_params(), _TX,
                                        jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(steps.train_step, task=task, tx=_TX,
+  step = jax.jit(functools.partial(steps.train_step, task=task,
                                    micro_batches=num))
   new, metrics = step(state, _noise_batch(), fst.consts())
   assert int(new.step) == 1

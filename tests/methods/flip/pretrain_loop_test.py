@@ -71,6 +71,7 @@ def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.long
 def test_losses_fall_and_resume_is_bitwise(tiny_bert_dir, cache_dir, tmp_path):
   full = tmp_path / "full"
   cfg = make_config(tiny_bert_dir, cache_dir,
@@ -152,6 +153,7 @@ def _flags(plm_dir, cache_dir, workdir):
   return flags
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_two_processes_equal_one(tiny_bert_dir, cache_dir, tmp_path):
   one = _launch(_flags(tiny_bert_dir, cache_dir, tmp_path / "one"), 4)

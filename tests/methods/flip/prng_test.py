@@ -51,7 +51,7 @@ def test_pretrain_step_under_rbg_keys():
     state = state_lib.create_train_state(params, tx,
                                          state_lib.new_key(0, impl))
     assert state.rng.shape == ((2,) if impl == "threefry2x32" else (4,))
-    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,
+    step = jax.jit(functools.partial(steps.train_step, task=task,
                                      rng_impl=impl))
     state, m = step(state, batch, c)
     state, m2 = step(state, batch, c)

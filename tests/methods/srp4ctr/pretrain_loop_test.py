@@ -29,6 +29,7 @@ def test_short_pretraining_lowers_the_loss(root):
     assert f"train/{name}_loss" in recs[-1]
 
 
+@pytest.mark.long
 def test_ctr_starts_from_the_pretrained_encoder(root):
   """post_init takes seq/ and copies each pretrained layer into the cross
   layer (K/V excluded); frozen, both stay as pretrained."""

@@ -62,7 +62,7 @@ def run_steps(task, batch, consts, num_devices, micro_batches=1, num=2):
     batch_sh = {k: sharding.batch_sharding(mesh, rules, v.ndim)
                 for k, v in batch.items()}
     const_sh = {k: sharding.replicated(mesh) for k in consts}
-    step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx,
+    step = jax.jit(functools.partial(steps.train_step, task=task,
                                      micro_batches=micro_batches),
                    in_shardings=(si.shardings, batch_sh, const_sh),
                    out_shardings=(si.shardings, sharding.replicated(mesh)),
