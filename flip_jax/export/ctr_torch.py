@@ -8,7 +8,10 @@ last layer), `txt_head`, α and the biases, with the joint logit (FLIP.md 6.3)
     s = α·(z_ID + b_ID) + (1 − α)·(z_PLM + b_PLM) + b_out.
 
 `FlipCtrTorch.from_pretrained(dir)` loads a folder written by
-`flip_jax.methods.flip.export.export_model`.
+`flip_jax.methods.flip.export.export_model`. The id-mode folder is also the
+export format of the ID model from scratch (`flip_jax.methods.ctr_export`)
+and of ClickPrompt's ``ctr_only`` mode, so the twin lives here, beside the
+shared backbones, and not in `flip_jax.methods.flip` with FLIP's exporter.
 """
 from __future__ import annotations
 
