@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from tests.helpers import env as env_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CHILD = r"""
@@ -43,7 +45,8 @@ t2 = time.perf_counter()
 print(json.dumps({"flip_step_check": t1 - t0, "ctr_loop": t2 - t1}))
 """
 
-DEFAULT_VARIANTS = ("", "--xla_cpu_use_fusion_emitters=false")
+# XLA's defaults against the flags the tests compile with.
+DEFAULT_VARIANTS = ("", " ".join(env_lib.FAST_COMPILE_FLAGS))
 
 
 def _run(flags: str) -> dict[str, float]:

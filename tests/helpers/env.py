@@ -43,10 +43,7 @@ def setup_process(devices: int) -> None:
 
 def child_env(devices: int = 1, **extra: str) -> dict[str, str]:
   """The environment of a child process on ``devices`` fake CPU devices:
-  this run's (cache folder included) with the test XLA flags, plus
-  ``extra``."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  env["XLA_FLAGS"] = xla_flags(devices, env.get("XLA_FLAGS", ""))
-  env.update(extra)
-  return env
+  this process's (``setup_process``'s settings, the cache folder) with the
+  device count replaced, plus ``extra``."""
+  return dict(os.environ, **extra,
+              XLA_FLAGS=xla_flags(devices, os.environ.get("XLA_FLAGS", "")))

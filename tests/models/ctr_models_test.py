@@ -69,10 +69,12 @@ def test_shapes_grads_and_encode_params(name):
   # logit = linear + w . rep (or the documented fixed-head variants).
   backbone = ctr.build(cfg)
   bvars = {k: v["ctr"] for k, v in variables.items()}
-  rep = backbone.apply(bvars, ids, method=backbone.encode)
-  # Eager here, jitted there: float32 rounding of sums whose terms cancel
-  # (FM's square of sums minus sum of squares), so the slack is relative to
-  # the representation's scale, not to each (possibly tiny) entry.
+  # Jitted like the classifier above (one program, not an op-by-op pass).
+  # The two programs still fuse FM's cancelling sums (square of sums minus
+  # sum of squares) differently, so entries near 0 carry float32 rounding
+  # of the representation's scale: the slack is relative to that scale.
+  rep = jax.jit(lambda v, x: backbone.apply(v, x, method=backbone.encode))(
+      bvars, ids)
   np.testing.assert_allclose(rep, out["ctr/rep"], rtol=1e-6,
                              atol=1e-6 * float(np.abs(rep).max()))
   bp = jax.tree.map(np.asarray, bvars["params"])

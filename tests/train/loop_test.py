@@ -166,11 +166,13 @@ SHARDED_ELSEWHERE = {
 
 def _cases():
   configs = task_configs()
-  for name in sorted(methods.TASKS):
-    for variant in (configs[name][1] if name in configs else [""]):
-      case = f"{name}:{variant}"
-      marks = [pytest.mark.slow] if case in SHARDED_ELSEWHERE else []
-      yield pytest.param(name, variant, id=case, marks=marks)
+  cases = [(name, variant) for name in sorted(methods.TASKS)
+           for variant in (configs[name][1] if name in configs else [""])]
+  ids = [f"{name}:{variant}" for name, variant in cases]
+  stale = set(SHARDED_ELSEWHERE) - set(ids)
+  assert not stale, f"SHARDED_ELSEWHERE names no case: {sorted(stale)}"
+  return [pytest.param(*case, id=i, marks=[pytest.mark.slow] * (
+      i in SHARDED_ELSEWHERE)) for case, i in zip(cases, ids)]
 
 
 # ------------------------------------------------------------------- smoke
