@@ -43,6 +43,7 @@ import os
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -329,13 +330,22 @@ class Checkpointer:
 
 
 def non_finite_leaves(tree) -> list[str]:
-  """Paths of the floating-point leaves holding NaN or Inf."""
+  """Paths of the floating-point leaves holding NaN or Inf (whole CPU
+  arrays checked by numpy, others by one jitted check per leaf shape)."""
   out = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating) and not bool(
-        jax.numpy.isfinite(leaf).all()):
+    if not jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
+      continue
+    if isinstance(leaf, jax.Array) and not checkpoint_digest.on_host(leaf):
+      finite = bool(_all_finite(leaf))
+    else:
+      finite = bool(np.isfinite(np.asarray(leaf)).all())
+    if not finite:
       out.append(path_str(path))
   return out
+
+
+_all_finite = jax.jit(lambda x: jax.numpy.isfinite(x).all())
 
 
 def abstract_like(tree):

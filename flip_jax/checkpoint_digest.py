@@ -9,10 +9,13 @@ restored as another dtype, converted on the way in, is not compared).
 
 The sums are position weighted (``sum_i w_i * (2i + 1)`` and the same over a
 mixed word, modulo 2**32): any change of one word changes both, and they do not
-depend on sharding, so a checkpoint restored onto another mesh verifies. Jax
-arrays are summed on their devices (a jitted pass per leaf, no host copy; every
-process gets the same replicated result); numpy arrays (the params-only reads)
-by the numpy twin, which gives the same numbers.
+depend on sharding, so a checkpoint restored onto another mesh verifies.
+Accelerator arrays, and arrays this process holds only part of, are summed on
+their devices (a jitted pass per leaf, no host copy; every process gets the
+same replicated result); numpy arrays (the params-only reads) and whole CPU
+arrays by the numpy twin, which gives the same numbers without compiling a
+program per leaf shape (on CPU the device memory is the host's; compiling
+was most of a small run's save and restore time).
 """
 from __future__ import annotations
 
@@ -99,12 +102,29 @@ def _dtype(leaf) -> str:
   return str(np.dtype(dtype)) if dtype is not None else type(leaf).__name__
 
 
+def on_host(leaf: jax.Array) -> bool:
+  """Whether numpy reads `leaf` whole without a device copy: every shard
+  is in this process and on a CPU device."""
+  return leaf.is_fully_addressable and all(
+      d.platform == "cpu" for d in leaf.sharding.device_set)
+
+
+def host_value(leaf: jax.Array) -> np.ndarray:
+  """`leaf` as numpy (a PRNG key array as its raw key data)."""
+  if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  return np.asarray(leaf)
+
+
 def digest(tree) -> dict[str, list]:
   """{leaf path: [sum, mixed sum, dtype]} of every array leaf of `tree`."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   out, device = {}, []
   for path, leaf in flat:
-    if isinstance(leaf, jax.Array):
+    if isinstance(leaf, jax.Array) and on_host(leaf):
+      out[path_str(path)] = _sums_np(_words_np(host_value(leaf))) + [
+          _dtype(leaf)]
+    elif isinstance(leaf, jax.Array):
       device.append((path_str(path), leaf))
     elif hasattr(leaf, "dtype") or isinstance(leaf, (int, float, bool)):
       leaf = np.asarray(leaf)

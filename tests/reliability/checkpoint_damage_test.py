@@ -196,7 +196,17 @@ def test_digest_is_layout_free_and_the_numpy_twin_agrees():
       mesh, P("d") if np.ndim(v) and v.shape[0] % 8 == 0 else P()))
              for k, v in host.items()}
   want = checkpoint_digest.digest(host)
-  assert checkpoint_digest.digest(sharded) == want
+  assert checkpoint_digest.digest(sharded) == want  # numpy: CPU arrays
+  # The device pass (accelerators, arrays held in part) gives the same.
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(checkpoint_digest, "on_host", lambda leaf: False)
+    assert checkpoint_digest.digest(sharded) == want
+    assert checkpoint.non_finite_leaves(sharded) == []
+    bad = host["f32"].copy()
+    bad[1, 2] = np.inf
+    sharded["f32"] = jax.device_put(bad, sharded["f32"].sharding)
+    assert checkpoint.non_finite_leaves(sharded) == ["f32"]
+  assert checkpoint.non_finite_leaves(sharded) == ["f32"]
   changed = dict(host, f32=host["f32"].copy())
   changed["f32"].view(np.uint32)[3, 2] ^= 1
   assert checkpoint_digest.mismatches(changed, want) == ["f32"]
