@@ -18,6 +18,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from flip_jax import compile_cache  # pylint: disable=g-import-not-at-top
+from tests.helpers import shared  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 
 # JAX's persistent compilation cache, one folder per pytest run: made by the
@@ -35,6 +36,8 @@ compile_cache.setup(os.environ[TEST_CACHE_ENV])
 # Off in a process with 8 CPU devices (see compile_cache), on with 1;
 # launchers the tests start with one device share the folder either way.
 compile_cache.check_backend()
+# Fixtures every worker uses, built once per run (tests/helpers/shared.py).
+_OWN_SHARED = shared.setup()
 
 
 def pytest_runtest_setup(item):
@@ -63,9 +66,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-  """Removes the run's cache folder (in the process that made it)."""
-  if _OWN_CACHE and not hasattr(config, "workerinput"):
+  """Removes the run's cache and shared folders (in the process that
+  made them)."""
+  if hasattr(config, "workerinput"):
+    return
+  if _OWN_CACHE:
     shutil.rmtree(os.environ[TEST_CACHE_ENV], ignore_errors=True)
+  if _OWN_SHARED:
+    shared.remove()
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -105,6 +113,7 @@ def make_tiny_bert_dir(path: pathlib.Path, *, hidden: int = 32, layers: int = 2,
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory):
-  """Session-wide tiny random BERT folder (see make_tiny_bert_dir)."""
-  return make_tiny_bert_dir(tmp_path_factory.mktemp("tiny_bert"))
+def tiny_bert_dir():
+  """A tiny random BERT folder (see make_tiny_bert_dir), built once per
+  pytest run for all its processes (read-only)."""
+  return shared.built("tiny_bert", make_tiny_bert_dir)
