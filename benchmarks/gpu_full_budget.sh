@@ -75,10 +75,10 @@ wait $(jobs -p | grep -v "^${SMI:-x}$") 2>/dev/null
 stage fusion
 $PY - "$W/seed$SEED" "$OUT/seed${SEED}_full_budget.json" "$PRESET" <<'EOF' 2>&1 | log
 import json, sys
-from experiments import report
+from experiments import flip_workflow
 from flip_jax import jsonio
 run, out, preset = sys.argv[1:]
-print(report.write_report(run, dataset="ml-100k", preset=preset))
+print(flip_workflow.write_report(run, dataset="ml-100k", preset=preset))
 summary = json.load(open(f"{run}/summary.json"))
 summary["stages"] = json.load(open(f"{run}/stages.json"))
 jsonio.write_json_atomic(out, summary)

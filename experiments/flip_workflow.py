@@ -1,161 +1,144 @@
-"""FLIP's end-to-end workflow behind ``experiments.run_all`` (the default
-method), written with the stage runner ``experiments.stages``.
+"""FLIP's workflow behind ``experiments.run_all`` (the default method): its
+``workflow.Spec``.
 
-Stages, each in its own sub-folder of a seed's folder, each resumable:
-``prepare`` (data/), ``pretrain``, the finetuning stages of
-``FINETUNE_STAGES`` (FLIP_ID / FLIP_PLM / FLIP and the baselines from the
-public weights), ``fusion`` (the logistic-regression bound of
+Stages: ``prepare``, ``pretrain`` (MLM + MTM + ICL), FLIP_ID / FLIP_PLM /
+FLIP finetuned from it, the ID model and the PLM-only model from the public
+weights, ``fusion`` (the logistic-regression bound of
 ``experiments.fusion``), ``export`` (the joint model to PyTorch, parity
-checked), and the opt-in ablations, PLM baselines and α variant. Then the
-results table and the report (``experiments.report``).
+checked); opt-in: the ablations, the joint model from public weights, the
+PLM baselines and the alpha = sigmoid(θ) variant.
 """
 from __future__ import annotations
 
-import os
+import functools
 
-from experiments import run_identity
-from experiments import stages as stages_lib
+from experiments import fusion
+from experiments import pretrain_check
+from experiments import workflow
+from experiments import workflow_report as wr
+from experiments.configs import ctr_bert
+from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
+from experiments.configs import p_tab_pretrain
+from experiments.workflow import Claim, Plot, Stage
 
-# The default run: the paper's headline table.
-DEFAULT_STAGES = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
-                  "base_id", "base_plm", "fusion", "export")
-# Ablations (opt-in with --stages): each pretrains without one loss, then
-# finetunes the joint model from it; base_joint is the joint model from
-# the public weights (no pretraining).
+# Ablations (opt-in): each pretrains without one loss, then finetunes the
+# joint model from it.
 ABLATIONS = {"no_mlm": "mlm", "no_mtm": "mtm", "no_icl": "icl"}
-# The paper's PLM baselines (opt-in): CTR-BERT (two towers) and P-Tab
-# (token MLM on the prompts, then [CLS] finetuning).
-BASELINES = ("ctr_bert", "p_tab")
-# Opt-in variant: the joint model with alpha = sigmoid(θ) at its own rate.
-VARIANTS = ("flip_joint_sigmoid",)
-# The presets the method has (run_all's --preset).
-PRESETS = flip_pretrain.PRESETS
-STAGES = DEFAULT_STAGES + tuple(f"ablate_{a}" for a in ABLATIONS) + (
-    "base_joint",) + BASELINES + VARIANTS
-
-# Finetuning stages: (mode, from the pretraining run?)
-FINETUNE_STAGES = {
-    "flip_id": ("id", True), "flip_plm": ("plm", True),
-    "flip_joint": ("joint", True), "base_id": ("id", False),
-    "base_plm": ("plm", False), "base_joint": ("joint", False),
-}
 
 
+def _base(a):
+  return a.text("dataset", "ctr", "plm", "preset")
 
 
-def _base_arg(dataset, ctr, plm, preset):
-  return f"dataset={dataset},ctr={ctr},plm={plm},preset={preset}"
+def _finetune(mode, alpha="raw"):
+  return lambda a: flip_finetune.get_config(
+      f"{_base(a)},mode={mode},alpha={alpha}")
 
 
-def pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed,
-                    overrides):
-  from experiments.configs import flip_pretrain  # pylint: disable=g-import-not-at-top
-  return stages_lib.stage_config(
-      flip_pretrain.get_config(_base_arg(dataset, ctr, plm, preset)),
-      "pretrain", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
-      overrides=overrides)
+def _pretrain(a):
+  return flip_pretrain.get_config(_base(a))
 
 
-def finetune_config(dataset, data_dir, cache_dir, ctr, plm, preset, seed, mode,
-                    init_from, overrides, alpha="raw"):
-  from experiments.configs import flip_finetune  # pylint: disable=g-import-not-at-top
-  cfg = flip_finetune.get_config(_base_arg(dataset, ctr, plm, preset)
-                                 + f",mode={mode},alpha={alpha}")
-  cfg.ckpt.init_from = init_from
-  return stages_lib.stage_config(cfg, "finetune", data_dir=data_dir,
-                                 cache_dir=cache_dir, seed=seed,
-                                 overrides=overrides)
+def _fusion(name):
+  return Stage(name, "custom", select="fusion", done=f"{name}/results.json",
+               run=lambda ctx, folder, cfg: fusion.run_stage(folder, name))
 
 
-def run_all(*, dataset: str, data_dir: str, workdir: str, preset: str,
-            plm: str, ctr: str, seed: int, stages=None,
-            overrides: dict[str, str] | None = None,
-            seeds: list[int] | None = None) -> str:
-  """Runs the selected stages and returns the printed results table.
-
-  With several ``seeds`` every model is trained once per seed, each seed's
-  stages in ``<workdir>/seed<N>/`` (data prepared once); the report shows
-  mean ± std and decides each claim on the per-seed paired differences.
-  One seed keeps the stages directly in the workdir.
-  """
-  from experiments import report  # pylint: disable=g-import-not-at-top
-  overrides = overrides or {}
-  stages, seeds = stages_lib.run_args(stages, STAGES, DEFAULT_STAGES, seeds,
-                                      seed)
-  os.makedirs(workdir, exist_ok=True)
-  stages_lib.check_overrides(overrides, [
-      pretrain_config(dataset, data_dir, "", ctr, plm, preset, seeds[0], {}),
-      finetune_config(dataset, data_dir, "", ctr, plm, preset, seeds[0],
-                      "joint", "", {})])
-  run_identity.claim(workdir, "flip", locals())  # before any stage writes
-  data_overrides = {k: v for k, v in overrides.items()
-                    if k.rpartition(":")[2].startswith("data.")}
-  # One processed-data cache for every stage and seed of the run.
-  cache_dir = os.path.join(workdir, ".flip_jax_cache")
-  if "prepare" in stages:
-    cfg = pretrain_config(dataset, data_dir, cache_dir, ctr, plm, preset,
-                          seeds[0], data_overrides)
-    stages_lib.prepare(workdir, cfg)
-  for s, folder in stages_lib.seed_folders(workdir, seeds):
-    _run_seed(folder, stages, s, dataset=dataset, data_dir=data_dir,
-              cache_dir=cache_dir, preset=preset, plm=plm, ctr=ctr,
-              overrides=overrides)
-  return report.write_report(workdir, dataset=dataset, preset=preset)
+def _ablation(abl, loss):
+  sel = f"ablate_{abl}"
+  return (Stage(f"pretrain_{abl}", "pretrain", _pretrain, select=sel,
+                overrides=((f"pretrain:pretrain.{loss}.enabled", "false"),)),
+          Stage(f"flip_joint_{abl}", "train", _finetune("joint"),
+                needs=f"pretrain_{abl}", select=sel))
 
 
-def _run_seed(folder, stages, seed, *, dataset, data_dir, cache_dir, preset,
-              plm, ctr, overrides) -> None:
-  """The training and export stages of one seed in ``folder``."""
-  os.makedirs(folder, exist_ok=True)
-  log = stages_lib.StageLog(folder)
-  run = (dataset, data_dir, cache_dir, ctr, plm, preset, seed)
-  pre_dir = os.path.join(folder, "pretrain")
-  if "pretrain" in stages:
-    stages_lib.pretrain(log, "pretrain", pretrain_config(*run, overrides),
-                        pre_dir)
-  for name, (mode, from_pre) in FINETUNE_STAGES.items():
-    if name in stages:
-      stages_lib.train(log, name, finetune_config(
-          *run, mode, pre_dir if from_pre else "", overrides),
-                       os.path.join(folder, name))
-  if "flip_joint_sigmoid" in stages:
-    stages_lib.train(log, "flip_joint_sigmoid", finetune_config(
-        *run, "joint", pre_dir, overrides, alpha="sigmoid"),
-                     os.path.join(folder, "flip_joint_sigmoid"))
-  if "fusion" in stages:
-    from experiments import fusion  # pylint: disable=g-import-not-at-top
-    for name in fusion.PAIRS:
-      log.run(name, lambda n=name: os.path.exists(
-          os.path.join(folder, n, stages_lib.RESULTS)),
-              lambda n=name: fusion.run_stage(folder, n))
-  for abl, loss in ABLATIONS.items():
-    if f"ablate_{abl}" not in stages:
-      continue
-    abl_pre = os.path.join(folder, f"pretrain_{abl}")
-    scoped = {**overrides, f"pretrain:pretrain.{loss}.enabled": "false"}
-    stages_lib.pretrain(log, f"pretrain_{abl}",
-                        pretrain_config(*run, scoped), abl_pre)
-    stages_lib.train(log, f"flip_joint_{abl}", finetune_config(
-        *run, "joint", abl_pre, overrides),
-                     os.path.join(folder, f"flip_joint_{abl}"))
-  if "ctr_bert" in stages:
-    from experiments.configs import ctr_bert  # pylint: disable=g-import-not-at-top
-    cfg = stages_lib.stage_config(
-        ctr_bert.get_config(_base_arg(dataset, ctr, plm, preset)),
-        "finetune", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
-        overrides=overrides)
-    stages_lib.train(log, "ctr_bert", cfg, os.path.join(folder, "ctr_bert"))
-  if "p_tab" in stages:
-    from experiments.configs import p_tab_pretrain  # pylint: disable=g-import-not-at-top
-    pcfg = stages_lib.stage_config(
-        p_tab_pretrain.get_config(_base_arg(dataset, ctr, plm, preset)),
-        "pretrain", data_dir=data_dir, cache_dir=cache_dir, seed=seed,
-        overrides=overrides)
-    p_dir = os.path.join(folder, "p_tab_pretrain")
-    stages_lib.pretrain(log, "p_tab_pretrain", pcfg, p_dir)
-    stages_lib.train(log, "p_tab", finetune_config(
-        *run, "plm", p_dir, overrides), os.path.join(folder, "p_tab"))
-  if "export" in stages:
-    stages_lib.export(log, "export", os.path.join(folder, "flip_joint"),
-                      os.path.join(folder, "export_joint"))
+ROWS = (("base_id", "ID model from scratch"),
+        ("base_plm", "PLM only (public weights)"),
+        ("flip_id", "FLIP_ID"),
+        ("flip_plm", "FLIP_PLM"),
+        ("flip_joint", "FLIP (joint)"),
+        ("flip_joint_sigmoid", "FLIP (joint), alpha = sigmoid(θ) at its own "
+         "rate"),
+        ("fusion_flip", "fusion bound: FLIP_ID + FLIP_PLM (logistic "
+         "regression on valid logits)"),
+        ("fusion_base", "fusion bound: ID model + PLM-only (logistic "
+         "regression on valid logits)"),
+        ("base_joint", "joint from public weights (no pretraining)"),
+        ("ctr_bert", "CTR-BERT (two towers)"),
+        ("p_tab", "P-Tab (MLM on prompts, then [CLS])"),
+        ("flip_joint_no_mlm", "FLIP (joint) pretrained without MLM"),
+        ("flip_joint_no_mtm", "FLIP (joint) pretrained without MTM"),
+        ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
+_J = "flip_joint"
+# FLIP's headline claims (better row, worse row, the claim in words).
+CLAIMS = (
+    Claim(_J, "base_id", "FLIP (joint) beats the ID model from scratch"),
+    Claim(_J, "base_plm", "FLIP (joint) beats the PLM-only model"),
+    Claim("flip_id", "base_id", "FLIP_ID beats the ID model from scratch "
+          "(same inference cost)"),
+    Claim("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model"),
+    Claim(_J, "ctr_bert", "FLIP (joint) beats CTR-BERT"),
+    Claim(_J, "p_tab", "FLIP (joint) beats P-Tab"),
+    Claim("flip_plm", "p_tab", "FLIP_PLM beats P-Tab (both PLM-only at "
+          "inference)"),
+    Claim("fusion_flip", "base_id", "some mix of FLIP_ID and FLIP_PLM beats "
+          "the ID model (the fusion bound: is 'joint < ID' the data or the "
+          "optimisation?)"),
+    Claim("fusion_base", "base_id", "some mix of the ID model and PLM-only "
+          "beats the ID model (fusion bound, no pretraining)"),
+    Claim("flip_joint_sigmoid", "base_id", "FLIP (joint, alpha = sigmoid(θ) "
+          "at its own rate) beats the ID model from scratch"),
+    Claim(_J, "base_joint", "FLIP pretraining helps the joint model (beats "
+          "the same model from public weights)"),
+    *(Claim(_J, f"flip_joint_{a}", f"{l.upper()} helps (FLIP joint beats "
+            f"pretraining without {l.upper()})") for a, l in ABLATIONS.items()),
+)
+
+
+def _icl(ctx) -> list[str]:
+  """The pretraining runs whose ICL ended at chance."""
+  notes = pretrain_check.notes(ctx.workdir)
+  return ["## Pretraining", ""] + notes + [""] if notes else []
+
+
+SPEC = workflow.Spec(
+    name="flip", title="FLIP", presets=flip_pretrain.PRESETS,
+    stages=(
+        Stage("prepare", "prepare", _pretrain, phase="pretrain"),
+        Stage("pretrain", "pretrain", _pretrain),
+        *(Stage(n, "train", _finetune(m), needs="pretrain") for n, m in (
+            ("flip_id", "id"), ("flip_plm", "plm"), ("flip_joint", "joint"))),
+        *(Stage(n, "train", _finetune(m)) for n, m in (
+            ("base_id", "id"), ("base_plm", "plm"), ("base_joint", "joint"))),
+        Stage("flip_joint_sigmoid", "train", _finetune("joint", "sigmoid"),
+              needs="pretrain"),
+        _fusion("fusion_flip"), _fusion("fusion_base"),
+        *(s for a, l in ABLATIONS.items() for s in _ablation(a, l)),
+        Stage("ctr_bert", "train",
+              lambda a: ctr_bert.get_config(_base(a))),
+        Stage("p_tab_pretrain", "pretrain", select="p_tab",
+              config=lambda a: p_tab_pretrain.get_config(_base(a))),
+        Stage("p_tab", "train", _finetune("plm"), needs="p_tab_pretrain"),
+        Stage("export", "export", needs=_J, folder="export_joint",
+              label="the joint model")),
+    default=("prepare", "pretrain", "flip_id", "flip_plm", _J, "base_id",
+             "base_plm", "fusion", "export"),
+    check_with=("pretrain", _J), rows=ROWS, base="base_id", claims=CLAIMS,
+    plots=(
+        Plot("pretrain_losses.png", "FLIP pretraining losses", "loss",
+             tuple((k, "pretrain", f"train/{k}")
+                   for k in ("mlm_loss", "mtm_loss", "icl_loss")),
+             heading="Pretraining losses"),
+        Plot("valid_auc.png", "Validation AUC during finetuning", "valid AUC",
+             workflow.every_row(ROWS, "valid/auc"), x="examples",
+             heading="Validation AUC per finetuning mode"),
+        Plot("alpha.png", "Learned mixing weight alpha (FLIP joint)", "alpha",
+             (("alpha", _J, "train/alpha"),), heading="Learned alpha")),
+    report=(wr.results, wr.budget, wr.claims, _icl, wr.stages, wr.exports,
+            wr.plots),
+    printed=lambda ctx: pretrain_check.notes(ctx.workdir))
+
+# For scripts and tests: run_all and the report of this spec.
+run_all = functools.partial(workflow.run_all, SPEC)
+write_report = functools.partial(wr.write, SPEC)

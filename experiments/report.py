@@ -1,12 +1,10 @@
-"""Results table, plots and the report of an ``experiments.run_all`` workdir.
+"""Results table, claims and summary of an ``experiments.run_all`` workdir.
 
-Reads only files the stages wrote (``results.json``, ``metrics.jsonl``,
-``stages.json``, ``export_joint/check.json``) so it can be rerun at any time:
-
-  python -c "from experiments import report; print(report.write_report('runs/demo'))"
-
-Writes ``results.md``, ``report.md`` / ``report.html`` (with PNG plots) and
-``summary.json`` (the table and the claims' verdicts, for scripts).
+Reads only files the stages wrote (``results.json``, ``stages.json``, the
+runs' ``config.json``) so it can be rerun at any time. A method's spec
+(``experiments.workflow.Spec``) names the rows and claims; the report
+writer ``experiments.workflow_report`` lays the report out. Each claim is
+decided on per-seed paired test-AUC differences (``verdict``).
 """
 from __future__ import annotations
 
@@ -18,37 +16,15 @@ import numpy as np
 from flip_jax import metrics as metrics_lib
 
 from experiments import budget as budget_lib
-from experiments import pretrain_check
-from experiments import report_plots
-from experiments import stages as stages_lib
-# Re-exported: the methods' workflows read run files through ``report``.
+# Re-exported: the methods' specs read run files through ``report``.
 from experiments.report_io import read_json, seed_dirs  # pylint: disable=unused-import
-
-ROWS = (("base_id", "ID model from scratch"),
-        ("base_plm", "PLM only (public weights)"),
-        ("flip_id", "FLIP_ID"),
-        ("flip_plm", "FLIP_PLM"),
-        ("flip_joint", "FLIP (joint)"),
-        ("flip_joint_sigmoid", "FLIP (joint), alpha = sigmoid(θ) at its own "
-         "rate"),
-        ("fusion_flip", "fusion bound: FLIP_ID + FLIP_PLM (logistic "
-         "regression on valid logits)"),
-        ("fusion_base", "fusion bound: ID model + PLM-only (logistic "
-         "regression on valid logits)"),
-        ("base_joint", "joint from public weights (no pretraining)"),
-        ("ctr_bert", "CTR-BERT (two towers)"),
-        ("p_tab", "P-Tab (MLM on prompts, then [CLS])"),
-        ("flip_joint_no_mlm", "FLIP (joint) pretrained without MLM"),
-        ("flip_joint_no_mtm", "FLIP (joint) pretrained without MTM"),
-        ("flip_joint_no_icl", "FLIP (joint) pretrained without ICL"))
-
 
 METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc",
            # The joint models' branches (their ID and text logits alone).
            "test/ctr_auc", "test/txt_auc")
 
 
-def collect(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
+def collect(workdir: str, rows_spec, base: str | None = "base_id"
             ) -> list[dict]:
   """One row per trained model: its per-seed results and their mean / std.
 
@@ -144,7 +120,7 @@ def fmt(stat: dict | None, digits: int = 4) -> str:
   return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def results_table(workdir: str, rows_spec=ROWS, base: str | None = "base_id"
+def results_table(workdir: str, rows_spec, base: str | None = "base_id"
                   ) -> tuple[str, list[dict]]:
   """Markdown table of the finetuned models (mean ± std over seeds).
 
@@ -194,34 +170,6 @@ def budget_lines(rows: list[dict]) -> list[str]:
   return out
 
 
-# (better row, worse row, the claim in words): FLIP's headline claims.
-CLAIMS = (
-    ("flip_joint", "base_id", "FLIP (joint) beats the ID model from scratch"),
-    ("flip_joint", "base_plm", "FLIP (joint) beats the PLM-only model"),
-    ("flip_id", "base_id", "FLIP_ID beats the ID model from scratch (same "
-     "inference cost)"),
-    ("flip_plm", "base_plm", "FLIP_PLM beats the PLM-only model"),
-    ("flip_joint", "ctr_bert", "FLIP (joint) beats CTR-BERT"),
-    ("flip_joint", "p_tab", "FLIP (joint) beats P-Tab"),
-    ("flip_plm", "p_tab", "FLIP_PLM beats P-Tab (both PLM-only at inference)"),
-    ("fusion_flip", "base_id", "some mix of FLIP_ID and FLIP_PLM beats the "
-     "ID model (the fusion bound: is 'joint < ID' the data or the "
-     "optimisation?)"),
-    ("fusion_base", "base_id", "some mix of the ID model and PLM-only beats "
-     "the ID model (fusion bound, no pretraining)"),
-    ("flip_joint_sigmoid", "base_id", "FLIP (joint, alpha = sigmoid(θ) at its "
-     "own rate) beats the ID model from scratch"),
-    ("flip_joint", "base_joint", "FLIP pretraining helps the joint model "
-     "(beats the same model from public weights)"),
-    ("flip_joint", "flip_joint_no_mlm", "MLM helps (FLIP joint beats "
-     "pretraining without MLM)"),
-    ("flip_joint", "flip_joint_no_mtm", "MTM helps (FLIP joint beats "
-     "pretraining without MTM)"),
-    ("flip_joint", "flip_joint_no_icl", "ICL helps (FLIP joint beats "
-     "pretraining without ICL)"),
-)
-
-
 def sign_flip_p(diffs: list[float]) -> float:
   """Exact two-sided p of a paired sign-flip (randomization) test."""
   d = np.asarray(diffs, np.float64)
@@ -247,12 +195,16 @@ def verdict(diffs: list[float], share: float | None) -> str:
   return f"not supported at {budget_lib.pct(share)} of the budget"
 
 
-def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
-  """Each claim both of whose rows ran, decided on per-seed paired test-AUC
-  differences and the rows' share of the official budget (``verdict``)."""
+def decide(rows: list[dict], claims) -> list[tuple[tuple, dict]]:
+  """(claim, verdict) of each claim both of whose rows ran, decided on
+  per-seed paired test-AUC differences and the rows' share of the official
+  budget (``verdict``). A claim is (better row, worse row, text) or a
+  ``workflow.Claim``; a graded one (``must`` set) also records ``must`` and
+  whether its mean difference reaches its ``margin``."""
   by = {r["stage"]: r for r in rows}
   out = []
-  for a, b, text in claims:
+  for c in claims:
+    a, b, text = c[:3]
     if a not in by or b not in by:
       continue
     pairs = _paired(by[a], by[b], "test/auc")
@@ -266,47 +218,71 @@ def claim_verdicts(rows: list[dict], claims=CLAIMS) -> list[dict]:
     shares = [by[a]["share"], by[b]["share"]]
     share = None if None in shares else min(shares)
     words = verdict(diffs, share)
-    out.append({"claim": text, "holds": words == HOLDS,
-                "verdict": words, "budget_share": share,
-                "test/auc_diffs": diffs,
-                "test/auc_diff": mean, "seeds_positive": positive,
-                "num_seeds": len(diffs),
-                "p_sign_flip": sign_flip_p(diffs) if len(diffs) > 1 else None,
-                "seeds": common,
-                "subset": len(common) < max(len(by[a]["seeds"]),
-                                            len(by[b]["seeds"])),
-                # Means over the paired seeds (a row's mean over all its
-                # seeds would not match the difference).
-                "test/auc": [float(np.mean([x for x, _, _ in pairs])),
-                             float(np.mean([y for _, y, _ in pairs]))]})
+    v = {"claim": text, "holds": words == HOLDS,
+         "verdict": words, "budget_share": share,
+         "test/auc_diffs": diffs,
+         "test/auc_diff": mean, "seeds_positive": positive,
+         "num_seeds": len(diffs),
+         "p_sign_flip": sign_flip_p(diffs) if len(diffs) > 1 else None,
+         "seeds": common,
+         "subset": len(common) < max(len(by[a]["seeds"]),
+                                     len(by[b]["seeds"])),
+         # Means over the paired seeds (a row's mean over all its seeds
+         # would not match the difference).
+         "test/auc": [float(np.mean([x for x, _, _ in pairs])),
+                      float(np.mean([y for _, y, _ in pairs]))]}
+    if len(c) > 3 and c[3] is not None:
+      v.update(must=c[3], margin_ok=bool(mean >= c[4]))
+    out.append((c, v))
   return out
 
 
-def claims(rows: list[dict], claim_list=CLAIMS) -> list[str]:
-  """The paper's claims, checked on these numbers (stated plainly)."""
-  out = []
-  for c in claim_verdicts(rows, claim_list):
-    line = (f"- {c['claim']}: {c['verdict']} (test AUC {c['test/auc'][0]:.4f}"
-            f" vs {c['test/auc'][1]:.4f}, {c['test/auc_diff']:+.4f}")
-    if c["num_seeds"] > 1:
-      line += (f" mean over {c['num_seeds']} seeds, positive on "
-               f"{c['seeds_positive']}, per seed "
-               + ", ".join(f"{d:+.4f}" for d in c["test/auc_diffs"])
-               + f", sign-flip p = {c['p_sign_flip']:.3f}")
-    if c["subset"]:
-      line += (f"; on seed{'s' if len(c['seeds']) > 1 else ''} "
-               + ", ".join(str(s) for s in c["seeds"]) + " only")
-    out.append(line + f"; at {budget_lib.pct(c['budget_share'])} of the "
-               "official budget)")
-  return out
+def claim_verdicts(rows: list[dict], claims) -> list[dict]:
+  """The verdicts of ``decide``."""
+  return [v for _, v in decide(rows, claims)]
 
 
-def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
-  """``summary.json``: one entry per trained model (keyed by the report's
-  row name, each metric with its per-seed values, mean and std) and the
-  claims with their per-seed differences and verdicts, for scripts."""
+def claim_line(c, v: dict) -> str:
+  """A claim's verdict in one line (a graded claim: must / should and its
+  margin)."""
+  graded = "must" in v
+  line = ((f"- [{'must' if v['must'] else 'should'}] " if graded else "- ")
+          + f"{v['claim']}: {v['verdict']} (test AUC {v['test/auc'][0]:.4f}"
+          f" vs {v['test/auc'][1]:.4f}, {v['test/auc_diff']:+.4f}")
+  if v["num_seeds"] > 1 and graded:
+    line += (f" over {v['num_seeds']} seeds, positive on "
+             f"{v['seeds_positive']}, sign-flip p = {v['p_sign_flip']:.3f}")
+  elif v["num_seeds"] > 1:
+    line += (f" mean over {v['num_seeds']} seeds, positive on "
+             f"{v['seeds_positive']}, per seed "
+             + ", ".join(f"{d:+.4f}" for d in v["test/auc_diffs"])
+             + f", sign-flip p = {v['p_sign_flip']:.3f}")
+  if graded:
+    line += f"; margin >= {c[4]}: {'yes' if v['margin_ok'] else 'no'}"
+  elif v["subset"]:
+    line += (f"; on seed{'s' if len(v['seeds']) > 1 else ''} "
+             + ", ".join(str(s) for s in v["seeds"]) + " only")
+  return line + (f"; at {budget_lib.pct(v['budget_share'])} of the "
+                 "official budget)")
+
+
+def claims(rows: list[dict], claim_list) -> list[str]:
+  """The claims, checked on these numbers (stated plainly)."""
+  return [claim_line(c, v) for c, v in decide(rows, claim_list)]
+
+
+def summary(workdir: str, rows: list[dict], claim_list) -> dict:
+  """``summary.json``: ``models`` and the claims with their per-seed
+  differences and verdicts, for scripts."""
   del workdir
-  models = {}
+  return {"models": models(rows),
+          "claims": claim_verdicts(rows, claim_list)}
+
+
+def models(rows: list[dict]) -> dict:
+  """One entry per trained model (keyed by the report's row name, each
+  metric with its per-seed values, mean and std)."""
+  out = {}
   for r in rows:
     entry = {"stage": r["stage"], "seeds": r["seeds"],
              "wall_sec": r["wall_sec"],
@@ -321,55 +297,5 @@ def summary(workdir: str, rows: list[dict], claim_list=CLAIMS) -> dict:
     # Each metric's mean (scalars, for quick scripts), then per seed.
     entry.update({m: r[m]["mean"] for m in METRICS if m in r})
     entry["per_seed"] = {m: r[m] for m in METRICS + ("rela_impr",) if m in r}
-    models[r["name"]] = entry
-  return {"models": models, "claims": claim_verdicts(rows, claim_list)}
-
-
-def write_report(workdir: str, *, dataset: str = "", preset: str = "") -> str:
-  """Writes results.md, report.md and report.html; returns the table."""
-  table, rows = results_table(workdir)
-  first = seed_dirs(workdir)[0][1]
-  stages = read_json(os.path.join(first, "stages.json")) or {}
-  check = read_json(os.path.join(first, "export_joint", "check.json"))
-  made = report_plots.plots(workdir, ROWS)
-  md = [f"# FLIP run report: {dataset or os.path.basename(workdir)}", ""]
-  if preset:
-    md.append(f"Preset `{preset}`; selection on validation AUC, test "
-              "evaluated once at the selected step.\n")
-  md += ["## Results", "", table, ""]
-  md += ["Budget: each row's share of the official budget "
-         "(experiments/budget.py; pretraining examples and finetuning "
-         "epochs against the paper code's), by row:", ""]
-  md += budget_lines(rows) + [""]
-  notes = budget_notes(rows)
-  if notes:
-    md += ["Stopped: `early` = early stopping on valid AUC; `budget` = "
-           "the step budget ended after the best evaluation; `budget, "
-           "rising` = cut off with the best at the last evaluation.", ""]
-    md += notes + [""]
-  cl = claims(rows)
-  if cl:
-    md += ["## The paper's claims on this run", ""] + cl + [""]
-  icl = pretrain_check.notes(workdir)
-  if icl:
-    md += ["## Pretraining", ""] + icl + [""]
-  seeds = [s for s, _ in seed_dirs(workdir) if s is not None]
-  md += ["## Stages" + (f" (seed {seeds[0]} of {len(seeds)})" if seeds
-                        else ""), "", "| stage | device | wall s |",
-         "|---|---|---|"]
-  order = ("prepare", "pretrain", "flip_id", "flip_plm", "flip_joint",
-           "base_id", "base_plm", "fusion_flip", "fusion_base", "export")
-  for name, info in sorted(stages.items(),
-                           key=lambda kv: order.index(kv[0])
-                           if kv[0] in order else len(order)):
-    md.append(f"| {name} | {info['device']} | {info['wall_sec']:.0f} |")
-  md.append("")
-  if check is not None:
-    md += [f"PyTorch export of the joint model: max |p_torch - p_flax| = "
-           f"{check['max_abs_diff']:.2e}", ""]
-  for title, fname in made:
-    md += [f"## {title}", "", f"![{title}]({fname})", ""]
-  text = "\n".join(md)
-  stages_lib.write_report_files(workdir, table=table, text=text, plots=made,
-                                summary=summary(workdir, rows))
-  return table + "".join("\n" + line for line in cl + icl)
+    out[r["name"]] = entry
+  return out

@@ -26,7 +26,8 @@ from absl import flags
 from experiments import launch
 from flip_jax import compile_cache
 
-# Method -> the module whose run_all(...) runs its stages and report.
+# Method -> the module holding its SPEC (the contract of
+# ``experiments.workflow``).
 METHODS = {"flip": "experiments.flip_workflow",
            "clickprompt": "experiments.clickprompt_workflow",
            "srp4ctr": "experiments.srp4ctr_workflow"}
@@ -46,7 +47,7 @@ _PRESET = launch.flag(flags.DEFINE_enum, "preset", "cpu-small",
                       "Sizes: tiny (smoke test, seconds), cpu-small "
                       "(minutes on 2 cores), cpu-full (FLIP only: all of "
                       "ML-100K, hours on 2 cores), full (official sizes); "
-                      "each method's PRESETS.")
+                      "each method's SPEC.presets.")
 _PLM = launch.flag(flags.DEFINE_string, "plm", "minilm-l6",
                    "PLM short name or HF folder.")
 _CTR = launch.flag(flags.DEFINE_string, "ctr", "dcnv2", "ID backbone.")
@@ -66,19 +67,26 @@ _SET = launch.flag(flags.DEFINE_multi_string, "set", [],
                    "(--set=pretrain:train.max_steps=5).")
 
 
-def run_method(method: str, workdir: str, **kwargs) -> str:
-  """Runs one method's workflow through the contract of
-  ``experiments.stages``: ``run_all`` with the run's arguments, the listed
-  stages cut to the ones the method has (``STAGES``)."""
+def spec_of(method: str):
+  """The ``workflow.Spec`` of ``method`` (its module's ``SPEC``)."""
   import importlib  # pylint: disable=g-import-not-at-top
   if method not in METHODS:
     raise app.UsageError(f"--method {method!r}: expected one of "
                          f"{', '.join(METHODS)}")
-  module = importlib.import_module(METHODS[method])
+  return importlib.import_module(METHODS[method]).SPEC
+
+
+def run_method(method: str, workdir: str, **kwargs) -> str:
+  """Runs one method's spec through the contract of
+  ``experiments.workflow``: ``workflow.run_all(SPEC, ...)`` with the run's
+  arguments, the listed stages cut to the ones the method has
+  (``SPEC.stage_names``)."""
+  from experiments import workflow  # pylint: disable=g-import-not-at-top
+  spec = spec_of(method)
   if kwargs.get("stages"):  # each method runs the listed stages it has
     kwargs = dict(kwargs, stages=[s for s in kwargs["stages"]
-                                  if s in module.STAGES])
-  return module.run_all(workdir=workdir, **kwargs)
+                                  if s in spec.stage_names])
+  return workflow.run_all(spec, workdir=workdir, **kwargs)
 
 
 def main(argv):
@@ -99,15 +107,13 @@ def main(argv):
       stages=_STAGES.value, overrides=overrides,
       seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
   methods = list(_METHOD.value)
-  import importlib  # pylint: disable=g-import-not-at-top
-  modules = {m: importlib.import_module(METHODS[m]) for m in methods
-             if m in METHODS}
-  for m, module in modules.items():  # before any method runs
-    if _PRESET.value not in module.PRESETS:
+  specs = {m: spec_of(m) for m in methods if m in METHODS}
+  for m, spec in specs.items():  # before any method runs
+    if _PRESET.value not in spec.presets:
       raise app.UsageError(f"--preset {_PRESET.value}: --method={m} has "
-                           f"the presets {', '.join(module.PRESETS)}")
+                           f"the presets {', '.join(spec.presets)}")
   if _STAGES.value:
-    known = set().union(*(module.STAGES for module in modules.values()))
+    known = set().union(*(spec.stage_names for spec in specs.values()))
     unknown = [s for s in _STAGES.value if s not in known]
     if unknown:
       raise app.UsageError(f"--stages {unknown}: no method of {methods} has "

@@ -1,23 +1,16 @@
-"""The stage runner every method's ``run_all`` workflow is written with.
+"""The stage helpers the runner ``experiments.workflow`` is built on.
 
-A workflow is a list of stages, each in its own sub-folder of a seed's
-folder, each resumable: a stage whose done-file exists is skipped, an
-interrupted training stage resumes from its checkpoint (``StageLog``
-records wall time and device in ``stages.json``). The kinds of stage a
-method declares: ``pretrain`` (done-file ``pretrain_done.json``: the last
-logged metrics), ``train`` (``results.json``, written by the loop),
-``export`` (``check.json``: the PyTorch parity check of a finished run) and
-``prepare`` (``data/``). ``seed_folders`` gives each seed's folder (the
-workdir itself for one seed), ``write_report_files`` the report files.
+Each stage lives in its own sub-folder of a seed's folder and is resumable:
+the runner skips a stage whose done-file exists, an interrupted training
+stage resumes from its checkpoint, and ``StageLog`` records wall time and
+device in ``stages.json``. Here: the done-file names, the run functions of
+the ``pretrain`` / ``train`` / ``export`` kinds and ``prepare_data``,
+``run_args`` (the stage and seed checks), ``seed_folders`` (each seed's
+folder; the workdir itself for one seed), ``write_report_files`` and
+``write_comparison``.
 
 Overrides (run_all's ``--set``): ``key=value`` for every stage whose config
 has the key's section, ``pretrain:key`` / ``finetune:key`` for one phase.
-
-The contract ``experiments.run_all`` calls a method through (its module in
-``run_all.METHODS``): ``STAGES`` (every stage name it knows), ``PRESETS``
-(the ``--preset`` values its configs have) and ``run_all(*, dataset,
-data_dir, workdir, preset, plm, ctr, seed, stages, overrides, seeds) ->
-str`` (the table and claims it prints).
 """
 from __future__ import annotations
 
@@ -179,48 +172,30 @@ def seed_folders(workdir: str, seeds) -> list[tuple[int, str]]:
           for s in seeds]
 
 
-def pretrain(log: StageLog, name: str, cfg, run_dir: str) -> None:
-  """A pretraining stage: done once ``pretrain_done.json`` holds its last
-  logged metrics (written after the run finished)."""
+def run_pretrain(cfg, run_dir: str) -> None:
+  """A pretraining run; then ``pretrain_done.json`` (its done-file) with
+  its last logged metrics."""
   from experiments import launch  # pylint: disable=g-import-not-at-top
-  done = os.path.join(run_dir, PRETRAIN_DONE)
-
-  def _run():
-    last = launch.run(cfg, run_dir)
-    if jax.process_index() == 0:
-      jsonio.write_json_atomic(done, last)
-  log.run(name, lambda: os.path.exists(done), _run)
+  last = launch.run(cfg, run_dir)
+  if jax.process_index() == 0:
+    jsonio.write_json_atomic(os.path.join(run_dir, PRETRAIN_DONE), last)
 
 
-def train(log: StageLog, name: str, cfg, run_dir: str) -> None:
-  """An evaluated training stage: done once the loop wrote
-  ``results.json``."""
+def run_train(cfg, run_dir: str):
+  """An evaluated training run (the loop writes ``results.json``)."""
   from experiments import launch  # pylint: disable=g-import-not-at-top
-  log.run(name, lambda: os.path.exists(os.path.join(run_dir, RESULTS)),
-          lambda: launch.run(cfg, run_dir))
+  return launch.run(cfg, run_dir)
 
 
-def export(log: StageLog, name: str, run_dir: str, out: str) -> None:
-  """Exports a finished run to PyTorch with the parity check; done once
-  ``<out>/check.json`` holds the largest difference and the tolerance."""
-
-  def _export():
-    from flip_jax.methods import run_export  # pylint: disable=g-import-not-at-top
-    diff = run_export.export_run(run_dir, out, check=True)
-    jsonio.write_json_atomic(os.path.join(out, CHECK),
-                             {"max_abs_diff": float(diff),
-                              "atol": run_export.CHECK_ATOL})
-    return diff
-  log.run(name, lambda: os.path.exists(os.path.join(out, CHECK)), _export)
-
-
-def prepare(workdir: str, cfg) -> None:
-  """The ``prepare`` stage: ``prepare_data``, done once
-  ``<workdir>/data/stats.json`` exists."""
-  StageLog(workdir).run(
-      "prepare",
-      lambda: os.path.exists(os.path.join(workdir, "data", "stats.json")),
-      lambda: prepare_data(cfg, workdir))
+def run_export(run_dir: str, out: str) -> float:
+  """Exports a finished run to PyTorch with the parity check; then
+  ``<out>/check.json`` with the largest difference and the tolerance."""
+  from flip_jax.methods import run_export as export_lib  # pylint: disable=g-import-not-at-top
+  diff = export_lib.export_run(run_dir, out, check=True)
+  jsonio.write_json_atomic(os.path.join(out, CHECK),
+                           {"max_abs_diff": float(diff),
+                            "atol": export_lib.CHECK_ATOL})
+  return diff
 
 
 def prepare_data(cfg, workdir: str) -> dict:

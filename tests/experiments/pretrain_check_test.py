@@ -1,9 +1,9 @@
 """The report says when a pretraining run's ICL ended at chance."""
 import json
 
+from experiments import flip_workflow
 from experiments import pretrain_check
 from experiments.configs import flip_pretrain
-from experiments import report
 
 
 def _pre(folder, name, accs, batch=64):
@@ -53,7 +53,7 @@ def test_the_report_carries_the_note(tmp_path):
   d.mkdir()
   (d / "results.json").write_text(json.dumps(
       {"best_step": 1, "steps": 1, "test/auc": 0.7, "valid/auc": 0.7}))
-  printed = report.write_report(str(tmp_path))
+  printed = flip_workflow.write_report(str(tmp_path))
   assert "pretrain: ICL at chance" in printed
   md = (tmp_path / "report.md").read_text()
   assert "## Pretraining" in md and "1/1024" in md

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from experiments import flip_workflow
 from experiments import report
 
 
@@ -21,11 +22,12 @@ def _rows(tmp_path):
     _run(tmp_path, seed, "flip_joint", auc)
     _run(tmp_path, seed, "base_id", auc - 0.01 if seed != 2014 else 0.67)
   _run(tmp_path, 2012, "flip_joint_no_mlm", 0.65)  # one seed only
-  return report.collect(str(tmp_path))
+  return report.collect(str(tmp_path), flip_workflow.ROWS)
 
 
 def test_all_seeds_paired(tmp_path):
-  c = {v["claim"]: v for v in report.claim_verdicts(_rows(tmp_path))}
+  c = {v["claim"]: v for v in report.claim_verdicts(_rows(tmp_path),
+                                                     flip_workflow.CLAIMS)}
   v = next(v for k, v in c.items() if k.startswith("FLIP (joint) beats the "
                                                      "ID model"))
   assert v["seeds"] == [2012, 2013, 2014] and not v["subset"]
@@ -38,12 +40,13 @@ def test_all_seeds_paired(tmp_path):
 
 def test_an_ablation_on_fewer_seeds_shows_the_paired_seeds_means(tmp_path):
   rows = _rows(tmp_path)
-  v = next(v for v in report.claim_verdicts(rows)
+  v = next(v for v in report.claim_verdicts(rows, flip_workflow.CLAIMS)
            if v["claim"].startswith("MLM helps"))
   assert v["seeds"] == [2012] and v["subset"]
   # Seed 2012's joint model, not the mean over its three seeds (0.68).
   assert v["test/auc"] == pytest.approx([0.70, 0.65])
   assert v["test/auc_diff"] == pytest.approx(0.05)
-  line = next(x for x in report.claims(rows) if x.startswith("- MLM helps"))
+  line = next(x for x in report.claims(rows, flip_workflow.CLAIMS)
+              if x.startswith("- MLM helps"))
   assert "test AUC 0.7000 vs 0.6500, +0.0500" in line
   assert "on seed 2012 only" in line

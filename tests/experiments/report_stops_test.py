@@ -2,6 +2,7 @@
 the budget after the best evaluation, or cut off while still rising."""
 import json
 
+from experiments import flip_workflow
 from experiments import report
 
 
@@ -19,15 +20,16 @@ def test_stop_reasons_and_the_notes_name_only_models_cut_off(tmp_path):
   _run(tmp_path, "base_id", best=30, steps=60, done=True)
   _run(tmp_path, "base_plm", best=90, steps=90, done=False)
   _run(tmp_path, "flip_plm", best=60, steps=90, done=False)
-  rows = report.collect(str(tmp_path))
+  rows = report.collect(str(tmp_path), flip_workflow.ROWS)
   stops = {r["stage"]: r["stops"] for r in rows}
   assert stops == {"base_id": [report.EARLY], "base_plm": [report.RISING],
                    "flip_plm": [report.BUDGET]}
   notes = report.budget_notes(rows)
   assert len(notes) == 1 and "PLM only" in notes[0] and "1 of 1" in notes[0]
-  table, _ = report.results_table(str(tmp_path))
+  table, _ = report.results_table(str(tmp_path), flip_workflow.ROWS)
   assert "| budget, rising |" in table
-  assert report.summary(str(tmp_path), rows)["models"]["FLIP_PLM"][
+  assert report.summary(str(tmp_path), rows,
+                        flip_workflow.CLAIMS)["models"]["FLIP_PLM"][
       "stopped"] == [report.BUDGET]
 
 

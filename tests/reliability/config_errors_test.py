@@ -16,6 +16,7 @@ from experiments import config_errors
 from experiments import launch
 from experiments import flip_workflow
 from experiments import stages
+from experiments import workflow
 from experiments.configs import flip_finetune
 from experiments.configs import flip_pretrain
 from flip_jax.train import config_compat
@@ -98,11 +99,9 @@ def test_apply_overrides_errors_name_key_and_fix():
 
 
 def test_check_overrides_refuses_before_any_stage():
-  configs = [flip_workflow.pretrain_config("synthetic", "", "", "dcnv2",
-                                      "minilm-l6", "tiny", 1, {}),
-             flip_workflow.finetune_config("synthetic", "", "", "dcnv2",
-                                      "minilm-l6", "tiny", 1, "joint", "",
-                                      {})]
+  configs = workflow.check_configs(
+      flip_workflow.SPEC, workflow.Args(dataset="synthetic", preset="tiny",
+                                        plm="minilm-l6", ctr="dcnv2"), "", 1)
   stages.check_overrides({"train.max_steps": "3",
                             "pretrain:pretrain.mlm.weight": "0.5"}, configs)
   for key, value, want in (
