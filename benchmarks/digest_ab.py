@@ -1,0 +1,91 @@
+r"""Checkpoint digests on CPU: numpy against the jitted device pass, A/B.
+
+  python -m benchmarks.digest_ab                 # 3 rounds, 2 state sizes
+  python -m benchmarks.digest_ab --rounds=5 --plm_layers=1,6
+
+Every save digests the whole train state and every restore digests what it
+read and checks the params for NaN / Inf (``flip_jax.checkpoint_digest``,
+``checkpoint.non_finite_leaves``). Whole CPU arrays go through numpy;
+the other path is one jitted program per leaf shape, which is what an
+accelerator or a partly held array uses. Each round starts one fresh
+process per variant (no compilation cache, the tests' optimization level
+0), in a rotated order, on the FLIP-shaped state of
+``benchmarks.checkpoint_io`` (params + two AdamW moments) and times the
+first digest + finite check (compiles included: what a short run pays)
+and the second (what every later save pays). Prints each measurement and
+the medians per variant and size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import jax
+from benchmarks import checkpoint_io
+from flip_jax import checkpoint, checkpoint_digest
+if sys.argv[2] == "device":
+  checkpoint_digest.on_host = lambda leaf: False
+params = checkpoint_io.build_params(int(sys.argv[3]), 10_000)
+state = {"params": params, "mu": jax.tree.map(lambda x: x * 0.5, params),
+         "nu": jax.tree.map(lambda x: x * x, params)}
+jax.block_until_ready(state)
+out = {}
+for name in ("first", "second"):
+  t = time.perf_counter()
+  checkpoint_digest.digest(state)
+  checkpoint.non_finite_leaves(params)
+  out[name] = time.perf_counter() - t
+print(json.dumps(out))
+"""
+
+
+def _run(variant: str, layers: int) -> dict[str, float]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="true",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env.pop("FLIP_JAX_COMPILE_CACHE", None)
+  proc = subprocess.run([sys.executable, "-c", _CHILD, REPO, variant,
+                         str(layers)], env=env, capture_output=True,
+                        text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(proc.stderr[-3000:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--plm_layers", default="1,6",
+                      help="PLM depths of the state (1: test-sized leaf "
+                      "count, 6: MiniLM-L6)")
+  args = parser.parse_args()
+  variants = ("numpy", "device")
+  got = {}
+  for layers in (int(x) for x in args.plm_layers.split(",")):
+    for r in range(args.rounds):
+      order = variants[r % 2:] + variants[:r % 2]
+      for v in order:
+        res = _run(v, layers)
+        got.setdefault((layers, v), []).append(res)
+        print(f"layers={layers} round {r} {v:6s} first {res['first']:.3f} s"
+              f"  second {res['second']:.3f} s", flush=True)
+  print(f"\nmedians over {args.rounds} rounds (s)")
+  print(f"{'PLM layers':>10s} {'variant':>8s} {'first':>8s} {'second':>8s}")
+  for (layers, v), runs in got.items():
+    print(f"{layers:10d} {v:>8s} "
+          f"{statistics.median(x['first'] for x in runs):8.3f} "
+          f"{statistics.median(x['second'] for x in runs):8.3f}")
+
+
+if __name__ == "__main__":
+  main()
