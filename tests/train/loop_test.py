@@ -149,14 +149,18 @@ def cache_dir(tmp_path_factory):
 
 
 # The 8-device loop smoke of these cases is `slow` (make test skips it):
-# another multidevice test of `make test` checks the same sharded step
-# against one device, and every method keeps one case here (its loop's
-# sharded init, data, evaluation and checkpoints on the mesh).
+# another test of `make test` checks the same sharded step against one
+# device, or runs the same task's loop sharded (named below), and every
+# method keeps one case here (its loop's sharded init, data, evaluation and
+# checkpoints on the mesh).
 SHARDED_ELSEWHERE = {
     "ctr:model=dcnv2": "methods/ctr_test.py::"
                        "test_sharded_train_step_equals_single_device",
     "flip_finetune:preset=tiny,mode=id": "the joint case (both towers)",
     "flip_finetune:preset=tiny,mode=plm": "the joint case (both towers)",
+    "flip_pretrain:preset=tiny": "methods/flip/pretrain_loop_test.py::"
+                                 "test_two_processes_equal_one (this loop "
+                                 "on 4 devices, and on 2 hosts x 2)",
     "clickprompt_pretrain:preset=tiny": "methods/clickprompt/step_test.py::"
                                         "test_eight_devices_equal_one",
     "srp4ctr_pretrain:preset=tiny": "methods/srp4ctr/step_test.py::"

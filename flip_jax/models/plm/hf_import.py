@@ -13,6 +13,7 @@ fresh with a fixed seed and reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 import re
@@ -139,10 +140,18 @@ def _find_prefix(tensors: dict[str, np.ndarray], cfg: PLMConfig,
                    f" a {cfg.model_type} checkpoint?")
 
 
-def _abstract_shapes(module: nn.Module, cfg: PLMConfig, **kw):
+def _abstract_shapes(kind: type[nn.Module], cfg: PLMConfig) -> dict:
+  """{param path: ShapeDtypeStruct} of ``kind(cfg)`` (a copy of the
+  process-wide memo: every stage of a run and every test loading the same
+  architecture traces its init once)."""
+  return dict(_traced_shapes(kind, cfg))
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_shapes(kind: type[nn.Module], cfg: PLMConfig) -> dict:
   ids = jnp.zeros((1, 2), jnp.int32)
-  tree = jax.eval_shape(lambda: module.init(jax.random.key(0), ids, ids,
-                                            **kw)["params"])
+  tree = jax.eval_shape(lambda: kind(cfg).init(jax.random.key(0), ids,
+                                               ids)["params"])
   return tree_paths.flat_params(tree)
 
 
@@ -184,7 +193,7 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
   prefix = _find_prefix(tensors, cfg, source)
   report = ImportReport(str(path), source, cfg.model_type, prefix)
   used: set[str] = set()
-  enc_shapes = _abstract_shapes(PLMEncoder(cfg), cfg)
+  enc_shapes = _abstract_shapes(PLMEncoder, cfg)
   enc, missing = _map(hf_names.encoder_rows(cfg), tensors, prefix, cfg,
                       enc_shapes, used, param_dtype, source)
   if missing:
@@ -193,7 +202,7 @@ def import_checkpoint(path: pathlib.Path, cfg: PLMConfig, *,
   head = None
   if with_mlm_head:
     head_shapes = {k[len("mlm_head/"):]: v for k, v in _abstract_shapes(
-        PLMForMaskedLM(cfg), cfg).items() if k.startswith("mlm_head/")}
+        PLMForMaskedLM, cfg).items() if k.startswith("mlm_head/")}
     head, report.missing_head = _map(hf_names.head_rows(cfg), tensors, "", cfg,
                                      head_shapes, used, param_dtype, source)
     bias_key = hf_names.head_rows(cfg)[-1][1]
