@@ -45,6 +45,7 @@ def run(form: str, batch: int, length: int, steps: int, plm: str, k: int,
   from flip_jax.methods.clickprompt import pretrain
   from flip_jax.models import ctr as ctr_lib
   from flip_jax.models import plm as plm_lib
+  from flip_jax.train import ctr_task
   from flip_jax.train import state as state_lib
   from flip_jax.train import steps as steps_lib
   # pylint: enable=g-import-not-at-top
@@ -80,7 +81,9 @@ def run(form: str, batch: int, length: int, steps: int, plm: str, k: int,
        "mlm_labels": np.where(picked, tokens, -100).astype(np.int32),
        "label": rs.randint(0, 2, batch).astype(np.float32),
        "weight": np.ones(batch, np.float32)}
-  b = {k: v for k, v in b.items() if k in task.train_keys(None)}
+  keys = (pretrain.PRETRAIN_KEYS if mode == "pretrain"
+          else task.model_keys() + ctr_task.LABEL_KEYS)
+  b = {k: v for k, v in b.items() if k in keys}
   rng = state_lib.new_key(0)
   params = nn.meta.unbox(task.init_variables(rng, b, {})["params"])
   params["plm"] = plm_params

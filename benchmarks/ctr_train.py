@@ -103,7 +103,7 @@ def throughput(model: str) -> tuple[float, float]:
       lambda r: task.init_variables(r, example, {}),
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
       tx, mesh, rules)
-  keys = task.train_keys(data)
+  keys = data.train_keys
   bsz, k = cfg.train.batch_size, _THROUGHPUT.value
   it = pipeline.train_iterator(data.train, global_batch_size=bsz, seed=0)
   batch_sh = {key: sharding.batch_sharding(mesh, rules, 2 if key == "ids"

@@ -68,7 +68,7 @@ def main(argv):
   data = task.load_data(_WORKDIR.value)
   model = task.build_model(data)
   batch = task.example_batch(data, _BATCH.value)
-  consts = task.consts(data)
+  consts = data.consts
   params = nn.meta.unbox(task.init_variables(jax.random.PRNGKey(cfg.seed),
                                              batch, consts)["params"])
   # The loop's placer (one device here), as a fresh run's post_init gets it.
@@ -87,7 +87,7 @@ def main(argv):
         "%.2e %.2e %.2e" % spread(params))
   tx = (optax.adamw(_LR.value, weight_decay=1e-3)
         if _OPTIMIZER.value == "adamw" else optax.adam(_LR.value))
-  heldout = data.extra["heldout"]
+  heldout = data.monitor_batch
   held_fn = jax.jit(lambda prm: task.monitor({"params": prm}, heldout, consts))
 
   @jax.jit
@@ -105,11 +105,11 @@ def main(argv):
   batches = pipeline.train_iterator(
       data.train, global_batch_size=_BATCH.value, seed=cfg.seed,
       process_index=0, process_count=1, prefetch_buffer_size=0,
-      transform=task.batch_transform(data)) if _FRESH.value else None
+      transform=data.batch_transform) if _FRESH.value else None
   for i in range(1, _STEPS.value + 1):
     if batches is not None:
       batch = {k: v for k, v in next(batches).items()
-               if k in task.train_keys(data)}
+               if k in data.train_keys}
     params, state, out = step(params, state, batch,
                               jax.random.PRNGKey(cfg.seed + i))
     if i in (1, 10, 30, 100, 200) or i == _STEPS.value:

@@ -214,7 +214,7 @@ def eval_batches(columns: Mapping[str, np.ndarray], *,
     process_index, process_count: default jax's.
     transform: None or ``fn(batch, *, seed=None, epoch=None, index)``
       applied to each batch (``index``: the rows' positions, padding
-      repeating row 0), as ``Task.eval_transform``.
+      repeating row 0), as ``TaskData.eval_transform``.
 
   Yields:
     Per-process batch dicts of exactly global_batch_size // process_count

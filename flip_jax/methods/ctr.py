@@ -67,11 +67,11 @@ class CtrTask(ctr_task.BaseCtrTask):
                          f"{config.data.protocol!r}); the ctr task needs it")
     for split, cols in prepared.splits.items():
       check_split(split, cols, fm.num_features, fm.num_fields)
-    return ctr_task.task_data(
+    return self.task_data(
         {k: pipeline.ctr_split_columns(v, fm.field_names, KEYS)
          for k, v in prepared.splits.items()}, fm)
 
-  def model_keys(self, data):
+  def model_keys(self):
     return KEYS
 
   def model_inputs(self, batch):
@@ -96,7 +96,7 @@ class CtrTask(ctr_task.BaseCtrTask):
     logging.info("l2 on %s; patterns matching nothing: %s",
                  ctr_lib.l2_coefficients(params, coeffs),
                  ctr_lib.unmatched_patterns(params, coeffs))
-    return params, model_state
+    return params, model_state, "scratch"
 
   def results(self, variables):
     return {"model": self.config.model.ctr.name,

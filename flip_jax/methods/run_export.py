@@ -13,7 +13,7 @@ The exporter contract (a module named in the registry):
       writes the export atomically into ``out_dir`` (already checked) and
       returns it; ``source`` is the provenance dict to record.
   compare(folder, run, batch) -> {output name: max |p_torch - p_flax|}
-      reloads ``folder`` in PyTorch and scores ``batch`` (the task's
+      reloads ``folder`` in PyTorch and scores ``batch`` (the data's
       ``eval_keys``, host numpy, built by `check_batch`) with both models
       in float32 without dropout.
 
@@ -66,7 +66,7 @@ def exporter(task: str):
 def check_batch(run, num_rows: int, split: str = "test"
                 ) -> dict[str, np.ndarray]:
   """`num_rows` rows spread evenly over a split (all of it if smaller), as
-  the loop's evaluation feeds them to ``task.predict`` (the task's
+  the loop's evaluation feeds them to ``task.predict`` (the data's
   ``eval_transform`` applied, its ``eval_keys`` kept)."""
   if num_rows <= 0:
     raise ValueError(f"num_rows must be > 0, got {num_rows}")
@@ -79,8 +79,8 @@ def check_batch(run, num_rows: int, split: str = "test"
   rows = {k: np.asarray(v[idx]) for k, v in cols.items()}
   batch = next(pipeline.eval_batches(
       rows, global_batch_size=len(idx), process_index=0, process_count=1,
-      transform=run.task.eval_transform(run.data)))
-  return {k: np.asarray(batch[k]) for k in run.task.eval_keys(run.data)}
+      transform=run.data.eval_transform))
+  return {k: np.asarray(batch[k]) for k in run.data.eval_keys}
 
 
 def source_of(run) -> dict:

@@ -6,12 +6,14 @@ ClickPrompt finetuning, SRP4CTR) trains a model whose output holds a
 ``txt/logit``) with BCE, selected on valid AUC. ``BaseCtrTask`` owns what they
 share, each written once:
 
-* the key plumbing: ``train_keys`` and ``eval_keys`` from one
-  ``model_keys``; the example batch and the default init from them;
-* the loss: BCE of ``logit`` with ``loss.reduction`` (``sum`` or ``mean``),
-  its micro-batch share (``loss_norms``: the global batch's denominator),
-  auxiliary BCE terms on named branch logits (``aux_logits``), and an
-  explicit L2 term on the params matching ``l2_coefficients``;
+* the data contract: ``task_data`` fills ``TaskData.train_keys`` and
+  ``eval_keys`` from one ``model_keys``; the example batch and the default
+  init from them;
+* the loss (``loss_task.LossTask``'s hooks): BCE of ``logit`` with
+  ``loss.reduction`` (``sum`` or ``mean``), its micro-batch share
+  (``loss_norms``: the global batch's denominator), auxiliary BCE terms on
+  named branch logits (``aux_logits``), and an explicit L2 term on the
+  params matching ``l2_coefficients``;
 * ``predict``: ``prob`` of ``logit`` and ``<branch>_prob`` of each branch
   when the model has both.
 
@@ -28,33 +30,28 @@ import numpy as np
 
 from flip_jax import losses
 from flip_jax.models import ctr as ctr_lib
+from flip_jax.train import loss_task
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
 # Branch logits of a two-branch model -> the name of their probability.
 BRANCHES = {"ctr/logit": "ctr_prob", "txt/logit": "txt_prob"}
 REDUCTIONS = ("sum", "mean")
+# Batch keys the CTR loss reads besides the model's.
+LABEL_KEYS = ("label", "weight")
 
 
-def task_data(splits: Mapping[str, Any], feature_map,
-              extra: dict | None = None) -> task_lib.TaskData:
-  """TaskData of prepared splits: ``train`` trains, the others evaluate."""
-  return task_lib.TaskData(
-      train=splits["train"],
-      eval_splits={k: v for k, v in splits.items() if k != "train"},
-      feature_map=feature_map, extra=dict(extra or {}))
-
-
-class BaseCtrTask(task_lib.Task):
+class BaseCtrTask(loss_task.LossTask):
   """Base of the CTR tasks: BCE on ``logit``, selected on valid AUC.
 
-  Subclasses implement ``load_data``, ``build_model`` and ``model_keys``
-  and override the small hooks below where they differ.
+  Subclasses implement ``load_data`` (returning ``task_data(...)``),
+  ``build_model`` and ``model_keys`` and override the small hooks below
+  where they differ.
   """
 
   # ------------------------------------------------------------- the hooks
-  def model_keys(self, data) -> tuple[str, ...]:
-    """Batch keys the model reads (the loop adds label and weight)."""
+  def model_keys(self) -> tuple[str, ...]:
+    """Batch keys the model reads (training adds ``LABEL_KEYS``)."""
     raise NotImplementedError
 
   def model_inputs(self, batch):
@@ -82,14 +79,24 @@ class BaseCtrTask(task_lib.Task):
     validate.one_of(errors, "loss.reduction", self.reduction(), REDUCTIONS)
     return errors
 
-  def train_keys(self, data):
-    return tuple(self.model_keys(data)) + ("label", "weight")
-
-  def eval_keys(self, data):
-    return tuple(self.model_keys(data))
+  def task_data(self, splits: Mapping[str, Any], feature_map,
+                extra: dict | None = None, *,
+                transform: task_lib.Transform | None = None
+                ) -> task_lib.TaskData:
+    """TaskData of prepared splits: ``train`` trains, the others evaluate;
+    the step reads ``model_keys`` + ``LABEL_KEYS``, ``predict``
+    ``model_keys``. ``transform`` (deterministic) is applied to training
+    and evaluation batches alike."""
+    keys = tuple(self.model_keys())
+    return task_lib.TaskData(
+        train=splits["train"],
+        eval_splits={k: v for k, v in splits.items() if k != "train"},
+        feature_map=feature_map, extra=dict(extra or {}),
+        train_keys=keys + LABEL_KEYS, eval_keys=keys,
+        batch_transform=transform, eval_transform=transform)
 
   def example_batch(self, data, n):
-    return {k: np.asarray(data.train[k][:n]) for k in self.model_keys(data)}
+    return {k: np.asarray(data.train[k][:n]) for k in self.model_keys()}
 
   def init_variables(self, rng, example, consts):
     del consts
@@ -108,7 +115,7 @@ class BaseCtrTask(task_lib.Task):
     share of the global batch's loss (its summed terms over ``norms``).
     """
     del consts
-    out, model_state = task_lib.apply_train(
+    out, model_state = loss_task.apply_train(
         self.model, params, model_state, self.model_inputs(batch),
         deterministic=False, rngs=rngs)
     y, w = batch["label"], batch["weight"]

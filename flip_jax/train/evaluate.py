@@ -37,7 +37,7 @@ def predict_split(predict_fn, variables, columns, *, keys, batch_size: int, mesh
                   rules, transform=None) -> dict[str, np.ndarray]:
   """Scores every row of a split; returns host arrays in row order.
 
-  ``transform``: the task's ``eval_transform`` (or None), applied to each
+  ``transform``: the data's ``eval_transform`` (or None), applied to each
   host batch before it is put on the devices.
   """
   outs: dict[str, list[np.ndarray]] = {}

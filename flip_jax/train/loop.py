@@ -134,7 +134,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   data_iter = pipeline.train_iterator(
       data.train, global_batch_size=t.batch_size, seed=config.seed,
       worker_count=config.data.worker_count,
-      transform=task.batch_transform(data))
+      transform=data.batch_transform)
   if is_main:
     jsonio.write_json_atomic(os.path.join(workdir, "config.json"),
                              json.loads(config.to_json_best_effort()))
@@ -147,7 +147,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
   # ------------------------------------------------------------------ model
   task.build_model(data)
   consts = {k: jax.device_put(v, sharding.replicated(mesh))
-            for k, v in task.consts(data).items()}
+            for k, v in data.consts.items()}
   n_dummy = int(np.prod([mesh.shape[a] for a in mesh.axis_names]))
   example = task.example_batch(data, n_dummy)
 
@@ -188,10 +188,10 @@ def _train_and_evaluate(config, workdir, task, watcher):
       params, model_state = _init_from(config.ckpt, params, model_state,
                                        init.shardings)
     else:
-      init_rule = task.describe_init()
       put = functools.partial(init_lib.put_subtree,
                               shardings=init.shardings.params)
-      params, model_state = task.post_init(params, model_state, put, data)
+      params, model_state, init_rule = task.post_init(params, model_state,
+                                                      put, data)
     state = state.replace(params=params, model_state=model_state)
   logging.info("init rule: %s", init_rule)
   results_path = os.path.join(workdir, run_files.RESULTS)
@@ -206,7 +206,7 @@ def _train_and_evaluate(config, workdir, task, watcher):
     log_lib.log_startup(config, mesh, state.params)
 
   # ------------------------------------------------------------------- step
-  train_keys = task.train_keys(data)
+  train_keys = data.train_keys
   batch_sh = {k: sharding.batch_sharding(mesh, rules, _ndim(data, k, example))
               for k in train_keys}
   const_sh = {k: sharding.replicated(mesh) for k in consts}
@@ -225,9 +225,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
         task.predict, mesh, rules,
         state_lib.variables(init.shardings.params, init.shardings.model_state))
     predict = functools.partial(
-        eval_lib.predict_split, predict_fn, keys=task.eval_keys(data),
+        eval_lib.predict_split, predict_fn, keys=data.eval_keys,
         batch_size=t.eval_batch_size, mesh=mesh, rules=rules,
-        transform=task.eval_transform(data))
+        transform=data.eval_transform)
 
 
   def evaluate(variables, columns, prefix):
@@ -357,8 +357,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
 
 def _make_monitor(task, data, mesh, rules, shardings, consts):
   """``variables -> {'heldout/...': float}`` on the task's fixed held-out
-  batch in eval mode (``task.monitor``), or None for a task without one."""
-  batch = task.monitor_batch(data)
+  batch (``data.monitor_batch``) in eval mode (``task.monitor``), or None
+  for a task without one."""
+  batch = data.monitor_batch
   if batch is None:
     return None
   batch = {k: jax.device_put(v, sharding.replicated(mesh))

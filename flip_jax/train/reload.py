@@ -6,10 +6,10 @@ own folder: the config (upgraded by `config_compat` through
 sections, never the run it was initialised from), the task, its data (the
 run's vocabulary, field by field) and the best checkpoint's variables.
 `predict_splits` scores splits exactly as the loop's evaluation does
-(`task.predict`, `eval_keys`, `eval_transform`, sharded batches). Nothing
-here knows a method: a task names the config fields that point at other
-runs (`Task.source_fields`), and they are cleared, so a reloaded run reads
-no other run.
+(`task.predict`, the data's `eval_keys` and `eval_transform`, sharded
+batches). Nothing here knows a method: a task names the config fields that
+point at other runs (`Task.source_fields`), and they are cleared, so a
+reloaded run reads no other run.
 """
 from __future__ import annotations
 
@@ -111,8 +111,8 @@ def predict_splits(run: Run, splits, *, batch_size: int = 256
   for split in splits:
     columns = data.train if split == "train" else data.eval_splits[split]
     preds[split] = eval_lib.predict_split(
-        predict_fn, run.variables, columns, keys=task.eval_keys(data),
+        predict_fn, run.variables, columns, keys=data.eval_keys,
         batch_size=batch_size, mesh=mesh, rules=rules,
-        transform=task.eval_transform(data))
+        transform=data.eval_transform)
     metrics[split] = eval_lib.split_metrics(preds[split], split)
   return preds, metrics

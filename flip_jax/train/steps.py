@@ -41,7 +41,7 @@ def train_step(state, batch, consts, *, task, micro_batches: int = 1,
     state: TrainState (step, params, opt_state, rng, model_state); a
       BatchNorm backbone's statistics (``model_state``) are updated by the
       task's training-mode passes.
-    batch: the global batch (the task's ``train_keys``).
+    batch: the global batch (the data's ``train_keys``).
     consts: the task's replicated constants.
     task: a ``flip_jax.train.task.Task`` (static).
     micro_batches: M > 1 accumulates the gradient of M micro-batches (same

@@ -23,6 +23,7 @@ from experiments.configs import ctr as ctr_configs
 from flip_jax import sharding
 from flip_jax.methods import ctr as ctr_task
 from flip_jax.models import ctr
+from flip_jax.train import ctr_task as ctr_family
 from flip_jax.train import init as init_lib
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
@@ -203,7 +204,7 @@ def _run(mesh, num_steps=2, batch_size=16):
       lambda r: task.init_variables(r, example, {}),
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
       tx, mesh, rules)
-  keys = task.train_keys(None)
+  keys = task.model_keys() + ctr_family.LABEL_KEYS
   batch_sh = {k: sharding.batch_sharding(mesh, rules, 2 if k == "ids" else 1)
               for k in keys}
   idx = rng.permutation(64)[:num_steps * batch_size].reshape(num_steps, -1)

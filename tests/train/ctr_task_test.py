@@ -35,7 +35,7 @@ class ToyTask(ctr_task.BaseCtrTask):
     self.model = TwoBranch(both)
     self._aux, self._l2 = aux, l2
 
-  def model_keys(self, data):
+  def model_keys(self):
     return ("x",)
 
   def aux_logits(self):
@@ -86,8 +86,9 @@ def test_loss_is_bce_plus_weighted_branches_and_micro_shares_add_up(
 def test_keys_example_batch_l2_and_predict():
   batch = _batch()
   task = ToyTask(_config("mean"), l2={"^ctr/": 0.1})
-  assert task.train_keys(None) == ("x", "label", "weight")
-  assert task.eval_keys(None) == ("x",)
+  data = task.task_data({"train": batch, "valid": batch}, None)
+  assert data.train_keys == ("x", "label", "weight")
+  assert data.eval_keys == ("x",)
   params = _params(task, batch)
   l2, metrics = task.param_loss(params)
   want = 0.1 * sum(jnp.sum(v ** 2) for v in

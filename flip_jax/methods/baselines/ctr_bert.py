@@ -165,14 +165,14 @@ class CtrBertTask(ctr_task.BaseCtrTask):
           tower_max_length(config))
     if config.data.pad_to == "longest":
       splits = towers_lib.cut_to_longest(splits)
-    return ctr_task.task_data(
+    return self.task_data(
         {k: pipeline.ctr_split_columns(v, fm.field_names, MODEL_KEYS)
          for k, v in splits.items()}, fm,
         {"plm_module": plm_module, "plm_params": plm_params,
                "tokenizer": tokenizer, "fields": by_side,
                "tower_stats": stats})
 
-  def model_keys(self, data):
+  def model_keys(self):
     return MODEL_KEYS
 
   # ----------------------------------------------------------------- model
@@ -187,13 +187,10 @@ class CtrBertTask(ctr_task.BaseCtrTask):
   def post_init(self, params, model_state, put, data):
     for top in plm_paths(self.config.ctr_bert.share_plm):
       params = put(params, (top,), data.extra["plm_params"])
-    return params, model_state
-
-  def describe_init(self):
     towers = "one shared PLM" if self.config.ctr_bert.share_plm else (
         "two PLM towers")
-    return (f"scratch; {towers} from public weights "
-            f"{self.config.model.plm.name}")
+    return params, model_state, (f"scratch; {towers} from public weights "
+                                 f"{self.config.model.plm.name}")
 
   # ------------------------------------------------------------------ loss
   def reduction(self):

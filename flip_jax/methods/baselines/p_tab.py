@@ -29,6 +29,7 @@ from flip_jax import losses
 from flip_jax.data import masking as masking_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import inputs
+from flip_jax.train import loss_task
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -102,17 +103,13 @@ def load_plm_with_head(model_cfg):
   return inputs.load_plm(model_cfg, with_mlm_head=True, return_report=True)
 
 
-class PTabPretrainTask(task_lib.Task):
+class PTabPretrainTask(loss_task.LossTask):
   """P-Tab's token-level MLM (no evaluation splits: trains and stops)."""
   name = "p_tab_pretrain"
 
   @classmethod
   def reads_text(cls, config) -> bool:
     return True
-
-  def __init__(self, config):
-    super().__init__(config)
-    self._head_initialized = None
 
   def config_errors(self):
     cfg = self.config
@@ -132,27 +129,23 @@ class PTabPretrainTask(task_lib.Task):
   def load_data(self, workdir):
     config = self.config
     module, params, tokenizer, report = load_plm_with_head(config.model)
-    self._head_initialized = bool(report.head_initialized)
     prepared, columns = inputs.pretraining_columns(config, workdir,
                                                    tokenizer, _COLUMNS)
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
         extra={"plm_module": module, "plm_params": params,
-               "tokenizer": tokenizer})
+               "tokenizer": tokenizer,
+               "head_initialized": bool(report.head_initialized)},
+        train_keys=MODEL_KEYS,
+        batch_transform=self._masking(tokenizer, module.config.vocab_size))
 
-  def batch_transform(self, data):
-    tokenizer = data.extra["tokenizer"]
-    vocab = min(len(tokenizer), data.extra["plm_module"].config.vocab_size)
+  def _masking(self, tokenizer, plm_vocab_size: int):
+    """The token-level MLM masks drawn per training batch (host side)."""
+    vocab = min(len(tokenizer), plm_vocab_size)
     return functools.partial(
         mask_batch, prob=float(self.config.data.token_mask_prob),
         mask_token_id=tokenizer.mask_token_id, vocab_size=vocab,
         special_token_ids=list(tokenizer.all_special_ids))
-
-  def train_keys(self, data):
-    return MODEL_KEYS
-
-  def eval_keys(self, data):
-    return ()
 
   # ----------------------------------------------------------------- model
   def max_masked(self, data) -> int:
@@ -170,8 +163,7 @@ class PTabPretrainTask(task_lib.Task):
 
   def example_batch(self, data, n):
     batch = {k: np.asarray(data.train[k][:n], np.int32) for k in _COLUMNS}
-    batch = self.batch_transform(data)(batch, seed=0, epoch=0,
-                                       index=np.arange(n))
+    batch = data.batch_transform(batch, seed=0, epoch=0, index=np.arange(n))
     return {k: batch[k] for k in MODEL_KEYS}
 
   def init_variables(self, rng, example, consts):
@@ -181,12 +173,10 @@ class PTabPretrainTask(task_lib.Task):
     loaded = data.extra["plm_params"]
     params = put(params, ("plm",), loaded["encoder"])
     params = put(params, ("mlm_head",), loaded["mlm_head"])
-    return params, model_state
-
-  def describe_init(self):
     head = ("a fresh MLM head (the checkpoint has none)"
-            if self._head_initialized else "its MLM head")
-    return f"PLM from {self.config.model.plm.name} with {head}"
+            if data.extra["head_initialized"] else "its MLM head")
+    return params, model_state, (
+        f"PLM from {self.config.model.plm.name} with {head}")
 
   # ------------------------------------------------------------------ loss
   def loss_norms(self, batch):
@@ -196,7 +186,7 @@ class PTabPretrainTask(task_lib.Task):
     return jnp.maximum(jnp.sum(per_row), 1).astype(jnp.float32)
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = task_lib.apply_train(
+    out, model_state = loss_task.apply_train(
         self.model, params, model_state, batch, deterministic=False,
         rngs=rngs, norms=norms)
     loss = out.pop("loss")

@@ -79,11 +79,11 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
                    tokenizer=tokenizer)
       splits = inputs.tokenized(config, prepared, tokenizer)
     keys = model_keys(self.mode)
-    return ctr_task.task_data(
+    return self.task_data(
         {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
          for k, v in splits.items()}, fm, extra)
 
-  def model_keys(self, data):
+  def model_keys(self):
     return model_keys(self.mode)
 
   # ----------------------------------------------------------------- model
@@ -102,9 +102,10 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
       if kept:
         logging.info("xavier init: kept the zoo init of %s", kept)
     common.log_sizes(params, self.model.config)
-    return params, model_state
+    return params, model_state, self._describe_init()
 
-  def describe_init(self):
+  def _describe_init(self):
+    """What ``post_init`` did, for the log and results."""
     parts = []
     if model_lib.MODES[self.mode][0]:
       parts.append(f"CTR model from scratch ({self.cp_cfg.ctr_init} init)")

@@ -23,6 +23,7 @@ from flip_jax.methods.clickprompt import common
 from flip_jax.methods.clickprompt import masking as masking_lib
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.train import inputs
+from flip_jax.train import loss_task
 from flip_jax.train import task as task_lib
 
 # Batch keys the PA-MLM step reads (the unmasked text stays on the host).
@@ -38,7 +39,7 @@ def max_masked(config) -> int:
   return max(1, min(int(m), config.data.max_length))
 
 
-class ClickPromptPretrainTask(task_lib.Task):
+class ClickPromptPretrainTask(loss_task.LossTask):
   """PA-MLM (no evaluation splits: trains, checkpoints, stops)."""
   name = "clickprompt_pretrain"
 
@@ -77,23 +78,19 @@ class ClickPromptPretrainTask(task_lib.Task):
     return task_lib.TaskData(
         train=columns, eval_splits={}, feature_map=prepared.feature_map,
         extra={"plm_config": module.config, "plm_params": params,
-               "tokenizer": tokenizer, "head_report": report})
+               "tokenizer": tokenizer, "head_report": report},
+        train_keys=PRETRAIN_KEYS,
+        batch_transform=self._masking(tokenizer, module.config.vocab_size))
 
-  def batch_transform(self, data):
-    tokenizer = data.extra["tokenizer"]
+  def _masking(self, tokenizer, plm_vocab_size: int):
+    """PA-MLM's token masks drawn per training batch (host side)."""
     m = self.config.pretrain.masking
     return masking_lib.masking_transform(
         masking_lib.TokenMasking(prob=m.prob, mask_frac=m.mask_frac,
                                  random_frac=m.random_frac),
         mask_token_id=tokenizer.mask_token_id,
-        vocab_size=min(len(tokenizer), data.extra["plm_config"].vocab_size),
+        vocab_size=min(len(tokenizer), plm_vocab_size),
         special_ids=tokenizer.all_special_ids)
-
-  def train_keys(self, data):
-    return PRETRAIN_KEYS
-
-  def eval_keys(self, data):
-    return ()
 
   # ----------------------------------------------------------------- model
   def build_model(self, data):
@@ -111,7 +108,7 @@ class ClickPromptPretrainTask(task_lib.Task):
     it = pipeline.train_iterator(
         data.train, global_batch_size=n, seed=0, process_index=0,
         process_count=1, prefetch_buffer_size=0,
-        transform=self.batch_transform(data))
+        transform=data.batch_transform)
     return {k: v for k, v in next(it).items() if k in PRETRAIN_KEYS}
 
   def init_variables(self, rng, example, consts):
@@ -131,13 +128,11 @@ class ClickPromptPretrainTask(task_lib.Task):
       if kept:
         logging.info("xavier init: kept the zoo init of %s", kept)
     common.log_sizes(params, self.model.config)
-    return params, model_state
-
-  def describe_init(self):
     head = ("a FRESH LM head (none in the checkpoint)" if self.head_fresh
             else "its LM head")
-    return (f"PLM {self.config.model.plm.name} with {head}; CTR model: "
-            f"{self.config.clickprompt.ctr_init} init")
+    return params, model_state, (
+        f"PLM {self.config.model.plm.name} with {head}; CTR model: "
+        f"{self.config.clickprompt.ctr_init} init")
 
   # ------------------------------------------------------------------ loss
   def loss_norms(self, batch):
@@ -151,7 +146,7 @@ class ClickPromptPretrainTask(task_lib.Task):
     return metrics
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = task_lib.apply_train(
+    out, model_state = loss_task.apply_train(
         self.model, params, model_state, batch, deterministic=False,
         rngs=rngs, norms=norms, method="pa_mlm")
     return out.pop("loss"), (out, model_state)

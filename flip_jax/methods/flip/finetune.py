@@ -110,11 +110,11 @@ class FlipFinetuneTask(ctr_task.BaseCtrTask):
     else:
       splits = prepared.splits
     keys = model_keys(self.mode)
-    return ctr_task.task_data(
+    return self.task_data(
         {k: pipeline.ctr_split_columns(v, fm.field_names, keys)
          for k, v in splits.items()}, fm, extra)
 
-  def model_keys(self, data):
+  def model_keys(self):
     return model_keys(self.mode)
 
   # ----------------------------------------------------------------- model
@@ -128,12 +128,9 @@ class FlipFinetuneTask(ctr_task.BaseCtrTask):
   def post_init(self, params, model_state, put, data):
     if self.mode in ("plm", "joint"):
       params = put(params, ("plm",), data.extra["plm_params"])
-    return params, model_state
-
-  def describe_init(self):
-    if self.mode in ("plm", "joint"):
-      return f"scratch; PLM from public weights {self.model_cfg.plm.name}"
-    return "scratch"
+      return params, model_state, (
+          f"scratch; PLM from public weights {self.model_cfg.plm.name}")
+    return params, model_state, "scratch"
 
   # ------------------------------------------------------------------ loss
   def aux_logits(self):

@@ -21,6 +21,7 @@ from flip_jax.data import masking as masking_lib
 from flip_jax.data import pipeline
 from flip_jax.methods.flip import pretrain_model as flip_lib
 from flip_jax.train import inputs
+from flip_jax.train import loss_task
 from flip_jax.train import microbatch
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
@@ -89,7 +90,7 @@ def flip_config(config, plm_config, feature_map, max_masked: int
       plm_remat=config.model.plm.remat)
 
 
-class FlipPretrainTask(task_lib.Task):
+class FlipPretrainTask(loss_task.LossTask):
   """FLIP pretraining (no evaluation splits: trains, checkpoints, stops)."""
   name = "flip_pretrain"
 
@@ -127,11 +128,22 @@ class FlipPretrainTask(task_lib.Task):
     plm_module, plm_params, tokenizer = inputs.load_plm(config.model)
     prepared, columns = inputs.pretraining_columns(config, workdir,
                                                    tokenizer, _COLUMNS)
+    return self.task_data(
+        columns, prepared.feature_map,
+        {"plm_module": plm_module, "plm_params": plm_params,
+         "tokenizer": tokenizer},
+        heldout=self._heldout(prepared, tokenizer))
+
+  def task_data(self, columns, feature_map, extra, heldout=None
+                ) -> task_lib.TaskData:
+    """TaskData of the pretraining columns (no evaluation splits): the
+    masking transform of ``extra['tokenizer']``, the NCE constants of
+    ``feature_map`` and ``heldout`` as the monitor batch."""
     return task_lib.TaskData(
-        train=columns, eval_splits={}, feature_map=prepared.feature_map,
-        extra={"plm_module": plm_module, "plm_params": plm_params,
-               "tokenizer": tokenizer,
-               "heldout": self._heldout(prepared, tokenizer)})
+        train=columns, eval_splits={}, feature_map=feature_map, extra=extra,
+        train_keys=PRETRAIN_KEYS,
+        batch_transform=self._masking(extra["tokenizer"], feature_map),
+        consts=flip_lib.make_consts(feature_map), monitor_batch=heldout)
 
   def _heldout(self, prepared, tokenizer):
     """The ICL monitor's fixed batch: the first ``pretrain.heldout_rows``
@@ -145,19 +157,13 @@ class FlipPretrainTask(task_lib.Task):
       return None
     return {k: np.asarray(test[k][:n]) for k in _HELDOUT_KEYS}
 
-  def batch_transform(self, data):
-    tokenizer = data.extra["tokenizer"]
+  def _masking(self, tokenizer, feature_map):
+    """The MLM / MTM masks drawn per training batch (host side)."""
     return masking_lib.masking_transform(
         masking_lib.MaskingConfig.from_config(self.config.data),
-        mask_token_id=tokenizer.mask_token_id, feature_map=data.feature_map,
+        mask_token_id=tokenizer.mask_token_id, feature_map=feature_map,
         vocab_size=len(tokenizer),
         special_token_ids=list(tokenizer.all_special_ids))
-
-  def train_keys(self, data):
-    return PRETRAIN_KEYS
-
-  def eval_keys(self, data):
-    return ()
 
   # ----------------------------------------------------------------- model
   def build_model(self, data):
@@ -171,11 +177,8 @@ class FlipPretrainTask(task_lib.Task):
     it = pipeline.train_iterator(
         data.train, global_batch_size=n, seed=0, process_index=0,
         process_count=1, prefetch_buffer_size=0,
-        transform=self.batch_transform(data))
+        transform=data.batch_transform)
     return {k: v for k, v in next(it).items() if k in PRETRAIN_KEYS}
-
-  def monitor_batch(self, data):
-    return data.extra["heldout"]
 
   def monitor(self, variables, batch, consts):
     """ICL on the held-out batch in eval mode (no dropout): its loss (chance
@@ -189,9 +192,6 @@ class FlipPretrainTask(task_lib.Task):
     return {"icl_loss": loss, "icl_acc": losses.icl_accuracy(logits),
             "icl_rows": jnp.float32(z_r.shape[0])}
 
-  def consts(self, data):
-    return flip_lib.make_consts(data.feature_map)
-
   def init_variables(self, rng, example, consts):
     return self.model.init({"params": rng, "dropout": rng, "noise": rng},
                            example, consts)
@@ -202,14 +202,12 @@ class FlipPretrainTask(task_lib.Task):
       bias = np.asarray(losses.nce_bias_init(
           np.asarray(data.feature_map.counts)))
       params = put(params, ("nce", "bias"), bias)
-    return params, model_state
-
-  def describe_init(self):
-    return f"PLM from {self.config.model.plm.name}, the rest from scratch"
+    return params, model_state, (
+        f"PLM from {self.config.model.plm.name}, the rest from scratch")
 
   # ------------------------------------------------------------------ loss
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = task_lib.apply_train(
+    out, model_state = loss_task.apply_train(
         self.model, params, model_state, batch, consts, deterministic=False,
         rngs=rngs)
     loss = out.pop("loss")
@@ -259,7 +257,7 @@ def cached_icl_grads(model, params, batch, consts, rngs, *, num: int,
   if cfg.icl_enabled:
     def views(x):
       mb, i = x
-      return task_lib.apply_train(
+      return loss_task.apply_train(
           model, params, model_state, microbatch.shard_rows(mb),
           deterministic=False, rngs=rngs_of(i), method=model.icl_views)[0]
 
@@ -278,7 +276,7 @@ def cached_icl_grads(model, params, batch, consts, rngs, *, num: int,
 
   def chunk_loss(p, ms, x, i):
     mb, c = x
-    out, ms = task_lib.apply_train(
+    out, ms = loss_task.apply_train(
         model, p, ms, mb, consts, deterministic=False, rngs=rngs_of(i),
         icl_cotangents=c, norms=norms)
     # out["loss"] = MTM and MLM shares + the ICL views . cached gradient.

@@ -125,18 +125,13 @@ class Srp4ctrTask(ctr_task.BaseCtrTask):
     logging.info("srp4ctr: %s, %d users, %d events, windows of %d",
                  sequences.TIE_RULE, store.num_users, len(store.tokens),
                  cfg.sequence.max_length)
-    return ctr_task.task_data(splits, fm, {"store": store})
+    # Deterministic (it gathers the windows): training and evaluation alike.
+    transform = (None if cfg.srp4ctr.sequence == "none" else
+                 sequences.WindowTransform(store.tokens,
+                                           cfg.sequence.max_length))
+    return self.task_data(splits, fm, {"store": store}, transform=transform)
 
-  def batch_transform(self, data):
-    if self.cfg.srp4ctr.sequence == "none":
-      return None
-    return sequences.WindowTransform(data.extra["store"].tokens,
-                                     self.cfg.sequence.max_length)
-
-  def eval_transform(self, data):
-    return self.batch_transform(data)  # deterministic: gathers the windows
-
-  def model_keys(self, data):
+  def model_keys(self):
     return model_keys(self.cfg)
 
   # ----------------------------------------------------------------- model
@@ -154,7 +149,7 @@ class Srp4ctrTask(ctr_task.BaseCtrTask):
   def post_init(self, params, model_state, put, data):
     s = self.cfg.srp4ctr
     if not s.pretrained:
-      return params, model_state
+      return params, model_state, "scratch"
     step = None if s.pretrained_step < 0 else s.pretrained_step
     loaded = checkpoint.restore_params(s.pretrained, step=step)
     params = _put_checked(params, put, ("seq",), loaded["seq"])
@@ -163,15 +158,10 @@ class Srp4ctrTask(ctr_task.BaseCtrTask):
         layer = {k: v for k, v in loaded["seq"][f"layers_{l}"].items()
                  if k not in ("key", "value")}
         params = _put_checked(params, put, (f"cross_{l}",), layer)
-    return params, model_state
-
-  def describe_init(self):
-    s = self.cfg.srp4ctr
-    if not s.pretrained:
-      return "scratch"
     cross = (", cross-attention layers from its layers"
              if s.cross_attention and s.cross_from_pretrained else "")
-    return f"FG-BERT from {s.pretrained}{cross}, the rest from scratch"
+    return params, model_state, (
+        f"FG-BERT from {s.pretrained}{cross}, the rest from scratch")
 
   # ------------------------------------------------------------------ loss
   def reduction(self):

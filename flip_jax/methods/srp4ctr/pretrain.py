@@ -15,6 +15,7 @@ from absl import logging
 from flip_jax import losses
 from flip_jax.methods.srp4ctr import data as data_lib
 from flip_jax.methods.srp4ctr import fgbert
+from flip_jax.train import loss_task
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -50,7 +51,7 @@ def config_errors(config) -> list[str]:
   return errors
 
 
-class Srp4ctrPretrainTask(task_lib.Task):
+class Srp4ctrPretrainTask(loss_task.LossTask):
   """Multi-attribute masked prediction on train histories (no evaluation)."""
   name = "srp4ctr_pretrain"
   rng_streams = ("dropout", "noise")
@@ -72,20 +73,13 @@ class Srp4ctrPretrainTask(task_lib.Task):
     logging.info("FG-BERT pretraining: %d windows of the train events of %d "
                  "users (attributes %s)", len(cols["label"]),
                  store.num_users, store.attributes)
-    return task_lib.TaskData(train=cols, eval_splits={},
-                             feature_map=prepared.feature_map,
-                             extra={"store": store})
-
-  def batch_transform(self, data):
-    return data_lib.PretrainTransform(
-        data.extra["store"].tokens, self.config.sequence.max_length,
-        self.config.pretrain.mask_prob)
-
-  def train_keys(self, data):
-    return PRETRAIN_KEYS
-
-  def eval_keys(self, data):
-    return ()
+    return task_lib.TaskData(
+        train=cols, eval_splits={}, feature_map=prepared.feature_map,
+        extra={"store": store}, train_keys=PRETRAIN_KEYS,
+        batch_transform=data_lib.PretrainTransform(
+            store.tokens, self.config.sequence.max_length,
+            self.config.pretrain.mask_prob),
+        consts={"item_log_q": data_lib.item_log_q(store)})
 
   # ----------------------------------------------------------------- model
   def build_model(self, data):
@@ -96,11 +90,8 @@ class Srp4ctrPretrainTask(task_lib.Task):
   def example_batch(self, data, n):
     idx = np.arange(n) % len(data.train["label"])
     batch = {k: np.asarray(v)[idx] for k, v in data.train.items()}
-    batch = self.batch_transform(data)(batch, seed=0, epoch=0, index=idx)
+    batch = data.batch_transform(batch, seed=0, epoch=0, index=idx)
     return {k: batch[k] for k in PRETRAIN_KEYS}
-
-  def consts(self, data):
-    return {"item_log_q": data_lib.item_log_q(data.extra["store"])}
 
   def init_variables(self, rng, example, consts):
     return self.model.init({"params": rng, "dropout": rng, "noise": rng},
@@ -111,18 +102,15 @@ class Srp4ctrPretrainTask(task_lib.Task):
       counts = data.extra["store"].train_counts(0)
       params = put(params, ("bias_item",),
                    np.asarray(losses.nce_bias_init(counts)))
-    return params, model_state
-
-  def describe_init(self):
-    return ("scratch (item bias from the train counts)"
-            if self.config.pretrain.item_loss == "nce" else "scratch")
+      return params, model_state, "scratch (item bias from the train counts)"
+    return params, model_state, "scratch"
 
   # ------------------------------------------------------------------ loss
   def loss_norms(self, batch):
     return losses.weight_denominator(batch["mlm_weight"])
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = task_lib.apply_train(
+    out, model_state = loss_task.apply_train(
         self.model, params, model_state, batch, consts, deterministic=False,
         rngs=rngs, norms=norms)
     loss = out.pop("loss")

@@ -1,6 +1,6 @@
 """Micro-batched steps of both baselines (``train.micro_batch_size``): the
 same loss, metrics and gradient as the whole batch (no dropout), through
-the default ``Task.grads`` with each task's ``loss_norms``. (CTR-BERT's
+the default ``LossTask.grads`` with each task's ``loss_norms``. (CTR-BERT's
 case is marked slow: run it with ``-m slow``.)"""
 import functools
 

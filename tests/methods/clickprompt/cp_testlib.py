@@ -25,6 +25,7 @@ from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.clickprompt import pretrain
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.models import plm as plm_lib
+from flip_jax.train import ctr_task
 from flip_jax.train import init as init_lib
 from flip_jax.train import state as state_lib
 from flip_jax.train import steps
@@ -160,7 +161,9 @@ def run_steps(task, example, consts, mesh_shape, num_steps: int = 2,
       lambda rng: task.init_variables(rng, example, consts),
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms), tx, mesh,
       rules)
-  keys = task.train_keys(None)
+  keys = (pretrain.PRETRAIN_KEYS
+          if isinstance(task, pretrain.ClickPromptPretrainTask)
+          else task.model_keys() + ctr_task.LABEL_KEYS)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = si.init(jax.random.PRNGKey(seed))
     batch_sh = {k: sharding.batch_sharding(mesh, rules, example[k].ndim)

@@ -231,7 +231,7 @@ def test_post_init_takes_the_lm_head_and_draws_xavier_ctr():
     return out
 
   data = type("Data", (), {"extra": {"plm_params": ckpt}})()
-  new, _ = task.post_init(params, {}, put, data)
+  new, _, _ = task.post_init(params, {}, put, data)
   jax.tree.map(np.testing.assert_array_equal, new["lm_head"],
                ckpt["mlm_head"])
   np.testing.assert_array_equal(

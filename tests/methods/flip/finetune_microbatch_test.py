@@ -1,5 +1,5 @@
 """Micro-batched FLIP finetuning (``FlipFinetuneTask`` through the default
-``Task.grads``): same metrics and gradient as the whole batch."""
+``LossTask.grads``): same metrics and gradient as the whole batch."""
 import functools
 
 import jax

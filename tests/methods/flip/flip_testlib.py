@@ -236,7 +236,7 @@ def task_for(model, config=None) -> pretrain.FlipPretrainTask:
 
 
 class StubTokenizer:
-  """What ``FlipPretrainTask.batch_transform`` reads from a tokenizer."""
+  """What ``FlipPretrainTask``'s masking transform reads from a tokenizer."""
   mask_token_id = MASK_TOKEN
   all_special_ids = list(SPECIAL_IDS)
 
@@ -294,20 +294,19 @@ def config_task(config=None, *, batch_size: int = B, num_rows: int = 32,
   The model comes from ``task.build_model`` (``flip_config`` and the MLM
   head size of ``mlm_max_masked``), the batch from ``task.example_batch``
   (the pipeline with the task's masking transform), the constants from
-  ``task.consts`` and the params from ``task.init_variables`` (or
+  ``data.consts`` and the params from ``task.init_variables`` (or
   ``params``: the options under test do not change the params' tree, and an
   init is a compile).
   """
   config = base_config() if config is None else config
-  data = task_lib.TaskData(
-      train=text_columns(num_rows, config.data.max_length, seed),
-      eval_splits={}, feature_map=feature_map(),
-      extra={"plm_module": types.SimpleNamespace(config=plm_config()),
-             "plm_params": None, "tokenizer": StubTokenizer()})
   task = pretrain.FlipPretrainTask(config)
+  data = task.task_data(
+      text_columns(num_rows, config.data.max_length, seed), feature_map(),
+      {"plm_module": types.SimpleNamespace(config=plm_config()),
+       "plm_params": None, "tokenizer": StubTokenizer()})
   task.build_model(data)
   batch = task.example_batch(data, batch_size)
-  c = task.consts(data)
+  c = data.consts
   if params is None:
     variables = jax.jit(functools.partial(
         task.init_variables, example=batch, consts=c))(
