@@ -54,11 +54,11 @@ def run(form: str, batch: int, length: int, steps: int, plm: str, k: int,
   mode, fusion = FORMS[form]
   if mode == "pretrain":
     cfg = clickprompt_pretrain.get_config("dataset=ml-1m,preset=full")
-    task = pretrain.ClickPromptPretrainTask(cfg)
+    task_cls = pretrain.ClickPromptPretrainTask
   else:
     cfg = clickprompt_finetune.get_config(f"dataset=ml-1m,preset=full,"
                                           f"mode={mode}")
-    task = finetune.ClickPromptFinetuneTask(cfg)
+    task_cls = finetune.ClickPromptFinetuneTask
   cfg.data.max_length = length
   num_fields, field_size = 8, 500
   module, plm_params, _ = plm_lib.load_pretrained(plm)
@@ -68,7 +68,7 @@ def run(form: str, batch: int, length: int, steps: int, plm: str, k: int,
   cp = model_lib.ClickPromptConfig(
       mode=mode, ctr=ctr_cfg, plm=module.config, num_prompt=k, fusion=fusion,
       mlm_max_masked=max(1, int(0.3 * length)), dtype=jnp.dtype(dtype))
-  task.model = model_lib.ClickPromptModel(cp)
+  task = task_cls(cfg, model_lib.ClickPromptModel(cp))
   rs = np.random.RandomState(0)
   lengths = rs.randint(int(0.7 * length), length + 1, batch)
   attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)

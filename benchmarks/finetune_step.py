@@ -70,8 +70,7 @@ def run(mode: str, batch: int, length: int, steps: int, plm: str,
     params["plm"] = plm_params
   tx = optim.build_optimizer(cfg.optim, steps_per_epoch=100, total_steps=100)
   state = state_lib.create_train_state(params, tx, rng)
-  task = finetune.FlipFinetuneTask(cfg)
-  task.model = model
+  task = finetune.FlipFinetuneTask(cfg, model)
   res = step_timing.measure(
       lambda mb: functools.partial(steps_lib.train_step, task=task,
                                    micro_batches=mb, rng_impl=impl),

@@ -127,8 +127,7 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   params["plm"] = plm_params
   state = (jax.eval_shape(make_state, params) if count_only
            else make_state(params))
-  task = flip_task.FlipPretrainTask(None)
-  task.model = model
+  task = flip_task.FlipPretrainTask(None, model)
   res = step_timing.measure(
       lambda mb: functools.partial(steps_lib.train_step, task=task,
                                    micro_batches=mb, rng_impl=impl),

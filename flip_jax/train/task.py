@@ -114,9 +114,11 @@ class Task:
     del config
     return False
 
-  def __init__(self, config):
+  def __init__(self, config, model: nn.Module | None = None):
+    """``model``: the task's model when it is built without data (a step
+    test, a benchmark); otherwise ``build_model`` makes it."""
     self.config = config
-    self.model: nn.Module | None = None
+    self.model: nn.Module | None = model
 
   def config_errors(self) -> list[str]:
     """Problems with the task's own config fields, one line each (checked

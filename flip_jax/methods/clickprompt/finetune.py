@@ -45,8 +45,8 @@ class ClickPromptFinetuneTask(ctr_task.BaseCtrTask):
   def reads_text(cls, config) -> bool:
     return model_lib.MODES[config.finetune.mode][1]
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, model=None):
+    super().__init__(config, model)
     self.mode = config.finetune.mode
     self.model_cfg, self.cp_cfg = common.resolve_sections(config)
     if self.mode in model_lib.FINETUNE_MODES:

@@ -49,8 +49,8 @@ class ClickPromptPretrainTask(loss_task.LossTask):
   # Whether the LM head started fresh (set by load_data).
   head_fresh = False
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, model=None):
+    super().__init__(config, model)
     common.resolve_optimizer(config, "pretrain")
 
   def config_errors(self):

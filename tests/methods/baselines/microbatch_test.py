@@ -65,9 +65,10 @@ def test_ctr_bert_micro_batched_equals_whole_batch(plm_config):
         rs, 8, length, plm_config.vocab_size)
   batch["label"] = rs.randint(0, 2, 8).astype(np.float32)
   batch["weight"] = np.array([1, 1, 0, 1, 1, 1, 1, 0], np.float32)
-  task = ctr_bert.CtrBertTask(ctr_bert_config.get_config("preset=tiny"))
-  task.model = ctr_bert.CtrBertModel(ctr_bert.CtrBertConfig(
-      plm=plm_config, mlp_hidden=8, mlp_dropout=0.0))
+  task = ctr_bert.CtrBertTask(
+      ctr_bert_config.get_config("preset=tiny"),
+      ctr_bert.CtrBertModel(ctr_bert.CtrBertConfig(
+          plm=plm_config, mlp_hidden=8, mlp_dropout=0.0)))
   params = _init(task.model, batch)
   whole, micro = _grads(task, params, batch)
   assert set(whole[0]) == {"bce", "loss"}
@@ -82,10 +83,11 @@ def test_p_tab_micro_batched_equals_whole_batch(plm_config):
       index=np.arange(8), prob=0.3, mask_token_id=4,
       vocab_size=plm_config.vocab_size, special_token_ids=None)
   batch = {k: batch[k] for k in p_tab.MODEL_KEYS}
-  task = p_tab.PTabPretrainTask(p_tab_pretrain.get_config("preset=tiny"))
   # K = 3 < the most masked tokens of a row: the drops count the same way.
-  task.model = p_tab.PTabPretrainModel(p_tab.PTabConfig(plm=plm_config,
-                                                        max_masked=3))
+  task = p_tab.PTabPretrainTask(
+      p_tab_pretrain.get_config("preset=tiny"),
+      p_tab.PTabPretrainModel(p_tab.PTabConfig(plm=plm_config,
+                                               max_masked=3)))
   params = _init(task.model, batch)
   whole, micro = _grads(task, params, batch)
   assert set(whole[0]) >= {"loss", "mlm_loss", "mlm_acc", "mlm_dropped",

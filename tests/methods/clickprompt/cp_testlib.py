@@ -183,16 +183,14 @@ def run_steps(task, example, consts, mesh_shape, num_steps: int = 2,
 
 
 def task_for(mode: str, dropout: float):
-  """A task of the real (tiny-preset) config with a tiny model set by hand."""
-  cp = cp_config(mode, plm=plm_config(dropout=dropout))
+  """A task of the real (tiny-preset) config around a tiny model."""
+  model = model_lib.ClickPromptModel(cp_config(
+      mode, plm=plm_config(dropout=dropout)))
   if mode == "pretrain":
-    task = pretrain.ClickPromptPretrainTask(
-        clickprompt_pretrain.get_config("preset=tiny"))
-  else:
-    task = finetune.ClickPromptFinetuneTask(
-        clickprompt_finetune.get_config(f"preset=tiny,mode={mode}"))
-  task.model = model_lib.ClickPromptModel(cp)
-  return task
+    return pretrain.ClickPromptPretrainTask(
+        clickprompt_pretrain.get_config("preset=tiny"), model)
+  return finetune.ClickPromptFinetuneTask(
+      clickprompt_finetune.get_config(f"preset=tiny,mode={mode}"), model)
 
 
 def assert_same_runs(h1, p1, h2, p2):

@@ -31,8 +31,7 @@ def test_finetune_micro_batched_equals_whole_batch(reduction, l2):
   config.loss.aux_weight = 1.0
   config.loss.l2 = l2
   config.loss.l2_regex = [r"^ctr/embedding/"]
-  task = finetune.FlipFinetuneTask(config)
-  task.model = model
+  task = finetune.FlipFinetuneTask(config, model)
   rngs = {"dropout": jax.random.PRNGKey(3)}
 
   @functools.partial(jax.jit, static_argnums=0)

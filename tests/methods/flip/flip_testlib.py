@@ -228,11 +228,9 @@ def with_options(config=None, **options):
 
 
 def task_for(model, config=None) -> pretrain.FlipPretrainTask:
-  """A pretraining task without data: its ``model`` set by hand."""
-  task = pretrain.FlipPretrainTask(config if config is not None
-                                   else base_config())
-  task.model = model
-  return task
+  """A pretraining task built around ``model`` (no data)."""
+  return pretrain.FlipPretrainTask(config if config is not None
+                                   else base_config(), model)
 
 
 class StubTokenizer:

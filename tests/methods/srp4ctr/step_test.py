@@ -22,10 +22,9 @@ from tests.methods.srp4ctr import srp_testlib as lib
 
 
 def ctr_task(dropout=0.1):
-  task = finetune.Srp4ctrTask(srp4ctr_ctr.get_config(
-      "dataset=synthetic,preset=tiny"))
-  task.model = model_lib.Srp4ctrModel(lib.model_config(dropout=dropout,
-                                                       layers_=1))
+  task = finetune.Srp4ctrTask(
+      srp4ctr_ctr.get_config("dataset=synthetic,preset=tiny"),
+      model_lib.Srp4ctrModel(lib.model_config(dropout=dropout, layers_=1)))
   batch = lib.random_batch(batch=8)
   return task, {k: batch[k] for k in finetune.model_keys(task.cfg)
                 + ("label", "weight")}, {}
@@ -33,10 +32,9 @@ def ctr_task(dropout=0.1):
 
 def pretrain_task(item_loss="sampled", dropout=0.1):
   cfg = srp4ctr_pretrain.get_config("dataset=synthetic,preset=tiny")
-  task = pretrain.Srp4ctrPretrainTask(cfg)
-  task.model = fgbert.FGBertPretrainModel(fgbert.PretrainConfig(
-      seq=lib.seq_config(dropout, 1), item_loss=item_loss,
-      num_negatives=5))
+  task = pretrain.Srp4ctrPretrainTask(cfg, fgbert.FGBertPretrainModel(
+      fgbert.PretrainConfig(seq=lib.seq_config(dropout, 1),
+                            item_loss=item_loss, num_negatives=5)))
   b = lib.random_batch(seed=2, batch=8)
   m = data_lib.mask_windows(b["hist"], b["hist_mask"], mask_prob=0.2,
                             seed=0, epoch=0, index=np.arange(8))
