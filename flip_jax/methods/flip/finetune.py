@@ -77,8 +77,8 @@ class FlipFinetuneTask(ctr_task.BaseCtrTask):
   def reads_text(cls, config) -> bool:
     return config.finetune.mode in ("plm", "joint")
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, model=None):
+    super().__init__(config, model)
     self.mode = config.finetune.mode
     self.model_cfg = resolve_model_config(config)
 

@@ -82,8 +82,8 @@ class Srp4ctrTask(ctr_task.BaseCtrTask):
   name = "srp4ctr"
   source_fields = ("ckpt.init_from", "srp4ctr.pretrained")
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, model=None):
+    super().__init__(config, model)
     self.cfg = resolve_config(config)
 
   def config_errors(self):
