@@ -31,6 +31,7 @@ import numpy as np
 from flip_jax import losses
 from flip_jax.models import ctr as ctr_lib
 from flip_jax.train import loss_task
+from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -115,7 +116,7 @@ class BaseCtrTask(loss_task.LossTask):
     share of the global batch's loss (its summed terms over ``norms``).
     """
     del consts
-    out, model_state = loss_task.apply_train(
+    out, model_state = state_lib.apply_train(
         self.model, params, model_state, self.model_inputs(batch),
         deterministic=False, rngs=rngs)
     y, w = batch["label"], batch["weight"]

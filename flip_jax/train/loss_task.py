@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from flip_jax.train import microbatch
-from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 
 
@@ -110,8 +109,3 @@ def _zero_if_none(out):
   if loss is None:
     return jnp.zeros((), jnp.float32), {}
   return loss, metrics
-
-
-def apply_train(model, params, model_state, *args, **kwargs):
-  """``model.apply`` in training mode (see ``state.apply_train``)."""
-  return state_lib.apply_train(model, params, model_state, *args, **kwargs)

@@ -30,6 +30,7 @@ from flip_jax.data import masking as masking_lib
 from flip_jax.models import plm as plm_lib
 from flip_jax.train import inputs
 from flip_jax.train import loss_task
+from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -186,7 +187,7 @@ class PTabPretrainTask(loss_task.LossTask):
     return jnp.maximum(jnp.sum(per_row), 1).astype(jnp.float32)
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = loss_task.apply_train(
+    out, model_state = state_lib.apply_train(
         self.model, params, model_state, batch, deterministic=False,
         rngs=rngs, norms=norms)
     loss = out.pop("loss")

@@ -24,6 +24,7 @@ from flip_jax.methods.clickprompt import masking as masking_lib
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.train import inputs
 from flip_jax.train import loss_task
+from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 
 # Batch keys the PA-MLM step reads (the unmasked text stays on the host).
@@ -146,7 +147,7 @@ class ClickPromptPretrainTask(loss_task.LossTask):
     return metrics
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = loss_task.apply_train(
+    out, model_state = state_lib.apply_train(
         self.model, params, model_state, batch, deterministic=False,
         rngs=rngs, norms=norms, method="pa_mlm")
     return out.pop("loss"), (out, model_state)

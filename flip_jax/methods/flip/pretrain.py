@@ -23,6 +23,7 @@ from flip_jax.methods.flip import pretrain_model as flip_lib
 from flip_jax.train import inputs
 from flip_jax.train import loss_task
 from flip_jax.train import microbatch
+from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -207,7 +208,7 @@ class FlipPretrainTask(loss_task.LossTask):
 
   # ------------------------------------------------------------------ loss
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = loss_task.apply_train(
+    out, model_state = state_lib.apply_train(
         self.model, params, model_state, batch, consts, deterministic=False,
         rngs=rngs)
     loss = out.pop("loss")
@@ -257,7 +258,7 @@ def cached_icl_grads(model, params, batch, consts, rngs, *, num: int,
   if cfg.icl_enabled:
     def views(x):
       mb, i = x
-      return loss_task.apply_train(
+      return state_lib.apply_train(
           model, params, model_state, microbatch.shard_rows(mb),
           deterministic=False, rngs=rngs_of(i), method=model.icl_views)[0]
 
@@ -276,7 +277,7 @@ def cached_icl_grads(model, params, batch, consts, rngs, *, num: int,
 
   def chunk_loss(p, ms, x, i):
     mb, c = x
-    out, ms = loss_task.apply_train(
+    out, ms = state_lib.apply_train(
         model, p, ms, mb, consts, deterministic=False, rngs=rngs_of(i),
         icl_cotangents=c, norms=norms)
     # out["loss"] = MTM and MLM shares + the ICL views . cached gradient.

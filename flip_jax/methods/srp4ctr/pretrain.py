@@ -16,6 +16,7 @@ from flip_jax import losses
 from flip_jax.methods.srp4ctr import data as data_lib
 from flip_jax.methods.srp4ctr import fgbert
 from flip_jax.train import loss_task
+from flip_jax.train import state as state_lib
 from flip_jax.train import task as task_lib
 from flip_jax.train import validate
 
@@ -110,7 +111,7 @@ class Srp4ctrPretrainTask(loss_task.LossTask):
     return losses.weight_denominator(batch["mlm_weight"])
 
   def data_loss(self, params, model_state, batch, consts, rngs, norms=None):
-    out, model_state = loss_task.apply_train(
+    out, model_state = state_lib.apply_train(
         self.model, params, model_state, batch, consts, deterministic=False,
         rngs=rngs, norms=norms)
     loss = out.pop("loss")
