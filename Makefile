@@ -34,14 +34,12 @@ TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_J
 # deadlocks on cached collectives with several devices), then the sharding
 # tests (marker multidevice) on 8, spread test by test (few share fixtures).
 test: $(STAMP)
-	$(if $(TEST_JIT_CACHE),mkdir -p $(TEST_JIT_CACHE))
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load
 
 # The tests make test leaves out (marker slow: chaos runs, variants another
 # test of make test covers), in the same two passes.
 test-slow: $(STAMP)
-	$(if $(TEST_JIT_CACHE),mkdir -p $(TEST_JIT_CACHE))
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "slow and not gpu and not multidevice"
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "slow and multidevice and not gpu" --dist load
 

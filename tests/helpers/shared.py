@@ -20,16 +20,15 @@ SHARED_ENV = "FLIP_JAX_TEST_SHARED"
 _DONE = ".built"
 
 
-def setup() -> bool:
-  """Makes the run's shared folder unless inherited; True if made here."""
-  if os.environ.get(SHARED_ENV):
+def run_folder(env: str, prefix: str) -> bool:
+  """The folder named by ``$env``, made empty in the temp folder by the
+  first process of the run unless the environment already names one (a
+  parent pytest process, or the user); True if made here (its owner removes
+  it at the end)."""
+  if os.environ.get(env):
     return False
-  os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="flip_jax_test_shared_")
+  os.environ[env] = tempfile.mkdtemp(prefix=prefix)
   return True
-
-
-def remove() -> None:
-  shutil.rmtree(os.environ[SHARED_ENV], ignore_errors=True)
 
 
 def built(name: str, build: Callable[[pathlib.Path], object]
