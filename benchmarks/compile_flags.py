@@ -49,19 +49,32 @@ print(json.dumps({"flip_step_check": t1 - t0, "ctr_loop": t2 - t1}))
 DEFAULT_VARIANTS = ("", " ".join(env_lib.FAST_COMPILE_FLAGS))
 
 
-def _run(flags: str) -> dict[str, float]:
+def run_fresh(code: str, *args: str, flags: str = "") -> dict:
+  """Runs ``code`` in a fresh CPU process, as a compile-time A/B needs it:
+  one device, optimization level 0 (as the tests), no compilation cache,
+  ``flags`` as XLA_FLAGS, a scratch working folder, the repository as
+  ``sys.argv[1]`` and ``args`` after it. Returns its last stdout line,
+  parsed as JSON."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_DISABLE_MOST_OPTIMIZATIONS="true",
              XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {flags}")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   env.pop("FLIP_JAX_COMPILE_CACHE", None)
   with tempfile.TemporaryDirectory() as tmp:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, REPO], cwd=tmp,
-                          env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, REPO, *args],
+                          cwd=tmp, env=env, capture_output=True, text=True,
                           check=False)
   if proc.returncode:
-    raise SystemExit(f"variant {flags!r} failed:\n{proc.stderr[-3000:]}")
+    raise SystemExit(f"fresh process {list(args)} flags {flags!r} failed:\n"
+                     f"{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rotated(variants, round_index: int):
+  """``variants`` in round ``round_index``'s order: each starts a round in
+  turn (an interleaved A/B, so drift in the machine hits all alike)."""
+  k = round_index % len(variants)
+  return tuple(variants[k:]) + tuple(variants[:k])
 
 
 def main() -> None:
@@ -73,8 +86,8 @@ def main() -> None:
   variants = args.variant or list(DEFAULT_VARIANTS)
   times: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
   for r in range(args.rounds):
-    for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-      out = _run(v)
+    for v in rotated(variants, r):
+      out = run_fresh(_CHILD, flags=v)
       times[v].append(out)
       print(f"round {r} {v or '(none)'!r}: " + ", ".join(
           f"{k} {t:.2f} s" for k, t in out.items()), flush=True)

@@ -8,23 +8,19 @@ read and checks the params for NaN / Inf (``flip_jax.checkpoint_digest``,
 ``checkpoint.non_finite_leaves``). Whole CPU arrays go through numpy;
 the other path is one jitted program per leaf shape, which is what an
 accelerator or a partly held array uses. Each round starts one fresh
-process per variant (no compilation cache, the tests' optimization level
-0), in a rotated order, on the FLIP-shaped state of
-``benchmarks.checkpoint_io`` (params + two AdamW moments) and times the
-first digest + finite check (compiles included: what a short run pays)
-and the second (what every later save pays). Prints each measurement and
-the medians per variant and size.
+process per variant (``compile_flags.run_fresh``: no compilation cache,
+the tests' optimization level 0), in a rotated order, on the FLIP-shaped
+state of ``benchmarks.checkpoint_io`` (params + two AdamW moments) and
+times the first digest + finite check (compiles included: what a short run
+pays) and the second (what every later save pays). Prints each measurement
+and the medians per variant and size.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import compile_flags
 
 _CHILD = r"""
 import json, sys, time
@@ -48,20 +44,6 @@ print(json.dumps(out))
 """
 
 
-def _run(variant: str, layers: int) -> dict[str, float]:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="true",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  env.pop("FLIP_JAX_COMPILE_CACHE", None)
-  proc = subprocess.run([sys.executable, "-c", _CHILD, REPO, variant,
-                         str(layers)], env=env, capture_output=True,
-                        text=True, check=False)
-  if proc.returncode:
-    raise RuntimeError(proc.stderr[-3000:])
-  return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=3)
@@ -73,9 +55,8 @@ def main() -> None:
   got = {}
   for layers in (int(x) for x in args.plm_layers.split(",")):
     for r in range(args.rounds):
-      order = variants[r % 2:] + variants[:r % 2]
-      for v in order:
-        res = _run(v, layers)
+      for v in compile_flags.rotated(variants, r):
+        res = compile_flags.run_fresh(_CHILD, v, str(layers))
         got.setdefault((layers, v), []).append(res)
         print(f"layers={layers} round {r} {v:6s} first {res['first']:.3f} s"
               f"  second {res['second']:.3f} s", flush=True)
