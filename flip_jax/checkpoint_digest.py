@@ -109,7 +109,7 @@ def on_host(leaf: jax.Array) -> bool:
       d.platform == "cpu" for d in leaf.sharding.device_set)
 
 
-def host_value(leaf: jax.Array) -> np.ndarray:
+def _host_value(leaf: jax.Array) -> np.ndarray:
   """`leaf` as numpy (a PRNG key array as its raw key data)."""
   if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
     leaf = jax.random.key_data(leaf)
@@ -122,7 +122,7 @@ def digest(tree) -> dict[str, list]:
   out, device = {}, []
   for path, leaf in flat:
     if isinstance(leaf, jax.Array) and on_host(leaf):
-      out[path_str(path)] = _sums_np(_words_np(host_value(leaf))) + [
+      out[path_str(path)] = _sums_np(_words_np(_host_value(leaf))) + [
           _dtype(leaf)]
     elif isinstance(leaf, jax.Array):
       device.append((path_str(path), leaf))
