@@ -22,11 +22,11 @@ from __future__ import annotations
 import functools
 import os
 
-from experiments import report
 from experiments import workflow
 from experiments import workflow_report as wr
 from experiments.configs import clickprompt_finetune
 from experiments.configs import clickprompt_pretrain
+from experiments.report_io import read_json
 from experiments.workflow import Claim, Plot, Stage
 
 # stage -> (finetuning mode, from the PA-MLM run?)
@@ -77,8 +77,7 @@ def _finetune(mode):
 
 def _pa_mlm(ctx) -> list[str]:
   """The PA-MLM run's final loss and where its LM head came from."""
-  pre = report.read_json(os.path.join(ctx.first, "pretrain",
-                                      "pretrain_done.json"))
+  pre = read_json(os.path.join(ctx.first, "pretrain", "pretrain_done.json"))
   if not pre or "train/lm_head_fresh" not in pre:
     return []
   return [f"PA-MLM: final masked-token loss {pre['train/mlm_loss']:.3f}; "

@@ -16,8 +16,7 @@ import numpy as np
 from flip_jax import metrics as metrics_lib
 
 from experiments import budget as budget_lib
-# Re-exported: the methods' specs read run files through ``report``.
-from experiments.report_io import read_json, seed_dirs  # pylint: disable=unused-import
+from experiments.report_io import read_json, seed_dirs
 
 METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc",
            # The joint models' branches (their ID and text logits alone).
@@ -196,15 +195,15 @@ def verdict(diffs: list[float], share: float | None) -> str:
 
 
 def decide(rows: list[dict], claims) -> list[tuple[tuple, dict]]:
-  """(claim, verdict) of each claim both of whose rows ran, decided on
-  per-seed paired test-AUC differences and the rows' share of the official
-  budget (``verdict``). A claim is (better row, worse row, text) or a
-  ``workflow.Claim``; a graded one (``must`` set) also records ``must`` and
-  whether its mean difference reaches its ``margin``."""
+  """(claim, verdict) of each claim (a ``workflow.Claim``) both of whose
+  rows ran, decided on per-seed paired test-AUC differences and the rows'
+  share of the official budget (``verdict``); a graded one (``must`` set)
+  also records ``must`` and whether its mean difference reaches its
+  ``margin``."""
   by = {r["stage"]: r for r in rows}
   out = []
   for c in claims:
-    a, b, text = c[:3]
+    a, b, text = c.better, c.worse, c.text
     if a not in by or b not in by:
       continue
     pairs = _paired(by[a], by[b], "test/auc")
@@ -231,8 +230,8 @@ def decide(rows: list[dict], claims) -> list[tuple[tuple, dict]]:
          # would not match the difference).
          "test/auc": [float(np.mean([x for x, _, _ in pairs])),
                       float(np.mean([y for _, y, _ in pairs]))]}
-    if len(c) > 3 and c[3] is not None:
-      v.update(must=c[3], margin_ok=bool(mean >= c[4]))
+    if c.must is not None:
+      v.update(must=c.must, margin_ok=bool(mean >= c.margin))
     out.append((c, v))
   return out
 
@@ -258,7 +257,7 @@ def claim_line(c, v: dict) -> str:
              + ", ".join(f"{d:+.4f}" for d in v["test/auc_diffs"])
              + f", sign-flip p = {v['p_sign_flip']:.3f}")
   if graded:
-    line += f"; margin >= {c[4]}: {'yes' if v['margin_ok'] else 'no'}"
+    line += f"; margin >= {c.margin}: {'yes' if v['margin_ok'] else 'no'}"
   elif v["subset"]:
     line += (f"; on seed{'s' if len(v['seeds']) > 1 else ''} "
              + ", ".join(str(s) for s in v["seeds"]) + " only")

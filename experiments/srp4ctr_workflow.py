@@ -22,13 +22,13 @@ from __future__ import annotations
 import functools
 import os
 
-from experiments import report
 from experiments import srp4ctr_stages
 from experiments import workflow
 from experiments import workflow_report as wr
 from experiments.configs import srp4ctr_common
 from experiments.configs import srp4ctr_ctr
 from experiments.configs import srp4ctr_pretrain
+from experiments.report_io import read_json
 from experiments.workflow import Claim, Plot, Stage
 
 # Pretraining stages: their token attributes ('fg' or 'id').
@@ -83,7 +83,7 @@ def _flops(ctx, workdir, cfg):
 
 
 def _flops_of(ctx):
-  return report.read_json(os.path.join(ctx.workdir, "flops.json"))
+  return read_json(os.path.join(ctx.workdir, "flops.json"))
 
 
 def _flops_claim(ctx) -> list[tuple[dict, str]]:

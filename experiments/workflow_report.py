@@ -66,7 +66,7 @@ def write(spec, workdir: str, *, dataset: str = "", preset: str = "") -> str:
   if spec.summary is not None:
     summary.update(spec.summary(ctx))
   stages_lib.write_report_files(workdir, table=table, text="\n".join(md),
-                                plots=[(t, f) for t, f in made],
+                                plots=made,
                                 summary=summary)
   printed = ctx.claim_lines + (spec.printed(ctx) if spec.printed else [])
   return table + "".join("\n" + line for line in printed)
