@@ -107,7 +107,7 @@ def main(argv):
       stages=_STAGES.value, overrides=overrides,
       seeds=[int(x) for x in _SEEDS.value] if _SEEDS.value else None)
   methods = list(_METHOD.value)
-  specs = {m: spec_of(m) for m in methods if m in METHODS}
+  specs = {m: spec_of(m) for m in methods}  # an unknown one: refused here
   for m, spec in specs.items():  # before any method runs
     if _PRESET.value not in spec.presets:
       raise app.UsageError(f"--preset {_PRESET.value}: --method={m} has "

@@ -54,3 +54,16 @@ def test_a_preset_the_method_lacks_is_refused_before_any_method_runs(
                        r"full"):
       run_all.main(["run_all"])
   assert not ran
+
+
+def test_an_unknown_method_is_refused_before_any_method_runs(
+    parsed_flags, monkeypatch, tmp_path):
+  ran = []
+  monkeypatch.setattr(run_all, "run_method",
+                      lambda method, workdir, **_: ran.append(method))
+  with flagsaver.flagsaver(workdir=str(tmp_path), preset="tiny",
+                           method=["flip", "bogus"]):
+    with pytest.raises(app.UsageError, match=r"--method 'bogus': expected "
+                       r"one of flip, clickprompt, srp4ctr"):
+      run_all.main(["run_all"])
+  assert not ran
