@@ -1,4 +1,5 @@
 """PLMEncoder / MLMHead unit tests: shapes, axes, masks, dropout, sharding."""
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -110,13 +111,14 @@ def test_dropout_remat_and_bf16():
   cfg = tiny(num_layers=1, hidden_dropout=0.2, attention_dropout=0.2)
   ids, mask = batch(cfg)
   model = PLMEncoder(cfg)
-  params = model.init(jax.random.key(0), ids, mask)
-  det = model.apply(params, ids, mask)["last_hidden_state"]
+  params = jax.jit(model.init)(jax.random.key(0), ids, mask)
+  det = jax.jit(model.apply)(params, ids, mask)["last_hidden_state"]
   with pytest.raises(Exception, match="dropout"):
     model.apply(params, ids, mask, deterministic=False)
   rngs = {"dropout": jax.random.key(1)}
-  d1 = model.apply(params, ids, mask, deterministic=False, rngs=rngs)
-  d2 = model.apply(params, ids, mask, deterministic=False, rngs=rngs)
+  train = jax.jit(functools.partial(model.apply, deterministic=False))
+  d1 = train(params, ids, mask, rngs=rngs)
+  d2 = train(params, ids, mask, rngs=rngs)
   np.testing.assert_array_equal(d1["cls"], d2["cls"])
   assert np.abs(np.asarray(d1["last_hidden_state"] - det)).max() > 1e-3
 
@@ -124,15 +126,16 @@ def test_dropout_remat_and_bf16():
     out = m.apply(p, ids, mask, deterministic=False, rngs=rngs)
     return jnp.sum(out["last_hidden_state"] ** 2)
 
-  g_plain = jax.grad(loss)(params, model)
-  g_remat = jax.grad(loss)(params, PLMEncoder(cfg, remat=True))
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  g_plain = grad(params, model)
+  g_remat = grad(params, PLMEncoder(cfg, remat=True))
   # Same math, different fusion: equal up to float32 rounding relative to
   # the gradient scale (key biases have exactly-zero true gradients, so only
   # rounding noise is left there).
   scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g_plain))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a, b, atol=1e-5 * scale), g_plain, g_remat)
-  bf = PLMEncoder(cfg, dtype=jnp.bfloat16).apply(params, ids, mask)
+  bf = jax.jit(PLMEncoder(cfg, dtype=jnp.bfloat16).apply)(params, ids, mask)
   assert bf["last_hidden_state"].dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf["last_hidden_state"], np.float32),
                              det, atol=0.1)

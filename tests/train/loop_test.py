@@ -160,7 +160,7 @@ SHARDED_ELSEWHERE = {
     "flip_finetune:preset=tiny,mode=plm": "the joint case (both towers)",
     "flip_pretrain:preset=tiny": "methods/flip/pretrain_loop_test.py::"
                                  "test_two_processes_equal_one (this loop "
-                                 "on 4 devices, and on 2 hosts x 2)",
+                                 "on 2 hosts x 2 devices)",
     "clickprompt_pretrain:preset=tiny": "methods/clickprompt/step_test.py::"
                                         "test_eight_devices_equal_one",
     "srp4ctr_pretrain:preset=tiny": "methods/srp4ctr/step_test.py::"

@@ -49,7 +49,8 @@ def test_forward_is_the_head_of_both_cls_states(plm, share):
   model = ctr_bert.CtrBertModel(ctr_bert.CtrBertConfig(
       plm=module.config, share_plm=share, mlp_hidden=16, mlp_dropout=0.2))
   batch = _batch(module.config.vocab_size)
-  params = nn.unbox(model.init(jax.random.key(0), batch)["params"])
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), batch)["params"])
+  apply = jax.jit(model.apply)
   towers = ("plm",) if share else ("user_plm", "item_plm")
   assert set(params) == set(towers) | {"head"}
   assert set(params["head"]) == {"dense", "out"}
@@ -57,11 +58,11 @@ def test_forward_is_the_head_of_both_cls_states(plm, share):
       2 * module.config.hidden_size, 16)
   # The towers take the public weights (as post_init puts them).
   params = {**params, **{t: public for t in towers}}
-  logit = model.apply({"params": params}, batch)["logit"]
+  logit = apply({"params": params}, batch)["logit"]
   assert logit.shape == (3,) and np.isfinite(np.asarray(logit)).all()
   enc = plm_lib.PLMEncoder(module.config)
-  cls = [enc.apply({"params": public}, batch[f"{s}_input_ids"],
-                   batch[f"{s}_attention_mask"])["cls"]
+  cls = [jax.jit(enc.apply)({"params": public}, batch[f"{s}_input_ids"],
+                            batch[f"{s}_attention_mask"])["cls"]
          for s in ("user", "item")]
   head = ctr_bert.PredictionLayer(16, 0.2)
   want = head.apply({"params": params["head"]}, jnp.concatenate(cls, -1),
@@ -71,12 +72,12 @@ def test_forward_is_the_head_of_both_cls_states(plm, share):
   # and item tokens under a zero mask do not.
   other = dict(batch, item_input_ids=_batch(module.config.vocab_size,
                                             seed=1)["item_input_ids"])
-  assert not np.allclose(model.apply({"params": params}, other)["logit"],
+  assert not np.allclose(apply({"params": params}, other)["logit"],
                          logit)
   padded = dict(batch, item_input_ids=batch["item_input_ids"].copy())
   padded["item_input_ids"][1, -2:] = 7
   np.testing.assert_allclose(
-      model.apply({"params": params}, padded)["logit"], logit, rtol=1e-5,
+      apply({"params": params}, padded)["logit"], logit, rtol=1e-5,
       atol=1e-6)
 
 

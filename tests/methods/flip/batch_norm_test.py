@@ -40,10 +40,10 @@ def _bn_model(**ctr_kw):
 
 
 def _state(model, batch, tx):
-  variables = model.init({"params": jax.random.PRNGKey(0),
-                          "dropout": jax.random.PRNGKey(1),
-                          "noise": jax.random.PRNGKey(2)}, batch,
-                         fst.consts())
+  variables = jax.jit(model.init)({"params": jax.random.PRNGKey(0),
+                                   "dropout": jax.random.PRNGKey(1),
+                                   "noise": jax.random.PRNGKey(2)}, batch,
+                                  fst.consts())
   params, rest = state_lib.split_variables(
       jax.tree.map(lambda x: getattr(x, "value", x), variables,
                    is_leaf=lambda x: hasattr(x, "value")))
@@ -75,8 +75,9 @@ def test_micro_batched_pretrain_step_updates_running_statistics():
       b = b[k.key]
     assert np.isfinite(a).all() and not np.allclose(a, b), path
   # Evaluation-mode passes use the running statistics and change nothing.
-  out = model.apply(state.variables, batch, fst.consts(), deterministic=True,
-                    rngs={"noise": jax.random.PRNGKey(0)})
+  out = jax.jit(functools.partial(model.apply, deterministic=True))(
+      state.variables, batch, fst.consts(),
+      rngs={"noise": jax.random.PRNGKey(0)})
   assert np.isfinite(float(out["loss"]))
 
 
@@ -88,12 +89,13 @@ def test_one_micro_batch_equals_the_whole_batch_statistics():
   rngs = steps.step_rngs(state.rng, state.step)
   folded = {k: jax.random.fold_in(v, 0) for k, v in rngs.items()}
   # cached_icl_grads folds the micro-batch index into the keys.
-  want = state_lib.apply_train(model, state.params, state.model_state, batch,
-                               fst.consts(), deterministic=False,
-                               rngs=folded)[1]
-  _, _, got = pretrain.cached_icl_grads(model, state.params, batch,
-                                        fst.consts(), rngs, num=1,
-                                        model_state=state.model_state)
+  want = jax.jit(functools.partial(state_lib.apply_train, model,
+                                   deterministic=False))(
+      state.params, state.model_state, batch, fst.consts(), rngs=folded)[1]
+  _, _, got = jax.jit(functools.partial(pretrain.cached_icl_grads, model,
+                                        num=1))(
+      state.params, batch, fst.consts(), rngs,
+      model_state=state.model_state)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6), got, want)
 

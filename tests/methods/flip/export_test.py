@@ -78,8 +78,8 @@ def _random_variables(ft_cfg, batch, plm_params, seed=0):
   keys = {"id": ("ids",), "plm": ("input_ids", "attention_mask")}.get(
       ft_cfg.mode, ("ids", "input_ids", "attention_mask"))
   variables = jax.tree_util.tree_map(np.asarray, dict(nn.meta.unbox(
-      model.init(jax.random.key(seed),
-                 {k: jnp.asarray(batch[k]) for k in keys}))))
+      jax.jit(model.init)(jax.random.key(seed),
+                          {k: jnp.asarray(batch[k]) for k in keys}))))
   params = dict(variables.pop("params"))
   rng = np.random.default_rng(seed)
   if "batch_stats" in variables:     # running mean / var of BatchNorm

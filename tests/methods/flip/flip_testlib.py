@@ -56,7 +56,7 @@ STEP_KEYS = frozenset({
 
 def plm_config(dropout: float = 0.1) -> plm_lib.PLMConfig:
   return plm_lib.PLMConfig(
-      model_type="bert", vocab_size=V, hidden_size=16, num_layers=2,
+      model_type="bert", vocab_size=V, hidden_size=16, num_layers=1,
       num_heads=2, intermediate_size=32, max_position_embeddings=32,
       type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=PAD,
       hidden_dropout=dropout, attention_dropout=dropout)

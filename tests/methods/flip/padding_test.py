@@ -22,10 +22,11 @@ def test_cutting_padding_leaves_outputs_equal(tiny_bert_dir):
            "input_ids": np.where(mask > 0, rs.randint(1000, 9000, mask.shape),
                                  0).astype(np.int32),
            "attention_mask": mask}
-  variables = model.init(jax.random.key(0), batch)
+  variables = jax.jit(model.init)(jax.random.key(0), batch)
   variables = {"params": {**variables["params"], "plm": params}}
-  full = model.apply(variables, batch)
-  cut = model.apply(variables, {**batch,
+  apply = jax.jit(model.apply)
+  full = apply(variables, batch)
+  cut = apply(variables, {**batch,
                                 "input_ids": batch["input_ids"][:, :longest],
                                 "attention_mask": mask[:, :longest]})
   for k in ("logit", "txt/logit", "ctr/logit"):
