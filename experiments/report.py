@@ -23,8 +23,7 @@ METRICS = ("test/auc", "test/gauc", "test/logloss", "valid/auc",
            "test/ctr_auc", "test/txt_auc")
 
 
-def collect(workdir: str, rows_spec, base: str | None = "base_id"
-            ) -> list[dict]:
+def collect(workdir: str, rows_spec, base: str | None) -> list[dict]:
   """One row per trained model: its per-seed results and their mean / std.
 
   Args:
@@ -64,10 +63,10 @@ def collect(workdir: str, rows_spec, base: str | None = "base_id"
                   "std": float(np.std(vals, ddof=1)) if len(vals) > 1
                   else 0.0}
     rows.append(row)
-  base = {r["stage"]: r for r in rows}.get(base) if base else None
-  for r in rows:  # RelaImpr over the ID model from scratch, seed by seed
-    if base is not None and r["stage"] != "base_id":
-      pairs = _paired(r, base, "test/auc")
+  base_row = {r["stage"]: r for r in rows}.get(base) if base else None
+  for r in rows:  # RelaImpr over the base row, seed by seed
+    if base_row is not None and r is not base_row:
+      pairs = _paired(r, base_row, "test/auc")
       vals = [metrics_lib.rela_impr(a, b) for a, b, _ in pairs if b > 0.5]
       if vals:
         r["rela_impr"] = {"values": vals, "mean": float(np.mean(vals))}
@@ -119,7 +118,7 @@ def fmt(stat: dict | None, digits: int = 4) -> str:
   return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def results_table(workdir: str, rows_spec, base: str | None = "base_id"
+def results_table(workdir: str, rows_spec, base: str | None
                   ) -> tuple[str, list[dict]]:
   """Markdown table of the finetuned models (mean ± std over seeds).
 
@@ -236,11 +235,6 @@ def decide(rows: list[dict], claims) -> list[tuple[tuple, dict]]:
   return out
 
 
-def claim_verdicts(rows: list[dict], claims) -> list[dict]:
-  """The verdicts of ``decide``."""
-  return [v for _, v in decide(rows, claims)]
-
-
 def claim_line(c, v: dict) -> str:
   """A claim's verdict in one line (a graded claim: must / should and its
   margin)."""
@@ -263,19 +257,6 @@ def claim_line(c, v: dict) -> str:
              + ", ".join(str(s) for s in v["seeds"]) + " only")
   return line + (f"; at {budget_lib.pct(v['budget_share'])} of the "
                  "official budget)")
-
-
-def claims(rows: list[dict], claim_list) -> list[str]:
-  """The claims, checked on these numbers (stated plainly)."""
-  return [claim_line(c, v) for c, v in decide(rows, claim_list)]
-
-
-def summary(workdir: str, rows: list[dict], claim_list) -> dict:
-  """``summary.json``: ``models`` and the claims with their per-seed
-  differences and verdicts, for scripts."""
-  del workdir
-  return {"models": models(rows),
-          "claims": claim_verdicts(rows, claim_list)}
 
 
 def models(rows: list[dict]) -> dict:

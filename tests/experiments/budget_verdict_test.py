@@ -9,6 +9,7 @@ from experiments import budget
 from experiments import flip_workflow
 from experiments import report
 from experiments.configs import official
+from tests.experiments import report_claims_test as rct  # pylint: disable=g-bad-import-order
 
 
 def _write(d, name, obj):
@@ -105,16 +106,17 @@ def test_claims_carry_the_smaller_share_and_the_table_shows_it(tmp_path):
               batch=1000, early=True, init=str(pre), seed=seed)
     _finetune(root, "base_id", "id", 0.71, steps=40, batch=1000, early=True,
               seed=seed)
-  table, rows = report.results_table(str(tmp_path), flip_workflow.ROWS)
+  table, rows = report.results_table(str(tmp_path), flip_workflow.ROWS,
+                                     flip_workflow.SPEC.base)
   by = {r["stage"]: r for r in rows}
   assert by["base_id"]["share"] == 1.0
   assert by["flip_id"]["share"] == pytest.approx(350 * 64 / 270000)
   assert "| 100 % |" in table and "| 8.3 % |" in table
-  v = next(c for c in report.claim_verdicts(rows, flip_workflow.CLAIMS)
+  v = next(c for c in rct.verdicts(rows)
            if c["claim"].startswith("FLIP_ID beats"))
   assert v["verdict"] == "not supported at 8.3 % of the budget"
   assert v["p_sign_flip"] == pytest.approx(0.25)
-  line = next(x for x in report.claims(rows, flip_workflow.CLAIMS)
+  line = next(x for x in rct.lines(rows)
               if x.startswith("- FLIP_ID"))
   assert "sign-flip p = 0.250" in line and "at 8.3 % of the official" in line
 

@@ -8,6 +8,17 @@ from experiments import flip_workflow
 from experiments import report
 
 
+def verdicts(rows):
+  """The verdicts of FLIP's claims on ``rows``."""
+  return [v for _, v in report.decide(rows, flip_workflow.CLAIMS)]
+
+
+def lines(rows):
+  """The report lines of FLIP's claims on ``rows``."""
+  return [report.claim_line(c, v)
+          for c, v in report.decide(rows, flip_workflow.CLAIMS)]
+
+
 def _run(root, seed, stage, auc):
   d = root / f"seed{seed}" / stage
   d.mkdir(parents=True)
@@ -22,12 +33,12 @@ def _rows(tmp_path):
     _run(tmp_path, seed, "flip_joint", auc)
     _run(tmp_path, seed, "base_id", auc - 0.01 if seed != 2014 else 0.67)
   _run(tmp_path, 2012, "flip_joint_no_mlm", 0.65)  # one seed only
-  return report.collect(str(tmp_path), flip_workflow.ROWS)
+  return report.collect(str(tmp_path), flip_workflow.ROWS,
+                      flip_workflow.SPEC.base)
 
 
 def test_all_seeds_paired(tmp_path):
-  c = {v["claim"]: v for v in report.claim_verdicts(_rows(tmp_path),
-                                                     flip_workflow.CLAIMS)}
+  c = {v["claim"]: v for v in verdicts(_rows(tmp_path))}
   v = next(v for k, v in c.items() if k.startswith("FLIP (joint) beats the "
                                                      "ID model"))
   assert v["seeds"] == [2012, 2013, 2014] and not v["subset"]
@@ -40,13 +51,25 @@ def test_all_seeds_paired(tmp_path):
 
 def test_an_ablation_on_fewer_seeds_shows_the_paired_seeds_means(tmp_path):
   rows = _rows(tmp_path)
-  v = next(v for v in report.claim_verdicts(rows, flip_workflow.CLAIMS)
+  v = next(v for v in verdicts(rows)
            if v["claim"].startswith("MLM helps"))
   assert v["seeds"] == [2012] and v["subset"]
   # Seed 2012's joint model, not the mean over its three seeds (0.68).
   assert v["test/auc"] == pytest.approx([0.70, 0.65])
   assert v["test/auc_diff"] == pytest.approx(0.05)
-  line = next(x for x in report.claims(rows, flip_workflow.CLAIMS)
+  line = next(x for x in lines(rows)
               if x.startswith("- MLM helps"))
   assert "test AUC 0.7000 vs 0.6500, +0.0500" in line
   assert "on seed 2012 only" in line
+
+
+def test_relaimpr_is_over_the_spec_base_and_not_for_the_base_itself(
+    tmp_path):
+  for seed, auc in ((2012, 0.70), (2013, 0.68)):
+    _run(tmp_path, seed, "flip_joint", auc)
+    _run(tmp_path, seed, "base_plm", auc - 0.05)
+  rows = {r["stage"]: r for r in report.collect(
+      str(tmp_path), flip_workflow.ROWS, base="base_plm")}
+  assert "rela_impr" not in rows["base_plm"]
+  assert rows["flip_joint"]["rela_impr"]["values"] == pytest.approx(
+      [0.05 / 0.15, 0.05 / 0.13])

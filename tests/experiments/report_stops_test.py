@@ -20,17 +20,17 @@ def test_stop_reasons_and_the_notes_name_only_models_cut_off(tmp_path):
   _run(tmp_path, "base_id", best=30, steps=60, done=True)
   _run(tmp_path, "base_plm", best=90, steps=90, done=False)
   _run(tmp_path, "flip_plm", best=60, steps=90, done=False)
-  rows = report.collect(str(tmp_path), flip_workflow.ROWS)
+  rows = report.collect(str(tmp_path), flip_workflow.ROWS,
+                      flip_workflow.SPEC.base)
   stops = {r["stage"]: r["stops"] for r in rows}
   assert stops == {"base_id": [report.EARLY], "base_plm": [report.RISING],
                    "flip_plm": [report.BUDGET]}
   notes = report.budget_notes(rows)
   assert len(notes) == 1 and "PLM only" in notes[0] and "1 of 1" in notes[0]
-  table, _ = report.results_table(str(tmp_path), flip_workflow.ROWS)
+  table, _ = report.results_table(str(tmp_path), flip_workflow.ROWS,
+                                     flip_workflow.SPEC.base)
   assert "| budget, rising |" in table
-  assert report.summary(str(tmp_path), rows,
-                        flip_workflow.CLAIMS)["models"]["FLIP_PLM"][
-      "stopped"] == [report.BUDGET]
+  assert report.models(rows)["FLIP_PLM"]["stopped"] == [report.BUDGET]
 
 
 def test_a_run_without_a_tracker_is_judged_by_its_best_step(tmp_path):
