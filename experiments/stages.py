@@ -50,18 +50,23 @@ def apply_overrides(config, overrides: dict[str, str]):
     why = config_errors.unknown_key(config, key)
     if why is not None:
       raise config_errors.ConfigKeyError(f"override {key}={text}: {why}")
-    node = config
-    parts = key.split(".")
-    for p in parts[:-1]:
-      node = node[p]
     try:
-      node[parts[-1]] = parser.parse(text)
+      set_field(config, key, parser.parse(text))
     except TypeError as e:
       want = config_errors.field_type(config, key)
       raise config_errors.ConfigKeyError(
           config_errors.type_message(f"override {key}", text, want)
           if want is not None else f"override {key}={text}: {e}") from e
   return config
+
+
+def set_field(config, key: str, value) -> None:
+  """Sets the dotted field ``key`` ('ckpt.init_from') of ``config``."""
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
 
 
 class StageLog:

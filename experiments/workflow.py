@@ -222,11 +222,8 @@ class Context:
     stage = self.spec.stage(name)
     cfg = stage.config(self.args)
     if stage.needs is not None:
-      node, parts = cfg, stage.needs_key.split(".")
-      for p in parts[:-1]:
-        node = node[p]
-      node[parts[-1]] = (os.path.join(folder, self.spec.stage(
-          stage.needs).dir) if folder else "")
+      stages_lib.set_field(cfg, stage.needs_key, os.path.join(
+          folder, self.spec.stage(stage.needs).dir) if folder else "")
     return stages_lib.stage_config(
         cfg, stage.phase or PHASES.get(stage.kind, "finetune"),
         data_dir=self.data_dir, cache_dir=self.cache_dir, seed=seed,
