@@ -42,28 +42,21 @@ def test_several_methods_print_each_report_and_the_comparison(
                  "| comparison |", f"comparison: {tmp_path}/comparison.md"]
 
 
-def test_a_preset_the_method_lacks_is_refused_before_any_method_runs(
-    parsed_flags, monkeypatch, tmp_path):
+@pytest.mark.parametrize("preset,methods,why", [
+    # A preset one of the methods lacks.
+    ("cpu-full", ["flip", "srp4ctr"], r"--preset cpu-full: --method=srp4ctr "
+     r"has the presets tiny, cpu-small, full"),
+    # A method run_all does not know (after a known one).
+    ("tiny", ["flip", "bogus"], r"--method 'bogus': expected one of flip, "
+     r"clickprompt, srp4ctr"),
+], ids=["preset", "method"])
+def test_a_bad_method_or_preset_is_refused_before_any_method_runs(
+    preset, methods, why, parsed_flags, monkeypatch, tmp_path):
   ran = []
   monkeypatch.setattr(run_all, "run_method",
                       lambda method, workdir, **_: ran.append(method))
-  with flagsaver.flagsaver(workdir=str(tmp_path), preset="cpu-full",
-                           method=["flip", "srp4ctr"]):
-    with pytest.raises(app.UsageError, match=r"--preset cpu-full: "
-                       r"--method=srp4ctr has the presets tiny, cpu-small, "
-                       r"full"):
-      run_all.main(["run_all"])
-  assert not ran
-
-
-def test_an_unknown_method_is_refused_before_any_method_runs(
-    parsed_flags, monkeypatch, tmp_path):
-  ran = []
-  monkeypatch.setattr(run_all, "run_method",
-                      lambda method, workdir, **_: ran.append(method))
-  with flagsaver.flagsaver(workdir=str(tmp_path), preset="tiny",
-                           method=["flip", "bogus"]):
-    with pytest.raises(app.UsageError, match=r"--method 'bogus': expected "
-                       r"one of flip, clickprompt, srp4ctr"):
+  with flagsaver.flagsaver(workdir=str(tmp_path), preset=preset,
+                           method=methods):
+    with pytest.raises(app.UsageError, match=why):
       run_all.main(["run_all"])
   assert not ran
