@@ -15,11 +15,14 @@ def draw(out_dir: str, run_dir: str, plot) -> tuple[str, str] | None:
   With ``plot.x == "examples"`` curves are drawn against training examples
   seen (the models' batches differ, 32 to 1,024), not steps, on a log scale.
   """
-  series = []
+  series, records = [], {}  # each stage's metrics.jsonl read once
   for label, stage, key in plot.series:
     folder = os.path.join(run_dir, stage)
+    if stage not in records:
+      records[stage] = read_jsonl(os.path.join(folder, "metrics.jsonl"))
     scale = (batch_size(folder) or 1) if plot.x == "examples" else 1
-    series.append((label, [(s * scale, v) for s, v in points(folder, key)]))
+    series.append((label, [(r["step"] * scale, r[key])
+                           for r in records[stage] if key in r]))
   drawn = curve(os.path.join(out_dir, plot.file), plot.title, plot.ylabel,
                 series, xlabel="training examples" if plot.x == "examples"
                 else "step", logx=plot.x == "examples")
@@ -51,8 +54,3 @@ def curve(path: str, title: str, ylabel: str, series, *,
   plt.close(fig)
   return True
 
-
-def points(run_dir: str, key: str) -> list[tuple[int, float]]:
-  """(step, value) of ``key`` in a run's ``metrics.jsonl``."""
-  return [(r["step"], r[key]) for r in read_jsonl(
-      os.path.join(run_dir, "metrics.jsonl")) if key in r]
