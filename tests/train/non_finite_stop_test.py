@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from flip_jax import checkpoint
 from flip_jax.train import steps
 from tests.train import loop_test as lt  # pylint: disable=g-bad-import-order
 
@@ -31,5 +32,5 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path,
   with pytest.raises(FloatingPointError, match=r"step 6.*train/loss"):
     lt.train(cfg, workdir)
   assert lt.latest_step(workdir) == 4
-  params = lt.checkpoint.restore_params(str(workdir), step=4)
+  params = checkpoint.restore_params(str(workdir), step=4)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
