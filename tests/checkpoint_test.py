@@ -185,6 +185,38 @@ def test_restore_onto_other_mesh(tmp_path, save_devices, restore_devices):
   assert int(out["step"]) == 5
 
 
+@pytest.mark.multidevice
+def test_replicated_arrays_on_cpu_are_saved_without_compiling(tmp_path):
+  """orbax's replica-parallel writing (one slice per replica, each an eager
+  XLA program compiled per device and shape) is off on CPU: saving arrays
+  replicated over 8 devices compiles nothing, and they read back whole."""
+  mesh = sharding.make_mesh([("data", -1)], jax.devices()[:8])
+  rep = NamedSharding(mesh, P())
+  tree = {f"w{i}": jax.device_put(
+      jnp.arange(8 * (i + 3), dtype=jnp.float32).reshape(8, i + 3), rep)
+          for i in range(4)}
+  compiles = []
+  def count(event, duration, **kw):
+    del duration, kw
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+  ckpt = checkpoint.Checkpointer(tmp_path, max_to_keep=1,
+                                 save_interval_steps=1, async_save=False)
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    ckpt.save(1, tree)
+    ckpt.wait_until_finished()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert not compiles, f"{len(compiles)} programs compiled while saving"
+  assert not checkpoint.write_replicas_whole_on_cpu()  # registered once
+  target = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tree)
+  out = ckpt.restore(1, target)
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, out, tree)
+
+
 def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
   env = env_lib.child_env(devices=1)  # the child runs on one CPU device
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
