@@ -49,15 +49,17 @@ print(json.dumps({"flip_step_check": t1 - t0, "ctr_loop": t2 - t1}))
 DEFAULT_VARIANTS = ("", " ".join(env_lib.FAST_COMPILE_FLAGS))
 
 
-def run_fresh(code: str, *args: str, flags: str = "") -> dict:
+def run_fresh(code: str, *args: str, flags: str = "",
+              devices: int = 1) -> dict:
   """Runs ``code`` in a fresh CPU process, as a compile-time A/B needs it:
-  one device, optimization level 0 (as the tests), no compilation cache,
-  ``flags`` as XLA_FLAGS, a scratch working folder, the repository as
+  ``devices`` fake devices (one by default), optimization level 0 (as the
+  tests), no compilation cache, ``flags`` as XLA_FLAGS, a scratch working folder, the repository as
   ``sys.argv[1]`` and ``args`` after it. Returns its last stdout line,
   parsed as JSON."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_DISABLE_MOST_OPTIMIZATIONS="true",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {flags}")
+             XLA_FLAGS=(f"--xla_force_host_platform_device_count={devices} "
+                        f"{flags}"))
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   env.pop("FLIP_JAX_COMPILE_CACHE", None)
   with tempfile.TemporaryDirectory() as tmp:
