@@ -53,9 +53,9 @@ def run_fresh(code: str, *args: str, flags: str = "",
               devices: int = 1) -> dict:
   """Runs ``code`` in a fresh CPU process, as a compile-time A/B needs it:
   ``devices`` fake devices (one by default), optimization level 0 (as the
-  tests), no compilation cache, ``flags`` as XLA_FLAGS, a scratch working folder, the repository as
-  ``sys.argv[1]`` and ``args`` after it. Returns its last stdout line,
-  parsed as JSON."""
+  tests), no compilation cache, ``flags`` as XLA_FLAGS, a scratch working
+  folder, the repository as ``sys.argv[1]`` and ``args`` after it. Returns
+  its last stdout line, parsed as JSON."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_DISABLE_MOST_OPTIMIZATIONS="true",
              XLA_FLAGS=(f"--xla_force_host_platform_device_count={devices} "
