@@ -86,9 +86,10 @@ def write_replicas_whole_on_cpu() -> bool:
   share the host's memory: nothing is parallelised, and each slice is an
   eager XLA program compiled per device and shape. On 8 CPU devices the
   first save of a MiniLM-L1-sized FLIP state took 5.4 s against 1.1 s
-  whole (`python -m benchmarks.cpu_replica_save`). Orbax itself turns the feature off when
-  JAX_PLATFORMS names a GPU; TPU and GPU backends keep orbax's choice. The
-  files are the same either way (each array read back whole).
+  whole (`python -m benchmarks.cpu_replica_save`). Orbax itself turns the
+  feature off when JAX_PLATFORMS names a GPU; TPU and GPU backends keep
+  orbax's choice. A checkpoint reads back the same either way (same
+  metadata; only which replica writes which part differs).
   """
   if jax.default_backend() != "cpu":
     return False
