@@ -1,5 +1,6 @@
 r"""Saving replicated arrays on 8 CPU devices: orbax's replica-parallel
-writing against whole replicas (`checkpoint.write_replicas_whole_on_cpu`).
+writing against whole replicas
+(`flip_jax.checkpoint_arrays.write_replicas_whole_on_cpu`).
 
   python -m benchmarks.cpu_replica_save                # 3 rounds
   python -m benchmarks.cpu_replica_save --rounds=5 --plm_layers=2
@@ -29,8 +30,9 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from benchmarks import checkpoint_io
 from flip_jax import checkpoint
+from flip_jax import checkpoint_arrays
 if sys.argv[2] == "replica_parallel":
-  checkpoint.write_replicas_whole_on_cpu = lambda: False
+  checkpoint_arrays.write_replicas_whole_on_cpu = lambda: False
 params = checkpoint_io.build_params(int(sys.argv[3]), 5000)
 state = {"params": params, "mu": params, "nu": params}
 rep = NamedSharding(jax.make_mesh((8,), ("data",)), P())

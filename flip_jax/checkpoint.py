@@ -31,7 +31,7 @@ raise `CheckpointDamagedError`, one line naming the file. On resume such a
 checkpoint is set aside and the previous one used (`restore_latest_good`);
 when none is left, a rerun is refused rather than started from scratch.
 
-Replicated arrays on CPU (`write_replicas_whole_on_cpu`): orbax's
+Replicated arrays on CPU (`flip_jax.checkpoint_arrays`): orbax's
 replica-parallel writing is turned off on a CPU backend.
 
 Failures (`flip_jax.checkpoint_guard`): a save into a read-only or full
@@ -41,7 +41,6 @@ once the save is complete.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 
@@ -50,10 +49,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-# The store of orbax's default jax.Array handler (per-array metadata), not
-# exported by orbax.checkpoint: the handler registered on CPU keeps it.
-from orbax.checkpoint._src.metadata import array_metadata_store
 
+from flip_jax import checkpoint_arrays
 from flip_jax import checkpoint_digest
 from flip_jax import checkpoint_guard as guard
 from flip_jax import checkpoint_read as read
@@ -75,53 +72,6 @@ from flip_jax.checkpoint_read import restore_variables
 DAMAGED_DIR = "damaged_checkpoints"
 
 guard.quiet_orbax_failures()
-
-
-def write_replicas_whole_on_cpu() -> bool:
-  """On a CPU backend, registers orbax's jax.Array handler without
-  replica-parallel writing, once per process; True if it did.
-
-  Replica-parallel writing cuts every replicated array into one slice per
-  replica, so that accelerators copy to the host in parallel. CPU devices
-  share the host's memory: nothing is parallelised, and each slice is an
-  eager XLA program compiled per device and shape. On 8 CPU devices the
-  first save of a MiniLM-L1-sized FLIP state took 5.4 s against 1.1 s
-  whole (`python -m benchmarks.cpu_replica_save`). Orbax itself turns the
-  feature off when JAX_PLATFORMS names a GPU; TPU and GPU backends keep
-  orbax's choice. A checkpoint reads back the same either way (same
-  metadata; only which replica writes which part differs).
-  """
-  if jax.default_backend() != "cpu":
-    return False
-  current = ocp.type_handlers.get_type_handler(jax.Array)
-  if isinstance(current, _WholeReplicaArrayHandler):
-    return False
-  # Without orbax's warning that a handler is replaced: this one is meant.
-  with _dropped(logging.get_absl_logger(), "Type handler registry"):
-    ocp.type_handlers.register_type_handler(
-        jax.Array, _WholeReplicaArrayHandler(
-            use_replica_parallel=False,
-            array_metadata_store=array_metadata_store.Store()),
-        override=True)
-  logging.info("checkpoint: CPU backend, replicated arrays written whole "
-               "(orbax's replica-parallel writing off)")
-  return True
-
-
-@contextlib.contextmanager
-def _dropped(logger, prefix: str):
-  """Log records of ``logger`` starting with ``prefix`` are dropped."""
-  def keep(record):
-    return not str(record.msg).startswith(prefix)
-  logger.addFilter(keep)
-  try:
-    yield
-  finally:
-    logger.removeFilter(keep)
-
-
-class _WholeReplicaArrayHandler(ocp.type_handlers.ArrayHandler):
-  """orbax's ArrayHandler, named so that it is registered once."""
 
 
 class Checkpointer:
@@ -147,7 +97,7 @@ class Checkpointer:
     # Absolute: orbax refuses relative paths in some of its writers.
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)),
                                   CHECKPOINT_DIR)
-    write_replicas_whole_on_cpu()
+    checkpoint_arrays.write_replicas_whole_on_cpu()
     # Exactly every `save_interval_steps` (plus preemption signals); orbax's
     # default would also save whatever step comes first.
     policy = ocp.checkpoint_managers.AnySavePolicy([

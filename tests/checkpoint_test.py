@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flip_jax import checkpoint
+from flip_jax import checkpoint_arrays
 from flip_jax import init_merge
 from flip_jax import optim
 from flip_jax import sharding
@@ -209,7 +210,7 @@ def test_replicated_arrays_on_cpu_are_saved_without_compiling(tmp_path):
   finally:
     jax.monitoring.unregister_event_duration_listener(count)
   assert not compiles, f"{len(compiles)} programs compiled while saving"
-  assert not checkpoint.write_replicas_whole_on_cpu()  # registered once
+  assert not checkpoint_arrays.write_replicas_whole_on_cpu()  # done once
   target = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tree)
   out = ckpt.restore(1, target)
