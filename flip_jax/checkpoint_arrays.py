@@ -3,14 +3,15 @@ replicated array whole, not one slice per replica (`Checkpointer` calls
 `write_replicas_whole_on_cpu` when it opens a folder)."""
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-# The store of orbax's default jax.Array handler (per-array metadata), not
-# exported by orbax.checkpoint: the handler registered on CPU keeps it.
+# Not exported by orbax.checkpoint: the store of orbax's default jax.Array
+# handler (per-array metadata; the handler registered on CPU keeps it) and
+# the global registry itself, whose `add` can replace a handler without the
+# warning `ocp.type_handlers.register_type_handler` logs.
 from orbax.checkpoint._src.metadata import array_metadata_store
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 
 def write_replicas_whole_on_cpu() -> bool:
@@ -29,31 +30,16 @@ def write_replicas_whole_on_cpu() -> bool:
   """
   if jax.default_backend() != "cpu":
     return False
-  current = ocp.type_handlers.get_type_handler(jax.Array)
-  if isinstance(current, _WholeReplicaArrayHandler):
+  registry = type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY
+  if isinstance(registry.get(jax.Array), _WholeReplicaArrayHandler):
     return False
-  # Without orbax's warning that a handler is replaced: this one is meant.
-  with _dropped(logging.get_absl_logger(), "Type handler registry"):
-    ocp.type_handlers.register_type_handler(
-        jax.Array, _WholeReplicaArrayHandler(
-            use_replica_parallel=False,
-            array_metadata_store=array_metadata_store.Store()),
-        override=True)
+  handler = _WholeReplicaArrayHandler(
+      use_replica_parallel=False,
+      array_metadata_store=array_metadata_store.Store())
+  registry.add(jax.Array, handler, override=True, ignore_warnings=True)
   logging.info("checkpoint: CPU backend, replicated arrays written whole "
                "(orbax's replica-parallel writing off)")
   return True
-
-
-@contextlib.contextmanager
-def _dropped(logger, prefix: str):
-  """Log records of ``logger`` starting with ``prefix`` are dropped."""
-  def keep(record):
-    return not str(record.msg).startswith(prefix)
-  logger.addFilter(keep)
-  try:
-    yield
-  finally:
-    logger.removeFilter(keep)
 
 
 class _WholeReplicaArrayHandler(ocp.type_handlers.ArrayHandler):
