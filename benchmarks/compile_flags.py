@@ -79,6 +79,26 @@ def rotated(variants, round_index: int):
   return tuple(variants[k:]) + tuple(variants[:k])
 
 
+def interleaved(variants, rounds: int, run, label: str = "",
+                digits: int = 2) -> dict[str, list[dict[str, float]]]:
+  """``run(variant)`` (a dict of seconds, e.g. ``run_fresh``'s) for every
+  variant, ``rounds`` times, each round in its `rotated` order; prints each
+  result as it comes. Returns the results per variant, in round order."""
+  times = {v: [] for v in variants}
+  for r in range(rounds):
+    for v in rotated(variants, r):
+      out = run(v)
+      times[v].append(out)
+      print(f"{label}round {r} {v or '(none)'!r}: " + ", ".join(
+          f"{k} {t:.{digits}f} s" for k, t in out.items()), flush=True)
+  return times
+
+
+def medians(outs: list[dict[str, float]]) -> dict[str, float]:
+  """The median of each timing over runs."""
+  return {k: statistics.median(o[k] for o in outs) for k in outs[0]}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3)
@@ -86,16 +106,11 @@ def main() -> None:
                       help="XLA_FLAGS of one variant ('' = none); repeat")
   args = parser.parse_args()
   variants = args.variant or list(DEFAULT_VARIANTS)
-  times: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-  for r in range(args.rounds):
-    for v in rotated(variants, r):
-      out = run_fresh(_CHILD, flags=v)
-      times[v].append(out)
-      print(f"round {r} {v or '(none)'!r}: " + ", ".join(
-          f"{k} {t:.2f} s" for k, t in out.items()), flush=True)
+  times = interleaved(variants, args.rounds,
+                      lambda v: run_fresh(_CHILD, flags=v))
   print("\nmedians over", args.rounds, "rounds:")
   for v, outs in times.items():
-    med = {k: statistics.median(o[k] for o in outs) for k in outs[0]}
+    med = medians(outs)
     print(f"  {v or '(none)'!r}: " + ", ".join(
         f"{k} {t:.2f} s" for k, t in med.items())
           + f", total {sum(med.values()):.2f} s")

@@ -19,7 +19,6 @@ and the medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 from benchmarks import compile_flags
 
@@ -59,19 +58,13 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--plm_layers", type=int, default=1)
   args = parser.parse_args()
-  times: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-  for r in range(args.rounds):
-    for v in compile_flags.rotated(VARIANTS, r):
-      out = compile_flags.run_fresh(_CHILD, v, str(args.plm_layers),
-                                    devices=8)
-      times[v].append(out)
-      print(f"round {r} {v}: " + ", ".join(
-          f"{k} {t:.2f} s" for k, t in out.items()), flush=True)
+  times = compile_flags.interleaved(
+      VARIANTS, args.rounds, lambda v: compile_flags.run_fresh(
+          _CHILD, v, str(args.plm_layers), devices=8))
   print(f"\nmedians over {args.rounds} rounds (8 CPU devices):")
   for v, outs in times.items():
     print(f"  {v}: " + ", ".join(
-        f"{k} {statistics.median(o[k] for o in outs):.2f} s"
-        for k in outs[0]))
+        f"{k} {t:.2f} s" for k, t in compile_flags.medians(outs).items()))
 
 
 if __name__ == "__main__":

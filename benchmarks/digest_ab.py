@@ -18,7 +18,6 @@ and the medians per variant and size.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 from benchmarks import compile_flags
 
@@ -54,18 +53,16 @@ def main() -> None:
   variants = ("numpy", "device")
   got = {}
   for layers in (int(x) for x in args.plm_layers.split(",")):
-    for r in range(args.rounds):
-      for v in compile_flags.rotated(variants, r):
-        res = compile_flags.run_fresh(_CHILD, v, str(layers))
-        got.setdefault((layers, v), []).append(res)
-        print(f"layers={layers} round {r} {v:6s} first {res['first']:.3f} s"
-              f"  second {res['second']:.3f} s", flush=True)
+    runs = compile_flags.interleaved(
+        variants, args.rounds,
+        lambda v: compile_flags.run_fresh(_CHILD, v, str(layers)),  # pylint: disable=cell-var-from-loop
+        label=f"layers={layers} ", digits=3)
+    got.update({(layers, v): outs for v, outs in runs.items()})
   print(f"\nmedians over {args.rounds} rounds (s)")
   print(f"{'PLM layers':>10s} {'variant':>8s} {'first':>8s} {'second':>8s}")
-  for (layers, v), runs in got.items():
-    print(f"{layers:10d} {v:>8s} "
-          f"{statistics.median(x['first'] for x in runs):8.3f} "
-          f"{statistics.median(x['second'] for x in runs):8.3f}")
+  for (layers, v), outs in got.items():
+    med = compile_flags.medians(outs)
+    print(f"{layers:10d} {v:>8s} {med['first']:8.3f} {med['second']:8.3f}")
 
 
 if __name__ == "__main__":
