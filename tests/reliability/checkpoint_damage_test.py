@@ -191,7 +191,11 @@ def test_digest_is_layout_free_and_the_numpy_twin_agrees():
           "bf16": rng.normal(size=(8, 3)).astype(jnp.bfloat16),
           "i8": rng.integers(-9, 9, (16,)).astype(np.int8),
           "u32": rng.integers(0, 2**32, (2, 4), dtype=np.uint32),
-          "flag": np.array([True, False]), "scalar": np.float32(3.5)}
+          "flag": np.array([True, False]), "scalar": np.float32(3.5),
+          # Several of the numpy twin's chunks (2**16 words), the last
+          # partial; all-ones words make every sum wrap modulo 2**32.
+          "chunks": rng.integers(0, 2**32, (3 * 2**16 + 5,), dtype=np.uint32),
+          "ones": np.full((2**16 + 8,), 0xFFFFFFFF, np.uint32)}
   sharded = {k: jax.device_put(v, NamedSharding(
       mesh, P("d") if np.ndim(v) and v.shape[0] % 8 == 0 else P()))
              for k, v in host.items()}
