@@ -229,9 +229,6 @@ def _train_and_evaluate(config, workdir, task, watcher):
         batch_size=t.eval_batch_size, mesh=mesh, rules=rules,
         transform=data.eval_transform)
 
-
-  def evaluate(variables, columns, prefix):
-    return eval_lib.split_metrics(predict(variables, columns), prefix)
   monitor = _make_monitor(task, data, mesh, rules, init.shardings, consts)
 
   # ------------------------------------------------------------------- loop
@@ -244,6 +241,10 @@ def _train_and_evaluate(config, workdir, task, watcher):
   # then averages the same steps as an uninterrupted run's).
   history, last = (log_lib.load_pending(workdir, step) if is_main else []), {}
   t_last, step_last, compile_s = time.perf_counter(), step, None
+  # The selection split's predictions at the best step: the best params
+  # restored at the end give the same ones (same program, same bits), so
+  # they are not computed again (None after a resume).
+  best_preds = (None, None)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     while step < total_steps and not tracker["done"]:
       local = next(data_iter)
@@ -296,12 +297,13 @@ def _train_and_evaluate(config, workdir, task, watcher):
       if monitor is not None and is_log:
         scalars.update(monitor(state.variables))
       if is_eval:
-        scalars.update(evaluate(state.variables, data.eval_splits[select],
-                                prefix=select))
+        sel_preds = predict(state.variables, data.eval_splits[select])
+        scalars.update(eval_lib.split_metrics(sel_preds, select))
         if scalars[f"{select}/auc"] > tracker["best_auc"]:
           tracker.update(best_auc=scalars[f"{select}/auc"], best_step=step,
                          bad_evals=0)
           best_ckpt.save(step, state.variables, force=True)
+          best_preds = (step, sel_preds)
         else:
           tracker["bad_evals"] += 1
           if tracker["bad_evals"] >= sched["patience_evals"]:
@@ -340,7 +342,9 @@ def _train_and_evaluate(config, workdir, task, watcher):
   preds = {}
   for split in ("valid", "test"):
     if split in data.eval_splits:
-      preds[split] = predict(best, data.eval_splits[split])
+      known = split == select and best_preds[0] == tracker["best_step"]
+      preds[split] = (best_preds[1] if known
+                      else predict(best, data.eval_splits[split]))
       results.update(eval_lib.split_metrics(preds[split], split))
   results.update(task.results(best))
   results["examples_per_sec"] = run_files.median_throughput(workdir)

@@ -21,6 +21,7 @@ from absl import logging
 from experiments import scoring
 from flip_jax.train import model_record
 from flip_jax.train import reload
+from flip_jax.train import run_files
 from tests.methods.flip import finetune_loop_test as ftest  # pylint: disable=g-bad-import-order
 from tests.methods.flip import pretrain_loop_test as ptest
 
@@ -93,6 +94,21 @@ def test_moved_pretraining_run_still_predicts(runs):
   np.testing.assert_array_equal(got, want)
   assert len(preds["test"]["prob"]) > 0
   assert 0 < metrics["test"]["test/auc"] < 1
+
+
+def test_saved_valid_predictions_are_the_best_params_own(runs):
+  """The loop keeps the valid predictions of the best evaluation instead of
+  predicting again once the best params are restored: the same numbers as
+  scoring the finished run."""
+  _, ft, cfg = runs
+  saved = np.load(ft / run_files.PREDICTIONS)
+  preds, metrics = scoring.score_splits(
+      str(ft), ["valid"], batch_size=cfg.train.eval_batch_size)
+  assert preds["valid"]
+  for name, value in preds["valid"].items():
+    np.testing.assert_array_equal(saved[f"valid/{name}"], value)
+  results = json.loads((ft / run_files.RESULTS).read_text())
+  assert results["valid/auc"] == metrics["valid"]["valid/auc"]
 
 
 def test_relative_workdir_predicts(runs, monkeypatch):
