@@ -46,6 +46,24 @@ def pytest_runtest_setup(item):
                 pytrace=False)
 
 
+def _multidevice_only(config) -> bool:
+  """The marker expression selects only `multidevice` tests (make test's
+  second pass: ``-m "multidevice and ..."``)."""
+  expr = " ".join(config.option.markexpr.split())
+  return expr == "multidevice" or expr.startswith("multidevice and ")
+
+
+def pytest_ignore_collect(collection_path, config):
+  """With ``-m "multidevice and ..."``, a test file that never names the
+  marker is not imported: it cannot hold a selected test (the marker is
+  set in the test files themselves, by decorator or ``pytestmark``), and
+  importing all of them costs each worker of the second pass about 6 s."""
+  if (collection_path.name.endswith("_test.py") and _multidevice_only(config)
+      and "multidevice" not in collection_path.read_text()):
+    return True
+  return None
+
+
 def pytest_collection_modifyitems(config, items):
   """Longest files first: xdist (``--dist loadfile``, no reordering) hands
   out files in this order, so a file holding a test marked ``long`` starts
