@@ -1,0 +1,73 @@
+r"""Process start-up: `import jax` and a launcher's error path, A/B by package folder.
+
+  python -m benchmarks.startup_ab --variant=installed= \
+      --variant=ml_dtypes-0.7.0=/tmp/mld_0.7.0          # 5 rounds
+
+Every launcher, test worker and child process a test starts pays Python's
+imports before it does anything; `make test` starts about fifty. A variant
+is ``label=folder``: the folder goes first on ``PYTHONPATH`` (empty: the
+installed packages), so another version of one package, installed with
+``pip install --no-deps --target <folder> <package>==<version>``, is
+measured against the installed one without touching the virtual
+environment. Each round runs, per variant in a rotated order, fresh
+processes timing (1) ``import jax`` (wall of the whole interpreter) and
+(2) ``python -m experiments.train --nope=1`` (a launcher's start-up up to
+its one-line flag error). Prints each measurement, then the medians.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from benchmarks import compile_flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "import_jax": [sys.executable, "-c", "import jax"],
+    "launcher_error": [sys.executable, "-m", "experiments.train", "--nope=1"],
+}
+
+
+def run_once(folder: str) -> dict[str, float]:
+  """Seconds of each command in a fresh process with ``folder`` first on
+  PYTHONPATH ('' = the installed packages)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (folder, str(REPO), env.get("PYTHONPATH", "")) if p)
+  out = {}
+  for name, cmd in COMMANDS.items():
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False)
+    out[name] = time.perf_counter() - start
+    if name == "import_jax" and proc.returncode != 0:
+      raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-2000:]}")
+  return out
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--variant", action="append", required=True,
+                      help="label=folder ('label=' for the installed "
+                           "packages); repeat")
+  args = parser.parse_args()
+  folders = dict(v.split("=", 1) for v in args.variant)
+  for label, folder in folders.items():
+    if folder and not os.path.isdir(folder):
+      parser.error(f"--variant={label}={folder}: no such folder")
+  times = compile_flags.interleaved(
+      list(folders), args.rounds, lambda label: run_once(folders[label]))
+  print(f"\nmedians over {args.rounds} rounds:")
+  for label, outs in times.items():
+    med = compile_flags.medians(outs)
+    print(f"  {label}: " + ", ".join(f"{k} {t:.3f} s" for k, t in
+                                      med.items()))
+
+
+if __name__ == "__main__":
+  main()
