@@ -26,9 +26,12 @@ import time
 from benchmarks import compile_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# name: (command, its exit status, a text its stderr holds): a run that ends
+# otherwise (an import error in the other folder ...) stops the benchmark.
 COMMANDS = {
-    "import_jax": [sys.executable, "-c", "import jax"],
-    "launcher_error": [sys.executable, "-m", "experiments.train", "--nope=1"],
+    "import_jax": ([sys.executable, "-c", "import jax"], 0, ""),
+    "launcher_error": ([sys.executable, "-m", "experiments.train",
+                        "--nope=1"], 1, "Unknown command line flag 'nope'"),
 }
 
 
@@ -39,13 +42,14 @@ def run_once(folder: str) -> dict[str, float]:
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (folder, str(REPO), env.get("PYTHONPATH", "")) if p)
   out = {}
-  for name, cmd in COMMANDS.items():
+  for name, (cmd, status, says) in COMMANDS.items():
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                           text=True, check=False)
     out[name] = time.perf_counter() - start
-    if name == "import_jax" and proc.returncode != 0:
-      raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-2000:]}")
+    if proc.returncode != status or says not in proc.stderr:
+      raise RuntimeError(f"{cmd} did not end as expected (exit "
+                         f"{proc.returncode}):\n{proc.stderr[-2000:]}")
   return out
 
 
@@ -56,6 +60,10 @@ def main() -> None:
                       help="label=folder ('label=' for the installed "
                            "packages); repeat")
   args = parser.parse_args()
+  for v in args.variant:
+    if "=" not in v:
+      parser.error(f"--variant={v}: want label=folder ('label=' for the "
+                   "installed packages)")
   folders = dict(v.split("=", 1) for v in args.variant)
   for label, folder in folders.items():
     if folder and not os.path.isdir(folder):

@@ -10,10 +10,11 @@ Per test (call, setup and teardown together), the plugin records its wall
 time and JAX's own duration events in the test's process: backend compile
 (`/jax/core/compile/backend_compile_duration`, XLA alone), tracing and
 lowering to MLIR; and, with `jax_log_compiles` on, the name and seconds of
-every program compiled or loaded from the persistent cache. Launchers a test
+every program compiled or loaded from the persistent cache, with the line
+of the library (else of the test) that asked for it. Launchers a test
 starts are not seen (their time is in the test's wall). The summary prints
-the totals, the programs by name (count, seconds, how many test files compile
-one), the slowest tests with their compile share, and the files by time.
+the totals, the programs by name and by that line (count, seconds, how many
+test files compile one), the slowest tests with their compile share, and the files by time.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import os
 import re
 import sys
 import time
+import traceback
 
 import pytest
 
@@ -45,12 +47,29 @@ def _on_duration(event: str, duration: float, **_) -> None:
     _tests[_current[0]][EVENTS[event]] += duration
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _call_site() -> str:
+  """The innermost frame of the library (flip_jax/, experiments/) on the
+  stack, else of the tests: which of our lines asked for the program."""
+  test_frame = "(no frame of ours)"
+  for frame in reversed(traceback.extract_stack()):
+    rel = os.path.relpath(frame.filename, _REPO)
+    if rel.startswith(("flip_jax" + os.sep, "experiments" + os.sep)):
+      return f"{rel}:{frame.lineno}"
+    if rel.startswith("tests" + os.sep) and test_frame.startswith("("):
+      test_frame = f"{rel}:{frame.lineno}"
+  return test_frame
+
+
 class _Programs(logging.Handler):
 
   def emit(self, record):
     m = _PROGRAM.search(record.getMessage())
     if m:
-      _tests[_current[0]]["programs"].append((m.group(1), float(m.group(2))))
+      _tests[_current[0]]["programs"].append(
+          (m.group(1), float(m.group(2)), _call_site()))
 
 
 def pytest_configure(config):
@@ -91,17 +110,24 @@ def summarize(folder: str, top: int = 30) -> None:
         f"{total['compile']:.1f} s, tracing {total['trace']:.1f} s, lowering "
         f"{total['lower']:.1f} s")
   by_name = collections.defaultdict(lambda: [0, 0.0, set()])
+  by_site = collections.defaultdict(lambda: [0, 0.0, set()])
   for test, t in tests.items():
-    for name, secs in t["programs"]:
-      row = by_name[name]
-      row[0] += 1
-      row[1] += secs
-      row[2].add(test.split("::")[0])
+    for name, secs, *site in t["programs"]:
+      for row in (by_name[name], by_site[tuple(site) or ("?",)]):
+        row[0] += 1
+        row[1] += secs
+        row[2].add(test.split("::")[0])
   print(f"\nprograms by name (compiled or loaded; {top} largest):")
   print("   secs  count files  name")
   for name, (n, secs, files) in sorted(by_name.items(),
                                        key=lambda kv: -kv[1][1])[:top]:
     print(f"{secs:7.1f} {n:6d} {len(files):5d}  {name}")
+  print(f"\nprograms by the line of ours that asked for them ({top} "
+        "largest):")
+  print("   secs  count files  line")
+  for (site, *_), (n, secs, files) in sorted(
+      by_site.items(), key=lambda kv: -kv[1][1])[:top]:
+    print(f"{secs:7.1f} {n:6d} {len(files):5d}  {site}")
   print(f"\nslowest tests ({top}):")
   print("   wall compile  trace  lower programs  test")
   for test, t in sorted(tests.items(), key=lambda kv: -kv[1]["wall"])[:top]:
