@@ -1,4 +1,4 @@
-r"""Process start-up: `import jax` and a launcher's error path, A/B by package folder.
+r"""Process start-up (`import jax`, a launcher's error), A/B by package folder.
 
   python -m benchmarks.startup_ab --variant=installed= \
       --variant=ml_dtypes-0.7.0=/tmp/mld_0.7.0          # 5 rounds

@@ -14,7 +14,8 @@ every program compiled or loaded from the persistent cache, with the line
 of the library (else of the test) that asked for it. Launchers a test
 starts are not seen (their time is in the test's wall). The summary prints
 the totals, the programs by name and by that line (count, seconds, how many
-test files compile one), the slowest tests with their compile share, and the files by time.
+test files compile one), the slowest tests with their compile share, and the
+files by time.
 """
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ def summarize(folder: str, top: int = 30) -> None:
   by_name = collections.defaultdict(lambda: [0, 0.0, set()])
   by_site = collections.defaultdict(lambda: [0, 0.0, set()])
   for test, t in tests.items():
-    for name, secs, *site in t["programs"]:
-      for row in (by_name[name], by_site[tuple(site) or ("?",)]):
+    for name, secs, *site in t["programs"]:  # no site: an older probe's file
+      for row in (by_name[name], by_site[site[0] if site else "?"]):
         row[0] += 1
         row[1] += secs
         row[2].add(test.split("::")[0])
@@ -125,7 +126,7 @@ def summarize(folder: str, top: int = 30) -> None:
   print(f"\nprograms by the line of ours that asked for them ({top} "
         "largest):")
   print("   secs  count files  line")
-  for (site, *_), (n, secs, files) in sorted(
+  for site, (n, secs, files) in sorted(
       by_site.items(), key=lambda kv: -kv[1][1])[:top]:
     print(f"{secs:7.1f} {n:6d} {len(files):5d}  {site}")
   print(f"\nslowest tests ({top}):")
