@@ -20,7 +20,7 @@ BASE=${BASE:?set BASE to the commit to compare with}
 ROUNDS=${ROUNDS:-2}
 OUT=$(mkdir -p "${OUT:-$REPO/runs/demo_ab}" && cd "${OUT:-$REPO/runs/demo_ab}" && pwd)
 PY=$REPO/.venv/bin/python
-TREE=$(mktemp -d /tmp/demo_ab_base.XXXXXX)
+TREE=$(mktemp -d -t demo_ab_base.XXXXXX)  # under $TMPDIR (else /tmp)
 trap 'git -C "$REPO" worktree remove --force "$TREE"' EXIT
 git -C "$REPO" worktree add -q --detach "$TREE" "$BASE"
 mkdir -p "$OUT/xdg"
@@ -50,20 +50,17 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 "$PY" - "$OUT" "$ROUNDS" <<'EOF'
-import re, statistics, sys
+import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 walls = dict(line.split() for line in open(f"{out}/walls.txt"))
 for side in ("base", "this"):
   runs = [float(walls[f"{side}{r}"]) for r in range(1, rounds + 1)]
   print(f"{side}: " + ", ".join(f"{w:.1f}" for w in runs)
         + f" s; median {statistics.median(runs):.1f} s")
-for label in walls:
-  starts = re.findall(r"(\d\d):(\d\d):(\d\d\.\d+) .*stage (\w+): running",
-                      open(f"{out}/{label}.log").read())
-  secs = [(int(h) * 3600 + int(m) * 60 + float(s), n) for h, m, s, n in starts]
-  print(label, " ".join(f"{n}={b[0] - a[0]:.1f}"
-                        for a, b, n in ((a, b, a[1]) for a, b in
-                                        zip(secs, secs[1:]))))
+for label in walls:  # each stage's wall, as the run's stages.json has it
+  stages = json.load(open(f"{out}/work_{label}/stages.json"))
+  print(label, " ".join(f"{name}={s['wall_sec']:.1f}"
+                        for name, s in stages.items()))
 tables = {open(f"{out}/{label}.table").read() for label in walls}
 print("result tables (wall times apart):",
       "equal" if len(tables) == 1 else "DIFFERENT (see *.table)")

@@ -1,7 +1,8 @@
 r"""Process start-up (`import jax`, a launcher's error), A/B by package folder.
 
+  pip install --no-deps --target <folder> ml_dtypes==0.7.0
   python -m benchmarks.startup_ab --variant=installed= \
-      --variant=ml_dtypes-0.7.0=/tmp/mld_0.7.0          # 5 rounds
+      --variant=ml_dtypes-0.7.0=<folder>                # 5 rounds
 
 Every launcher, test worker and child process a test starts pays Python's
 imports before it does anything; `make test` starts about fifty. A variant
