@@ -1,11 +1,12 @@
 """Sharded train-state initialisation, derived once from logical axes.
 
-``sharded_state_init`` traces the model's init once (``eval_shape``), maps
-the params' logical axis names to mesh shardings (replicating a dimension
-that does not divide its mesh axis), shards the optimizer state like the
-params it mirrors, and returns a jitted initialiser plus the abstract state
-(an orbax restore target). ``put_subtree`` places host values (pretrained
-weights) into a sharded params tree.
+``sharded_state_init`` traces the model's init once (``eval_shape``; the
+jitted initialiser reuses that trace), maps the params' logical axis names
+to mesh shardings (replicating a dimension that does not divide its mesh
+axis), shards the optimizer state like the params it mirrors, and returns
+a jitted initialiser plus the abstract state (an orbax restore target).
+``put_subtree`` places host values (pretrained weights) into a sharded
+params tree.
 """
 from __future__ import annotations
 
@@ -85,18 +86,28 @@ def sharded_state_init(init_variables: Callable[[jax.Array], Any],
     params, rest = state_lib.split_variables(nn.meta.unbox(boxed_variables))
     return make_state(params, rest, rng)
 
+  repl = NamedSharding(mesh, P())
+  jitted_init = jax.jit(init_variables)
+
+  def model_init(rng):
+    # The model's init is traced once: `eval_shape` below traces the jitted
+    # init, and the jitted `_state` calls it again with an equal key type,
+    # which jax answers from its trace cache (a nested call XLA inlines).
+    # The constraint makes the key's type the same however the caller made
+    # the key (inside or outside the mesh context).
+    return jitted_init(jax.lax.with_sharding_constraint(rng, repl))
+
   def _state(rng):
-    return from_variables(init_variables(rng), rng)
+    return from_variables(model_init(rng), rng)
 
   rng0 = state_lib.new_key(0, rng_impl)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abs_vars = jax.eval_shape(init_variables, rng0)  # the model traced once
+    abs_vars = jax.eval_shape(model_init, rng0)
     boxed = abs_vars["params"]
     param_sh = sharding.logical_to_sharding(boxed, mesh, rules)
     abs_params = strip_boxes(boxed)
     param_sh = sharding.with_divisible_fallback(param_sh, abs_params, mesh)
     abs_state = jax.eval_shape(from_variables, abs_vars, rng0)
-  repl = NamedSharding(mesh, P())
   opt_sh = opt_state_shardings(abs_state.opt_state, abs_params, param_sh, repl)
   state_sh = jax.tree.map(lambda _: repl, abs_state)
   state_sh = state_sh.replace(params=param_sh, opt_state=opt_sh)
