@@ -38,7 +38,7 @@ SIZES = {"tiny": (2, 64, 2), "minilm-l6": (6, 384, 12),
 _CHILD = r"""
 import json, sys, time
 layers, hidden, heads = (int(x) for x in sys.argv[1:4])
-import jax, jax.numpy as jnp, numpy as np, optax
+import jax, numpy as np, optax
 from flax import linen as nn
 from flip_jax import compile_cache, noise, sharding
 compile_cache.setup(sys.argv[4])
