@@ -40,9 +40,9 @@ def test_the_model_init_is_traced_once_and_gives_the_plain_init(
       lambda rng: model.init(rng, example),
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),
       tx, mesh, rules)
-  key = None if key_made_in_mesh else state_lib.new_key(3)
+  made_outside = state_lib.new_key(3)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    key = key if key is not None else state_lib.new_key(3)
+    key = state_lib.new_key(3) if key_made_in_mesh else made_outside
     state = init.init(key)
   # eval_shape traced the model; the jitted initialiser reused that trace.
   assert len(_TRACES) == 1
