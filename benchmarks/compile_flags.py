@@ -99,6 +99,15 @@ def medians(outs: list[dict[str, float]]) -> dict[str, float]:
   return {k: statistics.median(o[k] for o in outs) for k in outs[0]}
 
 
+def print_medians(title: str, times: dict[str, list[dict[str, float]]],
+                  digits: int = 2) -> None:
+  """``title``, then each variant's medians (of `interleaved`'s results)."""
+  print(f"\n{title}")
+  for v, outs in times.items():
+    print(f"  {v or '(none)'}: " + ", ".join(
+        f"{k} {t:.{digits}f} s" for k, t in medians(outs).items()))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3)

@@ -41,6 +41,44 @@ FORMS = {
 }
 
 
+def synthetic_batch(batch: int, length: int, vocab_size: int, mask_id: int,
+                    num_fields: int = 8, field_size: int = 500):
+  """(a FLIP pretraining batch, its consts) drawn with seed 0.
+
+  ``num_fields`` fields of ``field_size`` ids each (one MTM position per
+  row), prompts of 70-100 % of ``length`` tokens with one ~4-token value
+  masked for MLM, and the NCE noise log-probs of random id counts.
+  """
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from flip_jax import noise as noise_lib
+  # pylint: enable=g-import-not-at-top
+  rs = np.random.RandomState(0)
+  offsets = np.arange(num_fields) * field_size
+  ids = (offsets + rs.randint(2, field_size, (batch, num_fields))).astype(np.int32)
+  pos = rs.randint(0, num_fields, (batch, 1)).astype(np.int32)
+  mtm_ids = ids.copy()
+  np.put_along_axis(mtm_ids, pos, offsets[pos] + 1, 1)
+  lengths = rs.randint(int(0.7 * length), length + 1, batch)
+  attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  input_ids = np.where(attn > 0, rs.randint(1000, vocab_size,
+                                            (batch, length)), 0).astype(np.int32)
+  mlm_labels = np.full((batch, length), -100, np.int32)
+  mlm_ids = input_ids.copy()
+  for i in range(batch):  # one field value of ~4 tokens masked per row
+    start = rs.randint(1, lengths[i] - 5)
+    mlm_labels[i, start:start + 4] = input_ids[i, start:start + 4]
+    mlm_ids[i, start:start + 4] = mask_id
+  b = {"ids": ids, "input_ids": input_ids, "attention_mask": attn,
+       "mtm_ids": mtm_ids, "mtm_positions": pos,
+       "mtm_labels": np.take_along_axis(ids, pos, 1),
+       "mtm_weight": np.ones((batch, 1), np.float32),
+       "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}
+  counts = rs.randint(1, 100, num_fields * field_size).astype(np.float64)
+  return b, {"log_q": np.asarray(noise_lib.noise_log_probs(counts),
+                                 np.float32)}
+
+
 def run_one(form: str, batch: int, length: int, steps: int, plm: str,
             dtype: str, max_masked: int, remat: bool,
             trace_dir: str | None = None, count_only: bool = False,
@@ -56,10 +94,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
   import functools
   import jax
   import jax.numpy as jnp
-  import numpy as np
   import optax
   from flax import linen as nn
-  from flip_jax import noise as noise_lib
   from flip_jax.models import ctr as ctr_lib
   from flip_jax.methods.flip import pretrain as flip_task
   from flip_jax.methods.flip import pretrain_model as flip_lib
@@ -90,29 +126,8 @@ def run_one(form: str, batch: int, length: int, steps: int, plm: str,
       plm=module.config, num_features=n, num_fields=num_fields, dtype=dt,
       mlm_max_masked=max_masked, plm_remat=remat, **FORMS[form])
   model = flip_lib.FlipPretrainModel(cfg)
-  rs = np.random.RandomState(0)
-  offsets = np.arange(num_fields) * field_size
-  ids = (offsets + rs.randint(2, field_size, (batch, num_fields))).astype(np.int32)
-  pos = rs.randint(0, num_fields, (batch, 1)).astype(np.int32)
-  mtm_ids = ids.copy()
-  np.put_along_axis(mtm_ids, pos, offsets[pos] + 1, 1)
-  lengths = rs.randint(int(0.7 * length), length + 1, batch)
-  attn = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
-  input_ids = np.where(attn > 0, rs.randint(1000, module.config.vocab_size,
-                                            (batch, length)), 0).astype(np.int32)
-  mlm_labels = np.full((batch, length), -100, np.int32)
-  mlm_ids = input_ids.copy()
-  for i in range(batch):  # one field value of ~4 tokens masked per row
-    start = rs.randint(1, lengths[i] - 5)
-    mlm_labels[i, start:start + 4] = input_ids[i, start:start + 4]
-    mlm_ids[i, start:start + 4] = mask_id
-  b = {"ids": ids, "input_ids": input_ids, "attention_mask": attn,
-       "mtm_ids": mtm_ids, "mtm_positions": pos,
-       "mtm_labels": np.take_along_axis(ids, pos, 1),
-       "mtm_weight": np.ones((batch, 1), np.float32),
-       "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}
-  counts = rs.randint(1, 100, n).astype(np.float64)
-  consts = {"log_q": np.asarray(noise_lib.noise_log_probs(counts), np.float32)}
+  b, consts = synthetic_batch(batch, length, module.config.vocab_size,
+                              mask_id, num_fields, field_size)
   tx = optax.adamw(1e-4, weight_decay=1e-3)
   rng = state_lib.new_key(0, impl)
   init = functools.partial(jax.jit(model.init), {"params": rng,

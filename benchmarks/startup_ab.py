@@ -36,12 +36,39 @@ COMMANDS = {
 }
 
 
+def folder_first_env(*folders: str) -> dict[str, str]:
+  """This process's environment on CPU with ``folders`` (empty ones
+  skipped) first on PYTHONPATH, in order."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (*folders, env.get("PYTHONPATH", "")) if p)
+  return env
+
+
+def variant_folders(parser: argparse.ArgumentParser, variants: list[str],
+                    *, empty_ok: bool = True, holds: str = ""
+                    ) -> dict[str, str]:
+  """``label=folder`` flags -> {label: folder}; a parser error names a
+  variant without ``=``, an empty folder (unless ``empty_ok``: the
+  installed packages) or a folder that is missing or lacks ``holds``."""
+  folders = {}
+  for v in variants:
+    label, sep, folder = v.partition("=")
+    if not sep or not (folder or empty_ok):
+      parser.error(f"--variant={v}: want label=folder"
+                   + (" ('label=' for the installed packages)"
+                      if empty_ok else ""))
+    if folder and not os.path.isdir(os.path.join(folder, holds)):
+      parser.error(f"--variant={v}: no such folder"
+                   + (f" holding {holds}/" if holds else ""))
+    folders[label] = os.path.abspath(folder) if folder else ""
+  return folders
+
+
 def run_once(folder: str) -> dict[str, float]:
   """Seconds of each command in a fresh process with ``folder`` first on
   PYTHONPATH ('' = the installed packages)."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (folder, str(REPO), env.get("PYTHONPATH", "")) if p)
+  env = folder_first_env(folder, str(REPO))
   out = {}
   for name, (cmd, status, says) in COMMANDS.items():
     start = time.perf_counter()
@@ -61,21 +88,11 @@ def main() -> None:
                       help="label=folder ('label=' for the installed "
                            "packages); repeat")
   args = parser.parse_args()
-  for v in args.variant:
-    if "=" not in v:
-      parser.error(f"--variant={v}: want label=folder ('label=' for the "
-                   "installed packages)")
-  folders = dict(v.split("=", 1) for v in args.variant)
-  for label, folder in folders.items():
-    if folder and not os.path.isdir(folder):
-      parser.error(f"--variant={label}={folder}: no such folder")
+  folders = variant_folders(parser, args.variant)
   times = compile_flags.interleaved(
       list(folders), args.rounds, lambda label: run_once(folders[label]))
-  print(f"\nmedians over {args.rounds} rounds:")
-  for label, outs in times.items():
-    med = compile_flags.medians(outs)
-    print(f"  {label}: " + ", ".join(f"{k} {t:.3f} s" for k, t in
-                                      med.items()))
+  compile_flags.print_medians(f"medians over {args.rounds} rounds:", times,
+                              digits=3)
 
 
 if __name__ == "__main__":
