@@ -30,9 +30,10 @@ TEST_JIT_CACHE ?= runs/.test_jit_cache
 TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_JIT_CACHE)))
 
 # Two passes: the tests not marked multidevice on 1 fake CPU device (the
-# compilation cache shared by the tests' processes and launchers; XLA:CPU
-# deadlocks on cached collectives with several devices), then the sharding
-# tests (marker multidevice) on 8, spread test by test (few share fixtures).
+# compilation cache shared by the tests' processes and launchers), then the
+# sharding tests (marker multidevice) on 8, spread test by test (few share
+# fixtures; the cache holds their one-device programs only: XLA:CPU
+# deadlocks on cached collectives with several devices).
 test: $(STAMP)
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
 	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load

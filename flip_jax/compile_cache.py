@@ -13,18 +13,23 @@ the XLA flags, so one folder serves CPU, GPU and test runs alike. JAX
 trusts what it loads: never point the cache at a folder others can write.
 
 On a CPU backend with several devices (`--xla_force_host_platform_device_
-count`, the tests' 8 fake devices, or several CPU processes) the cache is
-turned off by `check_backend`: with jax 0.10.2, the sharded pretraining
-step loaded from the cache deadlocks in XLA:CPU's in-process collectives
-(devices wait in different all-gather / all-reduce rendezvous until XLA
-aborts the process after 40 s), while the same step compiled afresh runs.
-Reproduce with `python -m benchmarks.cpu_cache_collectives`.
+count`, the tests' 8 fake devices, or several CPU processes) `check_backend`
+keeps the cache for the programs compiled for one device only: with jax
+0.10.2, the sharded pretraining step loaded from the cache deadlocks in
+XLA:CPU's in-process collectives (devices wait in different all-gather /
+all-reduce rendezvous until XLA aborts the process after 40 s), while the
+same step compiled afresh runs. Reproduce with `python -m
+benchmarks.cpu_cache_collectives`. A program on one device has no
+collectives. Where jax lacks the private hook this filter wraps, the cache
+is turned off instead.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
+import numpy as np
 from absl import logging
 from jax import monitoring
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
@@ -43,7 +48,7 @@ _EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": "requests",
 _SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 
 _state = {"folder": None, "configured": False, "listening": False,
-          "logged": None, "unsafe": None}
+          "logged": None, "unsafe": None, "one_device": None}
 _stats = {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
 
 
@@ -140,7 +145,8 @@ def unsafe_reason(platform: str, num_devices: int) -> str | None:
 
 
 def check_backend() -> str | None:
-  """Turns the cache off where `unsafe_reason` says so, for good in this
+  """Where `unsafe_reason` says so, keeps the cache for one-device programs
+  only (`one_device_programs_only`), else turns it off, for good in this
   process; returns the folder in use (None: off).
 
   Call it once the backend may start (after `jax.distributed.initialize`):
@@ -149,11 +155,43 @@ def check_backend() -> str | None:
   if _state["folder"] is None:
     return None
   reason = unsafe_reason(jax.default_backend(), jax.device_count())
-  if reason:
+  if reason and one_device_programs_only():
+    if _state["one_device"] != reason:
+      logging.warning("compile cache for one-device programs only: %s",
+                      reason)
+    _state.update(one_device=reason)
+  elif reason:
     logging.warning("compile cache off: %s", reason)
     _apply(None)
     _state.update(folder=None, unsafe=reason)
   return _state["folder"]
+
+
+def one_device_programs_only() -> bool:
+  """Makes jax compile every program over several devices without the
+  persistent cache (neither read nor written), in this process, for good;
+  programs on one device keep it. False where this jax lacks the hook.
+
+  Wraps jax's private `compiler._resolve_compilation_strategy` (jax 0.10),
+  which gives each program its cache key (None: compiled without the
+  cache).
+  """
+  try:
+    from jax._src import compiler  # pylint: disable=g-import-not-at-top
+    resolve_strategy = compiler._resolve_compilation_strategy  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return False
+  if getattr(resolve_strategy, "one_device_only", False):
+    return True
+
+  @functools.wraps(resolve_strategy)
+  def one_device_only(computation, devices, *args, **kwargs):
+    key, options = resolve_strategy(computation, devices, *args, **kwargs)
+    return (key if np.size(devices) == 1 else None), options
+
+  one_device_only.one_device_only = True
+  compiler._resolve_compilation_strategy = one_device_only  # pylint: disable=protected-access
+  return True
 
 
 def _on_event(event: str, **_) -> None:

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def session_cache_back(monkeypatch):
   """Lets a test set the cache up as on a safe backend, then puts this
-  process back as conftest left it (off: 8 CPU devices)."""
+  process back as conftest left it."""
   monkeypatch.setitem(compile_cache._state, "unsafe", None)  # pylint: disable=protected-access
   yield
   monkeypatch.undo()
@@ -118,9 +118,9 @@ launch.run_main(main)
 """
 
 
-def _run_program(*args, devices=1):
+def _run_program(*args, devices=1, program=_PROGRAM):
   env = env_lib.child_env(devices)
-  proc = subprocess.run([sys.executable, "-c", _PROGRAM, *args], cwd=REPO,
+  proc = subprocess.run([sys.executable, "-c", program, *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
                         check=False, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -158,12 +158,33 @@ def test_unsafe_only_on_several_cpu_devices():
   assert "8 CPU devices" in compile_cache.unsafe_reason("cpu", 8)
 
 
+# The same on 8 CPU devices, plus one program sharded over all of them
+# (its sum is an all-reduce).
+_SHARDED_PROGRAM = _PROGRAM.replace("""  print(json.dumps""", """  mesh = jax.make_mesh((8,), ("d",))
+  x = jax.device_put(jnp.arange(64.0).reshape(8, 8),
+                     jax.NamedSharding(mesh, jax.P("d")))
+  def sharded_sum(x):
+    return (x * 2).sum()
+  total = jax.jit(sharded_sum)(x)
+  assert float(total) == 2 * 63 * 64 / 2, total
+  print(json.dumps""")
+
+
 @pytest.mark.multidevice
-def test_several_cpu_devices_turn_it_off(tmp_path):
-  """The deadlock guard: a launcher on 8 CPU devices neither reads nor
-  writes the folder, says why, and runs."""
+def test_several_cpu_devices_cache_one_device_programs_only(tmp_path):
+  """The deadlock guard: a launcher on 8 CPU devices reads and writes the
+  folder for its one-device programs only, says why, and runs; the
+  program over 8 devices is compiled afresh each time."""
   folder = tmp_path / "jit"
-  stats, log = _run_program(f"--compile_cache={folder}", devices=8)
-  assert stats == {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
-  assert "compile cache off: 8 CPU devices" in log, log[-3000:]
-  assert not folder.exists() or not _entries(folder)
+  first, log = _run_program(f"--compile_cache={folder}", devices=8,
+                            program=_SHARDED_PROGRAM)
+  assert "compile cache for one-device programs only: 8 CPU devices" in log
+  assert first["requests"] > 0 and first["hits"] == 0, first
+  written = _entries(folder)
+  assert len(written) == first["writes"] == first["requests"], first
+  second, _ = _run_program(f"--compile_cache={folder}", devices=8,
+                           program=_SHARDED_PROGRAM)
+  assert second["hits"] == second["requests"] == first["requests"], second
+  assert _entries(folder) == written
+  assert any(n.startswith("jit__lambda-") for n in written), written
+  assert not any("sharded_sum" in n for n in written), written
