@@ -15,16 +15,9 @@
 # the two sides' result tables (every column but the wall times) agree.
 # Needs a quiet machine: nothing else running (machines are noisy, +-25 %).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-BASE=${BASE:?set BASE to the commit to compare with}
-ROUNDS=${ROUNDS:-2}
-OUT=$(mkdir -p "${OUT:-$REPO/runs/demo_ab}" && cd "${OUT:-$REPO/runs/demo_ab}" && pwd)
-PY=$REPO/.venv/bin/python
-TREE=$(mktemp -d -t demo_ab_base.XXXXXX)  # under $TMPDIR (else /tmp)
-trap 'git -C "$REPO" worktree remove --force "$TREE"' EXIT
-git -C "$REPO" worktree add -q --detach "$TREE" "$BASE"
+source "$(dirname "$0")/ab_lib.sh"
+ab_setup demo_ab
 mkdir -p "$OUT/xdg"
-: > "$OUT/walls.txt"
 
 run() {  # label tree
   local work=$OUT/work_$1
@@ -40,23 +33,13 @@ run() {  # label tree
       | awk -F'|' '{NF -= 2; print}' OFS='|' > "$OUT/$1.table"
 }
 
-run warm_base "$TREE"
-run warm_this "$REPO"
-for r in $(seq 1 "$ROUNDS"); do
-  if (( r % 2 )); then order="base this"; else order="this base"; fi
-  for side in $order; do
-    if [[ $side == base ]]; then run "base$r" "$TREE"; else run "this$r" "$REPO"; fi
-  done
-done
+ab_rounds
+ab_medians
 
-"$PY" - "$OUT" "$ROUNDS" <<'EOF'
-import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
 walls = dict(line.split() for line in open(f"{out}/walls.txt"))
-for side in ("base", "this"):
-  runs = [float(walls[f"{side}{r}"]) for r in range(1, rounds + 1)]
-  print(f"{side}: " + ", ".join(f"{w:.1f}" for w in runs)
-        + f" s; median {statistics.median(runs):.1f} s")
 for label in walls:  # each stage's wall, as the run's stages.json has it
   stages = json.load(open(f"{out}/work_{label}/stages.json"))
   print(label, " ".join(f"{name}={s['wall_sec']:.1f}"

@@ -13,16 +13,9 @@
 # goes first. Prints each wall time (pytest's whole process, its start and
 # end included) and the medians per side. Needs a quiet machine.
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-BASE=${BASE:?set BASE to the commit to compare with}
+source "$(dirname "$0")/ab_lib.sh"
 PASS=${PASS:-2}
-ROUNDS=${ROUNDS:-2}
-OUT=$(mkdir -p "${OUT:-$REPO/runs/suite_ab}" && cd "${OUT:-$REPO/runs/suite_ab}" && pwd)
-PY=$REPO/.venv/bin/python
-TREE=$(mktemp -d -t suite_ab_base.XXXXXX)  # under $TMPDIR (else /tmp)
-trap 'git -C "$REPO" worktree remove --force "$TREE"' EXIT
-git -C "$REPO" worktree add -q --detach "$TREE" "$BASE"
-: > "$OUT/walls.txt"
+ab_setup suite_ab
 case $PASS in
   1) DEVICES=1; MARKS="not slow and not gpu and not multidevice"; DIST=() ;;
   2) DEVICES=8; MARKS="multidevice and not slow and not gpu"; DIST=(--dist load) ;;
@@ -39,21 +32,5 @@ run() {  # label tree
   echo "$1 $(echo "$end - $start" | bc)" | tee -a "$OUT/walls.txt"
 }
 
-run warm_base "$TREE"
-run warm_this "$REPO"
-for r in $(seq 1 "$ROUNDS"); do
-  if (( r % 2 )); then order="base this"; else order="this base"; fi
-  for side in $order; do
-    if [[ $side == base ]]; then run "base$r" "$TREE"; else run "this$r" "$REPO"; fi
-  done
-done
-
-"$PY" - "$OUT" "$ROUNDS" <<'EOF'
-import statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
-walls = dict(line.split() for line in open(f"{out}/walls.txt"))
-for side in ("base", "this"):
-  runs = [float(walls[f"{side}{r}"]) for r in range(1, rounds + 1)]
-  print(f"{side}: " + ", ".join(f"{w:.1f}" for w in runs)
-        + f" s; median {statistics.median(runs):.1f} s")
-EOF
+ab_rounds
+ab_medians
