@@ -100,12 +100,15 @@ def medians(outs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def print_medians(title: str, times: dict[str, list[dict[str, float]]],
-                  digits: int = 2) -> None:
-  """``title``, then each variant's medians (of `interleaved`'s results)."""
+                  digits: int = 2, total: bool = False) -> None:
+  """``title``, then each variant's medians (of `interleaved`'s results),
+  with their sum if ``total``."""
   print(f"\n{title}")
   for v, outs in times.items():
+    med = medians(outs)
     print(f"  {v or '(none)'}: " + ", ".join(
-        f"{k} {t:.{digits}f} s" for k, t in medians(outs).items()))
+        f"{k} {t:.{digits}f} s" for k, t in med.items())
+          + (f", total {sum(med.values()):.{digits}f} s" if total else ""))
 
 
 def main() -> None:
@@ -117,12 +120,7 @@ def main() -> None:
   variants = args.variant or list(DEFAULT_VARIANTS)
   times = interleaved(variants, args.rounds,
                       lambda v: run_fresh(_CHILD, flags=v))
-  print("\nmedians over", args.rounds, "rounds:")
-  for v, outs in times.items():
-    med = medians(outs)
-    print(f"  {v or '(none)'!r}: " + ", ".join(
-        f"{k} {t:.2f} s" for k, t in med.items())
-          + f", total {sum(med.values()):.2f} s")
+  print_medians(f"medians over {args.rounds} rounds:", times, total=True)
 
 
 if __name__ == "__main__":

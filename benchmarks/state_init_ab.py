@@ -88,7 +88,6 @@ def run_once(folder: str, size: str, cache: str, batch: str
   PYTHONPATH, the model of ``size``, the compilation cache ``cache`` (a
   folder, or 'off') and the batch file ``batch``."""
   env = startup_ab.folder_first_env(folder)
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   proc = subprocess.run(
       [sys.executable, "-c", _CHILD, *map(str, SIZES[size]), cache, batch,
        str(VOCAB)],

@@ -172,25 +172,28 @@ def one_device_programs_only() -> bool:
   persistent cache (neither read nor written), in this process, for good;
   programs on one device keep it. False where this jax lacks the hook.
 
-  Wraps jax's private `compiler._resolve_compilation_strategy` (jax 0.10),
-  which gives each program its cache key (None: compiled without the
-  cache).
+  Wraps jax's private `compiler._get_cache_key` (jax 0.10), which gives
+  each program its cache key (None: compiled without the cache); a program
+  over several devices gets None before its key is hashed.
   """
   try:
     from jax._src import compiler  # pylint: disable=g-import-not-at-top
-    resolve_strategy = compiler._resolve_compilation_strategy  # pylint: disable=protected-access
+    get_cache_key = compiler._get_cache_key  # pylint: disable=protected-access
   except (ImportError, AttributeError):
     return False
-  if getattr(resolve_strategy, "one_device_only", False):
+  if getattr(get_cache_key, "one_device_only", False):
     return True
 
-  @functools.wraps(resolve_strategy)
-  def one_device_only(computation, devices, *args, **kwargs):
-    key, options = resolve_strategy(computation, devices, *args, **kwargs)
-    return (key if np.size(devices) == 1 else None), options
+  @functools.wraps(get_cache_key)
+  def one_device_only(options, backend, computation, devices, *args,
+                      **kwargs):
+    if np.size(devices) > 1:
+      return None
+    return get_cache_key(options, backend, computation, devices, *args,
+                         **kwargs)
 
   one_device_only.one_device_only = True
-  compiler._resolve_compilation_strategy = one_device_only  # pylint: disable=protected-access
+  compiler._get_cache_key = one_device_only  # pylint: disable=protected-access
   return True
 
 

@@ -168,6 +168,7 @@ _SHARDED_PROGRAM = _PROGRAM.replace("""  print(json.dumps""", """  mesh = jax.ma
   total = jax.jit(sharded_sum)(x)
   assert float(total) == 2 * 63 * 64 / 2, total
   print(json.dumps""")
+assert "sharded_sum" in _SHARDED_PROGRAM  # the anchor above is in _PROGRAM
 
 
 @pytest.mark.multidevice
