@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench clean
+.PHONY: demo test test-pass1 test-pass2 test-slow venv bench clean
 
 venv: $(STAMP)
 
@@ -34,9 +34,16 @@ TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_J
 # sharding tests (marker multidevice) on 8, spread test by test (few share
 # fixtures; the cache holds their one-device programs only: XLA:CPU
 # deadlocks on cached collectives with several devices).
+TEST_PASS1 = FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
+TEST_PASS2 = FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load
 test: $(STAMP)
-	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
-	$(TEST_ENV) FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load
+	$(TEST_ENV) $(TEST_PASS1)
+	$(TEST_ENV) $(TEST_PASS2)
+
+# One pass alone, with no set-up (benchmarks/suite_ab.sh runs this
+# Makefile's pass in another tree, with PY and TEST_JIT_CACHE given).
+test-pass1 test-pass2:
+	$(TEST_ENV) $(TEST_PASS$(subst test-pass,,$@))
 
 # The tests make test leaves out (marker slow: chaos runs, variants another
 # test of make test covers), in the same two passes.

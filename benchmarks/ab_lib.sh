@@ -6,6 +6,7 @@
 # ab_rounds: one unmeasured run of each side (warms the caches), then
 # ROUNDS rounds alternating which side goes first; the caller defines
 # `run LABEL TREE`, which appends "LABEL SECONDS" to $OUT/walls.txt.
+# ab_timed LABEL CMD...: runs CMD, appends "LABEL SECONDS" to walls.txt.
 # ab_medians: each side's walls and median.
 
 ab_setup() {
@@ -30,6 +31,15 @@ ab_rounds() {
       if [[ $side == base ]]; then run "base$r" "$TREE"; else run "this$r" "$REPO"; fi
     done
   done
+}
+
+ab_timed() {
+  local label=$1 start end
+  shift
+  start=$(date +%s.%N)
+  "$@"
+  end=$(date +%s.%N)
+  echo "$label $(echo "$end - $start" | bc)" | tee -a "$OUT/walls.txt"
 }
 
 ab_medians() {

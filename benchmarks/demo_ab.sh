@@ -19,15 +19,15 @@ source "$(dirname "$0")/ab_lib.sh"
 ab_setup demo_ab
 mkdir -p "$OUT/xdg"
 
+demo() {  # tree workdir log
+  (cd "$1" && XDG_CACHE_HOME=$OUT/xdg "$PY" -m experiments.run_all \
+      --dataset=synthetic --workdir="$2" ${RUN_ARGS:-} > "$3" 2>&1)
+}
+
 run() {  # label tree
   local work=$OUT/work_$1
   rm -rf "$work"
-  local start end
-  start=$(date +%s.%N)
-  (cd "$2" && XDG_CACHE_HOME=$OUT/xdg "$PY" -m experiments.run_all \
-      --dataset=synthetic --workdir="$work" ${RUN_ARGS:-} > "$OUT/$1.log" 2>&1)
-  end=$(date +%s.%N)
-  echo "$1 $(echo "$end - $start" | bc)" | tee -a "$OUT/walls.txt"
+  ab_timed "$1" demo "$2" "$work" "$OUT/$1.log"
   # The result table without its wall column.
   grep '^| ' "$work/report.md" | grep -v '^| stage' \
       | awk -F'|' '{NF -= 2; print}' OFS='|' > "$OUT/$1.table"

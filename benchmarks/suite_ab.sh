@@ -7,7 +7,8 @@
 # BASE (a commit) is checked out in a temporary git worktree; this checkout
 # is the other side. PASS=1 is make test's first pass (the tests not marked
 # multidevice, 1 fake CPU device), PASS=2 its second (multidevice, 8
-# devices), each with make test's own command and this checkout's .venv.
+# devices): this checkout's Makefile target test-pass$PASS, run in each
+# tree with this checkout's .venv, so both sides run the same command.
 # Both sides share one compilation cache folder (under $OUT): one run of
 # each warms it (compile apart), then ROUNDS rounds alternate which side
 # goes first. Prints each wall time (pytest's whole process, its start and
@@ -15,21 +16,17 @@
 set -euo pipefail
 source "$(dirname "$0")/ab_lib.sh"
 PASS=${PASS:-2}
+[[ $PASS == 1 || $PASS == 2 ]] || { echo "PASS must be 1 or 2, not $PASS" >&2; exit 2; }
 ab_setup suite_ab
-case $PASS in
-  1) DEVICES=1; MARKS="not slow and not gpu and not multidevice"; DIST=() ;;
-  2) DEVICES=8; MARKS="multidevice and not slow and not gpu"; DIST=(--dist load) ;;
-  *) echo "PASS must be 1 or 2, not $PASS" >&2; exit 2 ;;
-esac
+
+one_pass() {  # tree log
+  make -s -f "$REPO/Makefile" -C "$1" "test-pass$PASS" PY="$PY" \
+      TEST_JIT_CACHE="$OUT/jit" > "$2" 2>&1 || {
+    echo "failed: $2" >&2; exit 1; }
+}
 
 run() {  # label tree
-  local start end
-  start=$(date +%s.%N)
-  (cd "$2" && FLIP_JAX_TEST_COMPILE_CACHE=$OUT/jit FLIP_JAX_TEST_DEVICES=$DEVICES \
-      "$PY" -m pytest -q -m "$MARKS" "${DIST[@]}" > "$OUT/$1.log" 2>&1) || {
-    echo "$1 failed: $OUT/$1.log" >&2; exit 1; }
-  end=$(date +%s.%N)
-  echo "$1 $(echo "$end - $start" | bc)" | tee -a "$OUT/walls.txt"
+  ab_timed "$1" one_pass "$2" "$OUT/$1.log"
 }
 
 ab_rounds

@@ -19,8 +19,10 @@ keeps the cache for the programs compiled for one device only: with jax
 XLA:CPU's in-process collectives (devices wait in different all-gather /
 all-reduce rendezvous until XLA aborts the process after 40 s), while the
 same step compiled afresh runs. Reproduce with `python -m
-benchmarks.cpu_cache_collectives`. A program on one device has no
-collectives. Where jax lacks the private hook this filter wraps, the cache
+benchmarks.cpu_cache_collectives`. Two CPU processes fare no better: the
+two-host pretraining loading its sharded programs from the cache timed out
+creating its gloo context in the first step (RESULTS.md, 2026-12-07, stop
+43). A program on one device has no collectives. Where jax lacks the private hook this filter wraps, the cache
 is turned off instead.
 """
 from __future__ import annotations
