@@ -32,8 +32,8 @@ TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_J
 # Two passes: the tests not marked multidevice on 1 fake CPU device (the
 # compilation cache shared by the tests' processes and launchers), then the
 # sharding tests (marker multidevice) on 8, spread test by test (few share
-# fixtures; the cache holds their one-device programs only: XLA:CPU
-# deadlocks on cached collectives with several devices).
+# fixtures; the cache holds their programs without collectives only:
+# XLA:CPU deadlocks on cached collectives with several devices).
 TEST_PASS1 = FLIP_JAX_TEST_DEVICES=1 $(PY) -m pytest -m "not slow and not gpu and not multidevice"
 TEST_PASS2 = FLIP_JAX_TEST_DEVICES=8 $(PY) -m pytest -m "multidevice and not slow and not gpu" --dist load
 test: $(STAMP)

@@ -1,4 +1,4 @@
-r"""Why several CPU devices cache one-device programs only: a reproduction.
+r"""Why several CPU devices cache programs without collectives only.
 
   python -m benchmarks.cpu_cache_collectives            # 1 and 8 devices
   python -m benchmarks.cpu_cache_collectives --devices=8 --steps=4
@@ -7,7 +7,7 @@ For each device count, a tiny FLIP pretraining (synthetic data, MiniLM cut
 to one layer, `--steps` steps) runs twice in fresh processes sharing one
 empty JAX compilation cache folder turned on directly through jax.config
 (past `flip_jax.compile_cache.check_backend`, which would keep it for
-the one-device programs only):
+the programs without collectives only):
 the first run compiles and writes, the second loads. Prints, per run, the
 exit status, the wall time and how many XLA "may be stuck" rendezvous
 warnings it logged. With jax 0.10.2 on this project's 2-core machine, the

@@ -14,7 +14,7 @@ trusts what it loads: never point the cache at a folder others can write.
 
 On a CPU backend with several devices (`--xla_force_host_platform_device_
 count`, the tests' 8 fake devices, or several CPU processes) `check_backend`
-keeps the cache for the programs compiled for one device only: with jax
+keeps the cache for the programs without collectives only: with jax
 0.10.2, the sharded pretraining step loaded from the cache deadlocks in
 XLA:CPU's in-process collectives (devices wait in different all-gather /
 all-reduce rendezvous until XLA aborts the process after 40 s), while the
@@ -22,13 +22,19 @@ same step compiled afresh runs. Reproduce with `python -m
 benchmarks.cpu_cache_collectives`. Two CPU processes fare no better: the
 two-host pretraining loading its sharded programs from the cache timed out
 creating its gloo context in the first step (RESULTS.md, 2026-12-07, stop
-43). A program on one device has no collectives. Where jax lacks the private hook this filter wraps, the cache
-is turned off instead.
+43). Whether a program has collectives is known once XLA has partitioned
+it, so the filter is on writing: a program whose compiled HLO holds a
+collective (all-reduce, all-gather, ...) is not stored, and is compiled
+afresh by every process; one without (a state initialiser, a prediction,
+an eager op, any program on one device) is stored and loaded like on any
+other backend. Where jax lacks the private hook this filter wraps, the
+cache is turned off instead.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 
 import jax
 import numpy as np
@@ -50,7 +56,12 @@ _EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": "requests",
 _SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 
 _state = {"folder": None, "configured": False, "listening": False,
-          "logged": None, "unsafe": None, "one_device": None}
+          "logged": None, "unsafe": None, "filtered": None}
+# HLO instructions that make a program unsafe to load on XLA:CPU with
+# several devices (see the module docstring): `%x = f32[] all-reduce(...)`.
+_COLLECTIVE = re.compile(
+    r" (all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all|"
+    r"ragged-all-to-all|collective-broadcast|send|recv)(-start)?\(")
 _stats = {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
 
 
@@ -147,9 +158,9 @@ def unsafe_reason(platform: str, num_devices: int) -> str | None:
 
 
 def check_backend() -> str | None:
-  """Where `unsafe_reason` says so, keeps the cache for one-device programs
-  only (`one_device_programs_only`), else turns it off, for good in this
-  process; returns the folder in use (None: off).
+  """Where `unsafe_reason` says so, keeps the cache for programs without
+  collectives only (`collective_free_programs_only`), else turns it off,
+  for good in this process; returns the folder in use (None: off).
 
   Call it once the backend may start (after `jax.distributed.initialize`):
   it asks jax for the platform and the device count.
@@ -157,11 +168,11 @@ def check_backend() -> str | None:
   if _state["folder"] is None:
     return None
   reason = unsafe_reason(jax.default_backend(), jax.device_count())
-  if reason and one_device_programs_only():
-    if _state["one_device"] != reason:
-      logging.warning("compile cache for one-device programs only: %s",
-                      reason)
-    _state.update(one_device=reason)
+  if reason and collective_free_programs_only():
+    if _state["filtered"] != reason:
+      logging.warning("compile cache for programs without collectives "
+                      "only: %s", reason)
+    _state.update(filtered=reason)
   elif reason:
     logging.warning("compile cache off: %s", reason)
     _apply(None)
@@ -169,33 +180,42 @@ def check_backend() -> str | None:
   return _state["folder"]
 
 
-def one_device_programs_only() -> bool:
-  """Makes jax compile every program over several devices without the
-  persistent cache (neither read nor written), in this process, for good;
-  programs on one device keep it. False where this jax lacks the hook.
+def has_collectives(executable) -> bool:
+  """Whether a compiled program (a jaxlib LoadedExecutable) holds a
+  collective instruction in its HLO, as XLA partitioned it."""
+  return any(_COLLECTIVE.search(module.to_string())
+             for module in executable.hlo_modules())
 
-  Wraps jax's private `compiler._get_cache_key` (jax 0.10), which gives
-  each program its cache key (None: compiled without the cache); a program
-  over several devices gets None before its key is hashed.
+
+def collective_free_programs_only() -> bool:
+  """Makes jax store no program with collectives in the persistent cache,
+  in this process, for good: those are compiled afresh every time (never
+  in the folder, never loaded); the others are stored and loaded. False
+  where this jax lacks the hook.
+
+  Wraps jax's private `compiler._cache_write` (jax 0.10), which stores a
+  program just compiled. A folder only this filter has written to on such
+  a backend holds no program with collectives; the per-user folder and the
+  tests' are written by the project's processes only.
   """
   try:
     from jax._src import compiler  # pylint: disable=g-import-not-at-top
-    get_cache_key = compiler._get_cache_key  # pylint: disable=protected-access
+    cache_write = compiler._cache_write  # pylint: disable=protected-access
   except (ImportError, AttributeError):
     return False
-  if getattr(get_cache_key, "one_device_only", False):
+  if getattr(cache_write, "collective_free_only", False):
     return True
 
-  @functools.wraps(get_cache_key)
-  def one_device_only(options, backend, computation, devices, *args,
-                      **kwargs):
-    if np.size(devices) > 1:
+  @functools.wraps(cache_write)
+  def collective_free_only(cache_key, compile_time_secs, module_name,
+                           backend, executable, host_callbacks):
+    if has_collectives(executable):
       return None
-    return get_cache_key(options, backend, computation, devices, *args,
-                         **kwargs)
+    return cache_write(cache_key, compile_time_secs, module_name, backend,
+                       executable, host_callbacks)
 
-  one_device_only.one_device_only = True
-  compiler._get_cache_key = one_device_only  # pylint: disable=protected-access
+  collective_free_only.collective_free_only = True
+  compiler._cache_write = collective_free_only  # pylint: disable=protected-access
   return True
 
 

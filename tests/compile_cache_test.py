@@ -158,34 +158,50 @@ def test_unsafe_only_on_several_cpu_devices():
   assert "8 CPU devices" in compile_cache.unsafe_reason("cpu", 8)
 
 
-# The same on 8 CPU devices, plus one program sharded over all of them
-# (its sum is an all-reduce).
+# The same on 8 CPU devices, plus two programs sharded over all of them:
+# `sharded_double` needs no collective (each device doubles its rows),
+# `sharded_sum` does (its sum is an all-reduce).
 _SHARDED_PROGRAM = _PROGRAM.replace("""  print(json.dumps""", """  mesh = jax.make_mesh((8,), ("d",))
   x = jax.device_put(jnp.arange(64.0).reshape(8, 8),
                      jax.NamedSharding(mesh, jax.P("d")))
+  def sharded_double(x):
+    return x * 2
   def sharded_sum(x):
-    return (x * 2).sum()
-  total = jax.jit(sharded_sum)(x)
+    return x.sum()
+  doubled = jax.jit(sharded_double)(x)
+  total = jax.jit(sharded_sum)(doubled)
   assert float(total) == 2 * 63 * 64 / 2, total
   print(json.dumps""")
 assert "sharded_sum" in _SHARDED_PROGRAM  # the anchor above is in _PROGRAM
 
 
 @pytest.mark.multidevice
-def test_several_cpu_devices_cache_one_device_programs_only(tmp_path):
+def test_several_cpu_devices_cache_programs_without_collectives_only(
+    tmp_path):
   """The deadlock guard: a launcher on 8 CPU devices reads and writes the
-  folder for its one-device programs only, says why, and runs; the
-  program over 8 devices is compiled afresh each time."""
+  folder for its programs without collectives only (sharded or not), says
+  why, and runs; the program with an all-reduce is compiled afresh each
+  time and never stored."""
   folder = tmp_path / "jit"
   first, log = _run_program(f"--compile_cache={folder}", devices=8,
                             program=_SHARDED_PROGRAM)
-  assert "compile cache for one-device programs only: 8 CPU devices" in log
+  assert ("compile cache for programs without collectives only: 8 CPU "
+          "devices") in log
   assert first["requests"] > 0 and first["hits"] == 0, first
   written = _entries(folder)
-  assert len(written) == first["writes"] == first["requests"], first
+  assert len(written) == first["writes"] == first["requests"] - 1, first
+  assert any(n.startswith("jit__lambda-") for n in written), written
+  assert any(n.startswith("jit_sharded_double-") for n in written), written
+  assert not any("sharded_sum" in n for n in written), written
   second, _ = _run_program(f"--compile_cache={folder}", devices=8,
                            program=_SHARDED_PROGRAM)
-  assert second["hits"] == second["requests"] == first["requests"], second
+  assert second["requests"] == first["requests"], second
+  assert second["hits"] == len(written) and second["writes"] == 0, second
   assert _entries(folder) == written
-  assert any(n.startswith("jit__lambda-") for n in written), written
-  assert not any("sharded_sum" in n for n in written), written
+
+
+def test_collectives_are_found_in_the_compiled_program():
+  """`has_collectives` reads XLA's partitioned HLO: one device, none."""
+  f = jax.jit(lambda x: (x * 2).sum())
+  compiled = f.lower(jax.numpy.ones((8, 8))).compile()
+  assert not compile_cache.has_collectives(compiled.runtime_executable())

@@ -31,8 +31,8 @@ TEST_CACHE_ENV = "FLIP_JAX_TEST_COMPILE_CACHE"
 _OWN_CACHE = shared.run_folder(TEST_CACHE_ENV, "flip_jax_test_jit_")
 os.environ[compile_cache.ENV] = os.environ[TEST_CACHE_ENV]
 compile_cache.setup(os.environ[TEST_CACHE_ENV])
-# For one-device programs only in a process with 8 CPU devices (see
-# compile_cache), for all with 1; launchers the tests start share it too.
+# For programs without collectives only in a process with 8 CPU devices
+# (see compile_cache), for all with 1; launchers the tests start share it.
 compile_cache.check_backend()
 # Fixtures every worker uses, built once per run (tests/helpers/shared.py).
 _OWN_SHARED = shared.run_folder(shared.SHARED_ENV, "flip_jax_test_shared_")
