@@ -205,3 +205,39 @@ def test_collectives_are_found_in_the_compiled_program():
   f = jax.jit(lambda x: (x * 2).sum())
   compiled = f.lower(jax.numpy.ones((8, 8))).compile()
   assert not compile_cache.has_collectives(compiled.runtime_executable())
+
+
+class _Module:
+
+  def __init__(self, text):
+    self.text = text
+
+  def to_string(self):
+    return self.text
+
+
+class _Executable:
+  """What `has_collectives` reads of a jaxlib LoadedExecutable."""
+
+  def __init__(self, *texts):
+    self.texts = texts
+
+  def hlo_modules(self):
+    return [_Module(t) for t in self.texts]
+
+
+@pytest.mark.parametrize("line,found", [
+    ("%all-reduce.1 = f32[] all-reduce(f32[] %p), to_apply=%sum", True),
+    ("%ags = (f32[2], f32[8]) all-gather-start(f32[2] %p)", True),
+    ("%rs = f32[1] reduce-scatter(f32[8] %p), dimensions={0}", True),
+    ("%cp = f32[4] collective-permute(f32[4] %p)", True),
+    ("%a2a = f32[8] all-to-all(f32[8] %p)", True),
+    ("%s = (f32[2], u32[], token[]) send(f32[2] %p, token[] %t)", True),
+    # An instruction named after a collective is not one.
+    ("%all-reduce.3 = f32[] add(f32[] %a, f32[] %b)", False),
+    ("%multiply.2 = f32[8] multiply(f32[8] %x, f32[8] %y)", False),
+])
+def test_collective_instructions_in_hlo_text(line, found):
+  assert compile_cache.has_collectives(_Executable("ENTRY %m {", line)) is (
+      found)
+  assert not compile_cache.has_collectives(_Executable())
