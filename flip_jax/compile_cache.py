@@ -37,7 +37,6 @@ import os
 import re
 
 import jax
-import numpy as np
 from absl import logging
 from jax import monitoring
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
