@@ -208,7 +208,11 @@ def collective_free_programs_only() -> bool:
   @functools.wraps(cache_write)
   def collective_free_only(cache_key, compile_time_secs, module_name,
                            backend, executable, host_callbacks):
-    if has_collectives(executable):
+    try:
+      unsafe = has_collectives(executable)
+    except Exception:  # pylint: disable=broad-except
+      unsafe = True  # unreadable HLO: not stored, the safe side
+    if unsafe:
       return None
     return cache_write(cache_key, compile_time_secs, module_name, backend,
                        executable, host_callbacks)

@@ -241,3 +241,30 @@ def test_collective_instructions_in_hlo_text(line, found):
   assert compile_cache.has_collectives(_Executable("ENTRY %m {", line)) is (
       found)
   assert not compile_cache.has_collectives(_Executable())
+
+
+class _Unreadable:
+
+  def hlo_modules(self):
+    raise RuntimeError("no HLO for this executable")
+
+
+def test_the_write_filter_stores_collective_free_programs_only(monkeypatch):
+  """The wrapped `_cache_write` passes a program on when its HLO holds no
+  collective; one with a collective, or whose HLO cannot be read, is not
+  stored (the safe side)."""
+  from jax._src import compiler  # pylint: disable=g-import-not-at-top
+  stored = []
+  monkeypatch.setattr(compiler, "_cache_write",
+                      lambda key, *args: stored.append(key))
+  assert compile_cache.collective_free_programs_only()
+  write = compiler._cache_write  # pylint: disable=protected-access
+  assert write.collective_free_only
+  assert compile_cache.collective_free_programs_only()  # wraps once
+  assert compiler._cache_write is write  # pylint: disable=protected-access
+  for key, executable in (
+      ("plain", _Executable("%m = f32[8] multiply(f32[8] %x, f32[8] %y)")),
+      ("reduce", _Executable("%r = f32[] all-reduce(f32[] %p)")),
+      ("unreadable", _Unreadable())):
+    write(key, 1.0, "jit_f", None, executable, [])
+  assert stored == ["plain"]
