@@ -207,15 +207,14 @@ def collective_free_programs_only() -> bool:
 
   @functools.wraps(cache_write)
   def collective_free_only(cache_key, compile_time_secs, module_name,
-                           backend, executable, host_callbacks):
+                           backend, executable, *args, **kwargs):
     try:
       unsafe = has_collectives(executable)
     except Exception:  # pylint: disable=broad-except
       unsafe = True  # unreadable HLO: not stored, the safe side
-    if unsafe:
-      return None
-    return cache_write(cache_key, compile_time_secs, module_name, backend,
-                       executable, host_callbacks)
+    if not unsafe:
+      cache_write(cache_key, compile_time_secs, module_name, backend,
+                  executable, *args, **kwargs)
 
   collective_free_only.collective_free_only = True
   compiler._cache_write = collective_free_only  # pylint: disable=protected-access

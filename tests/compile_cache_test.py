@@ -200,8 +200,9 @@ def test_several_cpu_devices_cache_programs_without_collectives_only(
   assert _entries(folder) == written
 
 
-def test_collectives_are_found_in_the_compiled_program():
-  """`has_collectives` reads XLA's partitioned HLO: one device, none."""
+def test_a_compiled_one_device_program_has_no_collectives():
+  """`has_collectives` reads a real compiled program's HLO (the 8-device
+  test above finds the all-reduce of a sharded one)."""
   f = jax.jit(lambda x: (x * 2).sum())
   compiled = f.lower(jax.numpy.ones((8, 8))).compile()
   assert not compile_cache.has_collectives(compiled.runtime_executable())
