@@ -35,7 +35,11 @@ demo: $(STAMP)
 # checkout (warm, pass 1 takes about 3 minutes less); TEST_JIT_CACHE= runs
 # with a fresh folder removed at the end. make clean removes it.
 TEST_JIT_CACHE ?= runs/.test_jit_cache
-TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_JIT_CACHE)))
+# Bytecode is written even where the environment sets PYTHONDONTWRITEBYTECODE
+# (this machine's does): otherwise each of the ~50 processes a run starts
+# compiles flip_jax, experiments and the test files from source, and each
+# xdist worker redoes pytest's assertion rewriting (BUILD.md).
+TEST_ENV = FLIP_JAX_TEST_COMPILE_CACHE=$(if $(TEST_JIT_CACHE),$(abspath $(TEST_JIT_CACHE))) PYTHONDONTWRITEBYTECODE=
 
 # Two passes: the tests not marked multidevice on 1 fake CPU device (the
 # compilation cache shared by the tests' processes and launchers), then the
