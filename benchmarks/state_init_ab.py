@@ -44,7 +44,7 @@ import json, sys, time
 layers, hidden, heads = (int(x) for x in sys.argv[1:4])
 import jax, numpy as np, optax
 from flax import linen as nn
-from flip_jax import compile_cache, sharding
+from flip_jax import compile_cache, sharding, sharding_rules
 compile_cache.setup(sys.argv[4])
 from flip_jax.methods.flip import pretrain as flip_task
 from flip_jax.methods.flip import pretrain_model as flip_lib
@@ -67,7 +67,7 @@ model = flip_lib.FlipPretrainModel(flip_lib.FlipConfig(
     plm=plm, num_features=n, num_fields=fields))
 task = flip_task.FlipPretrainTask(None, model)
 tx = optax.adamw(1e-4, weight_decay=1e-3)
-mesh, rules = sharding.make_mesh(), sharding.DEFAULT_RULES
+mesh, rules = sharding.make_mesh(), sharding_rules.DEFAULT_RULES
 t0 = time.perf_counter()
 init = init_lib.sharded_state_init(
     lambda rng: task.init_variables(rng, arrays, consts),

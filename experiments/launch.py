@@ -1,6 +1,10 @@
 """Runtime set-up shared by every absl main: multi-host init, logging, the
 compilation cache, and `run_main`, which turns expected errors into one
 `error: ...` line.
+
+Nothing here imports jax at module level (nor do the config files): a
+launcher parses its flags and its config, and reports a mistake there, in a
+fraction of a second; jax comes with `init_runtime` and the training code.
 """
 import functools
 import io
@@ -12,7 +16,6 @@ import traceback
 from typing import Any, Callable
 import zlib
 
-import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -80,6 +83,7 @@ def setup_compile_cache() -> str | None:
 def init_runtime() -> None:
   """Initialises jax.distributed when asked, the compilation cache, and
   logs the topology."""
+  import jax  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   setup_compile_cache()

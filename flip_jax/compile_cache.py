@@ -36,10 +36,12 @@ import functools
 import os
 import re
 
-import jax
 from absl import logging
-from jax import monitoring
-from jax.experimental.compilation_cache import compilation_cache as jax_cc
+
+# jax is imported by the functions that use it, not here: a launcher defines
+# its --compile_cache flag from this module (ENV, default_dir) and parses
+# its command line and config before it imports jax (a mistake there is
+# reported in a fraction of a second; experiments/launch.py).
 
 ENV = "FLIP_JAX_COMPILE_CACHE"
 JAX_ENV = "JAX_COMPILATION_CACHE_DIR"
@@ -94,6 +96,10 @@ def resolve(value: str | None = None, environ=None) -> str | None:
 
 def _apply(folder: str | None) -> None:
   """Points jax at `folder` (None: off), dropping a cache opened before."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache as jax_cc
+  # pylint: enable=g-import-not-at-top
   jax_cc.reset_cache()  # jax opens its cache once per process otherwise
   if folder is None:
     jax.config.update("jax_enable_compilation_cache", False)
@@ -150,6 +156,7 @@ def unsafe_reason(platform: str, num_devices: int) -> str | None:
     num_devices: `jax.device_count()` (all processes).
   """
   if platform == "cpu" and num_devices > 1:
+    import jax  # pylint: disable=g-import-not-at-top
     return (f"{num_devices} CPU devices: XLA:CPU collectives in programs "
             f"loaded from the cache deadlock with jax {jax.__version__} "
             "(see flip_jax/compile_cache.py)")
@@ -166,6 +173,7 @@ def check_backend() -> str | None:
   """
   if _state["folder"] is None:
     return None
+  import jax  # pylint: disable=g-import-not-at-top
   reason = unsafe_reason(jax.default_backend(), jax.device_count())
   if reason and collective_free_programs_only():
     if _state["filtered"] != reason:
@@ -235,6 +243,7 @@ def _on_duration(event: str, duration: float, **_) -> None:
 def _listen() -> None:
   """Counts the cache's jax.monitoring events (once per process)."""
   if not _state["listening"]:
+    from jax import monitoring  # pylint: disable=g-import-not-at-top
     monitoring.register_event_listener(_on_event)
     monitoring.register_event_duration_secs_listener(_on_duration)
     _state["listening"] = True

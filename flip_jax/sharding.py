@@ -2,24 +2,8 @@
 
 Model code names axes (``nn.with_logical_partitioning`` for params,
 ``nn.with_logical_constraint`` for activations); the config holds the mesh
-shape and an ordered rules table mapping logical names onto mesh axes.
-
-Logical axis names used across flip_jax:
-
-  batch          examples of a batch
-  length         text positions
-  vocab          PLM vocabulary rows
-  embed          PLM hidden size
-  heads, kv      attention heads and per-head width
-  mlp            PLM feed-forward width
-  feature_vocab  rows of the global CTR feature tables (N)
-  feature_embed  CTR embedding width
-  field          CTR fields
-  hidden_in      input width of a CTR / head dense kernel (a kernel's two
-                 axes need distinct names)
-  hidden         output widths of CTR / head MLP layers
-  proj, proj_in  ICL projection heads
-  expert, rank   DCNv2 mixture-of-experts axes
+shape and an ordered rules table mapping logical names onto mesh axes (the
+names and the default table: ``flip_jax.sharding_rules``).
 """
 from __future__ import annotations
 
@@ -33,30 +17,6 @@ from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from flip_jax.tree_paths import path_str
-
-# Default: pure data parallelism over ("data", "fsdp"); parameters replicated
-# unless a rule maps them. Order matters: first matching rule wins.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv", None),
-    ("mlp", "tensor"),
-    ("feature_vocab", ("fsdp", "tensor")),
-    ("feature_embed", None),
-    ("field", None),
-    ("hidden_in", None),
-    ("hidden", None),
-    ("proj_in", None),
-    ("proj", None),
-    ("expert", None),
-    ("rank_in", None),
-    ("rank", None),
-)
-
-MESH_AXES = ("data", "fsdp", "tensor")
 
 
 def mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> dict[str, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from flip_jax import sharding
+from flip_jax import sharding_rules
 
 
 # PRNG implementation of the run's on-device keys (dropout, NCE noise; the
@@ -83,7 +83,7 @@ def mesh_config() -> list:
 
 
 def logical_axis_rules() -> list:
-  return [list(r) for r in sharding.DEFAULT_RULES]
+  return [list(r) for r in sharding_rules.DEFAULT_RULES]
 
 
 def train_config(*, batch_size: int, num_epochs: int, max_steps: int = -1,

@@ -169,10 +169,14 @@ def test_alias_alone_defaults_to_its_config(alias, tmp_path):
   proc = _python(
       f"import sys; from experiments import {alias} as m; "
       "from absl import flags; flags.FLAGS(sys.argv); "
-      "print('task', flags.FLAGS['config'].value.task)",
+      "print('task', flags.FLAGS['config'].value.task); "
+      "print('jax imported', 'jax' in sys.modules)",
       f"--workdir={tmp_path}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"task {ALIASES[alias][0]}" in proc.stdout
+  # The launcher and its config file import no jax: a mistake in the flags
+  # or the config is reported before jax is loaded (experiments/launch.py).
+  assert "jax imported False" in proc.stdout, proc.stdout
 
 
 def test_train_requires_a_config(tmp_path):

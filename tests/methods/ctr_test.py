@@ -21,6 +21,7 @@ from experiments import launch
 from experiments import train_ctr
 from experiments.configs import ctr as ctr_configs
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.methods import ctr as ctr_task
 from flip_jax.models import ctr
 from flip_jax.train import ctr_task as ctr_family
@@ -164,7 +165,7 @@ def test_row_sharded_lookup_equals_unsharded():
   emb = ctr.build(CFG)
   ids = jnp.asarray(np.random.RandomState(0).randint(0, N, (16, F)), jnp.int32)
   boxed = emb.init(jax.random.key(0), ids, method=emb.encode)
-  sh = sharding.logical_to_sharding(boxed, mesh, sharding.DEFAULT_RULES)
+  sh = sharding.logical_to_sharding(boxed, mesh, sharding_rules.DEFAULT_RULES)
   table_sh = sh["params"]["embedding"]["table"]
   assert table_sh.spec[0] == "fsdp"  # feature_vocab -> rows over 8 devices
   params = nn.meta.unbox(boxed)
@@ -194,7 +195,7 @@ def _task():
 def _run(mesh, num_steps=2, batch_size=16):
   """``num_steps`` of the loop's jitted ``steps.train_step`` on ``mesh``."""
   task = _task()
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   tx = optax.adam(1e-2)
   rng = np.random.RandomState(0)
   ids = rng.randint(0, N, (64, F)).astype(np.int32)

@@ -8,6 +8,7 @@ import pytest
 from flax import traverse_util
 
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.models.plm import MLMHead
 from flip_jax.models.plm import PLMConfig
 from flip_jax.models.plm import PLMEncoder
@@ -61,7 +62,7 @@ def test_every_param_has_logical_axes():
   leaves = jax.tree.leaves(tree["params"],
                            is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert len(leaves) == 4 + 1 + 2 * 16 + 5
-  known = {n for n, _ in sharding.DEFAULT_RULES} | {None}
+  known = {n for n, _ in sharding_rules.DEFAULT_RULES} | {None}
   for leaf in leaves:
     assert isinstance(leaf, nn.Partitioned), leaf
     assert len(leaf.names) == leaf.value.ndim
@@ -198,7 +199,7 @@ def test_sharded_forward_equals_unsharded():
   params = init()
   expected = model.apply(params, ids, mask)
   mesh = sharding.make_mesh((("data", 4), ("fsdp", 1), ("tensor", 2)))
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   abstract = jax.eval_shape(init)
   shardings = sharding.logical_to_sharding(abstract, mesh, rules)
   spec = shardings["params"]["encoder"]["encoder"]["layer_0"]["attention"][

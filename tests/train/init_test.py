@@ -7,6 +7,7 @@ import pytest
 from flax import linen as nn
 
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.train import init as init_lib
 from flip_jax.train import state as state_lib
 
@@ -35,7 +36,7 @@ def test_the_model_init_is_traced_once_and_gives_the_plain_init(
   example = jnp.ones((4, 3))
   tx = optax.adam(1e-3)
   mesh = sharding.make_mesh()
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   init = init_lib.sharded_state_init(
       lambda rng: model.init(rng, example),
       lambda p, ms, r: state_lib.create_train_state(p, tx, r, ms),

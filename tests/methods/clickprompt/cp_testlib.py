@@ -20,6 +20,7 @@ from flax import linen as nn
 from experiments.configs import clickprompt_finetune
 from experiments.configs import clickprompt_pretrain
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.methods.clickprompt import finetune
 from flip_jax.methods.clickprompt import model as model_lib
 from flip_jax.methods.clickprompt import pretrain
@@ -155,7 +156,7 @@ def run_steps(task, example, consts, mesh_shape, num_steps: int = 2,
   """
   n = int(np.prod([s for _, s in mesh_shape]))
   mesh = sharding.make_mesh(mesh_shape, jax.devices()[:n])
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   tx = tx or optax.adamw(1e-2, weight_decay=1e-3)
   si = init_lib.sharded_state_init(
       lambda rng: task.init_variables(rng, example, consts),

@@ -25,6 +25,7 @@ from flax import linen as nn
 
 from experiments.configs import flip_pretrain as flip_pretrain_config
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.data import features
 from flip_jax.methods.flip import pretrain
 from flip_jax.methods.flip import pretrain_model as flip_lib
@@ -374,7 +375,7 @@ def run_steps(mesh_axes, batch, num_steps=2, cfg=None, micro_batches=1,
   task = task_for(model)
   mesh = sharding.make_mesh(mesh_axes, jax.devices()[:int(np.prod(
       [s for _, s in mesh_axes]))])
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   tx = tx or optax.adamw(1e-2, weight_decay=1e-3)
   c = consts()
 

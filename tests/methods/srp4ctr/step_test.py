@@ -10,6 +10,7 @@ from flax import linen as nn
 from experiments.configs import srp4ctr_ctr
 from experiments.configs import srp4ctr_pretrain
 from flip_jax import sharding
+from flip_jax import sharding_rules
 from flip_jax.methods.srp4ctr import data as data_lib
 from flip_jax.methods.srp4ctr import fgbert
 from flip_jax.methods.srp4ctr import finetune
@@ -49,7 +50,7 @@ def run_steps(task, batch, consts, num_devices, micro_batches=1, num=2):
   """``num`` jitted, sharded train steps: (losses, host params)."""
   mesh = sharding.make_mesh([("data", num_devices), ("fsdp", 1),
                              ("tensor", 1)], jax.devices()[:num_devices])
-  rules = sharding.DEFAULT_RULES
+  rules = sharding_rules.DEFAULT_RULES
   tx = optax.adam(1e-2)
   si = init_lib.sharded_state_init(
       lambda rng: task.init_variables(rng, batch, consts),
