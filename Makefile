@@ -2,11 +2,12 @@
 #   make demo   set up .venv and run the main job on the embedded synthetic data
 #   make test   set up .venv and run the test suite
 # The interpreter .venv is made with: the distribution's /usr/bin/python3
-# when it is 3.11+ and can make a venv, else python3 on PATH. Distribution
-# CPythons are built with profile-guided optimisation and LTO and linked
-# statically; pyenv's and other source builds by default are neither, and
-# tracing, lowering and pytest are Python: on this 2-core machine a warm
-# make test's first pass took 6 % less (BUILD.md). make PYTHON=... overrides.
+# when it is 3.11+ and can make a venv, else python3 on PATH. Debian's
+# python3 (this machine's /usr/bin) is built with profile-guided
+# optimisation and LTO and linked statically; a pyenv build by default is
+# neither, and tracing, lowering and pytest are Python: on this 2-core
+# machine a warm make test's first pass took 6 % less (BUILD.md).
+# make PYTHON=... overrides.
 PYTHON ?= $(or $(shell for p in /usr/bin/python3 python3; do \
   $$p -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \
   2>/dev/null && { echo $$p; break; }; done),python3)

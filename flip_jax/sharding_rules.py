@@ -48,6 +48,3 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("rank_in", None),
     ("rank", None),
 )
-
-# The mesh's axes, outermost first.
-MESH_AXES = ("data", "fsdp", "tensor")
