@@ -20,7 +20,9 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	# An existing .venv keeps its interpreter (venv over another one mixes
+	# them); delete it to make it again with $(PYTHON).
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch (export and parity only); exact pin, see BUILD.md.
 	$(PY) -m pip install -q torch==2.13.0
