@@ -8,9 +8,8 @@
 # neither, and tracing, lowering and pytest are Python: on this 2-core
 # machine a warm make test's first pass took 6 % less (BUILD.md).
 # make PYTHON=... overrides.
-PYTHON ?= $(or $(shell for p in /usr/bin/python3 python3; do \
-  $$p -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \
-  2>/dev/null && { echo $$p; break; }; done),python3)
+PYTHON ?= $(or $(shell /usr/bin/python3 -c 'import sys, ensurepip; \
+  sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3),python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
