@@ -1,8 +1,10 @@
-r"""Process start-up (`import jax`, a launcher's error), A/B by package folder.
+r"""Process start-up (`import jax`, a launcher's errors), A/B by folder.
 
   pip install --no-deps --target <folder> ml_dtypes==0.7.0
   python -m benchmarks.startup_ab --variant=installed= \
       --variant=ml_dtypes-0.7.0=<folder>                # 5 rounds
+  git worktree add /tmp/base <commit>
+  python -m benchmarks.startup_ab --variant=base=/tmp/base --variant=this=
 
 Every launcher, test worker and child process a test starts pays Python's
 imports before it does anything; `make test` starts about fifty. A variant
@@ -10,10 +12,14 @@ is ``label=folder``: the folder goes first on ``PYTHONPATH`` (empty: the
 installed packages), so another version of one package, installed with
 ``pip install --no-deps --target <folder> <package>==<version>``, is
 measured against the installed one without touching the virtual
-environment. Each round runs, per variant in a rotated order, fresh
-processes timing (1) ``import jax`` (wall of the whole interpreter) and
-(2) ``python -m experiments.train --nope=1`` (a launcher's start-up up to
-its one-line flag error). Prints each measurement, then the medians.
+environment; a folder holding ``experiments/`` is another checkout of the
+project (a git worktree of another commit), and the commands run in it.
+Each round runs, per variant in a rotated order, fresh processes timing
+(1) ``import jax`` (wall of the whole interpreter), (2) ``python -m
+experiments.train --nope=1`` (a launcher's start-up up to its one-line
+flag error) and (3) the same launcher up to its one-line error for a
+misspelt ``--config.<key>`` (its config file parsed). Prints each
+measurement, then the medians.
 """
 from __future__ import annotations
 
@@ -33,6 +39,11 @@ COMMANDS = {
     "import_jax": ([sys.executable, "-c", "import jax"], 0, ""),
     "launcher_error": ([sys.executable, "-m", "experiments.train",
                         "--nope=1"], 1, "Unknown command line flag 'nope'"),
+    "config_error": ([sys.executable, "-m", "experiments.train",
+                      "--workdir=/nonexistent/startup_ab",
+                      "--config=experiments/configs/flip_pretrain.py:"
+                      "dataset=synthetic", "--config.nope=1"], 1,
+                     "--config.nope: no field 'nope'"),
 }
 
 
@@ -67,13 +78,15 @@ def variant_folders(parser: argparse.ArgumentParser, variants: list[str],
 
 def run_once(folder: str) -> dict[str, float]:
   """Seconds of each command in a fresh process with ``folder`` first on
-  PYTHONPATH ('' = the installed packages)."""
+  PYTHONPATH ('' = the installed packages), run in ``folder`` when it is a
+  checkout (``python -m`` puts the working folder before PYTHONPATH)."""
   env = folder_first_env(folder, str(REPO))
+  checkout = folder and os.path.isdir(os.path.join(folder, "experiments"))
   out = {}
   for name, (cmd, status, says) in COMMANDS.items():
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(cmd, cwd=folder if checkout else REPO, env=env,
+                          capture_output=True, text=True, check=False)
     out[name] = time.perf_counter() - start
     if proc.returncode != status or says not in proc.stderr:
       raise RuntimeError(f"{cmd} did not end as expected (exit "
